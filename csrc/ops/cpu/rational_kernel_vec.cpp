@@ -1,0 +1,349 @@
+// Vectorised CPU bodies of the rational ops. This file is compiled once per CPU capability, with
+// CPU_CAPABILITY set to DEFAULT, AVX2 or AVX512 (and the matching -m flags), exactly like ATen's
+// own kernels, so at::vec::Vectorized<float> is 8 or 16 lanes wide and the library still runs on
+// a CPU without AVX2.
+//
+// Degrees are template parameters for the common pairs (5,4), (4,4), (3,2), (7,6): the basis
+// values, the coefficient broadcasts and the per-coefficient gradient accumulators then live in
+// registers. Other degrees return false and take the generic scalar path of the caller.
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <cfloat>
+#include <cmath>
+
+#include "ops/cpu/rational_kernel_vec.h"
+
+namespace torch_rational {
+namespace cpu {
+namespace CPU_CAPABILITY {
+
+using kernels::Basis;
+using kernels::Version;
+using fVec = at::vec::Vectorized<float>;
+
+template <int M, int N, Version V, bool POWER>
+struct VecRational {
+  static constexpr int K0 = V == Version::C ? 0 : 1;
+  static constexpr int NB = V == Version::C ? N + 1 : N;
+  static constexpr int D = M > N ? M : N;
+
+  fVec a[M + 1];
+  fVec b[NB];
+  fVec absb[NB];
+  fVec sgnb[NB];
+  fVec al[D > 0 ? D : 1], be[D > 0 ? D : 1], ga[D > 0 ? D : 1];
+
+  explicit VecRational(const RunConfig& cfg, const GroupCoefs& c) {
+    for (int j = 0; j <= M; ++j) a[j] = fVec(c.a[j]);
+    for (int i = 0; i < NB; ++i) {
+      b[i] = fVec(c.b[i]);
+      absb[i] = fVec(std::fabs(c.b[i]));
+      sgnb[i] = fVec(kernels::sign_of(c.b[i]));
+    }
+    if (!POWER) {
+      for (int k = 0; k < D; ++k) {
+        float x, y, z;
+        kernels::basis_recurrence<float>(cfg.basis, k, x, y, z);
+        al[k] = fVec(x);
+        be[k] = fVec(y);
+        ga[k] = fVec(z);
+      }
+    }
+  }
+
+  static inline fVec sign(fVec v) {
+    const fVec zero(0.f), one(1.f);
+    return ((v > zero) & one) - ((v < zero) & one);
+  }
+
+  // f_0..f_D and (if DERIV) their derivatives.
+  template <bool DERIV>
+  inline void basis(fVec x, fVec* f, fVec* df) const {
+    f[0] = fVec(1.f);
+    if (DERIV) df[0] = fVec(0.f);
+    if (POWER) {
+      for (int k = 1; k <= D; ++k) {
+        f[k] = f[k - 1] * x;
+        if (DERIV) df[k] = fVec(float(k)) * f[k - 1];
+      }
+    } else {
+      fVec fprev(0.f), dprev(0.f);
+      for (int k = 0; k < D; ++k) {
+        const fVec lin = at::vec::fmadd(al[k], x, be[k]);
+        const fVec fn = lin * f[k] - ga[k] * fprev;
+        if (DERIV) {
+          const fVec dn = at::vec::fmadd(al[k], f[k], lin * df[k]) - ga[k] * dprev;
+          dprev = df[k];
+          df[k + 1] = dn;
+        }
+        fprev = f[k];
+        f[k + 1] = fn;
+      }
+    }
+  }
+
+  inline fVec forward(fVec x) const {
+    if (POWER && V == Version::A) {
+      // Horner in x for P and in |x| for Q = 1 + sum |b_k| |x|^k.
+      fVec P = a[M];
+      for (int j = M - 1; j >= 0; --j) P = at::vec::fmadd(P, x, a[j]);
+      const fVec ax = x.abs();
+      fVec Qs = absb[NB - 1];
+      for (int i = NB - 2; i >= 0; --i) Qs = at::vec::fmadd(Qs, ax, absb[i]);
+      const fVec Q = at::vec::fmadd(Qs, ax, fVec(1.f));
+      return P / Q;
+    }
+    fVec f[D + 1];
+    basis<false>(x, f, nullptr);
+    fVec P = a[0] * f[0];
+    for (int j = 1; j <= M; ++j) P = at::vec::fmadd(a[j], f[j], P);
+    fVec Q;
+    if (V == Version::A) {
+      Q = fVec(1.f);
+      for (int i = 0; i < NB; ++i) Q = at::vec::fmadd(absb[i], f[i + K0].abs(), Q);
+    } else {
+      fVec S(0.f);
+      for (int i = 0; i < NB; ++i) S = at::vec::fmadd(b[i], f[i + K0], S);
+      if (V == Version::N) {
+        Q = fVec(1.f) + S;
+      } else {
+        Q = fVec(V == Version::C ? 0.1f : 1.f) + S.abs();
+      }
+    }
+    return P / Q;
+  }
+
+  // grad_x = g dy/dx; acc_a[j] += g dy/da_j; acc_b[i] += g dy/db_i.
+  template <bool COEFS>
+  inline fVec backward(fVec x, fVec g, fVec* acc_a, fVec* acc_b) const {
+    fVec f[D + 1], df[D + 1];
+    basis<true>(x, f, df);
+    fVec P = a[0] * f[0], dP(0.f);
+    for (int j = 1; j <= M; ++j) {
+      P = at::vec::fmadd(a[j], f[j], P);
+      dP = at::vec::fmadd(a[j], df[j], dP);
+    }
+    fVec Q, dQ;
+    fVec dQdb[NB];
+    if (V == Version::A) {
+      Q = fVec(1.f);
+      dQ = fVec(0.f);
+      if (POWER) {
+        // |f_k| = |x|^k and d|x^k|/dx = sign(x) k |x|^(k-1).
+        const fVec ax = x.abs();
+        fVec axp[D + 1];
+        axp[0] = fVec(1.f);
+        for (int k = 1; k <= D; ++k) axp[k] = axp[k - 1] * ax;
+        for (int i = 0; i < NB; ++i) {
+          const int k = i + K0;
+          Q = at::vec::fmadd(absb[i], axp[k], Q);
+          dQ = at::vec::fmadd(absb[i] * fVec(float(k)), axp[k - 1], dQ);
+          if (COEFS) dQdb[i] = sgnb[i] * axp[k];
+        }
+        dQ = dQ * sign(x);
+      } else {
+        for (int i = 0; i < NB; ++i) {
+          const int k = i + K0;
+          const fVec afk = f[k].abs();
+          Q = at::vec::fmadd(absb[i], afk, Q);
+          dQ = at::vec::fmadd(absb[i] * sign(f[k]), df[k], dQ);
+          if (COEFS) dQdb[i] = sgnb[i] * afk;
+        }
+      }
+    } else {
+      fVec S(0.f), dS(0.f);
+      for (int i = 0; i < NB; ++i) {
+        S = at::vec::fmadd(b[i], f[i + K0], S);
+        dS = at::vec::fmadd(b[i], df[i + K0], dS);
+      }
+      if (V == Version::N) {
+        Q = fVec(1.f) + S;
+        dQ = dS;
+        if (COEFS)
+          for (int i = 0; i < NB; ++i) dQdb[i] = f[i + K0];
+      } else {
+        const fVec sS = sign(S);
+        Q = fVec(V == Version::C ? 0.1f : 1.f) + S.abs();
+        dQ = sS * dS;
+        if (COEFS)
+          for (int i = 0; i < NB; ++i) dQdb[i] = sS * f[i + K0];
+      }
+    }
+    const fVec rQ = fVec(1.f) / Q;
+    const fVec y = P * rQ;
+    const fVec gq = g * rQ;
+    if (COEFS) {
+      const fVec gy = gq * y;
+      for (int j = 0; j <= M; ++j) acc_a[j] = at::vec::fmadd(gq, f[j], acc_a[j]);
+      for (int i = 0; i < NB; ++i) acc_b[i] = acc_b[i] - gy * dQdb[i];
+    }
+    return gq * (dP - y * dQ);
+  }
+};
+
+constexpr int kLanes = fVec::size();
+
+// True if any lane of |x| exceeds the threshold: those vectors go to the scalar float64 path.
+inline bool any_above(fVec x, fVec threshold) {
+  const fVec mask = x.abs() > threshold;
+  return mask.zero_mask() != (1 << kLanes) - 1;
+}
+
+template <int M, int N, Version V, bool POWER>
+void forward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, float* y, int64_t n) {
+  const VecRational<M, N, V, POWER> R(cfg, c);
+  const double thr64 = POWER ? kernels::overflow_threshold<double>(max_degree(cfg), FLT_MAX) : INFINITY;
+  const fVec thr(static_cast<float>(thr64));
+  const double big64 = kernels::overflow_threshold<double>(max_degree(cfg), DBL_MAX);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const fVec xv = fVec::loadu(x + i);
+    if (POWER && any_above(xv, thr)) {
+      for (int l = 0; l < kLanes; ++l)
+        y[i + l] = static_cast<float>(scalar_forward_element(cfg, c.a64, c.b64, x[i + l], big64));
+      continue;
+    }
+    R.forward(xv).store(y + i);
+  }
+  for (; i < n; ++i) y[i] = static_cast<float>(scalar_forward_element(cfg, c.a64, c.b64, x[i], big64));
+}
+
+template <int M, int N, Version V, bool POWER>
+void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, const float* g, float* gx,
+                  int64_t n, double* acc_a, double* acc_b) {
+  using R_t = VecRational<M, N, V, POWER>;
+  constexpr int NB = R_t::NB;
+  const R_t R(cfg, c);
+  const double thr64 = POWER ? kernels::overflow_threshold<double>(max_degree(cfg), FLT_MAX) : INFINITY;
+  const fVec thr(static_cast<float>(thr64));
+  const double big64 = kernels::overflow_threshold<double>(max_degree(cfg), DBL_MAX);
+  const bool coefs = acc_a != nullptr;
+  fVec va[M + 1], vb[NB];
+  auto zero_acc = [&] {
+    for (int j = 0; j <= M; ++j) va[j] = fVec(0.f);
+    for (int i = 0; i < NB; ++i) vb[i] = fVec(0.f);
+  };
+  // Lanes are summed in a fixed order into the float64 accumulators every kFlush vectors, so the
+  // float32 partial sums stay short.
+  auto flush = [&] {
+    float buf[kLanes];
+    for (int j = 0; j <= M; ++j) {
+      va[j].store(buf);
+      double s = 0;
+      for (int l = 0; l < kLanes; ++l) s += buf[l];
+      acc_a[j] += s;
+    }
+    for (int i = 0; i < NB; ++i) {
+      vb[i].store(buf);
+      double s = 0;
+      for (int l = 0; l < kLanes; ++l) s += buf[l];
+      acc_b[i] += s;
+    }
+    zero_acc();
+  };
+  zero_acc();
+  constexpr int kFlush = 128;
+  int pending = 0;
+  double gx64;
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const fVec xv = fVec::loadu(x + i);
+    if (POWER && any_above(xv, thr)) {
+      for (int l = 0; l < kLanes; ++l) {
+        scalar_backward_element(cfg, c.a64, c.b64, x[i + l], g[i + l], big64, coefs ? acc_a : nullptr,
+                                coefs ? acc_b : nullptr, &gx64);
+        if (gx) gx[i + l] = static_cast<float>(gx64);
+      }
+      continue;
+    }
+    const fVec gv = fVec::loadu(g + i);
+    fVec gxv;
+    if (coefs) {
+      gxv = R.template backward<true>(xv, gv, va, vb);
+      if (++pending == kFlush) {
+        flush();
+        pending = 0;
+      }
+    } else {
+      gxv = R.template backward<false>(xv, gv, nullptr, nullptr);
+    }
+    if (gx) gxv.store(gx + i);
+  }
+  if (coefs) flush();
+  for (; i < n; ++i) {
+    scalar_backward_element(cfg, c.a64, c.b64, x[i], g[i], big64, coefs ? acc_a : nullptr,
+                            coefs ? acc_b : nullptr, &gx64);
+    if (gx) gx[i] = static_cast<float>(gx64);
+  }
+}
+
+using ForwardFn = void (*)(const RunConfig&, const GroupCoefs&, const float*, float*, int64_t);
+using BackwardFn = void (*)(const RunConfig&, const GroupCoefs&, const float*, const float*, float*, int64_t,
+                            double*, double*);
+
+template <int M, int N, Version V>
+void pick_basis(const RunConfig& cfg, ForwardFn* f, BackwardFn* b) {
+  if (cfg.basis == Basis::Power) {
+    *f = forward_run<M, N, V, true>;
+    *b = backward_run<M, N, V, true>;
+  } else {
+    *f = forward_run<M, N, V, false>;
+    *b = backward_run<M, N, V, false>;
+  }
+}
+
+template <int M, int N>
+void pick_version(const RunConfig& cfg, ForwardFn* f, BackwardFn* b) {
+  switch (cfg.version) {
+    case Version::A: pick_basis<M, N, Version::A>(cfg, f, b); break;
+    case Version::B: pick_basis<M, N, Version::B>(cfg, f, b); break;
+    case Version::C: pick_basis<M, N, Version::C>(cfg, f, b); break;
+    case Version::N: pick_basis<M, N, Version::N>(cfg, f, b); break;
+  }
+}
+
+// The specialised degree pairs (m, n).
+bool pick(const RunConfig& cfg, ForwardFn* f, BackwardFn* b) {
+  const int n = cfg.version == Version::C ? cfg.nb - 1 : cfg.nb;
+#define TR_CASE(MM, NN)                \
+  if (cfg.m == MM && n == NN) {        \
+    pick_version<MM, NN>(cfg, f, b);   \
+    return true;                       \
+  }
+  TR_CASE(5, 4)
+  TR_CASE(4, 4)
+  TR_CASE(3, 2)
+  TR_CASE(7, 6)
+#undef TR_CASE
+  return false;
+}
+
+bool forward_entry(const RunConfig& cfg, const GroupCoefs& c, const float* x, float* y, int64_t n) {
+  ForwardFn f;
+  BackwardFn b;
+  if (!pick(cfg, &f, &b)) return false;
+  f(cfg, c, x, y, n);
+  return true;
+}
+
+bool backward_entry(const RunConfig& cfg, const GroupCoefs& c, const float* x, const float* g, float* gx,
+                    int64_t n, double* acc_a, double* acc_b) {
+  ForwardFn f;
+  BackwardFn b;
+  if (!pick(cfg, &f, &b)) return false;
+  b(cfg, c, x, g, gx, n, acc_a, acc_b);
+  return true;
+}
+
+#define TR_STR2(s) #s
+#define TR_STR(s) TR_STR2(s)
+
+const VecKernelTable& table() {
+  static const VecKernelTable t{forward_entry, backward_entry, TR_STR(CPU_CAPABILITY)};
+  return t;
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace cpu
+}  // namespace torch_rational

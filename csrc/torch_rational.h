@@ -1,0 +1,8 @@
+// Umbrella header of the torch_rational C++ API:
+//   #include <torch_rational/torch_rational.h>
+// and link the torch_rational::torch_rational CMake target (find_package(torch_rational)).
+#pragma once
+
+#include "ops/rational.h"
+#include "fit/fit.h"
+#include "modules/rational.h"

@@ -1,0 +1,62 @@
+"""Loads the C++ library (which registers the ``torch.ops.torch_rational`` ops) and registers the
+fake (shape-only) kernels that ``torch.compile`` and ``torch.export`` trace with."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+_LIB_NAME = "libtorch_rational.so"
+
+
+def _find_library() -> Path:
+    env = os.environ.get("TORCH_RATIONAL_LIBRARY")
+    candidates = [Path(env)] if env else []
+    here = Path(__file__).resolve().parent
+    candidates.append(here / "lib" / _LIB_NAME)
+    # Running from a source checkout after `cmake --build build`.
+    candidates.append(here.parent.parent / "build" / _LIB_NAME)
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise ImportError(
+        "torch_rational: the compiled library was not found (looked at "
+        + ", ".join(str(c) for c in candidates)
+        + "). Install the package with `scripts/setup.sh` (or `pip install --no-build-isolation .`)."
+    )
+
+
+LIBRARY_PATH = _find_library()
+torch.ops.load_library(str(LIBRARY_PATH))
+ops = torch.ops.torch_rational
+
+
+def _num_groups(numerator: torch.Tensor) -> int:
+    return numerator.shape[0] if numerator.dim() == 2 else 1
+
+
+@torch.library.register_fake("torch_rational::rational")
+def _rational_fake(x, numerator, denominator, version="A", basis="power", channel_dim=1, noise=0.0,
+                   noise_seed=None):
+    torch._check(x.dtype.is_floating_point, lambda: "torch_rational: x must be a floating point tensor")
+    torch._check(numerator.dim() in (1, 2), lambda: "torch_rational: numerator must be 1-D or 2-D")
+    torch._check(numerator.dim() == denominator.dim(),
+                 lambda: "torch_rational: numerator and denominator must both be 1-D or both 2-D")
+    g = _num_groups(numerator)
+    if g > 1:
+        torch._check(x.shape[channel_dim] % g == 0,
+                     lambda: "torch_rational: x.size(channel_dim) is not divisible by num_groups")
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("torch_rational::rational_backward")
+def _rational_backward_fake(grad_output, x, numerator, denominator, version, basis, channel_dim, noise,
+                            noise_seed, output_mask):
+    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
+    gn = torch.empty_like(numerator, memory_format=torch.contiguous_format) if output_mask[1] \
+        else numerator.new_empty((0,))
+    gd = torch.empty_like(denominator, memory_format=torch.contiguous_format) if output_mask[2] \
+        else denominator.new_empty((0,))
+    return gx, gn, gd

@@ -1,0 +1,80 @@
+"""Least-squares fits of rational functions (the project's own fitter, in C++) and init tables."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, NamedTuple, Sequence, Tuple, Union
+
+import torch
+
+from ._ops import ops
+
+__all__ = ["FitResult", "fit", "init_coefficients", "activation_function"]
+
+
+class FitResult(NamedTuple):
+    numerator: torch.Tensor  #: (m+1,) float64
+    denominator: torch.Tensor  #: (n,) float64, (n+1,) for version C
+    max_error: float  #: max |R(x) - f(x)| over the fitted points
+
+
+def activation_function(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Evaluates a named function (``"relu"``, ``"leaky_relu"``, ``"leaky_relu_0.2"``, ``"swish"``,
+    ``"gelu"``, ``"tanh"``, ``"sigmoid"``, ``"elu"``, ``"identity"``, ...) on ``x``."""
+    return ops.activation_function(name, x)
+
+
+def fit(
+    function: Union[str, Callable[[torch.Tensor], torch.Tensor]],
+    degrees: Sequence[int] = (5, 4),
+    *,
+    version: str = "A",
+    basis: str = "power",
+    range: Tuple[float, float] = (-3.0, 3.0),
+    num_points: int = 4001,
+) -> FitResult:
+    """Fits ``P/Q`` of the given family to ``function`` on ``range``.
+
+    ``function`` is a name (see :func:`activation_function`) or a callable taking and returning a
+    float64 tensor. Returns the float64 coefficients and the maximum absolute error on the grid.
+    """
+    m, n = (int(d) for d in degrees)
+    lo, hi = (float(r) for r in range)
+    if not lo < hi:
+        raise ValueError(f"torch_rational.fit: range must satisfy lo < hi, got {range!r}")
+    if num_points < m + n + 2:
+        raise ValueError(f"torch_rational.fit: num_points must be at least m+n+2, got {num_points}")
+    x = torch.linspace(lo, hi, num_points, dtype=torch.float64)
+    if isinstance(function, str):
+        y = activation_function(function, x)
+    elif callable(function):
+        y = torch.as_tensor(function(x), dtype=torch.float64)
+        if y.shape != x.shape:
+            raise ValueError(f"torch_rational.fit: function must return a tensor of shape {tuple(x.shape)}, "
+                             f"got {tuple(y.shape)}")
+    else:
+        raise TypeError(f"torch_rational.fit: function must be a name or a callable, got {function!r}")
+    a, b, err = ops.fit_rational(x, y, m, n, version, basis)
+    return FitResult(a, b, float(err))
+
+
+_warned: set = set()
+
+
+def init_coefficients(function: str, degrees: Sequence[int] = (5, 4), *, version: str = "A",
+                      basis: str = "power") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Initial (numerator, denominator) in float64 approximating ``function`` on [-3, 3]: from the
+    shipped table, else fitted on the fly (with a warning, once per combination)."""
+    m, n = (int(d) for d in degrees)
+    key = (function, m, n, version, basis)
+    if function != "random" and key not in _warned and not ops.has_init_table_entry(function, m, n, version, basis):
+        _warned.add(key)
+        warnings.warn(
+            f"torch_rational: no shipped init for {function} at degrees ({m}, {n}), version {version}, "
+            f"basis {basis}; fitting it now (once per process)",
+            stacklevel=3,
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the C++ side warns too; one message is enough
+        a, b = ops.init_coefficients(function, m, n, version, basis)
+    return a, b

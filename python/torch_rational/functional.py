@@ -1,0 +1,57 @@
+"""Functional interface of the rational activations (thin wrappers over ``torch.ops.torch_rational``)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ._ops import ops
+
+__all__ = ["rational", "noise_seed", "VERSIONS", "BASES"]
+
+VERSIONS = ("A", "B", "C", "N")
+BASES = ("power", "chebyshev_t", "chebyshev_u", "hermite", "hermite_e", "laguerre", "legendre")
+
+
+def noise_seed(generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """A fresh RPAU noise seed (int64 CPU tensor with one element) from torch's generator, so
+    ``torch.manual_seed`` makes the noise reproducible."""
+    return torch.randint(0, 2**62, (1,), dtype=torch.int64, generator=generator)
+
+
+def rational(
+    x: torch.Tensor,
+    numerator: torch.Tensor,
+    denominator: torch.Tensor,
+    *,
+    version: str = "A",
+    basis: str = "power",
+    channel_dim: int = 1,
+    noise: float = 0.0,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    r"""Rational activation :math:`y = P(x) / Q(x)` applied elementwise.
+
+    :math:`P(x) = \sum_{j=0}^{m} a_j f_j(x)`; the denominator depends on ``version``:
+
+    - ``"A"`` (safe PAU): :math:`Q = 1 + \sum_{k=1}^{n} |b_k| |f_k(x)|`
+    - ``"B"``: :math:`Q = 1 + |\sum_{k=1}^{n} b_k f_k(x)|`
+    - ``"C"``: :math:`Q = 0.1 + |\sum_{k=0}^{n} b_k f_k(x)|` (``n + 1`` coefficients)
+    - ``"N"`` (unsafe, may have poles): :math:`Q = 1 + \sum_{k=1}^{n} b_k f_k(x)`
+
+    Args:
+        x: input of any shape, float16 / bfloat16 / float32 / float64, CPU or CUDA.
+        numerator: ``(m+1,)`` or ``(G, m+1)`` coefficients :math:`a_j`.
+        denominator: ``(n,)`` or ``(G, n)`` coefficients :math:`b_k` (``n + 1`` for version C).
+        version: ``"A"``, ``"B"``, ``"C"`` or ``"N"``.
+        basis: ``"power"``, ``"chebyshev_t"``, ``"chebyshev_u"``, ``"hermite"``, ``"hermite_e"``,
+            ``"laguerre"`` or ``"legendre"``.
+        channel_dim: with G > 1 groups, channel ``c`` of ``x`` along this dimension uses group
+            ``c // (C / G)``. Ignored for G = 1.
+        noise: RPAU noise: every coefficient of every element is multiplied by ``1 + u``,
+            ``u ~ U[-noise, noise]``. ``0`` gives plain PAU.
+        generator: generator for the noise seed (default: torch's default generator).
+    """
+    seed = noise_seed(generator) if noise > 0 else None
+    return ops.rational(x, numerator, denominator, version, basis, channel_dim, float(noise), seed)
