@@ -49,6 +49,9 @@ TR_HOST_DEVICE T den_constant(Version v) {
 template <typename T>
 TR_HOST_DEVICE void basis_recurrence(Basis basis, int k, T& alpha, T& beta, T& gamma) {
   const T kk = T(k);
+  alpha = T(1);
+  beta = T(0);
+  gamma = T(0);
   switch (basis) {
     case Basis::Power: alpha = T(1); beta = T(0); gamma = T(0); break;
     case Basis::ChebyshevT: alpha = k == 0 ? T(1) : T(2); beta = T(0); gamma = T(1); break;

@@ -261,7 +261,8 @@ bool has_init_table_entry(const std::string& function, int64_t m, int64_t n, con
 }
 
 std::pair<at::Tensor, at::Tensor> init_coefficients(const std::string& function, int64_t m, int64_t n,
-                                                    const std::string& version, const std::string& basis) {
+                                                    const std::string& version, const std::string& basis,
+                                                    bool warn_if_fitted) {
   const auto v = parse_version(version);
   parse_basis(basis);
   TORCH_CHECK_VALUE(m >= 0 && m <= kernels::kMaxDegree && n >= 1 && n <= kernels::kMaxDegree,
@@ -293,7 +294,8 @@ std::pair<at::Tensor, at::Tensor> init_coefficients(const std::string& function,
   auto key = std::make_tuple(f, m, n, version, basis);
   auto it = cache.find(key);
   if (it == cache.end()) {
-    TORCH_WARN("torch_rational: no shipped init for ", f, " at degrees (", m, ", ", n, "), version ", version,
+    if (warn_if_fitted)
+      TORCH_WARN("torch_rational: no shipped init for ", f, " at degrees (", m, ", ", n, "), version ", version,
                ", basis ", basis, "; fitting it now on [-3, 3] (done once per process)");
     it = cache.emplace(key, fit_named(f, m, n, version, basis)).first;
   }
@@ -311,7 +313,9 @@ std::tuple<at::Tensor, at::Tensor, double> fit_rational_op(const at::Tensor& x, 
 
 std::tuple<at::Tensor, at::Tensor> init_coefficients_op(c10::string_view function, int64_t m, int64_t n,
                                                         c10::string_view version, c10::string_view basis) {
-  auto r = init_coefficients(std::string(function), m, n, std::string(version), std::string(basis));
+  // Python warns on its own side (as a Python warning), so no C++ warning here.
+  auto r = init_coefficients(std::string(function), m, n, std::string(version), std::string(basis),
+                             /*warn_if_fitted=*/false);
   return {r.first, r.second};
 }
 

@@ -42,7 +42,8 @@ TORCH_RATIONAL_API FitResult fit_named(const std::string& function, int64_t num_
 TORCH_RATIONAL_API std::pair<at::Tensor, at::Tensor> init_coefficients(const std::string& function,
                                                                        int64_t num_degree, int64_t den_degree,
                                                                        const std::string& version = "A",
-                                                                       const std::string& basis = "power");
+                                                                       const std::string& basis = "power",
+                                                                       bool warn_if_fitted = true);
 
 // True if (function, degrees, version, basis) is in the shipped table.
 TORCH_RATIONAL_API bool has_init_table_entry(const std::string& function, int64_t num_degree, int64_t den_degree,

@@ -17,7 +17,7 @@ def _find_library() -> Path:
     here = Path(__file__).resolve().parent
     candidates.append(here / "lib" / _LIB_NAME)
     # Running from a source checkout after `cmake --build build`.
-    candidates.append(here.parent.parent / "build" / _LIB_NAME)
+    candidates.append(here.parent.parent / "build" / "cmake" / _LIB_NAME)
     for c in candidates:
         if c.is_file():
             return c

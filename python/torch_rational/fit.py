@@ -74,7 +74,5 @@ def init_coefficients(function: str, degrees: Sequence[int] = (5, 4), *, version
             f"basis {basis}; fitting it now (once per process)",
             stacklevel=3,
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the C++ side warns too; one message is enough
-        a, b = ops.init_coefficients(function, m, n, version, basis)
+    a, b = ops.init_coefficients(function, m, n, version, basis)
     return a, b

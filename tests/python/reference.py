@@ -179,7 +179,15 @@ def rational_reference_grads(x, numerator, denominator, grad_output, version="A"
 # spuriously where something does.
 
 
-def _running_max_abs(t: torch.Tensor) -> torch.Tensor:
+def _basis_magnitude(t: torch.Tensor, basis: str) -> torch.Tensor:
+    """Magnitude against which the rounding error of each computed basis value is measured.
+
+    Power basis: |x^k| itself (products carry a relative error). Three-term recurrences with
+    cancellation: the running max of |f_i| (i <= k), as the error near a root of f_k is set by
+    the neighbours that were combined to produce it.
+    """
+    if basis == "power":
+        return t.abs()
     return torch.cummax(t.abs(), dim=-1).values
 
 
@@ -205,8 +213,7 @@ def error_scales(x, numerator, denominator, grad_output=None, version="A", basis
 
     Returns a dict with float64 CPU tensors 'y' (x.shape), and when grad_output is given,
     'grad_x' (x.shape), 'grad_numerator' / 'grad_denominator' (the coefficients' shapes).
-    Basis magnitudes use the running max of |f_i| (i <= k) so that a recurrence evaluated near a
-    root of f_k is not expected to be more accurate than its neighbours allow.
+    Basis magnitudes come from _basis_magnitude.
     """
     x = x.detach().cpu()
     numerator = numerator.detach().cpu()
@@ -214,8 +221,8 @@ def error_scales(x, numerator, denominator, grad_output=None, version="A", basis
     parts = _parts(x, numerator, denominator, version, basis, channel_dim)
     m, n, k0 = parts["m"], parts["n"], parts["k0"]
     xs = parts["x"]
-    f_mag = _running_max_abs(parts["f"])
-    df_mag = _running_max_abs(basis_derivatives(xs, max(m, n), basis))
+    f_mag = _basis_magnitude(parts["f"], basis)
+    df_mag = _basis_magnitude(basis_derivatives(xs, max(m, n), basis), basis)
     a_abs = parts["a_e"].abs()
     b_abs = parts["b_e"].abs()
     y = parts["p"] / parts["q"]
@@ -244,8 +251,8 @@ def error_scales(x, numerator, denominator, grad_output=None, version="A", basis
 def kink_margin(x, numerator, denominator, version="A", basis="power", channel_dim=1):
     """Relative distance of each element from a point where y is not differentiable (float64).
 
-    A: min_k |f_k(x)| / max_{i<=k} |f_i(x)| over the denominator terms; B, C: |S| / sum |b_k||f_k|;
-    N: +inf (no abs). Elements with a small margin make finite differences and sign choices of a
+    A: min_k |f_k(x)| / magnitude_k over the denominator terms (for the power basis: |x|);
+    B, C: |S| / sum |b_k| magnitude_k; N: +inf (no abs). Magnitudes from _basis_magnitude. Elements with a small margin make finite differences and sign choices of a
     float32 kernel unreliable, so tests move x away from them.
     """
     x = x.detach().cpu()
@@ -254,9 +261,12 @@ def kink_margin(x, numerator, denominator, version="A", basis="power", channel_d
     f = parts["f"]
     if version == "N":
         return torch.full(x.shape, float("inf"), dtype=torch.float64)
-    f_mag = _running_max_abs(f)
     if version == "A":
+        if basis == "power":  # x^k is computed to full relative accuracy; the kink is x = 0
+            return x.to(torch.float64).abs()
+        f_mag = _basis_magnitude(f, basis)
         rel = f[..., k0 : n + 1].abs() / f_mag[..., k0 : n + 1]
         return rel.amin(-1)
+    f_mag = _basis_magnitude(f, basis)
     d_abs = (parts["b_e"].abs() * f_mag[..., k0 : n + 1]).sum(-1)
     return parts["s"].abs() / d_abs

@@ -1,0 +1,193 @@
+// The C++ op (through the dispatcher, autograd included) against a float64 reference built from
+// ATen ops and differentiated by ATen's autograd.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <tuple>
+
+#include "ops/rational.h"
+
+namespace {
+
+// Basis f_0..f_D written out per family with ATen ops (not the kernels' shared recurrence table).
+std::vector<torch::Tensor> reference_basis(const torch::Tensor& x, const std::string& basis, int D) {
+  std::vector<torch::Tensor> f;
+  f.push_back(torch::ones_like(x));
+  for (int k = 1; k <= D; ++k) {
+    const auto& f1 = f[k - 1];
+    const torch::Tensor f2 = k >= 2 ? f[k - 2] : torch::zeros_like(x);
+    const double km = k - 1;  // f_k from f_{k-1}, f_{k-2}
+    torch::Tensor next;
+    if (basis == "power") {
+      next = x.pow(k);
+    } else if (basis == "chebyshev_t") {
+      next = k == 1 ? x.clone() : 2 * x * f1 - f2;
+    } else if (basis == "chebyshev_u") {
+      next = 2 * x * f1 - f2;
+    } else if (basis == "hermite") {
+      next = 2 * x * f1 - 2 * km * f2;
+    } else if (basis == "hermite_e") {
+      next = x * f1 - km * f2;
+    } else if (basis == "laguerre") {
+      next = ((2 * km + 1 - x) * f1 - km * f2) / (km + 1);
+    } else {  // legendre
+      next = ((2 * km + 1) * x * f1 - km * f2) / (km + 1);
+    }
+    f.push_back(next);
+  }
+  return f;
+}
+
+torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& b,
+                        const std::string& version, const std::string& basis) {
+  const int m = a.size(-1) - 1;
+  const int k0 = version == "C" ? 0 : 1;
+  const int n_top = b.size(-1) - 1 + k0;
+  auto f = reference_basis(x, basis, std::max(m, n_top));
+  torch::Tensor P = torch::zeros_like(x);
+  for (int j = 0; j <= m; ++j) P = P + a[j] * f[j];
+  torch::Tensor S = torch::zeros_like(x);
+  for (int i = 0; i < b.size(-1); ++i) {
+    if (version == "A") S = S + b[i].abs() * f[i + k0].abs();
+    else S = S + b[i] * f[i + k0];
+  }
+  torch::Tensor Q;
+  if (version == "A" || version == "N") Q = 1 + S;
+  else if (version == "B") Q = 1 + S.abs();
+  else Q = 0.1 + S.abs();
+  return P / Q;
+}
+
+using Param = std::tuple<torch::Dtype, std::pair<int, int>, std::string, std::string>;
+
+class RationalOpTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(RationalOpTest, ForwardAndBackwardMatchReference) {
+  const auto [dtype, degrees, version, basis] = GetParam();
+  const int m = degrees.first, n = degrees.second;
+  const int nb = version == "C" ? n + 1 : n;
+  torch::manual_seed(1234);
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  // Modest inputs and denominators so version N has no poles near the data.
+  auto x64 = torch::randn({4, 6, 5, 7}, opts) * (basis == "power" ? 1.5 : 0.8);
+  auto a64 = torch::randn({3, m + 1}, opts) * 0.5;
+  auto b64 = torch::randn({3, nb}, opts) * (version == "N" ? 0.05 : 0.5);
+  if (version == "C") b64.select(1, 0).fill_(1.0);
+
+  auto x = x64.to(dtype).requires_grad_(true);
+  auto a = a64.to(torch::kFloat).requires_grad_(true);
+  auto b = b64.to(torch::kFloat).requires_grad_(true);
+  if (dtype == torch::kDouble) {
+    a = a64.clone().requires_grad_(true);
+    b = b64.clone().requires_grad_(true);
+  }
+  auto y = torch_rational::rational(x, a, b, version, basis, /*channel_dim=*/1);
+  ASSERT_EQ(y.scalar_type(), dtype);
+  ASSERT_EQ(y.sizes(), x.sizes());
+
+  // Reference per group: channel c uses group c / 2 (6 channels, 3 groups).
+  auto xr = x.detach().to(torch::kDouble).requires_grad_(true);
+  auto ar = a.detach().to(torch::kDouble).requires_grad_(true);
+  auto br = b.detach().to(torch::kDouble).requires_grad_(true);
+  std::vector<torch::Tensor> parts;
+  for (int c = 0; c < 6; ++c)
+    parts.push_back(reference(xr.select(1, c), ar[c / 2], br[c / 2], version, basis).unsqueeze(1));
+  auto yr = torch::cat(parts, 1);
+
+  const double tol = dtype == torch::kDouble ? 1e-10 : (dtype == torch::kFloat ? 2e-4 : 3e-2);
+  const double scale = 1.0 + yr.abs().max().item<double>();
+  EXPECT_LE((y.to(torch::kDouble) - yr).abs().max().item<double>(), tol * scale);
+
+  // Upstream gradient rounded to x's dtype, so both sides see the same numbers.
+  auto g = torch::randn_like(yr).to(dtype).to(torch::kDouble);
+  y.backward(g.to(dtype));
+  yr.backward(g);
+  auto rel = [](const torch::Tensor& got, const torch::Tensor& want) {
+    return (got.to(torch::kDouble) - want).abs().max().item<double>() / (1.0 + want.abs().max().item<double>());
+  };
+  const double gtol = dtype == torch::kDouble ? 1e-9 : (dtype == torch::kFloat ? 1e-3 : 6e-2);
+  EXPECT_LE(rel(x.grad(), xr.grad()), gtol);
+  EXPECT_LE(rel(a.grad(), ar.grad()), gtol);
+  EXPECT_LE(rel(b.grad(), br.grad()), gtol);
+}
+
+std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
+  const auto& [dtype, degrees, version, basis] = info.param;
+  std::string d = dtype == torch::kDouble ? "Float64" : dtype == torch::kFloat ? "Float32" : "BFloat16";
+  std::string b;
+  bool up = true;
+  for (char ch : basis) {
+    if (ch == '_') { up = true; continue; }
+    b += up ? static_cast<char>(std::toupper(ch)) : ch;
+    up = false;
+  }
+  return d + "Deg" + std::to_string(degrees.first) + std::to_string(degrees.second) + "Version" + version + b;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    PowerAllDegrees, RationalOpTest,
+    ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kBFloat16),
+                       ::testing::Values(std::make_pair(5, 4), std::make_pair(3, 2), std::make_pair(4, 4),
+                                         std::make_pair(7, 6), std::make_pair(2, 3)),
+                       ::testing::Values("A", "B", "C", "N"), ::testing::Values("power")),
+    ParamName);
+
+INSTANTIATE_TEST_SUITE_P(
+    OrthogonalBases, RationalOpTest,
+    ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble),
+                       ::testing::Values(std::make_pair(5, 4), std::make_pair(3, 5)),
+                       ::testing::Values("A", "B", "C", "N"),
+                       ::testing::Values("chebyshev_t", "chebyshev_u", "hermite", "hermite_e", "laguerre",
+                                         "legendre")),
+    ParamName);
+
+TEST(RationalOp, NoGradientWhenNotRequired) {
+  auto x = torch::randn({100});
+  auto a = torch::randn({6}, torch::requires_grad());
+  auto b = torch::randn({4});
+  auto y = torch_rational::rational(x, a, b);
+  y.sum().backward();
+  EXPECT_TRUE(a.grad().defined());
+  EXPECT_FALSE(b.grad().defined());
+  EXPECT_EQ(a.grad().sizes(), a.sizes());
+}
+
+TEST(RationalOp, BadArgumentsThrowNamingTheArgument) {
+  auto x = torch::randn({2, 4, 3});
+  auto a = torch::randn({6});
+  auto b = torch::randn({4});
+  auto msg = [](auto fn) {
+    try {
+      fn();
+    } catch (const c10::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(msg([&] { torch_rational::rational(x, a, b, "Z"); }).find("version"), std::string::npos);
+  EXPECT_NE(msg([&] { torch_rational::rational(x, a, b, "A", "fourier"); }).find("basis"), std::string::npos);
+  EXPECT_NE(msg([&] { torch_rational::rational(x.to(torch::kInt), a, b); }).find("x must be"), std::string::npos);
+  EXPECT_NE(msg([&] { torch_rational::rational(x, a.reshape({1, 1, 6}), b); }).find("numerator"), std::string::npos);
+  EXPECT_NE(msg([&] { torch_rational::rational(x, a.repeat({3, 1}), b.repeat({3, 1})); }).find("num_groups"),
+            std::string::npos);
+  EXPECT_NE(msg([&] { torch_rational::rational(x, a, b, "A", "power", 1, 0.1); }).find("noise_seed"),
+            std::string::npos);
+  EXPECT_NE(msg([&] { torch_rational::rational(x, a, b, "A", "power", 1, -1.0); }).find("noise"), std::string::npos);
+}
+
+TEST(RationalOp, NoiseIsReproducibleFromTheSeed) {
+  auto x = torch::randn({1000});
+  auto a = torch::randn({6});
+  auto b = torch::randn({4});
+  torch::manual_seed(7);
+  auto y1 = torch_rational::rational(x, a, b, "A", "power", 1, 0.1, torch_rational::rational_noise_seed());
+  torch::manual_seed(7);
+  auto y2 = torch_rational::rational(x, a, b, "A", "power", 1, 0.1, torch_rational::rational_noise_seed());
+  auto y0 = torch_rational::rational(x, a, b);
+  EXPECT_TRUE(torch::equal(y1, y2));
+  EXPECT_FALSE(torch::equal(y1, y0));
+  EXPECT_LE((y1 - y0).abs().max().item<double>(), 1.0 + y0.abs().max().item<double>());
+}
+
+}  // namespace

@@ -1,0 +1,164 @@
+"""Bad arguments raise, with a message that names the offending argument."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torch_rational
+from conftest import requires_cuda
+
+rational = torch_rational.functional.rational
+raw_rational = torch.ops.torch_rational.rational
+
+ERRORS = (RuntimeError, ValueError, TypeError)
+# TORCH_CHECK_INDEX-style range checks surface as IndexError; accept it for channel_dim.
+RANGE_ERRORS = ERRORS + (IndexError,)
+
+
+def _x(shape=(2, 4, 3)):
+    return torch.randn(shape)
+
+
+def _num(groups=2, m=5):
+    return torch.randn(groups, m + 1)
+
+
+def _den(groups=2, nb=4):
+    return torch.randn(groups, nb) * 0.1
+
+
+def _seed():
+    return torch.tensor([7], dtype=torch.int64)
+
+
+# (id, thunk, regex that the message must match)
+OP_CASES = [
+    ("int_x", lambda: rational(_x().long(), _num(), _den()), r"\bx\b"),
+    ("int32_x", lambda: rational(_x().int(), _num(), _den()), r"\bx\b"),
+    ("bool_x", lambda: rational(_x() > 0, _num(), _den()), r"\bx\b"),
+    ("int_numerator", lambda: rational(_x(), _num().long(), _den()), r"numerator"),
+    ("int_denominator", lambda: rational(_x(), _num(), _den().long()), r"denominator"),
+    ("numerator_3d", lambda: rational(_x(), _num().reshape(1, 2, 6), _den()), r"numerator"),
+    ("denominator_3d", lambda: rational(_x(), _num(), _den().reshape(1, 2, 4)), r"denominator"),
+    ("numerator_0d", lambda: rational(_x(), torch.tensor(1.0), _den()), r"numerator"),
+    ("group_count_mismatch", lambda: rational(_x((2, 6, 3)), _num(2), _den(3)),
+     r"(?i)numerator|denominator|group"),
+    ("group_dims_mismatch_1d_vs_2d", lambda: rational(_x(), _num(1)[0], _den(1)), r"(?i)numerator|denominator"),
+    ("channels_not_divisible", lambda: rational(_x((2, 5, 3)), _num(2), _den(2), channel_dim=1),
+     r"num_groups|channel_dim|groups"),
+    ("channels_not_divisible_dim_last", lambda: rational(_x((2, 4, 3)), _num(2), _den(2), channel_dim=-1),
+     r"num_groups|channel_dim|groups"),
+    ("unknown_version", lambda: rational(_x(), _num(), _den(), version="D"), r"version"),
+    ("unknown_version_empty", lambda: rational(_x(), _num(), _den(), version=""), r"version"),
+    ("unknown_basis", lambda: rational(_x(), _num(), _den(), basis="chebyshev"), r"basis"),
+    ("unknown_basis_typo", lambda: rational(_x(), _num(), _den(), basis="Power"), r"basis"),
+    ("numerator_degree_33", lambda: rational(_x(), _num(m=33), _den()), r"(?i)numerator|degree"),
+    ("denominator_degree_33_A", lambda: rational(_x(), _num(), _den(nb=33)), r"(?i)denominator|degree"),
+    ("denominator_degree_33_C", lambda: rational(_x(), _num(), _den(nb=34), version="C"),
+     r"(?i)denominator|degree"),
+    ("numerator_empty", lambda: rational(_x(), _num(m=-1), _den()), r"numerator"),
+    ("denominator_empty_A", lambda: rational(_x(), _num(), _den(nb=0), version="A"), r"denominator"),
+    ("denominator_empty_B", lambda: rational(_x(), _num(), _den(nb=0), version="B"), r"denominator"),
+    ("denominator_empty_N", lambda: rational(_x(), _num(), _den(nb=0), version="N"), r"denominator"),
+    ("denominator_empty_C", lambda: rational(_x(), _num(), _den(nb=0), version="C"), r"denominator"),
+    # C needs n + 1 >= 2 coefficients (b_0 .. b_n, n >= 1 like the other versions).
+    ("denominator_too_short_C", lambda: rational(_x(), _num(), _den(nb=1), version="C"), r"denominator"),
+    ("negative_noise", lambda: rational(_x(), _num(), _den(), noise=-0.1), r"noise"),
+    ("infinite_noise", lambda: rational(_x(), _num(), _den(), noise=float("inf")), r"noise"),
+    ("raw_negative_noise", lambda: raw_rational(_x(), _num(), _den(), "A", "power", 1, -0.5, _seed()), r"noise"),
+    ("raw_noise_without_seed", lambda: raw_rational(_x(), _num(), _den(), "A", "power", 1, 0.1, None),
+     r"noise_seed"),
+    ("raw_float_seed", lambda: raw_rational(_x(), _num(), _den(), "A", "power", 1, 0.1,
+                                            torch.tensor([7.0])), r"noise_seed"),
+    ("raw_two_element_seed", lambda: raw_rational(_x(), _num(), _den(), "A", "power", 1, 0.1,
+                                                  torch.tensor([7, 8])), r"noise_seed"),
+    ("raw_unknown_version", lambda: raw_rational(_x(), _num(), _den(), "Z", "power", 1, 0.0, None), r"version"),
+    ("raw_unknown_basis", lambda: raw_rational(_x(), _num(), _den(), "A", "bernstein", 1, 0.0, None), r"basis"),
+]
+
+
+@pytest.mark.parametrize("thunk,pattern", [pytest.param(t, p, id=i) for i, t, p in OP_CASES])
+def test_op_argument_errors(thunk, pattern):
+    with pytest.raises(ERRORS, match=pattern):
+        thunk()
+
+
+@pytest.mark.parametrize("channel_dim", [3, 7, -4])
+def test_channel_dim_out_of_range(channel_dim):
+    with pytest.raises(RANGE_ERRORS, match=r"(?i)channel_dim|dim"):
+        rational(_x((2, 4, 3)), _num(2), _den(2), channel_dim=channel_dim)
+
+
+def test_groups_need_a_channel_dimension():
+    with pytest.raises(RANGE_ERRORS, match=r"(?i)\bx\b|channel_dim|dim|groups"):
+        rational(torch.tensor(0.5), _num(2), _den(2))
+
+
+def test_degree_32_is_accepted():
+    # The boundary of the degree check: 32 works (values are checked in test_rational_op).
+    y = rational(_x(), _num(m=32), _den(nb=32))
+    assert y.shape == (2, 4, 3)
+    y = rational(_x(), _num(m=32), _den(nb=33), version="C")
+    assert y.shape == (2, 4, 3)
+
+
+def test_errors_do_not_depend_on_requires_grad():
+    x = _x().requires_grad_()
+    with pytest.raises(ERRORS, match=r"version"):
+        rational(x, _num().requires_grad_(), _den().requires_grad_(), version="Q")
+
+
+@requires_cuda
+@pytest.mark.parametrize("where", ["numerator", "denominator", "x"])
+def test_coefficients_on_another_device(where):
+    x, num, den = _x().cuda(), _num().cuda(), _den().cuda()
+    if where == "numerator":
+        num = num.cpu()
+    elif where == "denominator":
+        den = den.cpu()
+    else:
+        x = x.cpu()
+    pattern = r"(?i)device|cuda|cpu" if where == "x" else rf"{where}"
+    with pytest.raises(ERRORS, match=pattern):
+        rational(x, num, den)
+
+
+# ------------------------------------------------------------------------------------------------
+# Modules: errors may come from the constructor or from the first forward; both count.
+
+
+def _construct_and_run(factory):
+    module = factory()
+    module.train()
+    module(torch.randn(2, 4, 3))
+
+
+MODULE_CASES = [
+    ("degrees_one_element", lambda: torch_rational.Rational(degrees=(5,)), r"degrees"),
+    ("degrees_three_elements", lambda: torch_rational.Rational(degrees=(5, 4, 3)), r"degrees"),
+    ("negative_numerator_degree", lambda: torch_rational.Rational(degrees=(-1, 4)), r"degrees"),
+    ("negative_denominator_degree", lambda: torch_rational.Rational(degrees=(5, -2)), r"degrees"),
+    ("pau_negative_degree", lambda: torch_rational.PAU(degrees=(5, -1)), r"degrees"),
+    ("unknown_init", lambda: torch_rational.Rational(init="no_such_function"), r"init"),
+    ("pau_unknown_init", lambda: torch_rational.PAU(init="definitely_not_an_activation"), r"init"),
+    ("zero_groups", lambda: torch_rational.Rational(num_groups=0), r"num_groups"),
+    ("negative_groups", lambda: torch_rational.Rational(num_groups=-2), r"num_groups"),
+    ("opau_zero_groups", lambda: torch_rational.OPAU(num_groups=0), r"num_groups"),
+    ("unknown_version", lambda: torch_rational.Rational(version="X"), r"version"),
+    ("unknown_basis", lambda: torch_rational.Rational(basis="fourier"), r"basis"),
+    ("negative_noise", lambda: torch_rational.Rational(noise=-0.5), r"noise"),
+    ("rpau_negative_noise", lambda: torch_rational.RPAU(noise=-0.1), r"noise"),
+]
+
+
+@pytest.mark.parametrize("factory,pattern", [pytest.param(f, p, id=i) for i, f, p in MODULE_CASES])
+def test_module_argument_errors(factory, pattern):
+    with pytest.raises(ERRORS, match=pattern):
+        _construct_and_run(factory)
+
+
+def test_module_groups_not_dividing_channels():
+    module = torch_rational.Rational(num_groups=3)
+    with pytest.raises(ERRORS, match=r"num_groups|channel_dim|groups"):
+        module(torch.randn(2, 4, 3))
