@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""CPU benchmark of the rational op against the same formula composed from eager torch ops,
+torch.compile of that composition, and F.leaky_relu (the cheapest possible activation).
+
+Prints one table, all rows measured in the same run: forward, backward (input and coefficient
+gradients) and forward+backward, median over repeats after warm-up, and ratios to this op.
+
+    python3 scripts/benchmark_cpu.py                      # 2^22 float32 elements, (5,4), version A
+    python3 scripts/benchmark_cpu.py --numel 1048576 --degrees 3 2 --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+import torch_rational
+
+
+def composed_rational(x, a, b):
+    """Version A, power basis, from eager torch ops (what a user would write without this library)."""
+    P = a[-1]
+    for j in range(a.numel() - 2, -1, -1):
+        P = P * x + a[j]
+    ax = x.abs()
+    Qs = b[-1].abs()
+    for k in range(b.numel() - 2, -1, -1):
+        Qs = Qs * ax + b[k].abs()
+    return P / (1 + Qs * ax)
+
+
+def timeit(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def measure(name, fwd, x, params, g, repeats, warmup):
+    """fwd(x, *params) -> y. Returns (forward ms, backward ms, forward+backward ms)."""
+    inputs = [x] + list(params)
+
+    def forward():
+        with torch.no_grad():
+            fwd(x, *params)
+
+    y = fwd(x, *params)
+
+    def backward():
+        torch.autograd.grad(y, inputs, g, retain_graph=True)
+
+    def both():
+        out = fwd(x, *params)
+        torch.autograd.grad(out, inputs, g)
+
+    return name, timeit(forward, repeats, warmup), timeit(backward, repeats, warmup), timeit(both, repeats, warmup)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--numel", type=int, default=1 << 22, help="elements of x (default 2^22)")
+    ap.add_argument("--degrees", type=int, nargs=2, default=(5, 4), metavar=("M", "N"))
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    m, n = args.degrees
+    torch.manual_seed(0)
+    x = (torch.randn(args.numel) * 2).to(dtype).requires_grad_()
+    g = torch.randn(args.numel).to(dtype)
+    a, b = torch_rational.init_coefficients("leaky_relu", (m, n))
+    a = a.float().requires_grad_()
+    b = b.float().requires_grad_()
+
+    def op(x, a, b):
+        return torch_rational.functional.rational(x, a, b)
+
+    def leaky(x):
+        return F.leaky_relu(x, 0.01)
+
+    rows = [measure("torch_rational (this op)", op, x, (a, b), g, args.repeats, args.warmup)]
+    rows.append(measure("eager torch composition", composed_rational, x, (a, b), g, args.repeats, args.warmup))
+    if not args.no_compile:
+        compiled = torch.compile(composed_rational, dynamic=False)
+        rows.append(measure("torch.compile(composition)", compiled, x, (a, b), g, args.repeats, args.warmup))
+    # leaky_relu has no coefficients: its backward is the input gradient only.
+    rows.append(measure("F.leaky_relu", leaky, x, (), g, args.repeats, args.warmup))
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}; x: {args.numel} x {args.dtype}, degrees ({m},{n}), "
+          f"version A, power basis; median of {args.repeats} after {args.warmup} warm-up")
+    ours = rows[0]
+    header = f"| {'implementation':<28} | {'forward ms':>10} | {'backward ms':>11} | {'fwd+bwd ms':>10} | " \
+             f"{'fwd x':>7} | {'bwd x':>7} | {'fwd+bwd x':>9} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for name, f_ms, b_ms, fb_ms in rows:
+        print(f"| {name:<28} | {f_ms:>10.2f} | {b_ms:>11.2f} | {fb_ms:>10.2f} | "
+              f"{f_ms / ours[1]:>7.2f} | {b_ms / ours[2]:>7.2f} | {fb_ms / ours[3]:>9.2f} |")
+    print("(x = time relative to torch_rational: above 1 means slower than this op)")
+
+
+if __name__ == "__main__":
+    main()
