@@ -101,10 +101,13 @@ def solve_ls(A, rhs, ridge):
 
     Columns are scaled to unit norm, sqrt(ridge) I is appended (always full rank), and the
     plain-QR driver "gels" is used: the default "gelsy" (pivoted QR) is not bitwise reproducible
-    run to run with MKL, "gels" is.
+    run to run with MKL, "gels" is. Non-finite input (e.g. a version N start whose denominator is
+    exactly zero at a point) gives NaNs, which the callers reject.
     """
-    d = A.norm(dim=0).clamp_min(1e-300)
     P = A.shape[1]
+    if not (bool(torch.isfinite(A).all()) and bool(torch.isfinite(rhs).all())):
+        return torch.full((P,), math.nan, dtype=DT)  # rejected by the callers; LAPACK must not see it
+    d = A.norm(dim=0).clamp_min(1e-300)
     As = torch.cat([A / d, math.sqrt(ridge) * torch.eye(P, dtype=DT)], dim=0)
     bs = torch.cat([rhs, torch.zeros(P, dtype=DT)])
     return torch.linalg.lstsq(As, bs.unsqueeze(1), driver="gels").solution.squeeze(1) / d

@@ -1,17 +1,25 @@
 // The project's own rational least-squares fitter and the shipped initialisation tables.
 //
-// The fit is done with the project's own op (float64, autograd in C++): linearised least-squares
-// starting points, L-BFGS on the mean squared error, then L-BFGS on mean(|r|^p) for growing p,
-// which approaches the minimax (smallest maximum error) fit. The candidate with the smallest
-// maximum error wins. Everything is deterministic.
+// The fit (float64, deterministic; reference implementation: scripts/prototype_fit.py):
+//   1. F = basis matrix f_0..f_max(m,n) on the given points.
+//   2. Six denominator starts: b_k = c / max|g_k| for c in {0.01, 0.1, 1, 10} (C: b_0 = 0.9), the
+//      linearised (Levy) least-squares solution and its 3rd Sanathanan-Koerner reweighting
+//      (A: absolute values of those).
+//   3. Per start: the best numerator for that denominator (linear least squares), Levenberg-Marquardt
+//      on the L2 error (50 steps), then LM on sum |r/s|^p for p = 3 ... 256 (10 steps each, s = max
+//      error at stage entry), which approaches the minimax (smallest maximum error) fit; a stage is
+//      kept only if the max error did not grow. Version A keeps b >= 0 by projection.
+//   4. The start with the smallest max error on the points wins.
+// Every linear solve is a column-scaled ridge problem solved by plain QR (LAPACK gels).
 #include "fit/fit.h"
 
 #include <c10/util/Exception.h>
+#include <c10/util/ParallelGuard.h>
 #include <torch/library.h>
-#include <torch/optim/lbfgs.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -122,60 +130,153 @@ at::Tensor basis_matrix(const at::Tensor& x, kernels::Basis basis, int D) {
   return F;
 }
 
-at::Tensor lstsq(const at::Tensor& A, const at::Tensor& b) {
-  // Column scaling keeps the normal problem well conditioned for high degrees.
-  auto scale = A.abs().amax(0).clamp_min(1e-300);
-  auto sol = std::get<0>(at::linalg_lstsq(A / scale, b.unsqueeze(1))).squeeze(1);
-  return sol / scale;
+// Tuning constants (see the file comment and scripts/prototype_fit.py).
+constexpr double kStartConstants[] = {0.01, 0.1, 1.0, 10.0};
+constexpr int kSKIters = 3;             // Sanathanan-Koerner reweightings of the linearised start
+constexpr double kRidge = 1e-14;        // relative ridge of every linear least-squares solve
+constexpr double kLambda0 = 1e-3;       // initial LM damping
+constexpr double kLMRelTol = 1e-10;     // LM stops when the cost decreases by less than this (relative)
+constexpr int kItersL2 = 50;            // LM steps on the L2 error
+constexpr int kItersP = 10;             // LM steps per stage of the p-schedule
+constexpr double kPSchedule[] = {3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256};
+
+bool all_finite(const at::Tensor& t) { return at::isfinite(t).all().item<bool>(); }
+
+// argmin_x |A x - rhs|^2 + ridge |D x|^2, D = column norms of A. The columns are scaled to unit
+// norm and sqrt(ridge) I is appended (always full rank); the plain-QR driver "gels" is used because
+// the pivoted "gelsy" is not bitwise reproducible run to run with MKL.
+// Returns NaNs (which the callers reject) if A or rhs is not finite, e.g. for a start whose
+// denominator is exactly zero at a point (version N): LAPACK must not see non-finite input.
+at::Tensor solve_ls(const at::Tensor& A, const at::Tensor& rhs, double ridge) {
+  const int64_t P = A.size(1);
+  if (!all_finite(A) || !all_finite(rhs)) return at::full({P}, std::numeric_limits<double>::quiet_NaN(), A.options());
+  auto d = at::linalg_vector_norm(A, 2, at::IntArrayRef{0}).clamp_min(1e-300);
+  auto As = at::cat({A / d, at::eye(P, A.options()) * std::sqrt(ridge)}, 0);
+  auto bs = at::cat({rhs, at::zeros({P}, rhs.options())});
+  auto sol = std::get<0>(at::linalg_lstsq(As, bs.unsqueeze(1), c10::nullopt, c10::string_view("gels")));
+  return sol.squeeze(1) / d;
 }
 
-struct Candidate {
-  at::Tensor a, b;
+// The fitting problem: basis matrix, target, degrees and version.
+struct Problem {
+  at::Tensor F;   // (N, D+1), f_0..f_D
+  at::Tensor Fa;  // (N, m+1), numerator columns
+  at::Tensor G;   // (N, nb), denominator columns f_k0..f_n (|f_k| for version A)
+  at::Tensor y;   // (N,)
+  int64_t m;
+  int64_t nb;
+  kernels::Version v;
 };
 
-double max_error_of(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a, const at::Tensor& b,
-                    const std::string& version, const std::string& basis) {
-  at::NoGradGuard ng;
-  auto r = rational(x, a, b, version, basis) - y;
-  const double e = r.abs().max().item<double>();
+// Q (N,) and dQ/db (N, nb). Version A keeps b >= 0 in the fitter, so |b_k| = b_k there.
+std::pair<at::Tensor, at::Tensor> denominator_and_jacobian(const Problem& pr, const at::Tensor& b) {
+  switch (pr.v) {
+    case kernels::Version::A: {
+      auto sgn = at::where(b >= 0, 1.0, -1.0).to(at::kDouble);
+      return {at::mv(pr.G, b.abs()) + 1.0, pr.G * sgn};
+    }
+    case kernels::Version::B:
+    case kernels::Version::C: {
+      auto S = at::mv(pr.G, b);
+      auto sgn = at::where(S >= 0, 1.0, -1.0).to(at::kDouble);
+      const double q0 = pr.v == kernels::Version::B ? 1.0 : 0.1;
+      return {S.abs() + q0, pr.G * sgn.unsqueeze(1)};
+    }
+    case kernels::Version::N:
+    default:
+      return {at::mv(pr.G, b) + 1.0, pr.G};
+  }
+}
+
+// r = P/Q - y and dr/dtheta, theta = [a_0..a_m, b...].
+std::pair<at::Tensor, at::Tensor> residual_and_jacobian(const Problem& pr, const at::Tensor& theta) {
+  auto a = theta.narrow(0, 0, pr.m + 1);
+  auto b = theta.narrow(0, pr.m + 1, pr.nb);
+  auto QdQ = denominator_and_jacobian(pr, b);
+  const auto& Q = QdQ.first;
+  auto R = at::mv(pr.Fa, a) / Q;
+  auto J = at::cat({pr.Fa / Q.unsqueeze(1), -(R / Q).unsqueeze(1) * QdQ.second}, 1);
+  return {R - pr.y, J};
+}
+
+double max_err(const Problem& pr, const at::Tensor& theta) {
+  auto a = theta.narrow(0, 0, pr.m + 1);
+  auto b = theta.narrow(0, pr.m + 1, pr.nb);
+  auto Q = denominator_and_jacobian(pr, b).first;
+  const double e = (at::mv(pr.Fa, a) / Q - pr.y).abs().max().item<double>();
   return std::isfinite(e) ? e : INFINITY;
 }
 
-// L-BFGS on mean(|r/s|^p); keeps the best (max error) parameters seen in `best`.
-void refine(const at::Tensor& x, const at::Tensor& y, Candidate& c, const std::string& version,
-            const std::string& basis, double p, int iters, Candidate& best, double& best_err) {
-  auto a = c.a.detach().clone().requires_grad_(true);
-  auto b = c.b.detach().clone().requires_grad_(true);
-  const double s = std::max(max_error_of(x, y, a, b, version, basis), 1e-12);
-  if (!std::isfinite(s)) return;
-  torch::optim::LBFGS opt({a, b}, torch::optim::LBFGSOptions(1.0)
-                                      .max_iter(iters)
-                                      .max_eval(iters * 5 / 4)
-                                      .tolerance_grad(1e-14)
-                                      .tolerance_change(1e-16)
-                                      .history_size(50)
-                                      .line_search_fn("strong_wolfe"));
-  auto closure = [&]() -> at::Tensor {
-    opt.zero_grad();
-    auto r = (rational(x, a, b, version, basis) - y) / s;
-    at::Tensor loss = p == 2.0 ? r.square().mean() : r.abs().pow(p).mean();
-    loss.backward();
-    return loss;
-  };
-  try {
-    opt.step(closure);
-  } catch (const c10::Error&) {
-    return;  // a line search that ran into a pole: keep what we had
+// For a fixed denominator the numerator is a linear least-squares problem.
+at::Tensor best_numerator(const Problem& pr, const at::Tensor& b) {
+  auto Q = denominator_and_jacobian(pr, b).first;
+  return solve_ls(pr.Fa / Q.unsqueeze(1), pr.y, kRidge);
+}
+
+// Candidate denominators: b_k = c / max|g_k| for each start constant (C: b_0 = 0.9), the
+// linearised (Levy) least-squares solution and its last Sanathanan-Koerner reweighting
+// (A: absolute values of those).
+std::vector<at::Tensor> denominator_starts(const Problem& pr) {
+  const bool isA = pr.v == kernels::Version::A;
+  const bool isC = pr.v == kernels::Version::C;
+  const int64_t N = pr.y.size(0);
+  std::vector<at::Tensor> starts;
+  auto scale = std::get<0>(pr.G.abs().max(0)).clamp_min(1e-12);  // max |g_k| on the grid
+  for (double c : kStartConstants) {
+    auto b = scale.reciprocal() * c;
+    if (isC) b[0] = 0.9;  // Q = 0.1 + |0.9 + ...| ~ 1 + ...
+    starts.push_back(b);
   }
-  const double e = max_error_of(x, y, a, b, version, basis);
-  if (std::isfinite(e)) {
-    c.a = a.detach();
-    c.b = b.detach();
-    if (e < best_err) {
-      best_err = e;
-      best = Candidate{c.a.clone(), c.b.clone()};
+  //   sum_j a_j f_j - y sum_k c_k g_k = q0 y, weighted by 1/|Q_prev|
+  const double q0 = isC ? 0.1 : 1.0;
+  auto M = at::cat({pr.Fa, -pr.y.unsqueeze(1) * pr.G}, 1);
+  auto w = at::ones({N}, pr.y.options());
+  for (int it = 0; it <= kSKIters; ++it) {
+    auto sol = solve_ls(M * w.unsqueeze(1), pr.y * q0 * w, kRidge);
+    if (!all_finite(sol)) break;
+    auto c = sol.narrow(0, pr.m + 1, pr.nb).clone();
+    if (it == 0 || it == kSKIters) starts.push_back(isA ? c.abs() : c);
+    auto Qlin = (at::mv(pr.G, c) + q0).abs();
+    w = Qlin.clamp_min(1e-3 * Qlin.max().item<double>() + 1e-300).reciprocal();
+  }
+  return starts;
+}
+
+// Minimises sum_i |r_i/s|^p by Levenberg-Marquardt on rho_i = sign(r_i) |r_i/s|^(p/2); s (fixed
+// within a call) is the max error at entry, so rho stays O(1). Column-scaled damped steps; a step
+// is accepted if the cost decreases (lambda /= 3), else lambda *= 4.
+at::Tensor levenberg_marquardt(const Problem& pr, at::Tensor theta, double p, double s, int iters) {
+  const double h = p / 2.0;
+  auto evaluate = [&](const at::Tensor& th) {
+    auto rJ = residual_and_jacobian(pr, th);
+    const auto& r = rJ.first;
+    auto u = (r / s).abs();
+    auto rho = at::pow(u, h) * at::sign(r);
+    at::Tensor Jr = h != 1.0 ? at::pow(u, h - 1.0).unsqueeze(1) * (h / s) * rJ.second : rJ.second / s;
+    return std::make_pair(rho, Jr);
+  };
+  auto rhoJ = evaluate(theta);
+  double cost = (rhoJ.first * rhoJ.first).sum().item<double>();
+  double lam = kLambda0;
+  for (int it = 0; it < iters; ++it) {
+    auto delta = solve_ls(rhoJ.second, -rhoJ.first, lam);
+    auto trial = theta + delta;
+    if (pr.v == kernels::Version::A) trial.narrow(0, pr.m + 1, pr.nb).clamp_min_(0.0);
+    auto rhoJ2 = evaluate(trial);
+    const double cost2 = (rhoJ2.first * rhoJ2.first).sum().item<double>();
+    if (std::isfinite(cost2) && cost2 < cost && all_finite(rhoJ2.second)) {
+      const bool converged = cost - cost2 <= kLMRelTol * cost;
+      theta = trial;
+      rhoJ = rhoJ2;
+      cost = cost2;
+      lam = std::max(lam / 3.0, 1e-12);
+      if (converged) break;
+    } else {
+      lam *= 4.0;
+      if (lam > 1e10) break;
     }
   }
+  return theta;
 }
 
 }  // namespace
@@ -191,54 +292,63 @@ FitResult fit_rational(const at::Tensor& x_in, const at::Tensor& y_in, int64_t m
                     x_in.sizes(), " and ", y_in.sizes());
   const auto v = parse_version(version);
   const auto bs = parse_basis(basis);
-  at::AutoGradMode grad_on(true);
-  auto x = x_in.detach().to(at::kDouble).contiguous();
-  auto y = y_in.detach().to(at::kDouble).contiguous();
-  TORCH_CHECK_VALUE(at::isfinite(x).all().item<bool>() && at::isfinite(y).all().item<bool>(),
-                    "torch_rational.fit: x and y must be finite");
+  at::NoGradGuard no_grad;
+  // The problems are small (N x ~10): ATen's intra-op threads only add overhead here and, when the
+  // machine is oversubscribed, spin-wait for seconds per op. ParallelGuard makes at::parallel_for
+  // run inline on this thread. (MKL's LAPACK keeps its own threads: the result is bitwise
+  // reproducible for a fixed thread count, and differs in the last bits between thread counts.)
+  c10::ParallelGuard serial(true);
+  auto x = x_in.detach().to(at::kCPU, at::kDouble).contiguous();
+  auto y = y_in.detach().to(at::kCPU, at::kDouble).contiguous();
+  TORCH_CHECK_VALUE(all_finite(x) && all_finite(y), "torch_rational.fit: x and y must be finite");
   const int k0 = kernels::first_den_power(v);
-  const int nb = static_cast<int>(n) + 1 - k0;
   const int D = static_cast<int>(std::max(m, n));
-  auto F = basis_matrix(x, bs, D);
-  auto Fa = F.narrow(1, 0, m + 1);
-  auto Fb = F.narrow(1, 1, n);  // f_1..f_n
-  auto opts = x.options();
 
-  std::vector<Candidate> starts;
-  // (1) Linearised (Loeb) least squares of P - y (f_1..f_n) b = y, i.e. version N.
-  {
-    auto A = at::cat({Fa, -y.unsqueeze(1) * Fb}, 1);
-    auto sol = lstsq(A, y);
-    auto a = sol.narrow(0, 0, m + 1).clone();
-    auto bN = sol.narrow(0, m + 1, n).clone();
-    at::Tensor b;
-    switch (v) {
-      case kernels::Version::A: b = bN.abs() + 1e-3; break;
-      case kernels::Version::B:
-      case kernels::Version::N: b = bN; break;
-      case kernels::Version::C: b = at::cat({at::full({1}, 0.9, opts), bN}); break;
+  Problem pr;
+  pr.F = basis_matrix(x, bs, D);
+  pr.Fa = pr.F.narrow(1, 0, m + 1);
+  pr.nb = n + 1 - k0;
+  pr.G = pr.F.narrow(1, k0, pr.nb);
+  if (v == kernels::Version::A) pr.G = pr.G.abs();
+  pr.y = y;
+  pr.m = m;
+  pr.v = v;
+
+  // Fallback, only kept if every start does worse: polynomial least squares over Q == 1
+  // (C: 0.1 + |0.9|).
+  auto b0 = at::zeros({pr.nb}, y.options());
+  if (v == kernels::Version::C) b0[0] = 0.9;
+  auto a0 = best_numerator(pr, b0);
+  at::Tensor best = at::cat({a0, b0});
+  double best_err = max_err(pr, best);
+
+  for (const auto& b : denominator_starts(pr)) {
+    auto a = best_numerator(pr, b);
+    auto theta = at::cat({a, b});
+    if (!all_finite(theta)) continue;
+    double e = max_err(pr, theta);
+    if (!std::isfinite(e)) continue;
+    if (e > 0.0) {
+      // least squares, then the p-norm continuation towards minimax; a stage is kept only if the
+      // max error does not grow
+      theta = levenberg_marquardt(pr, theta, 2.0, e, kItersL2);
+      e = max_err(pr, theta);
+      for (double p : kPSchedule) {
+        if (!(e > 0.0)) break;
+        auto th1 = levenberg_marquardt(pr, theta, p, e, kItersP);
+        const double e1 = max_err(pr, th1);
+        if (e1 <= e) {
+          theta = th1;
+          e = e1;
+        }
+      }
     }
-    if (at::isfinite(a).all().item<bool>() && at::isfinite(b).all().item<bool>()) starts.push_back({a, b});
-  }
-  // (2) Least-squares polynomial over a near-constant denominator.
-  {
-    auto a = lstsq(Fa, y);
-    at::Tensor b = at::full({nb}, 1e-2, opts);
-    if (v == kernels::Version::C) b[0] = 0.9;
-    starts.push_back({a, b});
-  }
-  Candidate best{starts.back().a.clone(), starts.back().b.clone()};
-  double best_err = max_error_of(x, y, best.a, best.b, version, basis);
-  for (auto& c : starts) {
-    const double e0 = max_error_of(x, y, c.a, c.b, version, basis);
-    if (e0 < best_err) {
-      best_err = e0;
-      best = Candidate{c.a.clone(), c.b.clone()};
+    if (e < best_err) {
+      best_err = e;
+      best = theta;
     }
-    refine(x, y, c, version, basis, 2.0, 1000, best, best_err);
-    for (double p : {4.0, 8.0, 16.0, 32.0, 64.0}) refine(x, y, c, version, basis, p, 300, best, best_err);
   }
-  return FitResult{best.a, best.b, best_err};
+  return FitResult{best.narrow(0, 0, m + 1).clone(), best.narrow(0, m + 1, pr.nb).clone(), best_err};
 }
 
 FitResult fit_named(const std::string& function, int64_t m, int64_t n, const std::string& version,
@@ -331,7 +441,7 @@ bool has_init_table_entry_op(c10::string_view function, int64_t m, int64_t n, c1
 }  // namespace
 
 // Utility ops (not activations): exposed through the dispatcher so Python uses the same fitter and
-// tables as C++. CompositeImplicitAutograd: they run above autograd, which the fitter needs.
+// tables as C++. CompositeImplicitAutograd: they run above autograd (the fitter needs no autograd).
 TORCH_LIBRARY_FRAGMENT(torch_rational, m) {
   m.def("fit_rational(Tensor x, Tensor y, int num_degree, int den_degree, str version, str basis) "
         "-> (Tensor, Tensor, float)",

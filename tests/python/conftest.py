@@ -73,11 +73,13 @@ def assert_close_scaled(actual, expected, scale, tol: Tolerance, name="value"):
     e = expected.detach().cpu().to(torch.float64)
     s = scale.detach().cpu().to(torch.float64)
     nan_a, nan_e = torch.isnan(a), torch.isnan(e)
-    assert torch.equal(nan_a, nan_e), f"{name}: NaN at {nan_a.nonzero()[:5].tolist()} vs expected {nan_e.nonzero()[:5].tolist()}"
+    assert torch.equal(nan_a, nan_e), (
+        f"{name}: NaN at {nan_a.nonzero()[:5].tolist()} vs expected {nan_e.nonzero()[:5].tolist()}")
     a, e, s = a[~nan_e], e[~nan_e], s[~nan_e]
     if a.numel() == 0:
         return
-    assert torch.isfinite(a).all() or not torch.isfinite(e).all(), f"{name}: non-finite values where the reference is finite"
+    assert torch.isfinite(a).all() or not torch.isfinite(e).all(), (
+        f"{name}: non-finite values where the reference is finite")
     err = (a - e).abs()
     allowed = tol.out_rtol * e.abs() + tol.math_rtol * s + tol.atol
     bad = ~(err <= allowed)

@@ -252,8 +252,9 @@ def kink_margin(x, numerator, denominator, version="A", basis="power", channel_d
     """Relative distance of each element from a point where y is not differentiable (float64).
 
     A: min_k |f_k(x)| / magnitude_k over the denominator terms (for the power basis: |x|);
-    B, C: |S| / sum |b_k| magnitude_k; N: +inf (no abs). Magnitudes from _basis_magnitude. Elements with a small margin make finite differences and sign choices of a
-    float32 kernel unreliable, so tests move x away from them.
+    B, C: |S| / sum |b_k| magnitude_k; N: +inf (no abs). Magnitudes from _basis_magnitude.
+    Elements with a small margin make finite differences and sign choices of a float32 kernel
+    unreliable, so tests move x away from them.
     """
     x = x.detach().cpu()
     parts = _parts(x, numerator.detach().cpu(), denominator.detach().cpu(), version, basis, channel_dim)
