@@ -26,7 +26,7 @@ TORCH_RATIONAL_API bool is_named_function(const std::string& name);
 TORCH_RATIONAL_API at::Tensor activation_function(const std::string& name, const at::Tensor& x);
 
 // Fits R = P/Q (given version, basis, degrees) to the points (x, y) in float64: linearised least
-// squares starts, L-BFGS on the mean squared error, then an L^p refinement towards the minimax fit.
+// squares starts, Levenberg-Marquardt on the squared error, then on mean(|r|^p) for p up to 256 (near minimax).
 TORCH_RATIONAL_API FitResult fit_rational(const at::Tensor& x, const at::Tensor& y, int64_t num_degree,
                                           int64_t den_degree, const std::string& version = "A",
                                           const std::string& basis = "power");
