@@ -104,9 +104,14 @@ struct Coefs {
   }
 };
 
-RunConfig run_config(const RationalConfig& cfg) { return RunConfig{cfg.m, cfg.nb, cfg.version, cfg.basis}; }
+RunConfig run_config(const RationalConfig& cfg) {
+  RunConfig rc{cfg.m, cfg.nb, cfg.version, cfg.basis};
+  rc.vec_threshold = kernels::overflow_threshold<double>(max_degree(rc), FLT_MAX);
+  rc.scaled_threshold = kernels::overflow_threshold<double>(max_degree(rc), DBL_MAX);
+  return rc;
+}
 
-double big_threshold(const RunConfig& rc) { return kernels::overflow_threshold<double>(max_degree(rc), DBL_MAX); }
+double big_threshold(const RunConfig& rc) { return rc.scaled_threshold; }
 
 // ---------------------------------------------------------------------------------------------
 // Forward

@@ -273,9 +273,9 @@ inline bool any_above(fVec x, fVec threshold) {
 template <int M, int N, Version V, bool POWER>
 void forward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, float* y, int64_t n) {
   const VecRational<M, N, V, POWER> R(cfg, c);
-  const double thr64 = POWER ? kernels::overflow_threshold<double>(max_degree(cfg), FLT_MAX) : INFINITY;
+  const double thr64 = POWER ? cfg.vec_threshold : INFINITY;
   const fVec thr(static_cast<float>(thr64));
-  const double big64 = kernels::overflow_threshold<double>(max_degree(cfg), DBL_MAX);
+  const double big64 = cfg.scaled_threshold;
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     const fVec xv = fVec::loadu(x + i);
@@ -295,9 +295,9 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
   using R_t = VecRational<M, N, V, POWER>;
   constexpr int NB = R_t::NB;
   const R_t R(cfg, c);
-  const double thr64 = POWER ? kernels::overflow_threshold<double>(max_degree(cfg), FLT_MAX) : INFINITY;
+  const double thr64 = POWER ? cfg.vec_threshold : INFINITY;
   const fVec thr(static_cast<float>(thr64));
-  const double big64 = kernels::overflow_threshold<double>(max_degree(cfg), DBL_MAX);
+  const double big64 = cfg.scaled_threshold;
   const bool coefs = acc_a != nullptr;
   fVec va[M + 1], vb[NB];
   double fin_b[NB];

@@ -3,6 +3,7 @@
 // time. A "run" is a stretch of memory whose elements all use the same coefficient group.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "rational_math.h"
@@ -15,6 +16,11 @@ struct RunConfig {
   int nb;  // number of denominator coefficients (n, or n + 1 for version C)
   kernels::Version version;
   kernels::Basis basis;
+  // |x| above which the float32 vector path hands an element to the scalar float64 path, and
+  // above which that path uses the scaled (1/x) power-basis form. Computed once per call (pow is
+  // too slow to evaluate per run or per tile).
+  double vec_threshold = INFINITY;
+  double scaled_threshold = INFINITY;
 };
 
 // Coefficients of one group, in float (vector path) and double (scalar fallbacks).
