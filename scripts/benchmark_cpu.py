@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--degrees", type=int, nargs=2, default=(5, 4), metavar=("M", "N"))
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
     ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     args = ap.parse_args()
