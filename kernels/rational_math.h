@@ -53,7 +53,7 @@ TR_HOST_DEVICE void basis_recurrence(Basis basis, int k, T& alpha, T& beta, T& g
   beta = T(0);
   gamma = T(0);
   switch (basis) {
-    case Basis::Power: alpha = T(1); beta = T(0); gamma = T(0); break;
+    case Basis::Power: break;  // the defaults above
     case Basis::ChebyshevT: alpha = k == 0 ? T(1) : T(2); beta = T(0); gamma = T(1); break;
     case Basis::ChebyshevU: alpha = T(2); beta = T(0); gamma = T(1); break;
     case Basis::Hermite: alpha = T(2); beta = T(0); gamma = T(2) * kk; break;

@@ -111,14 +111,12 @@ RunConfig run_config(const RationalConfig& cfg) {
   return rc;
 }
 
-double big_threshold(const RunConfig& rc) { return rc.scaled_threshold; }
-
 // ---------------------------------------------------------------------------------------------
 // Forward
 
 template <typename scalar_t>
 void forward_run(const RunConfig& rc, const GroupCoefs& c, const scalar_t* x, scalar_t* y, int64_t n) {
-  const double big = big_threshold(rc);
+  const double big = rc.scaled_threshold;
   if constexpr (std::is_same_v<scalar_t, double>) {
     for (int64_t i = 0; i < n; ++i) y[i] = scalar_forward_element(rc, c.a64, c.b64, x[i], big);
   } else if constexpr (std::is_same_v<scalar_t, float>) {
@@ -142,7 +140,7 @@ void forward_run(const RunConfig& rc, const GroupCoefs& c, const scalar_t* x, sc
 template <typename scalar_t>
 void forward_run_noise(const RunConfig& rc, const GroupCoefs& c, const scalar_t* x, scalar_t* y, int64_t begin,
                        int64_t end, double noise, uint64_t seed) {
-  const double big = big_threshold(rc);
+  const double big = rc.scaled_threshold;
   const int K = rc.m + 1 + rc.nb;
   double mult[2 * kernels::kMaxDegree + 2], a[kernels::kMaxDegree + 1], b[kernels::kMaxDegree + 1];
   for (int64_t i = begin; i < end; ++i) {
@@ -192,7 +190,7 @@ at::Tensor rational_forward_cpu(const at::Tensor& x, const at::Tensor& numerator
 template <typename scalar_t>
 void backward_run(const RunConfig& rc, const GroupCoefs& c, const scalar_t* x, const scalar_t* g, scalar_t* gx,
                   int64_t n, double* acc_a, double* acc_b) {
-  const double big = big_threshold(rc);
+  const double big = rc.scaled_threshold;
   double gx64;
   auto scalar = [&](double xv, double gv) {
     scalar_backward_element(rc, c.a64, c.b64, xv, gv, big, acc_a, acc_b, &gx64);
@@ -228,7 +226,7 @@ template <typename scalar_t>
 void backward_run_noise(const RunConfig& rc, const GroupCoefs& c, const scalar_t* x, const scalar_t* g,
                         scalar_t* gx, int64_t begin, int64_t end, double* acc_a, double* acc_b, double noise,
                         uint64_t seed) {
-  const double big = big_threshold(rc);
+  const double big = rc.scaled_threshold;
   const int K = rc.m + 1 + rc.nb;
   double mult[2 * kernels::kMaxDegree + 2], a[kernels::kMaxDegree + 1], b[kernels::kMaxDegree + 1];
   double la[kernels::kMaxDegree + 1], lb[kernels::kMaxDegree + 1];

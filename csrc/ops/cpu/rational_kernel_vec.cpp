@@ -91,6 +91,17 @@ struct VecRational {
     return h;
   }
 
+  // Horner with the derivative: h = sum_i c[i] t^i, dh = dh/dt.
+  template <int L>
+  static inline void horner_d(const fVec* c, fVec t, fVec& h, fVec& dh) {
+    h = c[L - 1];
+    dh = fVec(0.f);
+    for (int i = L - 2; i >= 0; --i) {
+      dh = at::vec::fmadd(dh, t, h);
+      h = at::vec::fmadd(h, t, c[i]);
+    }
+  }
+
   inline fVec forward(fVec x) const {
     if (POWER) {
       const fVec P = horner<M + 1>(a, x);
@@ -128,7 +139,7 @@ struct VecRational {
 
   // Factor applied to acc_b when it is flushed: the power path accumulates g*y/Q * |f_k| (A) or
   // g*y/Q * sign(S) f_k (B, C) or g*y/Q * f_k (N) and leaves the constant sign for the end.
-  float den_flush_factor(int i, const RunConfig&, const GroupCoefs& c) const {
+  float den_flush_factor(int i, const GroupCoefs& c) const {
     if (!POWER) return 1.f;
     return V == Version::A ? -kernels::sign_of(c.b[i]) : -1.f;
   }
@@ -136,27 +147,18 @@ struct VecRational {
   // Power basis: P, P', Q, Q' by Horner (about 45 vector ops per 8/16 elements for (5,4)).
   template <bool COEFS>
   inline fVec backward_power(fVec x, fVec g, fVec* acc_a, fVec* acc_b) const {
-    fVec P = a[M], dP(0.f);
-    for (int j = M - 1; j >= 0; --j) {
-      dP = at::vec::fmadd(dP, x, P);
-      P = at::vec::fmadd(P, x, a[j]);
-    }
+    fVec P, dP;
+    horner_d<M + 1>(a, x, P, dP);
     fVec Q, dQ, sS;
     if (V == Version::A) {
       const fVec ax = x.abs();
-      fVec H = absb[NB - 1], dH(0.f);
-      for (int i = NB - 2; i >= 0; --i) {
-        dH = at::vec::fmadd(dH, ax, H);
-        H = at::vec::fmadd(H, ax, absb[i]);
-      }
+      fVec H, dH;
+      horner_d<NB>(absb, ax, H, dH);
       Q = at::vec::fmadd(H, ax, fVec(1.f));
       dQ = at::vec::fmadd(dH, ax, H) * sign(x);  // d|x|/dx = sign(x), 0 at 0 as in torch
     } else {
-      fVec H = b[NB - 1], dH(0.f);
-      for (int i = NB - 2; i >= 0; --i) {
-        dH = at::vec::fmadd(dH, x, H);
-        H = at::vec::fmadd(H, x, b[i]);
-      }
+      fVec H, dH;
+      horner_d<NB>(b, x, H, dH);
       fVec S, dS;
       if (K0 == 1) {
         S = H * x;
@@ -301,7 +303,7 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
   const bool coefs = acc_a != nullptr;
   fVec va[M + 1], vb[NB];
   double fin_b[NB];
-  for (int i = 0; i < NB; ++i) fin_b[i] = R.den_flush_factor(i, cfg, c);
+  for (int i = 0; i < NB; ++i) fin_b[i] = R.den_flush_factor(i, c);
   auto zero_acc = [&] {
     for (int j = 0; j <= M; ++j) va[j] = fVec(0.f);
     for (int i = 0; i < NB; ++i) vb[i] = fVec(0.f);
