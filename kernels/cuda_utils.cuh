@@ -1,0 +1,187 @@
+// Shared device helpers of the CUDA kernels (rational, ERA, PWLU, ...): element type traits,
+// 16-byte vector loads/stores, warp and block reductions and the deterministic partial-sum finish.
+// No ATen: the glue files (csrc/ops/cuda/*.cu) map at::Half / at::BFloat16 to __half /
+// __nv_bfloat16 (same bit layout) before launching, so nvcc can compile this on a machine whose
+// torch has no CUDA.
+//
+// API (kept stable; other ops' kernels include this):
+//   OpMath<T>::type                  float for __half/__nv_bfloat16/float, double for double
+//   to_opmath(T) / from_opmath<T>(v) conversions (round-to-nearest-even on the way back)
+//   kVecBytes, VecSize<T>::value     16 bytes per vector access, in elements of T
+//   AlignedVector<T, N>              the register image of one vector access
+//   is_aligned(p, bytes)             pointer alignment test (host and device)
+//   load_vector<N>(p, i) / store_vector<N>(p, i, v)   vector i (elements i*N .. i*N+N-1)
+//   warp_reduce_sum(v)               sum over the 32 lanes; every lane gets the (same) total
+//   block_reduce_sum_many<K>(v, smem) K sums over the block in a fixed order
+//   finish_partials(...)             fixed-order sum of per-block partials (second kernel body)
+//   finish_partials_kernel<Acc>      the same as a __global__ kernel
+//   grid_stride_begin()/grid_stride_step()   64-bit grid-stride loop bounds
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace torch_rational {
+namespace kernels {
+namespace cuda {
+
+constexpr int kWarpSize = 32;
+constexpr int kVecBytes = 16;
+
+// ------------------------------------------------------------------------------------------------
+// Element types. torch's CUDA flags define __CUDA_NO_HALF_CONVERSIONS__ (and the bfloat16
+// equivalent), so conversions go through the explicit intrinsics, never implicit operators.
+template <typename T>
+struct OpMath {
+  using type = T;
+};
+template <>
+struct OpMath<__half> {
+  using type = float;
+};
+template <>
+struct OpMath<__nv_bfloat16> {
+  using type = float;
+};
+
+__device__ __forceinline__ float to_opmath(float v) { return v; }
+__device__ __forceinline__ double to_opmath(double v) { return v; }
+__device__ __forceinline__ float to_opmath(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_opmath(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_opmath(typename OpMath<T>::type v) {
+  return static_cast<T>(v);
+}
+template <>
+__device__ __forceinline__ __half from_opmath<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_opmath<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+// ------------------------------------------------------------------------------------------------
+// 16-byte vector accesses: one LDG.128/STG.128 per thread per step is what it takes to reach
+// DRAM bandwidth on an element-wise kernel (4 floats, 8 halves, 2 doubles).
+template <typename T>
+struct VecSize {
+  static constexpr int value = kVecBytes / static_cast<int>(sizeof(T));
+};
+
+template <typename T, int N>
+struct alignas(sizeof(T) * N) AlignedVector {
+  T val[N];
+};
+
+__host__ __device__ __forceinline__ bool is_aligned(const void* p, int bytes) {
+  return (reinterpret_cast<uintptr_t>(p) % static_cast<uintptr_t>(bytes)) == 0;
+}
+
+// Vector number `i` of p, i.e. elements [i*N, i*N + N). p must be aligned to sizeof(T) * N.
+template <int N, typename T>
+__device__ __forceinline__ AlignedVector<T, N> load_vector(const T* p, int64_t i) {
+  return reinterpret_cast<const AlignedVector<T, N>*>(p)[i];
+}
+
+template <int N, typename T>
+__device__ __forceinline__ void store_vector(T* p, int64_t i, const AlignedVector<T, N>& v) {
+  reinterpret_cast<AlignedVector<T, N>*>(p)[i] = v;
+}
+
+// ------------------------------------------------------------------------------------------------
+// 64-bit grid-stride loops: a tensor may have more than 2^31 elements.
+__device__ __forceinline__ int64_t grid_stride_begin() {
+  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ __forceinline__ int64_t grid_stride_step() {
+  return static_cast<int64_t>(gridDim.x) * blockDim.x;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Reductions. All of them combine values in an order fixed by the launch shape alone, so a
+// result is bitwise identical from run to run (no atomics anywhere).
+
+template <typename T>
+__device__ __forceinline__ T warp_reduce_sum(T v) {
+#pragma unroll
+  for (int offset = kWarpSize / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Reduces K values per thread over the whole block. smem must hold (blockDim.x / 32) * K values
+// of T. Every thread of the block must call it (it contains __syncthreads()). On return, thread
+// k < K holds the block total of value k in its return value; other threads get T(0).
+// Warp totals are added in warp order, so the result depends only on blockDim.
+template <int K, typename T>
+__device__ __forceinline__ T block_reduce_sum_many(T (&v)[K], T* smem) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const int num_warps = blockDim.x / kWarpSize;
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const T w = warp_reduce_sum(v[k]);
+    if (lane == 0) smem[warp * K + k] = w;
+  }
+  __syncthreads();
+  T total = T(0);
+  if (threadIdx.x < K) {
+    for (int w = 0; w < num_warps; ++w) total += smem[w * K + threadIdx.x];
+  }
+  __syncthreads();  // smem may be reused by the caller right after
+  return total;
+}
+
+// Runtime-count variant for the generic-degree path: count <= max_count values per thread in
+// v[0..count). smem holds (blockDim.x / 32) * count values. Same contract as above.
+template <typename T>
+__device__ __forceinline__ T block_reduce_sum_runtime(const T* v, int count, T* smem) {
+  const int lane = threadIdx.x % kWarpSize;
+  const int warp = threadIdx.x / kWarpSize;
+  const int num_warps = blockDim.x / kWarpSize;
+  for (int k = 0; k < count; ++k) {
+    const T w = warp_reduce_sum(v[k]);
+    if (lane == 0) smem[warp * count + k] = w;
+  }
+  __syncthreads();
+  T total = T(0);
+  if (static_cast<int>(threadIdx.x) < count) {
+    for (int w = 0; w < num_warps; ++w) total += smem[w * count + threadIdx.x];
+  }
+  __syncthreads();
+  return total;
+}
+
+// Fixed-order finish of per-block partials laid out as partials[(g * num_blocks + blk) * K + k]
+// for g < G, blk < num_blocks, k < K: out[g * K + k] = sum over blk in increasing order.
+// One thread per (g, k); call from a kernel launched with any 1-D grid (grid-stride over G * K).
+// The sum is sequential on purpose: num_blocks is small (a few per SM per group), and a fixed
+// sequential order is what makes the result bitwise reproducible.
+template <typename Acc>
+__device__ __forceinline__ void finish_partials(const Acc* __restrict__ partials, int64_t groups,
+                                                int64_t num_blocks, int K, Acc* __restrict__ out) {
+  const int64_t total = groups * K;
+  for (int64_t t = grid_stride_begin(); t < total; t += grid_stride_step()) {
+    const int64_t g = t / K;
+    const int64_t k = t % K;
+    const Acc* p = partials + g * num_blocks * K + k;
+    Acc s = Acc(0);
+    for (int64_t blk = 0; blk < num_blocks; ++blk) s += p[blk * K];
+    out[t] = s;
+  }
+}
+
+// The finish as a ready kernel (launch e.g. <<<ceil(G*K/256), 256, 0, stream>>>).
+template <typename Acc>
+__global__ void finish_partials_kernel(const Acc* __restrict__ partials, int64_t groups, int64_t num_blocks,
+                                       int K, Acc* __restrict__ out) {
+  finish_partials<Acc>(partials, groups, num_blocks, K, out);
+}
+
+}  // namespace cuda
+}  // namespace kernels
+}  // namespace torch_rational
