@@ -32,5 +32,5 @@ template __global__ void cuda_utils_check_kernel<double>(const double*, double*,
 template __global__ void cuda_utils_check_kernel<__half>(const __half*, __half*, float*, int64_t);
 template __global__ void cuda_utils_check_kernel<__nv_bfloat16>(const __nv_bfloat16*, __nv_bfloat16*, float*,
                                                                 int64_t);
-template __global__ void finish_partials_kernel<float>(const float*, int64_t, int64_t, int, float*);
-template __global__ void finish_partials_kernel<double>(const double*, int64_t, int64_t, int, double*);
+template __global__ void torch_rational::kernels::cuda::finish_partials_kernel<float>(const float*, int64_t, int64_t, int, float*);
+template __global__ void torch_rational::kernels::cuda::finish_partials_kernel<double>(const double*, int64_t, int64_t, int, double*);
