@@ -1,0 +1,88 @@
+// Argument checking of the PWLU ops, shared by every backend. Each message names the offending
+// argument, so a user sees which one to fix.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+namespace torch_rational {
+
+struct PwluConfig {
+  int64_t groups = 1;
+  int n = 1;                 // number of pieces N
+  int64_t channel_dim = -1;  // normalised; -1 when groups == 1
+  int64_t channels = 1;
+  int64_t channels_per_group = 1;
+};
+
+// Pieces above this are rejected: it keeps N + 5 gradient slots per group in 32-bit ints and the
+// float32 piece index exact.
+constexpr int64_t kPwluMaxPieces = 1 << 20;
+
+inline PwluConfig check_pwlu_args(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
+                                  const at::Tensor& slopes, int64_t channel_dim) {
+  PwluConfig cfg;
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()),
+                   "torch_rational.pwlu: x must be a floating point tensor (float16, bfloat16, float32, float64), "
+                   "got ", x.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(heights.scalar_type()),
+                   "torch_rational.pwlu: heights must be a floating point tensor, got ", heights.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(bounds.scalar_type()),
+                   "torch_rational.pwlu: bounds must be a floating point tensor, got ", bounds.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(slopes.scalar_type()),
+                   "torch_rational.pwlu: slopes must be a floating point tensor, got ", slopes.scalar_type());
+  TORCH_CHECK_VALUE(heights.dim() == 1 || heights.dim() == 2,
+                    "torch_rational.pwlu: heights must have shape (N+1,) or (groups, N+1), got ", heights.sizes());
+  const int64_t groups = heights.dim() == 2 ? heights.size(0) : 1;
+  TORCH_CHECK_VALUE(groups >= 1, "torch_rational.pwlu: heights must have at least one group, got ", heights.sizes());
+  const int64_t n = heights.size(-1) - 1;
+  TORCH_CHECK_VALUE(n >= 1 && n <= kPwluMaxPieces,
+                    "torch_rational.pwlu: heights must have N+1 entries per group with 1 <= N <= ", kPwluMaxPieces,
+                    " pieces, got shape ", heights.sizes());
+  const bool one_d = heights.dim() == 1;
+  TORCH_CHECK_VALUE(one_d ? (bounds.dim() == 1 && bounds.size(0) == 2)
+                          : (bounds.dim() == 2 && bounds.size(0) == groups && bounds.size(1) == 2),
+                    "torch_rational.pwlu: bounds must have shape ", one_d ? "(2,)" : "(groups, 2)",
+                    " like heights ", heights.sizes(), ", got ", bounds.sizes());
+  TORCH_CHECK_VALUE(one_d ? (slopes.dim() == 1 && slopes.size(0) == 2)
+                          : (slopes.dim() == 2 && slopes.size(0) == groups && slopes.size(1) == 2),
+                    "torch_rational.pwlu: slopes must have shape ", one_d ? "(2,)" : "(groups, 2)",
+                    " like heights ", heights.sizes(), ", got ", slopes.sizes());
+  TORCH_CHECK_VALUE(heights.device() == x.device(), "torch_rational.pwlu: heights is on ", heights.device(),
+                    " but x is on ", x.device());
+  TORCH_CHECK_VALUE(bounds.device() == x.device(), "torch_rational.pwlu: bounds is on ", bounds.device(),
+                    " but x is on ", x.device());
+  TORCH_CHECK_VALUE(slopes.device() == x.device(), "torch_rational.pwlu: slopes is on ", slopes.device(),
+                    " but x is on ", x.device());
+  cfg.groups = groups;
+  cfg.n = static_cast<int>(n);
+  if (groups > 1) {
+    TORCH_CHECK_VALUE(x.dim() >= 1, "torch_rational.pwlu: x must have a channel dimension when num_groups > 1");
+    TORCH_CHECK_INDEX(channel_dim >= -x.dim() && channel_dim < x.dim(), "torch_rational.pwlu: channel_dim ",
+                      channel_dim, " is out of range for x with ", x.dim(), " dimensions");
+    cfg.channel_dim = channel_dim < 0 ? channel_dim + x.dim() : channel_dim;
+    cfg.channels = x.size(cfg.channel_dim);
+    TORCH_CHECK_VALUE(cfg.channels % groups == 0, "torch_rational.pwlu: x.size(channel_dim=", channel_dim,
+                      ") = ", cfg.channels, " is not divisible by the number of groups (num_groups = ", groups, ")");
+    cfg.channels_per_group = cfg.channels / groups;
+  }
+  return cfg;
+}
+
+// Checks L < R (both finite) for every group and returns the bounds as a contiguous float64 CPU
+// tensor (G, 2). On CUDA this copies the bounds to the host, i.e. synchronises with the stream:
+// the price of a clear error instead of silently wrong output for a bad bound.
+inline at::Tensor checked_pwlu_bounds(const at::Tensor& bounds, int64_t groups) {
+  at::Tensor b = bounds.detach().to(at::kCPU, at::kDouble).contiguous().reshape({groups, 2});
+  const double* p = b.const_data_ptr<double>();
+  for (int64_t g = 0; g < groups; ++g) {
+    const double l = p[2 * g], r = p[2 * g + 1];
+    TORCH_CHECK_VALUE(std::isfinite(l) && std::isfinite(r) && l < r,
+                      "torch_rational.pwlu: bounds must be finite with left < right, got bounds[", g, "] = (", l,
+                      ", ", r, ")");
+  }
+  return b;
+}
+
+}  // namespace torch_rational
