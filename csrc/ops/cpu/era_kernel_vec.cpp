@@ -1,0 +1,171 @@
+// Vectorised CPU bodies of the ERA op, compiled once per CPU capability (CPU_CAPABILITY =
+// DEFAULT, AVX2 or AVX512, with the matching -m flags) like rational_kernel_vec.cpp, so
+// at::vec::Vectorized<float> is 8 or 16 lanes wide and the library still runs without AVX2.
+//
+// The number of fractions n is a template parameter for n = 1..4 (n = 1 is the recommended ERA):
+// the parameter broadcasts and the per-parameter gradient accumulators then stay in registers.
+// Other n return false and take the scalar path of the caller (kernels/era_math.h).
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include "era_math.h"
+#include "ops/cpu/era_kernel_vec.h"
+
+namespace torch_rational {
+namespace cpu {
+namespace CPU_CAPABILITY {
+namespace era_vec {
+
+using fVec = at::vec::Vectorized<float>;
+constexpr int kLanes = fVec::size();
+
+template <int N>
+struct VecEra {
+  fVec a, b;
+  fVec c[N], d[N], e[N], f[N], fe[N];  // fe = f^2 + eps
+
+  explicit VecEra(const EraGroupParams& p) : a(p.lin[0]), b(p.lin[1]) {
+    for (int i = 0; i < N; ++i) {
+      c[i] = fVec(p.fr[4 * i]);
+      d[i] = fVec(p.fr[4 * i + 1]);
+      e[i] = fVec(p.fr[4 * i + 2]);
+      f[i] = fVec(p.fr[4 * i + 3]);
+      fe[i] = fVec(p.fr[4 * i + 3] * p.fr[4 * i + 3] + p.eps);
+    }
+  }
+
+  inline fVec forward(fVec x) const {
+    fVec y = at::vec::fmadd(a, x, b);
+    for (int i = 0; i < N; ++i) {
+      const fVec u = x - e[i];
+      const fVec D = at::vec::fmadd(u, u, fe[i]);
+      y = y + at::vec::fmadd(c[i], x, d[i]) / D;
+    }
+    return y;
+  }
+
+  // Returns g dy/dx. acc holds 2 + 4N vectors: (a, b), then per fraction (c, d, e, f / -f): the
+  // f slot accumulates g * 2 r / D and is multiplied by -f when flushed (one multiply per flush
+  // instead of per element).
+  template <bool COEFS>
+  inline fVec backward(fVec x, fVec g, fVec* acc) const {
+    fVec dydx = a;
+    for (int i = 0; i < N; ++i) {
+      const fVec u = x - e[i];
+      const fVec D = at::vec::fmadd(u, u, fe[i]);
+      const fVec inv = fVec(1.f) / D;
+      const fVec r = at::vec::fmadd(c[i], x, d[i]) * inv;
+      const fVec two_r_inv = (r + r) * inv;
+      dydx = at::vec::fmadd(c[i] - (u + u) * r, inv, dydx);
+      if (COEFS) {
+        const fVec gi = g * inv;
+        const fVec gt = g * two_r_inv;
+        acc[2 + 4 * i] = at::vec::fmadd(gi, x, acc[2 + 4 * i]);
+        acc[3 + 4 * i] = acc[3 + 4 * i] + gi;
+        acc[4 + 4 * i] = at::vec::fmadd(gt, u, acc[4 + 4 * i]);
+        acc[5 + 4 * i] = acc[5 + 4 * i] + gt;
+      }
+    }
+    if (COEFS) {
+      acc[0] = at::vec::fmadd(g, x, acc[0]);
+      acc[1] = acc[1] + g;
+    }
+    return g * dydx;
+  }
+};
+
+template <int N>
+void forward_run(const EraGroupParams& p, const float* x, float* y, int64_t len) {
+  const VecEra<N> E(p);
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) E.forward(fVec::loadu(x + i)).store(y + i);
+  if (i < len) E.forward(fVec::loadu(x + i, len - i)).store(y + i, len - i);
+}
+
+template <int N>
+void backward_run(const EraGroupParams& p, const float* x, const float* g, float* gx, int64_t len, double* acc_lin,
+                  double* acc_fr) {
+  constexpr int K = 2 + 4 * N;
+  const VecEra<N> E(p);
+  const bool coefs = acc_lin != nullptr;
+  fVec acc[K];
+  for (int k = 0; k < K; ++k) acc[k] = fVec(0.f);
+  // Lanes are summed in a fixed order into the float64 accumulators every kFlush vectors, so the
+  // float32 partial sums stay short.
+  auto flush = [&] {
+    float buf[kLanes];
+    for (int k = 0; k < K; ++k) {
+      acc[k].store(buf);
+      double s = 0;
+      for (int l = 0; l < kLanes; ++l) s += buf[l];
+      if (k < 2) {
+        acc_lin[k] += s;
+      } else {
+        const int j = k - 2;
+        acc_fr[j] += (j % 4 == 3) ? -static_cast<double>(p.fr[j]) * s : s;
+      }
+      acc[k] = fVec(0.f);
+    }
+  };
+  constexpr int kFlush = 128;
+  int pending = 0;
+  int64_t i = 0;
+  for (; i + kLanes <= len; i += kLanes) {
+    const fVec xv = fVec::loadu(x + i);
+    const fVec gv = fVec::loadu(g + i);
+    fVec gxv;
+    if (coefs) {
+      gxv = E.template backward<true>(xv, gv, acc);
+      if (++pending == kFlush) {
+        flush();
+        pending = 0;
+      }
+    } else {
+      gxv = E.template backward<false>(xv, gv, nullptr);
+    }
+    if (gx) gxv.store(gx + i);
+  }
+  if (coefs) flush();
+  // The tail goes through the scalar float path: zero-padded lanes could turn into 0 * inf = NaN
+  // in the accumulators (x = e, f = 0, eps = 0).
+  for (; i < len; ++i) {
+    const float v = kernels::era_backward_element<float, double>(x[i], g[i], p.lin[0], p.fr, N, p.eps,
+                                                                 acc_lin, acc_fr);
+    if (gx) gx[i] = v;
+  }
+}
+
+bool forward_entry(const EraGroupParams& p, const float* x, float* y, int64_t len) {
+  switch (p.n) {
+    case 1: forward_run<1>(p, x, y, len); return true;
+    case 2: forward_run<2>(p, x, y, len); return true;
+    case 3: forward_run<3>(p, x, y, len); return true;
+    case 4: forward_run<4>(p, x, y, len); return true;
+    default: return false;
+  }
+}
+
+bool backward_entry(const EraGroupParams& p, const float* x, const float* g, float* gx, int64_t len,
+                    double* acc_lin, double* acc_fr) {
+  switch (p.n) {
+    case 1: backward_run<1>(p, x, g, gx, len, acc_lin, acc_fr); return true;
+    case 2: backward_run<2>(p, x, g, gx, len, acc_lin, acc_fr); return true;
+    case 3: backward_run<3>(p, x, g, gx, len, acc_lin, acc_fr); return true;
+    case 4: backward_run<4>(p, x, g, gx, len, acc_lin, acc_fr); return true;
+    default: return false;
+  }
+}
+
+}  // namespace era_vec
+
+#define TR_STR2(s) #s
+#define TR_STR(s) TR_STR2(s)
+
+const EraVecKernelTable& era_table() {
+  static const EraVecKernelTable t{era_vec::forward_entry, era_vec::backward_entry, TR_STR(CPU_CAPABILITY)};
+  return t;
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace cpu
+}  // namespace torch_rational

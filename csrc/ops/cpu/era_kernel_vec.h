@@ -1,0 +1,43 @@
+// Interface of the vectorised CPU bodies of the ERA op. era_kernel_vec.cpp is compiled once per
+// CPU capability (DEFAULT, AVX2, AVX512); era_kernel.cpp picks one at run time. A "run" is a
+// stretch of memory whose elements all use the same parameter group.
+#pragma once
+
+#include <cstdint>
+
+namespace torch_rational {
+namespace cpu {
+
+// Parameters of one group in float32: lin = (a, b), fr = n rows (c, d, e, f).
+struct EraGroupParams {
+  const float* lin;
+  const float* fr;
+  int n;
+  float eps;
+};
+
+struct EraVecKernelTable {
+  // Return false when n has no vectorised specialisation (the caller takes the scalar path).
+  // grad_x may be null (not requested); acc_lin (2) / acc_fr (4n) accumulate (+=) the parameter
+  // gradients of this run in float64 and are null when not requested.
+  bool (*forward)(const EraGroupParams&, const float* x, float* y, int64_t len);
+  bool (*backward)(const EraGroupParams&, const float* x, const float* grad_y, float* grad_x, int64_t len,
+                   double* acc_lin, double* acc_fr);
+  const char* name;
+};
+
+#define TR_DECLARE_ERA_VEC_TABLE(CAP)  \
+  namespace CAP {                      \
+  const EraVecKernelTable& era_table(); \
+  }
+
+TR_DECLARE_ERA_VEC_TABLE(DEFAULT)
+TR_DECLARE_ERA_VEC_TABLE(AVX2)
+TR_DECLARE_ERA_VEC_TABLE(AVX512)
+#undef TR_DECLARE_ERA_VEC_TABLE
+
+// The table for the best capability this CPU (and ATEN_CPU_CAPABILITY, if set) allows.
+const EraVecKernelTable& era_vec_kernels();
+
+}  // namespace cpu
+}  // namespace torch_rational

@@ -1,0 +1,74 @@
+// Shared per-element math of the ERA activation (Enhanced Rational Activation), used by the CPU
+// kernels (csrc/ops/cpu/era_kernel*.cpp) and the CUDA kernels (kernels/era.cuh). Free of ATen, so
+// nvcc compiles it on a machine whose torch has no CUDA.
+//
+//   y = a x + b + sum_{i=1..n} (c_i x + d_i) / ((x - e_i)^2 + f_i^2 + eps)
+//
+// Parameters of one group: linear = (a, b); fractions = n rows (c, d, e, f), stored row-major.
+// With u = x - e, D = u^2 + f^2 + eps, r = (c x + d) / D:
+//   dy/dx = a + sum (c - 2 u r) / D
+//   dy/da = x, dy/db = 1, dy/dc = x / D, dy/dd = 1 / D, dy/de = 2 u r / D, dy/df = -2 f r / D
+// D >= eps > 0, so for eps > 0 there is no pole whatever the parameters are.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define TR_HOST_DEVICE __host__ __device__ __forceinline__
+#else
+#define TR_HOST_DEVICE inline
+#endif
+
+namespace torch_rational {
+namespace kernels {
+
+// Fractions per group above this are rejected by the argument checks; it bounds on-stack
+// accumulators (CUDA registers / local memory) of the generic paths.
+constexpr int kMaxEraFractions = 32;
+// Per-group parameter count: 2 linear + 4 per fraction.
+TR_HOST_DEVICE int era_params_per_group(int n) { return 2 + 4 * n; }
+
+template <typename T>
+TR_HOST_DEVICE T era_forward_element(T x, T a, T b, const T* fr, int n, T eps) {
+  T y = a * x + b;
+  for (int i = 0; i < n; ++i) {
+    const T c = fr[4 * i], d = fr[4 * i + 1], e = fr[4 * i + 2], f = fr[4 * i + 3];
+    const T u = x - e;
+    const T D = u * u + (f * f + eps);
+    y += (c * x + d) / D;
+  }
+  return y;
+}
+
+// Returns g * dy/dx. When dlin is non-null, adds g * dy/d(a, b) into dlin[0..1] and
+// g * dy/d(c, d, e, f) of fraction i into dfr[4i..4i+3] (Acc: the accumulator type, float64 on
+// the CPU, the math type on CUDA where block partials are summed in a fixed order later).
+template <typename T, typename Acc>
+TR_HOST_DEVICE T era_backward_element(T x, T g, T a, const T* fr, int n, T eps, Acc* dlin, Acc* dfr) {
+  T dydx = a;
+  for (int i = 0; i < n; ++i) {
+    const T c = fr[4 * i], d = fr[4 * i + 1], e = fr[4 * i + 2], f = fr[4 * i + 3];
+    const T u = x - e;
+    const T D = u * u + (f * f + eps);
+    const T inv = T(1) / D;
+    const T r = (c * x + d) * inv;
+    const T two_r_inv = T(2) * r * inv;
+    dydx += (c - T(2) * u * r) * inv;
+    if (dlin) {
+      const T gi = g * inv;
+      dfr[4 * i] += Acc(gi * x);
+      dfr[4 * i + 1] += Acc(gi);
+      dfr[4 * i + 2] += Acc(g * u * two_r_inv);
+      dfr[4 * i + 3] -= Acc(g * f * two_r_inv);
+    }
+  }
+  if (dlin) {
+    dlin[0] += Acc(g * x);
+    dlin[1] += Acc(g);
+  }
+  return g * dydx;
+}
+
+}  // namespace kernels
+}  // namespace torch_rational
