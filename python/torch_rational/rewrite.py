@@ -112,6 +112,16 @@ def init_name(module: nn.Module) -> Optional[str]:
     return None
 
 
+def _family_name(module: nn.Module) -> str:
+    """The named function closest to ``module`` (``init`` of a module fitted to an unnamed variant,
+    used by its ``reset_parameters()``)."""
+    for cls, name in ((nn.ELU, "elu"), (nn.CELU, "celu"), (nn.GELU, "gelu"), (nn.Hardtanh, "hardtanh"),
+                      (nn.Softplus, "softplus")):
+        if isinstance(module, cls):
+            return name
+    return "leaky_relu"
+
+
 def _describe(module: nn.Module) -> str:
     extra = module.extra_repr()
     return f"{type(module).__name__}({extra})" if extra else type(module).__name__
@@ -141,6 +151,7 @@ def _build_from_class(cls: Type[nn.Module], original: nn.Module, kwargs: dict) -
         with torch.no_grad():
             act.numerator.copy_(a.expand_as(act.numerator))
             act.denominator.copy_(b.expand_as(act.denominator))
+        act.init = _family_name(original)  # set after construction: its own init may not be shipped
         return act
     # Other families (ERA, PWLU, user classes): pass the init name when the class takes one.
     if name is not None:
