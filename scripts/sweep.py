@@ -193,6 +193,24 @@ def tail(path: Path, lines: int = 5) -> str:
     return "\n".join("      " + line for line in text[-lines:])
 
 
+def already_logged(log_path: Path, offset: int, stdout: str) -> bool:
+    """Whether every stdout line is already in log.txt after `offset`.
+
+    rational_train tees its stdout into DIR/log.txt; writing it again would double every line. A binary
+    that does not (the contract makes log.txt optional) gets its stdout appended after it exits.
+    """
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    if not lines:
+        return True
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            logged = set(f.read().decode(errors="replace").splitlines())
+    except OSError:
+        return False
+    return all(ln in logged for ln in lines)
+
+
 class Runner:
     """Runs the planned commands, `jobs` at a time; kills its own children on Ctrl-C."""
 
@@ -214,24 +232,32 @@ class Runner:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[var] = str(self.threads)
         start = time.monotonic()
+        log_path = run.directory / "log.txt"
         # Appended, not truncated: a resumed run keeps the log of its first part.
-        with open(run.directory / "log.txt", "a", buffering=1) as log:
+        with open(log_path, "a", buffering=1) as log:
             log.write(f"==== sweep {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(run.command)}\n")
             log.flush()
+            offset = log_path.stat().st_size
             with self.lock:
                 if self.stopping:
                     return False, "not started (interrupted)", 0.0
                 try:
-                    proc = subprocess.Popen(run.command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                    # stderr (errors, progress) straight into the log; stdout through a pipe, because
+                    # rational_train already copies its stdout into log.txt itself (see below).
+                    proc = subprocess.Popen(run.command, stdout=subprocess.PIPE, stderr=log, env=env,
                                             stdin=subprocess.DEVNULL)
                 except OSError as e:
                     log.write(f"==== could not start: {e}\n")
                     return False, f"could not start: {e}", 0.0
                 self.processes.add(proc)
-            rc = proc.wait()
+            stdout, _ = proc.communicate()
+            rc = proc.returncode
             with self.lock:
                 self.processes.discard(proc)
             seconds = time.monotonic() - start
+            text = stdout.decode(errors="replace")
+            if not already_logged(log_path, offset, text):
+                log.write("---- stdout ----\n" + text + ("" if text.endswith("\n") else "\n"))
             log.write(f"==== exit status {rc} after {seconds:.1f} s\n")
         if rc != 0:
             return False, f"exit status {rc}", seconds

@@ -251,7 +251,10 @@ FAKE_BINARY = textwrap.dedent("""\
     calls = Path(os.environ["FAKE_CALLS"])
     with open(calls / (out.name + ".argv"), "a") as f:
         f.write(json.dumps(sys.argv[1:]) + "\\n")
-    print("fake rational_train stdout", out.name)
+    print("fake rational_train stdout", out.name, flush=True)
+    if os.environ.get("FAKE_TEE") == "1":  # like the real binary: stdout copied into DIR/log.txt
+        with open(out / "log.txt", "a") as f:
+            f.write(f"fake rational_train stdout {{out.name}}\\n")
     print("fake rational_train stderr", out.name, file=sys.stderr)
     parallel = int(os.environ.get("FAKE_PARALLEL", "0"))
     if parallel:
@@ -387,6 +390,18 @@ def test_sweep_runs_in_parallel_then_skips_completed(tmp_path, fake_binary, conf
     assert report.main([str(out), "--output", str(rep), "--no-plots"]) == 0
     rows = parse_table((rep / "results.md").read_text())
     assert rows["pau"]["n"] == "2" and rows["pau"]["test acc. % (mean ± std)"] == "80.50 ± 0.71"
+
+
+@pytest.mark.parametrize("tee", [False, True])
+def test_sweep_log_has_each_line_once(tmp_path, fake_binary, tee):
+    out = tmp_path / "sweep"
+    res = run_sweep("--model", "lenet", "--dataset", "mnist", "--activations", "relu", "--epochs", "1",
+                    "--output", out, "--binary", fake_binary, env={"FAKE_TEE": "1" if tee else "0"})
+    assert res.returncode == 0, res.stderr
+    log = (out / "lenet_mnist_relu_s0" / "log.txt").read_text()
+    assert log.count("fake rational_train stdout lenet_mnist_relu_s0") == 1, log
+    assert log.count("fake rational_train stderr lenet_mnist_relu_s0") == 1, log
+    assert log.startswith("==== sweep ") and "==== exit status 0" in log
 
 
 def test_sweep_resumes_run_with_checkpoint(tmp_path, fake_binary):
