@@ -265,11 +265,18 @@ def build_table(groups: list[Group]) -> tuple[list[str], list[Group]]:
     return lines, groups
 
 
+def synthetic_note(runs) -> list[str]:
+    n = sum(1 for r in runs if r.summary.get("synthetic") is True)
+    return [(f"**Note: {n} of these runs trained on generated data (--synthetic); their accuracies say nothing "
+            "about the real data sets.**"), ""] if n else []
+
+
 def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_written: bool) -> str:
     devices = sorted({str(r.summary.get("device")) for r in runs if r.summary.get("device")})
     text = ["# Results", "",
             f"{len(runs)} completed run(s) from {', '.join(str(p) for p in paths)}"
             + (f"; device: {', '.join(devices)}" if devices else "") + ".", "",
+            *synthetic_note(runs),
             *table, "",
             ("Test accuracy after the last epoch and best test accuracy over epochs, in %, mean ± sample standard "
             f"deviation (ddof=1; {DASH} for a single seed) over the n seeds. Rows: per model/dataset, by mean "
@@ -355,8 +362,14 @@ def plot_accuracy_curves(plt, groups: list[Group], path: Path) -> None:
 def valid_curve(c) -> bool:
     if not isinstance(c, dict):
         return False
-    x, y, y0 = c.get("x"), c.get("y"), c.get("y_init")
-    return all(isinstance(v, list) and v for v in (x, y, y0)) and len(x) == len(y) == len(y0)
+    x, y = c.get("x"), c.get("y")
+    return isinstance(x, list) and isinstance(y, list) and len(x) == len(y) > 0
+
+
+def init_curve(c) -> list | None:
+    """y_init when it is there and matches x (a run resumed from an old checkpoint may lack it)."""
+    y0 = c.get("y_init")
+    return y0 if isinstance(y0, list) and len(y0) == len(c["x"]) else None
 
 
 def robust_limits(values: list[float]) -> tuple[float, float] | None:
@@ -396,8 +409,11 @@ def plot_activations(plt, groups: list[Group], path: Path) -> None:
         values = []
         for color, c in zip(colors_for(plt, len(shown)), shown):
             ax.plot(c["x"], c["y"], "-", color=color, linewidth=1.6, label=str(c.get("slot", "?")))
-            ax.plot(c["x"], c["y_init"], "--", color=color, linewidth=1.0, alpha=0.8)
-            values += c["y"] + c["y_init"]
+            values += c["y"]
+            y0 = init_curve(c)
+            if y0 is not None:
+                ax.plot(c["x"], y0, "--", color=color, linewidth=1.0, alpha=0.8)
+                values += y0
         limits = robust_limits(values)
         if limits:
             ax.set_ylim(*limits)

@@ -197,6 +197,22 @@ def test_report_incomplete_runs_are_listed_not_fatal(tmp_path, capsys):
     assert "3 incomplete run(s)" in capsys.readouterr().out
 
 
+def test_report_synthetic_note_and_curves_without_init(tmp_path):
+    d = write_run(tmp_path, "lenet", "mnist", "pau", 0, [0.5], learnable=True)
+    summary = json.loads((d / "summary.json").read_text())
+    summary["synthetic"] = True
+    del summary["activation_curves"][0]["y_init"]
+    summary["activation_curves"][1]["y_init"] = []
+    summary["activation_curves"].append({"slot": "broken", "x": [0.0, 1.0], "y": [0.0]})  # skipped
+    (d / "summary.json").write_text(json.dumps(summary))
+    out = tmp_path / "out"
+    assert report.main([str(d), "--output", str(out)]) == 0
+    md = (out / "results.md").read_text()
+    assert "1 of these runs trained on generated data" in md
+    assert parse_table(md)["pau"]["vs. best fixed"] == "no fixed baseline"
+    assert_png(out / "activations.png")
+
+
 def test_report_without_matplotlib(tmp_path, monkeypatch, capsys):
     fake_sweep(tmp_path / "sweep")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
