@@ -184,14 +184,14 @@ def collect(paths: list[Path]) -> tuple[list[RunResult], list[tuple[Path, str]]]
     return ordered, sorted(incomplete.items())
 
 
-def options_label(options) -> str:
-    if not isinstance(options, dict) or not options:
-        return ""
+def options_label(options, keys) -> str:
+    if not isinstance(options, dict):
+        return "default"
     parts = []
-    for k in sorted(options):
-        v = options[k]
+    for k in keys:
+        v = options.get(k)
         parts.append(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}")
-    return " ".join(parts)
+    return " ".join(parts) or "default"
 
 
 def group_runs(runs: list[RunResult]) -> list[Group]:
@@ -204,12 +204,28 @@ def group_runs(runs: list[RunResult]) -> list[Group]:
         by_opts: dict[str, list[RunResult]] = {}
         for r in members:
             by_opts.setdefault(json.dumps(r.summary.get("activation_options"), sort_keys=True), []).append(r)
-        for opts_key, rs in by_opts.items():
-            label = act
-            if len(by_opts) > 1:
-                label = f"{act} ({options_label(json.loads(opts_key)) or 'default'})"
+        options = [json.loads(k) for k in by_opts]
+        # Label with the options that tell the groups apart, not every option the binary records.
+        dicts = [o for o in options if isinstance(o, dict)]
+        keys = sorted({k for o in dicts for k in o if len({json.dumps(d.get(k)) for d in dicts}) > 1})
+        for opts, rs in zip(options, by_opts.values()):
+            label = act if len(by_opts) == 1 else f"{act} ({options_label(opts, keys)})"
             groups.append(Group(model, dataset, act, label, rs))
     return groups
+
+
+def duplicate_seeds(groups: list[Group]) -> list[str]:
+    """Warnings for a seed that appears twice in a group (the same sweep passed twice, or copied runs)."""
+    warnings = []
+    for g in groups:
+        seen: dict[str, list[str]] = {}
+        for r in g.runs:
+            seen.setdefault(str(r.seed), []).append(str(r.path))
+        for seed, paths in seen.items():
+            if len(paths) > 1:
+                warnings.append(f"{g.model}/{g.dataset}/{g.label}: seed {seed} counted {len(paths)} times "
+                                f"({', '.join(paths)})")
+    return warnings
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,7 +287,8 @@ def synthetic_note(runs) -> list[str]:
             "about the real data sets.**"), ""] if n else []
 
 
-def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_written: bool) -> str:
+def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_written: bool,
+                   warnings: list[str]) -> str:
     devices = sorted({str(r.summary.get("device")) for r in runs if r.summary.get("device")})
     text = ["# Results", "",
             f"{len(runs)} completed run(s) from {', '.join(str(p) for p in paths)}"
@@ -283,6 +300,8 @@ def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_w
             "test accuracy. **best fixed**: the fixed activation with the highest mean; a learnable activation "
             "*beats* it when its mean is higher, *matches* it when its mean is lower by at most one std (the "
             "larger of the two groups' std), else it is *below*."), ""]
+    if warnings:
+        text += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     if incomplete:
         text += ["## Incomplete runs", ""] + [f"- `{p}`: {why}" for p, why in incomplete] + [""]
     if plots_written:
@@ -479,7 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     if plt is not None and runs:
         plot_accuracy_curves(plt, groups, out / "accuracy_curves.png")
         plot_activations(plt, groups, out / "activations.png")
-    write_markdown(out, table, runs, incomplete, paths, plots_written=plt is not None and bool(runs))
+    warnings = duplicate_seeds(groups)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    write_markdown(out, table, runs, incomplete, paths, plots_written=plt is not None and bool(runs),
+                   warnings=warnings)
 
     if runs:
         print("\n".join(table))

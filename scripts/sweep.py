@@ -127,7 +127,8 @@ def find_binary(requested: str | None, required: bool) -> str:
     if requested is not None:
         p = Path(requested)
         if p.is_file() and os.access(p, os.X_OK):
-            return str(p)
+            # A bare name would be looked up on PATH by exec, not in the current directory.
+            return requested if os.sep in requested else os.path.join(os.curdir, requested)
         found = shutil.which(requested)
         if found:
             return found
@@ -279,10 +280,16 @@ class Runner:
 
 def write_manifest(output: Path, args, model: str, dataset: str, runs: list[Run], extra: list[str]) -> None:
     """SWEEP_DIR/sweep.json: what was asked for, so report.py can list runs that never started."""
+    names = [r.name for r in runs]
+    try:  # keep the runs of earlier calls with other activations/seeds into the same directory
+        earlier = json.loads((output / MANIFEST).read_text()).get("runs", [])
+        names = [n for n in earlier if isinstance(n, str) and n not in names] + names
+    except (OSError, ValueError, AttributeError):
+        pass
     manifest = {
         "config": args.config, "model": model, "dataset": dataset, "epochs": args.epochs,
         "activations": sorted({r.activation for r in runs}), "seeds": sorted({r.seed for r in runs}),
-        "extra_args": extra, "runs": [r.name for r in runs],
+        "extra_args": extra, "runs": names,
     }
     tmp = output / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -363,9 +370,14 @@ def sweep(args, extra: list[str]) -> int:
     runs = [Run(a, s, output / f"{model}_{dataset}_{a}_s{s}") for a in activations for s in seeds]
     for run in runs:
         plan_run(run, epochs)
-        run.command = build_command(binary, args, model, dataset, run, threads, extra)
     todo = [r for r in runs if r.action != "skip"]
-    jobs = max(1, min(jobs, len(todo))) if todo else jobs
+    if todo and len(todo) < jobs:
+        # Fewer runs than job slots: give the idle cores to the runs unless the thread count was set.
+        jobs = len(todo)
+        if args.threads_per_job is None:
+            threads = max(1, cores // jobs)
+    for run in runs:
+        run.command = build_command(binary, args, model, dataset, run, threads, extra)
 
     print(f"sweep: {len(runs)} runs ({len(activations)} activations x {len(seeds)} seeds) of {model} on {dataset}, "
           f"{len(runs) - len(todo)} already complete; {jobs} at a time x {threads} threads; output {output}")

@@ -213,6 +213,25 @@ def test_report_synthetic_note_and_curves_without_init(tmp_path):
     assert_png(out / "activations.png")
 
 
+def test_report_splits_by_differing_options_and_warns_on_duplicate_seeds(tmp_path, capsys):
+    common = {"version": "A", "basis": "power", "groups": 1}
+    for seed in range(2):
+        write_run(tmp_path / "a", "lenet", "mnist", "pau", seed, [0.9], learnable=True,
+                  options={**common, "degrees": [5, 4]})
+        write_run(tmp_path / "b", "lenet", "mnist", "pau", seed, [0.8], learnable=True,
+                  options={**common, "degrees": [3, 2]})
+    write_run(tmp_path / "c", "lenet", "mnist", "relu", 0, [0.85])
+    write_run(tmp_path / "d", "lenet", "mnist", "relu", 0, [0.87])  # the same seed again
+    out = tmp_path / "out"
+    assert report.main([str(tmp_path / x) for x in "abcd"] + ["--output", str(out), "--no-plots"]) == 0
+    rows = parse_table((out / "results.md").read_text())
+    # Only the option that differs goes into the label.
+    assert set(rows) == {"pau (degrees=5,4)", "pau (degrees=3,2)", "relu"}
+    assert rows["pau (degrees=5,4)"]["n"] == "2" and rows["relu"]["n"] == "2"
+    assert "seed 0 counted 2 times" in capsys.readouterr().err
+    assert "## Warnings" in (out / "results.md").read_text()
+
+
 def test_report_without_matplotlib(tmp_path, monkeypatch, capsys):
     fake_sweep(tmp_path / "sweep")
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
@@ -469,7 +488,10 @@ def test_default_jobs_and_threads(monkeypatch, tmp_path, config, capsys):
     base = ["--config", str(config), "--activations", "relu,pau,era", "--seeds", "0-3", "--output", str(out),
             "--binary", sys.executable, "--dry-run"]
     for extra, jobs, threads in (([], 8, 1), (["--threads-per-job", "4"], 2, 4), (["--jobs", "2"], 2, 4),
-                                 (["--jobs", "3", "--threads-per-job", "2"], 3, 2)):
+                                 (["--jobs", "3", "--threads-per-job", "2"], 3, 2),
+                                 # fewer runs than job slots: the idle cores go to the runs
+                                 (["--activations", "relu", "--seeds", "0,1"], 2, 4),
+                                 (["--activations", "relu", "--seeds", "0", "--threads-per-job", "2"], 1, 2)):
         assert sweep.main(base + extra) == 0
         text = capsys.readouterr().out
         assert f"{jobs} at a time x {threads} threads" in text, text
