@@ -307,11 +307,10 @@ def _draw_panel(ax, name: str, module: nn.Module, x: torch.Tensor, histogram: bo
     ax.axhline(0.0, color="0.6", lw=0.5)
     ax.axvline(0.0, color="0.6", lw=0.5)
     info = getattr(module, _INIT_ATTR, None) or {}
-    label = name or type(module).__name__
     sub = type(module).__name__ + (f" (was {info['replaced']})" if info.get("replaced") else "")
     if g > 1:
         sub += f", {g} groups"
-    ax.set_title(f"{label}\n{sub}" if name else sub, fontsize=9)
+    ax.set_title(f"module {name!r}\n{sub}" if name else sub, fontsize=9)
     ax.set_xlabel("x", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7, loc="upper left")
