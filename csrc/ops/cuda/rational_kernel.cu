@@ -1,0 +1,215 @@
+// CUDA glue of the rational ops: argument checks, device guard, layout, launch on the current
+// stream. The kernels are in kernels/rational.cuh (no ATen there).
+//
+// Layout: any non-overlapping dense tensor (contiguous, channels_last, permuted) is processed in
+// memory order without a copy, as on CPU: memory = [outer][groups][span] with
+// span = stride(channel_dim) * channels_per_group. Other tensors (slices, expanded) and RPAU
+// (noise keyed by the row-major index) are made contiguous first. Layouts with a run length not
+// a multiple of the 16-byte vector (e.g. channels_last with per-channel groups, span = 1) use the
+// scalar loop: correct, but without 16-byte accesses.
+//
+// Only c10/cuda headers are included (not ATen/cuda/CUDAContext.h, which pulls cuBLAS headers),
+// so this file also compiles against a CPU-only torch's headers in CI (scripts/check_kernels.sh).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cfloat>
+
+#include "ops/rational_utils.h"
+#include "rational.cuh"
+
+namespace torch_rational {
+namespace cuda {
+namespace {
+
+namespace kc = kernels::cuda;
+
+// at:: element types -> the CUDA types the kernels use (identical bit layout).
+template <typename scalar_t>
+struct CudaType {
+  using type = scalar_t;
+};
+template <>
+struct CudaType<at::Half> {
+  using type = __half;
+};
+template <>
+struct CudaType<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+int multiprocessor_count(int device) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return std::max(sms, 1);
+}
+
+struct Launch {
+  at::Tensor xin;  // x in the layout the kernel reads
+  int64_t outer, groups, span;
+};
+
+Launch make_launch(const at::Tensor& x, const RationalConfig& cfg, double noise) {
+  Launch l;
+  l.xin = (noise > 0.0 || !x.is_non_overlapping_and_dense()) ? x.contiguous() : x;
+  const int64_t numel = l.xin.numel();
+  l.groups = cfg.groups;
+  l.span = cfg.groups > 1 ? l.xin.stride(cfg.channel_dim) * cfg.channels_per_group : numel;
+  l.outer = numel / (l.groups * l.span);
+  return l;
+}
+
+template <typename T>
+void fill_common(kc::RationalCudaParams<T>& p, const Launch& l, const RationalConfig& cfg, const at::Tensor& a,
+                 const at::Tensor& b, double noise, uint64_t seed, int device, std::initializer_list<const void*> ptrs) {
+  using acc_t = typename kc::OpMath<T>::type;
+  constexpr int VEC = kc::VecSize<T>::value;
+  p.outer = l.outer;
+  p.groups = l.groups;
+  p.span = l.span;
+  bool aligned = true;
+  for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
+  // Run starts are 16-byte aligned when span is a multiple of the vector (or there is one run).
+  p.vectorised = aligned && (l.span % VEC == 0 || l.outer * l.groups == 1);
+  p.a = a.const_data_ptr<acc_t>();
+  p.b = b.const_data_ptr<acc_t>();
+  p.m = cfg.m;
+  p.nb = cfg.nb;
+  p.version = cfg.version;
+  p.basis = cfg.basis;
+  const int n_top = cfg.nb - 1 + kernels::first_den_power(cfg.version);
+  const int D = std::max(cfg.m, n_top);
+  p.threshold = static_cast<acc_t>(
+      kernels::overflow_threshold<double>(D, std::is_same_v<acc_t, double> ? DBL_MAX : double(FLT_MAX)));
+  p.noise = static_cast<acc_t>(noise);
+  p.seed = seed;
+  // About 8 blocks of 256 threads per SM in all, spread over the groups; never more blocks than
+  // a group has work items.
+  const int64_t target = int64_t(multiprocessor_count(device)) * 8;
+  const int64_t spanv = p.vectorised ? l.span / VEC : 0;
+  const int64_t items = l.outer * (spanv + (l.span - spanv * VEC));
+  const int64_t by_work = std::max<int64_t>(1, (items + kc::kRationalThreads - 1) / kc::kRationalThreads);
+  const int64_t by_target = std::max<int64_t>(1, (target + l.groups - 1) / l.groups);
+  p.blocks_per_group = std::min(by_work, by_target);
+  p.grid_groups = static_cast<int>(std::min<int64_t>(l.groups, 65535));
+}
+
+at::Tensor rational_forward_cuda(const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
+                                 c10::string_view version, c10::string_view basis, int64_t channel_dim, double noise,
+                                 const std::optional<at::Tensor>& noise_seed) {
+  const RationalConfig cfg =
+      check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
+  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const Launch l = make_launch(x, cfg, noise);
+  at::Tensor y = at::empty_like(l.xin);
+  if (l.xin.numel() == 0) return y;
+  const uint64_t seed = read_noise_seed(noise, noise_seed);
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "rational_forward_cuda", [&] {
+    using T = typename CudaType<scalar_t>::type;
+    const auto acc_dtype = std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
+    const at::Tensor a = numerator.detach().to(acc_dtype).contiguous();
+    const at::Tensor b = denominator.detach().to(acc_dtype).contiguous();
+    kc::RationalCudaParams<T> p;
+    p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
+    p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
+    fill_common<T>(p, l, cfg, a, b, noise, seed, x.get_device(), {p.x, p.out});
+    kc::launch_rational_forward<T>(p, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
+    c10::string_view version, c10::string_view basis, int64_t channel_dim, double noise,
+    const std::optional<at::Tensor>& noise_seed, std::array<bool, 3> output_mask) {
+  const RationalConfig cfg =
+      check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
+  TORCH_CHECK_VALUE(grad_output.sizes() == x.sizes(), "torch_rational: grad_output has shape ", grad_output.sizes(),
+                    " but x has shape ", x.sizes());
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == x.scalar_type(), "torch_rational: grad_output has dtype ",
+                   grad_output.scalar_type(), " but x has dtype ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
+  TORCH_CHECK_VALUE(grad_output.device() == x.device(), "torch_rational: grad_output is on ", grad_output.device(),
+                    " but x is on ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const Launch l = make_launch(x, cfg, noise);
+  at::Tensor gin = grad_output;
+  if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
+    gin = at::empty_like(l.xin);
+    gin.copy_(grad_output);
+  }
+  const bool want_x = output_mask[0], want_coefs = output_mask[1] || output_mask[2];
+  at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
+  at::Tensor grad_num = at::empty({0}, numerator.options());
+  at::Tensor grad_den = at::empty({0}, denominator.options());
+  const int na = cfg.m + 1, nb = cfg.nb;
+  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor total;
+  if (want_coefs) total = at::zeros({cfg.groups, na + nb}, x.options().dtype(acc_dtype));
+  if (l.xin.numel() > 0 && (want_x || want_coefs)) {
+    const uint64_t seed = read_noise_seed(noise, noise_seed);
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "rational_backward_cuda", [&] {
+      using T = typename CudaType<scalar_t>::type;
+      using acc_t = typename kc::OpMath<T>::type;
+      const at::Tensor a = numerator.detach().to(acc_dtype).contiguous();
+      const at::Tensor b = denominator.detach().to(acc_dtype).contiguous();
+      kc::RationalCudaParams<T> p;
+      p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
+      p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
+      p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
+      fill_common<T>(p, l, cfg, a, b, noise, seed, x.get_device(), {p.x, p.grad_y, p.out});
+      at::Tensor partials;
+      if (want_coefs) {
+        // Every (group, block) writes its partial, so no zero-fill is needed.
+        partials = at::empty({cfg.groups * p.blocks_per_group * (na + nb)}, x.options().dtype(acc_dtype));
+        p.partials = partials.mutable_data_ptr<acc_t>();
+        p.coef_grad = total.mutable_data_ptr<acc_t>();
+      }
+      kc::launch_rational_backward<T>(p, stream);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (want_coefs) {
+        kc::launch_rational_finish<T>(p, stream);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    });
+  }
+  if (output_mask[1])
+    grad_num = total.narrow(1, 0, na).reshape(numerator.sizes()).to(numerator.scalar_type()).contiguous();
+  if (output_mask[2])
+    grad_den = total.narrow(1, na, nb).reshape(denominator.sizes()).to(denominator.scalar_type()).contiguous();
+  return {grad_x, grad_num, grad_den};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
+  m.impl("rational", &rational_forward_cuda);
+  m.impl("rational_backward", &rational_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace torch_rational
+
+// Explicit instantiations of the launchers for the element types dispatched above.
+namespace torch_rational::kernels::cuda {
+#define TR_INSTANTIATE(T)                                                                 \
+  template void launch_rational_forward<T>(const RationalCudaParams<T>&, cudaStream_t);  \
+  template void launch_rational_backward<T>(const RationalCudaParams<T>&, cudaStream_t); \
+  template void launch_rational_finish<T>(const RationalCudaParams<T>&, cudaStream_t);
+TR_INSTANTIATE(float)
+TR_INSTANTIATE(double)
+TR_INSTANTIATE(__half)
+TR_INSTANTIATE(__nv_bfloat16)
+#undef TR_INSTANTIATE
+}  // namespace torch_rational::kernels::cuda

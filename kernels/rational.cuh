@@ -1,0 +1,504 @@
+// CUDA kernels of the rational op (forward and fused backward). No ATen: the glue in
+// csrc/ops/cuda/rational_kernel.cu validates, picks the layout and fills RationalCudaParams.
+//
+// Layout. Any dense tensor whose group is constant on runs of `span` consecutive memory elements,
+// the runs cycling through the groups: memory = [outer][groups][span] (for NCHW with per-channel
+// groups: outer = N, span = H*W; for G = 1: outer = 1, span = numel). Block (bx, g) of the
+// (blocks_per_group, groups) grid only ever touches group g, so its coefficients live in
+// registers and its coefficient-gradient partial belongs to one group.
+//
+// Vectorisation. Each run is split into span / VEC vectors of 16 bytes (4 floats, 8 halves, 2
+// doubles) plus a scalar tail of span % VEC elements per run. When a run start is not 16-byte
+// aligned (span % VEC != 0 with more than one run, or a misaligned pointer) the glue sets
+// vectorised = false and everything goes through the scalar loop.
+//
+// Degrees. (m, n) in {(5,4), (4,4), (3,2), (7,6)} are template parameters (coefficients and
+// gradient accumulators in registers, loops fully unrolled; Horner for the power basis in the
+// forward); any other degree, and RPAU noise, take the generic path (runtime degree, shared
+// memory coefficients, kernels/rational_math.h rational_element per element).
+//
+// Backward reduction (deterministic, no atomics): per-thread register accumulators -> warp
+// shuffle -> one partial per block in partials[g][blockIdx.x][K] -> a second kernel sums the
+// blocks of each (g, coefficient) in increasing order. The result depends only on the launch
+// shape, which depends only on the tensor shape and the device: bitwise identical run to run.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <cstdint>
+
+#include "cuda_utils.cuh"
+#include "rational_math.h"
+
+namespace torch_rational {
+namespace kernels {
+namespace cuda {
+
+constexpr int kRationalThreads = 256;
+constexpr int kRationalWarps = kRationalThreads / kWarpSize;
+constexpr int kMaxCoefs = 2 * kMaxDegree + 2;  // numerator + denominator (version C) coefficients
+
+template <typename T>
+struct RationalCudaParams {
+  using acc_t = typename OpMath<T>::type;
+  const T* x = nullptr;
+  const T* grad_y = nullptr;  // backward only
+  T* out = nullptr;           // forward: y; backward: grad_x (may be null: not requested)
+  int64_t outer = 1;
+  int64_t groups = 1;
+  int64_t span = 0;
+  bool vectorised = false;
+  const acc_t* a = nullptr;  // [groups][m + 1]
+  const acc_t* b = nullptr;  // [groups][nb], dense (index i is power i + first_den_power)
+  int m = 0;
+  int nb = 0;
+  Version version = Version::A;
+  Basis basis = Basis::Power;
+  acc_t threshold = acc_t(INFINITY);  // power basis: |x| above this uses the scaled form
+  acc_t noise = acc_t(0);             // > 0: RPAU (generic path, contiguous layout)
+  uint64_t seed = 0;
+  acc_t* partials = nullptr;   // backward: [groups][blocks_per_group][m + 1 + nb], null: no coef grads
+  acc_t* coef_grad = nullptr;  // backward: [groups][m + 1 + nb] (finish output)
+  int64_t blocks_per_group = 1;
+  int grid_groups = 1;  // gridDim.y (<= 65535); blocks loop over g += gridDim.y
+};
+
+// ------------------------------------------------------------------------------------------------
+// Element evaluation, fixed degrees. Denominator coefficients are held by power: bp[k] for
+// k = 0..N, with bp[k] = 0 for powers the version does not have (b_0 for A, B, N). A zero
+// coefficient adds nothing to Q, dQ or y, so one loop serves all four versions.
+
+template <int M, int N, bool kPower, typename Acc>
+__device__ __forceinline__ void basis_fixed(Acc x, Basis basis, Acc (&f)[(M > N ? M : N) + 1],
+                                            Acc (&df)[(M > N ? M : N) + 1]) {
+  constexpr int D = M > N ? M : N;
+  f[0] = Acc(1);
+  df[0] = Acc(0);
+  if (kPower) {
+#pragma unroll
+    for (int k = 0; k < D; ++k) {
+      f[k + 1] = f[k] * x;
+      df[k + 1] = df[k] * x + f[k];
+    }
+  } else {
+    Acc fprev = Acc(0), dprev = Acc(0);
+#pragma unroll
+    for (int k = 0; k < D; ++k) {
+      Acc al, be, ga;
+      basis_recurrence<Acc>(basis, k, al, be, ga);
+      const Acc lin = al * x + be;
+      f[k + 1] = lin * f[k] - ga * fprev;
+      df[k + 1] = al * f[k] + lin * df[k] - ga * dprev;
+      fprev = f[k];
+      dprev = df[k];
+    }
+  }
+}
+
+// y only (forward). Horner for the power basis: no basis arrays at all.
+template <int M, int N, bool kPower, typename Acc>
+__device__ __forceinline__ Acc forward_fixed(Acc x, const Acc (&a)[M + 1], const Acc (&bp)[N + 1], Version v,
+                                             Basis basis) {
+  Acc P, Q;
+  if (kPower) {
+    P = a[M];
+#pragma unroll
+    for (int j = M - 1; j >= 0; --j) P = P * x + a[j];
+    if (v == Version::A) {
+      const Acc ax = fabs(x);
+      Acc s = fabs(bp[N]);
+#pragma unroll
+      for (int k = N - 1; k >= 1; --k) s = s * ax + fabs(bp[k]);
+      Q = Acc(1) + s * ax;
+    } else {
+      Acc S = bp[N];
+#pragma unroll
+      for (int k = N - 1; k >= 0; --k) S = S * x + bp[k];  // bp[0] = 0 unless version C
+      Q = v == Version::N ? Acc(1) + S : den_constant<Acc>(v) + fabs(S);
+    }
+  } else {
+    constexpr int D = M > N ? M : N;
+    Acc f[D + 1], df[D + 1];
+    basis_fixed<M, N, kPower, Acc>(x, basis, f, df);
+    P = Acc(0);
+#pragma unroll
+    for (int j = 0; j <= M; ++j) P += a[j] * f[j];
+    if (v == Version::A) {
+      Q = Acc(1);
+#pragma unroll
+      for (int k = 0; k <= N; ++k) Q += fabs(bp[k]) * fabs(f[k]);
+    } else {
+      Acc S = Acc(0);
+#pragma unroll
+      for (int k = 0; k <= N; ++k) S += bp[k] * f[k];
+      Q = v == Version::N ? Acc(1) + S : den_constant<Acc>(v) + fabs(S);
+    }
+  }
+  return P / Q;
+}
+
+// dy/dx * g, and (when acc is non-null in spirit: kCoefs) g * dy/dcoef added to acc:
+// acc[0..M] numerator, acc[M+1+k] denominator power k.
+template <int M, int N, bool kPower, typename Acc>
+__device__ __forceinline__ Acc backward_fixed(Acc x, Acc g, const Acc (&a)[M + 1], const Acc (&bp)[N + 1],
+                                              Version v, Basis basis, bool coefs, Acc (&acc)[M + N + 2]) {
+  constexpr int D = M > N ? M : N;
+  Acc f[D + 1], df[D + 1];
+  basis_fixed<M, N, kPower, Acc>(x, basis, f, df);
+  Acc P = Acc(0), dP = Acc(0);
+#pragma unroll
+  for (int j = 0; j <= M; ++j) {
+    P += a[j] * f[j];
+    dP += a[j] * df[j];
+  }
+  Acc Q, dQ, sgnS = Acc(0);
+  if (v == Version::A) {
+    Q = Acc(1);
+    dQ = Acc(0);
+#pragma unroll
+    for (int k = 0; k <= N; ++k) {
+      const Acc ab = fabs(bp[k]);
+      Q += ab * fabs(f[k]);
+      dQ += ab * sign_of(f[k]) * df[k];
+    }
+  } else {
+    Acc S = Acc(0), dS = Acc(0);
+#pragma unroll
+    for (int k = 0; k <= N; ++k) {
+      S += bp[k] * f[k];
+      dS += bp[k] * df[k];
+    }
+    if (v == Version::N) {
+      Q = Acc(1) + S;
+      dQ = dS;
+    } else {
+      sgnS = sign_of(S);
+      Q = den_constant<Acc>(v) + fabs(S);
+      dQ = sgnS * dS;
+    }
+  }
+  const Acc rQ = Acc(1) / Q;
+  const Acc y = P * rQ;
+  if (coefs) {
+    const Acc gq = g * rQ;
+#pragma unroll
+    for (int j = 0; j <= M; ++j) acc[j] += gq * f[j];
+    const Acc gyq = -gq * y;
+#pragma unroll
+    for (int k = 0; k <= N; ++k) {
+      const Acc dQdb =
+          v == Version::A ? sign_of(bp[k]) * fabs(f[k]) : (v == Version::N ? f[k] : sgnS * f[k]);
+      acc[M + 1 + k] += gyq * dQdb;
+    }
+  }
+  return g * (dP - y * dQ) * rQ;
+}
+
+// The large-|x| scaled form through the generic evaluation. Out of line on purpose: its
+// kMaxDegree-sized arrays would otherwise live in the stack frame of the hot fixed-degree loop.
+template <typename Acc>
+__device__ __noinline__ ElementOut<Acc> rational_element_scaled(Acc x, const Acc* a, int m, const Acc* b, int nb,
+                                                                Version v, Acc* da, Acc* db) {
+  return rational_element<Acc>(x, a, m, b, nb, v, Basis::Power, true, da, db);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Iteration over the elements of group g owned by this block: calls body(mem_offset, vector?)
+// Vectors first (memory vector index), then the scalar tails of every run.
+template <int VEC, typename T, typename VecBody, typename ScalarBody>
+__device__ __forceinline__ void for_group_elements(const RationalCudaParams<T>& p, int64_t g, VecBody&& vec_body,
+                                                   ScalarBody&& scalar_body) {
+  const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
+  const int64_t spanv = p.vectorised ? p.span / VEC : 0;
+  if (spanv > 0) {
+    const int64_t nvec = p.outer * spanv;
+    const int64_t run_stride_v = p.groups * spanv;  // vectors between runs of the same group
+    for (int64_t vv = start; vv < nvec; vv += step) {
+      // One run per group when outer == 1 (G = 1, or channels outermost): no division.
+      const int64_t o = p.outer == 1 ? 0 : vv / spanv;
+      const int64_t w = vv - o * spanv;
+      vec_body(o * run_stride_v + g * spanv + w);
+    }
+  }
+  const int64_t tail = p.span - spanv * VEC;
+  if (tail > 0) {
+    const int64_t n = p.outer * tail;
+    for (int64_t e = start; e < n; e += step) {
+      const int64_t o = p.outer == 1 ? 0 : e / tail;
+      const int64_t w = spanv * VEC + (e - o * tail);
+      scalar_body((o * p.groups + g) * p.span + w);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fixed-degree kernels.
+
+template <int M, int N, typename T>
+__device__ __forceinline__ void load_group_coefs(const RationalCudaParams<T>& p, int64_t g,
+                                                 typename OpMath<T>::type (&a)[M + 1],
+                                                 typename OpMath<T>::type (&bp)[N + 1]) {
+  using acc_t = typename OpMath<T>::type;
+  const int k0 = first_den_power(p.version);
+#pragma unroll
+  for (int j = 0; j <= M; ++j) a[j] = p.a[g * (M + 1) + j];
+#pragma unroll
+  for (int k = 0; k <= N; ++k) bp[k] = k >= k0 ? p.b[g * p.nb + (k - k0)] : acc_t(0);
+}
+
+template <int M, int N, bool kPower, typename T>
+__global__ void __launch_bounds__(kRationalThreads)
+    rational_forward_fixed_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    acc_t a[M + 1], bp[N + 1];
+    load_group_coefs<M, N, T>(p, g, a, bp);
+    const acc_t* ga = p.a + g * (M + 1);
+    const acc_t* gb = p.b + g * p.nb;
+    auto element = [&](acc_t x) -> acc_t {
+      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow, scaled form
+        return rational_element_scaled<acc_t>(x, ga, M, gb, p.nb, p.version, nullptr, nullptr).y;
+      }
+      return forward_fixed<M, N, kPower, acc_t>(x, a, bp, p.version, p.basis);
+    };
+    for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+#pragma unroll
+          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l])));
+          store_vector<VEC>(p.out, iv, xv);
+        },
+        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]))); });
+  }
+}
+
+template <int M, int N, bool kPower, typename T>
+__global__ void __launch_bounds__(kRationalThreads)
+    rational_backward_fixed_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  constexpr int KF = M + N + 2;  // accumulators by power (denominator power 0 included)
+  __shared__ acc_t smem[kRationalWarps * KF];
+  const bool coefs = p.partials != nullptr;
+  const int k0 = first_den_power(p.version);
+  const int K = M + 1 + p.nb;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    acc_t a[M + 1], bp[N + 1];
+    load_group_coefs<M, N, T>(p, g, a, bp);
+    const acc_t* ga = p.a + g * (M + 1);
+    const acc_t* gb = p.b + g * p.nb;
+    acc_t acc[KF];
+#pragma unroll
+    for (int k = 0; k < KF; ++k) acc[k] = acc_t(0);
+    auto element = [&](acc_t x, acc_t gy) -> acc_t {
+      if (kPower && fabs(x) > p.threshold) {  // rare: scaled form, generic evaluation
+        acc_t da[M + 1], db[N + 1];
+        const ElementOut<acc_t> r =
+            rational_element_scaled<acc_t>(x, ga, M, gb, p.nb, p.version, da, db);
+        if (coefs) {
+#pragma unroll
+          for (int j = 0; j <= M; ++j) acc[j] += gy * da[j];
+#pragma unroll
+          for (int k = 0; k <= N; ++k)
+            if (k >= k0) acc[M + 1 + k] += gy * db[k - k0];
+        }
+        return gy * r.dydx;
+      }
+      return backward_fixed<M, N, kPower, acc_t>(x, gy, a, bp, p.version, p.basis, coefs, acc);
+    };
+    for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
+          AlignedVector<T, VEC> ov;
+#pragma unroll
+          for (int l = 0; l < VEC; ++l) ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l])));
+          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
+        },
+        [&](int64_t i) {
+          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
+          if (p.out != nullptr) p.out[i] = o;
+        });
+    if (coefs) {  // uniform over the grid: every thread reaches the __syncthreads() inside
+      const acc_t total = block_reduce_sum_many<KF>(acc, smem);
+      const int t = threadIdx.x;
+      if (t < KF) {
+        // Accumulator t -> coefficient column: numerator j = t; denominator power k -> na + k - k0.
+        const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
+        if (col >= 0) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + col] = total;
+      }
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Generic kernels: any degree <= kMaxDegree, any basis, RPAU noise. Coefficients of the group in
+// shared memory; per-element arrays in local memory (this path trades speed for generality).
+
+template <typename T>
+__global__ void __launch_bounds__(kRationalThreads) rational_forward_generic_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  __shared__ acc_t sa[kMaxDegree + 1], sb[kMaxDegree + 1];
+  const int na = p.m + 1, K = na + p.nb;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    __syncthreads();  // previous group's readers are done
+    for (int j = threadIdx.x; j < na; j += blockDim.x) sa[j] = p.a[g * na + j];
+    for (int k = threadIdx.x; k < p.nb; k += blockDim.x) sb[k] = p.b[g * p.nb + k];
+    __syncthreads();
+    auto element = [&](acc_t x, int64_t index) -> acc_t {
+      const bool scaled = p.basis == Basis::Power && fabs(x) > p.threshold;
+      if (p.noise > acc_t(0)) {
+        acc_t mult[kMaxCoefs], a[kMaxDegree + 1], b[kMaxDegree + 1];
+        noise_multipliers<acc_t>(p.seed, static_cast<uint64_t>(index), K, p.noise, mult);
+        for (int j = 0; j < na; ++j) a[j] = sa[j] * mult[j];
+        for (int k = 0; k < p.nb; ++k) b[k] = sb[k] * mult[na + k];
+        return rational_element<acc_t>(x, a, p.m, b, p.nb, p.version, p.basis, scaled, nullptr, nullptr).y;
+      }
+      return rational_element<acc_t>(x, sa, p.m, sb, p.nb, p.version, p.basis, scaled, nullptr, nullptr).y;
+    };
+    for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+#pragma unroll
+          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), iv * VEC + l));
+          store_vector<VEC>(p.out, iv, xv);
+        },
+        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]), i)); });
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kRationalThreads)
+    rational_backward_generic_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  __shared__ acc_t sa[kMaxDegree + 1], sb[kMaxDegree + 1];
+  __shared__ acc_t smem[kRationalWarps * kMaxCoefs];
+  const bool coefs = p.partials != nullptr;
+  const int na = p.m + 1, K = na + p.nb;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    __syncthreads();
+    for (int j = threadIdx.x; j < na; j += blockDim.x) sa[j] = p.a[g * na + j];
+    for (int k = threadIdx.x; k < p.nb; k += blockDim.x) sb[k] = p.b[g * p.nb + k];
+    __syncthreads();
+    acc_t acc[kMaxCoefs];
+    for (int k = 0; k < K; ++k) acc[k] = acc_t(0);
+    auto element = [&](acc_t x, acc_t gy, int64_t index) -> acc_t {
+      const bool scaled = p.basis == Basis::Power && fabs(x) > p.threshold;
+      acc_t da[kMaxDegree + 1], db[kMaxDegree + 1];
+      ElementOut<acc_t> r;
+      if (p.noise > acc_t(0)) {
+        acc_t mult[kMaxCoefs], a[kMaxDegree + 1], b[kMaxDegree + 1];
+        noise_multipliers<acc_t>(p.seed, static_cast<uint64_t>(index), K, p.noise, mult);
+        for (int j = 0; j < na; ++j) a[j] = sa[j] * mult[j];
+        for (int k = 0; k < p.nb; ++k) b[k] = sb[k] * mult[na + k];
+        r = rational_element<acc_t>(x, a, p.m, b, p.nb, p.version, p.basis, scaled, da, db);
+        // d/da_j of a_j (1 + u_j) is (1 + u_j).
+        if (coefs) {
+          for (int j = 0; j < na; ++j) acc[j] += gy * da[j] * mult[j];
+          for (int k = 0; k < p.nb; ++k) acc[na + k] += gy * db[k] * mult[na + k];
+        }
+      } else {
+        r = rational_element<acc_t>(x, sa, p.m, sb, p.nb, p.version, p.basis, scaled, coefs ? da : nullptr,
+                                    coefs ? db : nullptr);
+        if (coefs) {
+          for (int j = 0; j < na; ++j) acc[j] += gy * da[j];
+          for (int k = 0; k < p.nb; ++k) acc[na + k] += gy * db[k];
+        }
+      }
+      return gy * r.dydx;
+    };
+    for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
+          AlignedVector<T, VEC> ov;
+#pragma unroll
+          for (int l = 0; l < VEC; ++l)
+            ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l]), iv * VEC + l));
+          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
+        },
+        [&](int64_t i) {
+          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i]), i));
+          if (p.out != nullptr) p.out[i] = o;
+        });
+    if (coefs) {
+      const acc_t total = block_reduce_sum_runtime<acc_t>(acc, K, smem);
+      if (static_cast<int>(threadIdx.x) < K) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + threadIdx.x] = total;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Host-side launch: picks the specialisation. Returns false when no kernel exists (never, today:
+// the generic path takes everything) so the glue can report it.
+
+// Degree pairs (m, n) with a specialised kernel; n is the highest denominator power.
+#define TR_RATIONAL_FIXED_DEGREES(X) X(5, 4) X(4, 4) X(3, 2) X(7, 6)
+
+inline int rational_top_den_power(int nb, Version v) { return nb - 1 + (v == Version::C ? 0 : 1); }
+
+template <typename T>
+void launch_rational_forward(const RationalCudaParams<T>& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+  const int n = rational_top_den_power(p.nb, p.version);
+  const bool power = p.basis == Basis::Power;
+  if (p.noise == 0) {
+#define TR_CASE(M_, N_)                                                                          \
+  if (p.m == M_ && n == N_) {                                                                    \
+    if (power)                                                                                   \
+      rational_forward_fixed_kernel<M_, N_, true, T><<<grid, kRationalThreads, 0, stream>>>(p);  \
+    else                                                                                         \
+      rational_forward_fixed_kernel<M_, N_, false, T><<<grid, kRationalThreads, 0, stream>>>(p); \
+    return;                                                                                      \
+  }
+    TR_RATIONAL_FIXED_DEGREES(TR_CASE)
+#undef TR_CASE
+  }
+  rational_forward_generic_kernel<T><<<grid, kRationalThreads, 0, stream>>>(p);
+}
+
+// Launches the fused backward; when p.partials is set, the caller launches the finish
+// (launch_rational_finish) after checking this launch.
+template <typename T>
+void launch_rational_backward(const RationalCudaParams<T>& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+  const int n = rational_top_den_power(p.nb, p.version);
+  const bool power = p.basis == Basis::Power;
+  if (p.noise == 0) {
+#define TR_CASE(M_, N_)                                                                           \
+  if (p.m == M_ && n == N_) {                                                                     \
+    if (power)                                                                                    \
+      rational_backward_fixed_kernel<M_, N_, true, T><<<grid, kRationalThreads, 0, stream>>>(p);  \
+    else                                                                                          \
+      rational_backward_fixed_kernel<M_, N_, false, T><<<grid, kRationalThreads, 0, stream>>>(p); \
+    return;                                                                                       \
+  }
+    TR_RATIONAL_FIXED_DEGREES(TR_CASE)
+#undef TR_CASE
+  }
+  rational_backward_generic_kernel<T><<<grid, kRationalThreads, 0, stream>>>(p);
+}
+
+template <typename T>
+void launch_rational_finish(const RationalCudaParams<T>& p, cudaStream_t stream) {
+  using acc_t = typename OpMath<T>::type;
+  const int K = p.m + 1 + p.nb;
+  const int64_t total = p.groups * K;
+  const int threads = 128;
+  const int64_t blocks = (total + threads - 1) / threads;
+  finish_partials_kernel<acc_t><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), threads, 0, stream>>>(
+      p.partials, p.groups, p.blocks_per_group, K, p.coef_grad);
+}
+
+}  // namespace cuda
+}  // namespace kernels
+}  // namespace torch_rational
