@@ -60,3 +60,24 @@ def _rational_backward_fake(grad_output, x, numerator, denominator, version, bas
     gd = torch.empty_like(denominator, memory_format=torch.contiguous_format) if output_mask[2] \
         else denominator.new_empty((0,))
     return gx, gn, gd
+
+
+@torch.library.register_fake("torch_rational::pwlu")
+def _pwlu_fake(x, heights, bounds, slopes, channel_dim=1):
+    torch._check(x.dtype.is_floating_point, lambda: "torch_rational.pwlu: x must be a floating point tensor")
+    torch._check(heights.dim() in (1, 2), lambda: "torch_rational.pwlu: heights must be 1-D or 2-D")
+    torch._check(heights.shape[-1] >= 2, lambda: "torch_rational.pwlu: heights must have N+1 >= 2 entries")
+    g = heights.shape[0] if heights.dim() == 2 else 1
+    if g > 1:
+        torch._check(x.shape[channel_dim] % g == 0,
+                     lambda: "torch_rational.pwlu: x.size(channel_dim) is not divisible by num_groups")
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("torch_rational::pwlu_backward")
+def _pwlu_backward_fake(grad_output, x, heights, bounds, slopes, channel_dim, output_mask):
+    def grad_of(t, wanted):
+        return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty((0,))
+
+    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
+    return gx, grad_of(heights, output_mask[1]), grad_of(bounds, output_mask[2]), grad_of(slopes, output_mask[3])

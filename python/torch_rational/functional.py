@@ -8,7 +8,7 @@ import torch
 
 from ._ops import ops
 
-__all__ = ["rational", "noise_seed", "VERSIONS", "BASES"]
+__all__ = ["rational", "pwlu", "noise_seed", "VERSIONS", "BASES"]
 
 VERSIONS = ("A", "B", "C", "N")
 BASES = ("power", "chebyshev_t", "chebyshev_u", "hermite", "hermite_e", "laguerre", "legendre")
@@ -55,3 +55,32 @@ def rational(
     """
     seed = noise_seed(generator) if noise > 0 else None
     return ops.rational(x, numerator, denominator, version, basis, channel_dim, float(noise), seed)
+
+
+def pwlu(
+    x: torch.Tensor,
+    heights: torch.Tensor,
+    bounds: torch.Tensor,
+    slopes: torch.Tensor,
+    *,
+    channel_dim: int = 1,
+) -> torch.Tensor:
+    r"""Piecewise linear unit: ``N`` uniform pieces on ``[L, R]``, linear outside.
+
+    With :math:`d = (R - L)/N`, heights :math:`Y_0..Y_N` and outer slopes :math:`K_L, K_R`:
+    :math:`y = Y_0 + (x - L) K_L` for :math:`x < L`, :math:`y = Y_N + (x - R) K_R` for
+    :math:`x \ge R`, else with :math:`u = (x - L)/d`, :math:`i = \min(\lfloor u \rfloor, N - 1)`,
+    :math:`t = u - i`: :math:`y = Y_i + t (Y_{i+1} - Y_i)`.
+
+    Args:
+        x: input of any shape, float16 / bfloat16 / float32 / float64, CPU or CUDA.
+        heights: ``(N+1,)`` or ``(G, N+1)``.
+        bounds: ``(2,)`` or ``(G, 2)``: ``(L, R)``, finite with ``L < R`` (checked on the host,
+            which synchronises a CUDA stream).
+        slopes: ``(2,)`` or ``(G, 2)``: ``(K_L, K_R)``.
+        channel_dim: with G > 1 groups, channel ``c`` of ``x`` along this dimension uses group
+            ``c // (C / G)``. Ignored for G = 1.
+
+    Differentiable in ``x``, ``heights``, ``bounds`` and ``slopes``.
+    """
+    return ops.pwlu(x, heights, bounds, slopes, channel_dim)

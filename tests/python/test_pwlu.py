@@ -1,0 +1,603 @@
+"""PWLU op and module against an independent float64 reference written from the formula.
+
+y = Y_0 + (x - L) K_L for x < L;  y = Y_N + (x - R) K_R for x >= R;  otherwise, with d = (R - L)/N,
+u = (x - L)/d, i = clamp(floor(u), 0, N - 1), t = u - i: y = Y_i + t (Y_{i+1} - Y_i).
+Reference gradients come from torch autograd through that float64 formula (i is piecewise constant).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import pickle
+
+import pytest
+import torch
+import torch_rational
+from conftest import DEVICES, HAS_CUDA, dtype_id, make_generator
+from torch_rational.functional import pwlu
+
+ops = torch.ops.torch_rational
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# Unit roundoff of the math type (float for half/bf16/float32 x, double for double) with a safety
+# factor, and the rounding of a stored result in its own dtype.
+MATH_RTOL = {torch.float64: 1e-13, torch.float32: 1e-6, torch.float16: 1e-6, torch.bfloat16: 1e-6}
+OUT_RTOL = {torch.float64: 0.0, torch.float32: 2.0**-23, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+
+
+# ------------------------------------------------------------------------------------------------
+# Reference
+
+
+def group_index(x: torch.Tensor, groups: int, channel_dim: int) -> torch.Tensor:
+    """Group of every element of x (contiguous blocks of channels per group)."""
+    if groups == 1:
+        return torch.zeros(x.shape, dtype=torch.long)
+    dim = channel_dim % x.dim()
+    c = x.shape[dim]
+    g = torch.arange(c) // (c // groups)
+    shape = [1] * x.dim()
+    shape[dim] = c
+    return g.reshape(shape).expand(x.shape)
+
+
+def pwlu_reference(x, heights, bounds, slopes, channel_dim=1):
+    """float64 PWLU from the formula, differentiable in every argument (for reference gradients)."""
+    x = x.to(torch.float64)
+    h = heights.to(torch.float64).reshape(-1, heights.shape[-1])
+    b = bounds.to(torch.float64).reshape(-1, 2)
+    s = slopes.to(torch.float64).reshape(-1, 2)
+    groups, n = h.shape[0], h.shape[1] - 1
+    gi = group_index(x, groups, channel_dim).to(x.device)
+    left, right = b[:, 0][gi], b[:, 1][gi]
+    k_left, k_right = s[:, 0][gi], s[:, 1][gi]
+    d = (right - left) / n
+    u = (x - left) / d
+    i = torch.floor(u.detach()).clamp(0, n - 1).nan_to_num(0).long()
+    t = u - i
+    y_i = h[gi, i]
+    y_next = h[gi, i + 1]
+    inner = y_i + t * (y_next - y_i)
+    outer_left = h[gi, 0] + (x - left) * k_left
+    outer_right = h[gi, n] + (x - right) * k_right
+    return torch.where(x < left, outer_left, torch.where(x >= right, outer_right, inner))
+
+
+def reference_with_grads(x, heights, bounds, slopes, grad, channel_dim=1):
+    leaves = [t.detach().cpu().to(torch.float64).requires_grad_() for t in (x, heights, bounds, slopes)]
+    y = pwlu_reference(*leaves, channel_dim=channel_dim)
+    y.backward(grad.detach().cpu().to(torch.float64))
+    return (y.detach(),) + tuple(t.grad for t in leaves)
+
+
+def element_scale(x, heights, bounds, slopes, channel_dim=1):
+    """Magnitude of the terms of y at every element: the rounding error is a multiple of it."""
+    h = heights.detach().cpu().to(torch.float64).reshape(-1, heights.shape[-1])
+    b = bounds.detach().cpu().to(torch.float64).reshape(-1, 2)
+    s = slopes.detach().cpu().to(torch.float64).reshape(-1, 2)
+    n = h.shape[1] - 1
+    hmax = h.abs().amax(1)
+    steep = torch.maximum(s.abs().amax(1), (h[:, 1:] - h[:, :-1]).abs().amax(1) * n / (b[:, 1] - b[:, 0]))
+    gi = group_index(x, h.shape[0], channel_dim)
+    xs = x.detach().cpu().to(torch.float64).abs().nan_to_num(0)
+    return hmax[gi] + steep[gi] * (xs + b.abs().amax(1)[gi]) + 1.0
+
+
+def assert_close(actual, expected, scale, x_dtype, out_dtype, name):
+    a = actual.detach().cpu().to(torch.float64)
+    e = expected.to(torch.float64)
+    assert a.shape == e.shape, f"{name}: shape {tuple(a.shape)} != {tuple(e.shape)}"
+    assert torch.equal(torch.isnan(a), torch.isnan(e)), f"{name}: NaN positions differ"
+    ok = ~torch.isnan(e)
+    err = (a - e).abs()[ok]
+    allowed = (OUT_RTOL[out_dtype] * e.abs() + MATH_RTOL[x_dtype] * 16 * scale)[ok]
+    bad = ~(err <= allowed)
+    assert not bad.any(), (f"{name}: {int(bad.sum())} of {bad.numel()} out of tolerance; worst |err| "
+                           f"{(err - allowed).max().item():.3e} over allowed")
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def make_params(groups, n, *, gen, dtype=torch.float32, one_d=False):
+    """Random heights, bounds (L < R, width 1..5), slopes, rounded through `dtype`."""
+    left = torch.rand(groups, generator=gen, dtype=torch.float64) * 2 - 3
+    right = left + 1 + 4 * torch.rand(groups, generator=gen, dtype=torch.float64)
+    heights = torch.randn(groups, n + 1, generator=gen, dtype=torch.float64)
+    slopes = torch.randn(groups, 2, generator=gen, dtype=torch.float64)
+    bounds = torch.stack([left, right], 1)
+    out = [t.to(dtype) for t in (heights, bounds, slopes)]
+    return [t[0] for t in out] if one_d else out
+
+
+def breakpoints(heights, bounds):
+    h = heights.reshape(-1, heights.shape[-1])
+    b = bounds.to(torch.float64).reshape(-1, 2)
+    n = h.shape[1] - 1
+    k = torch.arange(n + 1, dtype=torch.float64)
+    return b[:, :1] + (b[:, 1:] - b[:, :1]) * k / n  # (G, N+1), includes L and R
+
+
+def away_from_breakpoints(x, heights, bounds, channel_dim, margin=1e-3):
+    """Moves elements within `margin` (in units of u) of a breakpoint, in x's own dtype."""
+    x = x.detach().clone()
+    h = heights.reshape(-1, heights.shape[-1])
+    b = bounds.detach().cpu().to(torch.float64).reshape(-1, 2)
+    n = h.shape[1] - 1
+    gi = group_index(x, h.shape[0], channel_dim)
+    for _ in range(50):
+        x64 = x.cpu().to(torch.float64)
+        u = (x64 - b[:, 0][gi]) / ((b[:, 1] - b[:, 0])[gi] / n)
+        near = ((u - u.round()).abs() < margin) & (u > -1) & (u < n + 1)
+        if not near.any():
+            return x
+        x = torch.where(near.to(x.device), (x64 + 0.0123).to(x.dtype).to(x.device), x)
+    raise AssertionError("could not move x away from the breakpoints")
+
+
+def make_x(shape, heights, bounds, *, gen, dtype, channel_dim, with_breakpoints=True):
+    """Values around and beyond [L, R], plus (optionally) every breakpoint of group 0 exactly."""
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * 3
+    if with_breakpoints:
+        bp = breakpoints(heights, bounds)[0]
+        flat = x.reshape(-1)
+        if len(heights.shape) == 1 or heights.shape[0] == 1:
+            flat[: bp.numel()] = bp[: flat.numel()]
+        x = flat.reshape(shape)
+    return x.to(dtype)
+
+
+def shape_for(channel_dim):
+    return (3, 6, 5, 4) if channel_dim == 1 else (3, 5, 6)
+
+
+def run(x, heights, bounds, slopes, grad, channel_dim=1):
+    leaves = [t.detach().clone().requires_grad_() for t in (x, heights, bounds, slopes)]
+    y = pwlu(*leaves, channel_dim=channel_dim)
+    y.backward(grad)
+    return (y.detach(),) + tuple(t.grad for t in leaves)
+
+
+# ------------------------------------------------------------------------------------------------
+# Forward and backward against the reference
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("channel_dim", [1, -1])
+@pytest.mark.parametrize("n", [1, 4, 16])
+@pytest.mark.parametrize("groups", ["one", "two", "per_channel"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_forward_backward_match_reference(dtype, groups, n, channel_dim, device):
+    g = {"one": 1, "two": 2, "per_channel": 6}[groups]
+    gen = make_generator(hash((str(dtype), groups, n, channel_dim)) % 2**31)
+    param_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    heights, bounds, slopes = make_params(g, n, gen=gen, dtype=param_dtype)
+    x = make_x(shape_for(channel_dim), heights, bounds, gen=gen, dtype=dtype, channel_dim=channel_dim)
+    y = pwlu(x.to(device), heights.to(device), bounds.to(device), slopes.to(device), channel_dim=channel_dim)
+    assert y.dtype == dtype and y.shape == x.shape and y.device.type == device
+    ref = pwlu_reference(x, heights, bounds, slopes, channel_dim)
+    scale = element_scale(x, heights, bounds, slopes, channel_dim)
+    assert_close(y, ref, scale, dtype, dtype, "y")
+
+    # Gradients: away from the breakpoints, where dy/dx and dy/dbounds jump.
+    x = away_from_breakpoints(x, heights, bounds, channel_dim)
+    grad = (torch.randn(x.shape, generator=gen, dtype=torch.float64)).to(dtype)
+    out = run(x.to(device), heights.to(device), bounds.to(device), slopes.to(device), grad.to(device), channel_dim)
+    ref = reference_with_grads(x, heights, bounds, slopes, grad, channel_dim)
+    scale = element_scale(x, heights, bounds, slopes, channel_dim)
+    g64 = grad.to(torch.float64).abs()
+    assert_close(out[0], ref[0], scale, dtype, dtype, "y")
+    assert_close(out[1], ref[1], scale * g64, dtype, dtype, "grad_x")
+    # A parameter gradient sums the per-element terms of its group: the error scales with that sum.
+    gi = group_index(x, g, channel_dim)
+    total = torch.zeros(g, dtype=torch.float64).index_add_(0, gi.reshape(-1), (scale * g64).reshape(-1))
+    for got, want, name, shape in zip(out[2:], ref[2:], ("heights", "bounds", "slopes"),
+                                      (heights.shape, bounds.shape, slopes.shape)):
+        assert got.dtype == param_dtype and got.shape == shape
+        assert_close(got, want, total[:, None].expand(shape), dtype, param_dtype, f"grad_{name}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("n", [1, 4, 16])
+def test_exact_breakpoints_and_bounds(n, device):
+    # Bounds and breakpoints that float32 represents exactly: y there must be Y_k itself.
+    heights = torch.randn(n + 1, generator=make_generator(n), dtype=torch.float64).to(torch.float32)
+    bounds = torch.tensor([-2.0, 2.0])
+    slopes = torch.tensor([0.25, -0.5])
+    x = torch.linspace(-2.0, 2.0, n + 1)
+    for dtype in (torch.float32, torch.float64):
+        y = pwlu(x.to(dtype).to(device), heights.to(dtype).to(device), bounds.to(dtype).to(device),
+                 slopes.to(dtype).to(device))
+        torch.testing.assert_close(y.cpu(), heights.to(dtype), rtol=0, atol=2e-7 if dtype == torch.float32 else 0)
+    # Beyond the bounds: the outer lines through Y_0 and Y_N.
+    x = torch.tensor([-3.0, 3.0], device=device)
+    y = pwlu(x, heights.to(device), bounds.to(device), slopes.to(device)).cpu()
+    torch.testing.assert_close(y, torch.stack([heights[0] - 0.25, heights[n] - 0.5]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_one_d_parameters_any_shape(device):
+    heights, bounds, slopes = make_params(1, 5, gen=make_generator(7), dtype=torch.float64, one_d=True)
+    for shape in [(), (7,), (2, 3, 4, 5)]:
+        x = torch.randn(shape, generator=make_generator(8), dtype=torch.float64)
+        y = pwlu(x.to(device), heights.to(device), bounds.to(device), slopes.to(device), channel_dim=5)
+        assert y.shape == x.shape
+        torch.testing.assert_close(y.cpu(), pwlu_reference(x, heights, bounds, slopes), rtol=1e-13, atol=1e-13)
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    params = [t.clone().requires_grad_() for t in (heights, bounds, slopes)]
+    pwlu(x.to(device), *[p.to(device) for p in params]).sum().backward()
+    assert params[0].grad.shape == (6,) and params[1].grad.shape == (2,) and params[2].grad.shape == (2,)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("x_dtype,param_dtype", [(torch.bfloat16, torch.float32), (torch.float32, torch.float64),
+                                                 (torch.float16, torch.float64)], ids=str)
+def test_mixed_dtypes(x_dtype, param_dtype, device):
+    gen = make_generator(11)
+    heights, bounds, slopes = make_params(2, 8, gen=gen, dtype=param_dtype)
+    x = away_from_breakpoints(make_x((4, 2, 9), heights, bounds, gen=gen, dtype=x_dtype, channel_dim=1,
+                                     with_breakpoints=False), heights, bounds, 1)
+    grad = torch.randn(x.shape, generator=gen).to(x_dtype)
+    out = run(x.to(device), heights.to(device), bounds.to(device), slopes.to(device), grad.to(device))
+    assert out[0].dtype == x_dtype and out[1].dtype == x_dtype
+    assert all(o.dtype == param_dtype for o in out[2:])
+    ref = reference_with_grads(x, heights, bounds, slopes, grad)
+    scale = element_scale(x, heights, bounds, slopes)
+    assert_close(out[0], ref[0], scale, x_dtype, x_dtype, "y")
+    total = (scale * grad.to(torch.float64).abs()).sum()
+    for got, want in zip(out[2:], ref[2:]):
+        assert_close(got, want, total.expand(want.shape), x_dtype, param_dtype, "parameter gradient")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", ["channels_last", "sliced", "transposed"])
+def test_layouts(layout, device):
+    gen = make_generator(12)
+    heights, bounds, slopes = make_params(4, 6, gen=gen, dtype=torch.float64)
+    base = torch.randn(2, 8, 5, 6, generator=gen, dtype=torch.float64) * 3
+    if layout == "channels_last":
+        x = base.to(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        x = base[:, :, 1:4, ::2]
+    else:
+        x = base.transpose(2, 3)
+    x = x.to(device)
+    y = pwlu(x, heights.to(device), bounds.to(device), slopes.to(device))
+    torch.testing.assert_close(y.cpu(), pwlu_reference(x.cpu(), heights, bounds, slopes), rtol=1e-13, atol=1e-13)
+
+
+def test_empty_input():
+    heights, bounds, slopes = make_params(2, 4, gen=make_generator(13))
+    x = torch.empty(0, 4, 3, requires_grad=True)
+    params = [t.clone().requires_grad_() for t in (heights, bounds, slopes)]
+    y = pwlu(x, *params)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert torch.equal(params[0].grad, torch.zeros_like(heights))
+
+
+# ------------------------------------------------------------------------------------------------
+# gradcheck, opcheck, torch.compile
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("groups,one_d", [(1, True), (2, False), (3, False)])
+def test_gradcheck(groups, one_d, device):
+    gen = make_generator(20 + groups)
+    heights, bounds, slopes = make_params(groups, 5, gen=gen, dtype=torch.float64, one_d=one_d)
+    x = make_x((2, 6, 7), heights, bounds, gen=gen, dtype=torch.float64, channel_dim=1, with_breakpoints=False)
+    x = away_from_breakpoints(x, heights, bounds, 1, margin=1e-2)
+    args = [t.to(device).requires_grad_() for t in (x, heights, bounds, slopes)]
+    assert torch.autograd.gradcheck(lambda *a: pwlu(*a, channel_dim=1), args, eps=1e-6, atol=1e-7)
+
+
+def _opcheck_inputs(device, requires_grad, one_d=False):
+    gen = make_generator(30)
+    heights, bounds, slopes = make_params(1 if one_d else 2, 6, gen=gen, one_d=one_d)
+    x = make_x((3, 4, 5), heights, bounds, gen=gen, dtype=torch.float32, channel_dim=1, with_breakpoints=False)
+    x = away_from_breakpoints(x, heights, bounds, 1)
+    return [t.to(device).requires_grad_(requires_grad) for t in (x, heights, bounds, slopes)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("one_d", [False, True])
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck(requires_grad, one_d, device):
+    x, h, b, s = _opcheck_inputs(device, requires_grad, one_d)
+    torch.library.opcheck(ops.pwlu.default, (x, h, b, s, 1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck_backward_op(device):
+    x, h, b, s = _opcheck_inputs(device, False)
+    g = torch.randn_like(x)
+    torch.library.opcheck(ops.pwlu_backward.default, (g, x, h, b, s, 1, [True, True, True, True]))
+    torch.library.opcheck(ops.pwlu_backward.default, (g, x, h, b, s, 1, [True, False, True, False]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_backward_output_mask_gives_empty_tensors(device):
+    x, h, b, s = _opcheck_inputs(device, False)
+    gx, gh, gb, gs = ops.pwlu_backward(torch.ones_like(x), x, h, b, s, 1, [False, True, False, False])
+    assert gx.shape == (0,) and gb.shape == (0,) and gs.shape == (0,) and gh.shape == h.shape
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_torch_compile_fullgraph(device):
+    torch._dynamo.reset()
+    x, h, b, s = _opcheck_inputs(device, True)
+
+    def f(x, h, b, s):
+        return (pwlu(x * 2, h, b, s, channel_dim=1) ** 2).sum()
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    loss = compiled(x, h, b, s)
+    grads = torch.autograd.grad(loss, (x, h, b, s))
+    loss_e = f(x, h, b, s)
+    grads_e = torch.autograd.grad(loss_e, (x, h, b, s))
+    torch.testing.assert_close(loss, loss_e)
+    for a, e in zip(grads, grads_e):
+        torch.testing.assert_close(a, e)
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors, NaN, determinism
+
+
+def _good():
+    return torch.randn(2, 4, 3), torch.zeros(2, 5), torch.tensor([[-1.0, 1.0], [-2.0, 2.0]]), torch.ones(2, 2)
+
+
+@pytest.mark.parametrize("change,exc,match", [
+    (lambda a: a.update(bounds=torch.tensor([[1.0, 1.0], [-2.0, 2.0]])), ValueError, r"bounds\[0\]"),
+    (lambda a: a.update(bounds=torch.tensor([[-1.0, 1.0], [3.0, 2.0]])), ValueError, r"bounds\[1\]"),
+    (lambda a: a.update(bounds=torch.tensor([[-1.0, float("nan")], [-2.0, 2.0]])), ValueError, "bounds"),
+    (lambda a: a.update(bounds=torch.tensor([[-math.inf, 1.0], [-2.0, 2.0]])), ValueError, "bounds"),
+    (lambda a: a.update(heights=torch.zeros(2, 1)), ValueError, "heights"),
+    (lambda a: a.update(heights=torch.zeros(2, 5, 1)), ValueError, "heights"),
+    (lambda a: a.update(bounds=torch.zeros(2, 3)), ValueError, "bounds"),
+    (lambda a: a.update(bounds=torch.tensor([-1.0, 1.0])), ValueError, "bounds"),
+    (lambda a: a.update(slopes=torch.ones(3, 2)), ValueError, "slopes"),
+    (lambda a: a.update(slopes=torch.ones(2)), ValueError, "slopes"),
+    (lambda a: a.update(x=torch.randn(2, 3, 3)), ValueError, "channel_dim"),
+    (lambda a: a.update(channel_dim=5), IndexError, "channel_dim"),
+    (lambda a: a.update(x=torch.ones(2, 4, dtype=torch.int64)), TypeError, "x must be a floating"),
+    (lambda a: a.update(heights=torch.zeros(2, 5, dtype=torch.int32)), TypeError, "heights"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_bad_input_raises_naming_the_argument(change, exc, match):
+    x, h, b, s = _good()
+    args = {"x": x, "heights": h, "bounds": b, "slopes": s, "channel_dim": 1}
+    change(args)
+    with pytest.raises(exc, match=match):
+        ops.pwlu(args["x"], args["heights"], args["bounds"], args["slopes"], args["channel_dim"])
+    # The backward op checks the same way.
+    if args["x"].dtype.is_floating_point:
+        with pytest.raises(exc, match=match):
+            ops.pwlu_backward(torch.ones_like(args["x"]), args["x"], args["heights"], args["bounds"],
+                              args["slopes"], args["channel_dim"], [True, True, True, True])
+
+
+def test_grad_output_mismatch():
+    x, h, b, s = _good()
+    with pytest.raises(ValueError, match="grad_output"):
+        ops.pwlu_backward(torch.ones(3), x, h, b, s, 1, [True, True, True, True])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=dtype_id)
+def test_nan_stays_in_its_element(dtype, device):
+    gen = make_generator(40)
+    param_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
+    heights, bounds, slopes = make_params(2, 6, gen=gen, dtype=param_dtype)
+    x = away_from_breakpoints(make_x((2, 4, 5), heights, bounds, gen=gen, dtype=dtype, channel_dim=1,
+                                     with_breakpoints=False), heights, bounds, 1)
+    x[1, 0, 2] = float("nan")  # channel 0 -> group 0
+    grad = torch.ones_like(x)
+    y, gx, gh, gb, gs = run(x.to(device), heights.to(device), bounds.to(device), slopes.to(device), grad.to(device))
+    assert torch.isnan(y[1, 0, 2]) and int(torch.isnan(y).sum()) == 1
+    assert torch.isnan(gx[1, 0, 2]) and int(torch.isnan(gx).sum()) == 1
+    # Group 1 never sees the NaN: its parameter gradients are finite and right.
+    keep = x[:, 2:]
+    ref = reference_with_grads(keep, heights[1:], bounds[1:], slopes[1:], grad[:, 2:])
+    total = (element_scale(keep, heights[1:], bounds[1:], slopes[1:])).sum()
+    for got, want in zip((gh[1:], gb[1:], gs[1:]), ref[2:]):
+        assert torch.isfinite(got).all()
+        assert_close(got, want, total.expand(want.shape), dtype, param_dtype, "group 1 gradient")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("groups", [1, 3, 48])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=dtype_id)
+def test_backward_is_bitwise_reproducible(dtype, groups, device):
+    # Big enough to be split over threads / blocks.
+    gen = make_generator(50 + groups)
+    heights, bounds, slopes = make_params(groups, 16, gen=gen)
+    x = (torch.randn(16, 48, 20, 20, generator=gen) * 3).to(dtype).to(device)
+    grad = torch.randn(x.shape, generator=gen).to(dtype).to(device)
+    args = [t.to(device) for t in (heights, bounds, slopes)]
+    first = run(x, *args, grad)
+    second = run(x, *args, grad)
+    for a, b, name in zip(first, second, ("y", "grad_x", "grad_heights", "grad_bounds", "grad_slopes")):
+        assert torch.equal(a, b), f"{name} differs between two identical runs"
+
+
+# ------------------------------------------------------------------------------------------------
+# Module
+
+
+def test_module_defaults_and_repr():
+    m = torch_rational.PWLU()
+    assert m.heights.shape == (1, 17) and m.bounds.shape == (1, 2) and m.slopes.shape == (1, 2)
+    assert m.realign_steps == 100
+    assert "num_pieces=16" in repr(m) and "init='relu'" in repr(m)
+    # Initialised from relu on [-3, 3]: breakpoints k * 6/16 - 3, outer slopes 0 and 1.
+    pts = torch.linspace(-3, 3, 17, dtype=torch.float64)
+    torch.testing.assert_close(m.heights[0].double(), torch.relu(pts), rtol=0, atol=1e-6)
+    torch.testing.assert_close(m.bounds[0], torch.tensor([-3.0, 3.0]))
+    torch.testing.assert_close(m.slopes[0], torch.tensor([0.0, 1.0]))
+    names = {n for n, _ in m.named_buffers()}
+    assert names == {"num_realign_calls", "running_mean", "running_std", "aligned"}
+
+
+@pytest.mark.parametrize("init", ["relu", "leaky_relu", "swish", "silu", "gelu", "tanh", "sigmoid", "identity",
+                                  "elu", "softplus"])
+def test_module_inits(init):
+    m = torch_rational.PWLU(8, init=init).eval()
+    x = torch.linspace(-3, 3, 9)
+    torch.testing.assert_close(m(x), torch_rational.activation_function(init, x), rtol=1e-5, atol=1e-5)
+
+
+def test_module_bad_options():
+    with pytest.raises(ValueError, match="num_pieces"):
+        torch_rational.PWLU(0)
+    with pytest.raises(ValueError, match="num_groups"):
+        torch_rational.PWLU(4, num_groups=0)
+    with pytest.raises(ValueError, match="realign_steps"):
+        torch_rational.PWLU(4, realign_steps=-1)
+    with pytest.raises(ValueError, match="bound"):
+        torch_rational.PWLU(4, bound=0.0)
+    with pytest.raises(ValueError, match="no_such_function"):
+        torch_rational.PWLU(4, init="no_such_function")
+
+
+def _batches(n, shape=(64, 4, 5), groups_shift=None, seed=60):
+    gen = make_generator(seed)
+    out = []
+    for k in range(n):
+        x = torch.randn(shape, generator=gen, dtype=torch.float64) * (1.5 + 0.1 * k) + 0.7
+        if groups_shift is not None:
+            x = x + groups_shift
+        out.append(x.to(torch.float32))
+    return out
+
+
+def _expected_stats(batches, groups=1):
+    mean = std = None
+    for x in batches:
+        flat = x.to(torch.float64).movedim(1, 0).reshape(groups, -1) if groups > 1 else x.double().reshape(1, -1)
+        bm = flat.mean(1)
+        bs = ((flat - bm[:, None]) ** 2).mean(1).sqrt()
+        if mean is None:
+            mean, std = bm, bs
+        else:
+            mean, std = 0.9 * mean + 0.1 * bm, 0.9 * std + 0.1 * bs
+    return mean, std
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_module_realignment_sets_bounds_from_statistics(groups):
+    shift = torch.tensor([-1.0, 2.0]).reshape(1, 2, 1).repeat_interleave(2, 1) if groups == 2 else None
+    batches = _batches(5, groups_shift=shift)
+    m = torch_rational.PWLU(16, init="tanh", num_groups=groups, realign_steps=5)
+    for k, x in enumerate(batches):
+        y = m(x)
+        # While collecting, the module is its init function.
+        torch.testing.assert_close(y, torch.tanh(x))
+        assert bool(m.aligned) == (k == 4)
+    mean, std = _expected_stats(batches, groups)
+    torch.testing.assert_close(m.running_mean.double(), mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m.running_std.double(), std, rtol=1e-5, atol=1e-6)
+    expected_bounds = torch.stack([mean - 3 * std, mean + 3 * std], 1)
+    torch.testing.assert_close(m.bounds.double(), expected_bounds, rtol=1e-5, atol=1e-5)
+    # After realignment: the PWLU itself, ~tanh on [L, R] (linear interpolation error <= d^2/8 max|f''|,
+    # |tanh''| <= 0.77), tangent lines outside.
+    for g in range(groups):
+        left, right = expected_bounds[g].tolist()
+        d = (right - left) / 16
+        x = torch.linspace(left, right, 1001)
+        xin = x.reshape(-1, 1, 1).expand(-1, groups, 1).contiguous()
+        y = m(xin)[:, g, 0].detach()
+        assert (y.double() - torch.tanh(x.double())).abs().max() <= d * d / 8 * 0.77 + 1e-5
+        outside = torch.tensor([left - 1.0, right + 1.0], dtype=torch.float64)
+        slope = 1 - torch.tanh(torch.tensor([left, right], dtype=torch.float64)) ** 2
+        want = torch.tanh(torch.tensor([left, right], dtype=torch.float64)) + torch.tensor([-1.0, 1.0]).double() * slope
+        xo = outside.to(torch.float32).reshape(-1, 1, 1).expand(-1, groups, 1).contiguous()
+        torch.testing.assert_close(m(xo)[:, g, 0].double().detach(), want, rtol=1e-4, atol=1e-4)
+
+
+def test_module_trains_after_realignment():
+    m = torch_rational.PWLU(8, realign_steps=1)
+    m(torch.randn(32, 3))
+    assert bool(m.aligned)
+    y = m(torch.randn(32, 3))
+    y.sum().backward()
+    for p in (m.heights, m.bounds, m.slopes):
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+    assert m.heights.grad.abs().sum() > 0
+
+
+def test_module_gradient_flows_to_x_while_collecting():
+    m = torch_rational.PWLU(8, init="gelu", realign_steps=10)
+    x = torch.randn(20, requires_grad=True)
+    m(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_module_eval_before_alignment_uses_parameters():
+    m = torch_rational.PWLU(4, realign_steps=10).eval()
+    x = torch.randn(10, 3)
+    y = m(x)
+    assert int(m.num_realign_calls) == 0 and not bool(m.aligned)
+    torch.testing.assert_close(y.double(), pwlu_reference(x, m.heights.detach(), m.bounds.detach(),
+                                                          m.slopes.detach()), rtol=1e-5, atol=1e-6)
+
+
+def test_module_explicit_realign_and_zero_steps():
+    m = torch_rational.PWLU(4, realign_steps=0)
+    x = torch.randn(10, 3)
+    torch.testing.assert_close(m(x), m.eval()(x))  # no collection with realign_steps = 0
+    m.train()
+    with torch.no_grad():
+        m.running_mean.fill_(1.0)
+        m.running_std.fill_(0.5)
+    m.realign()
+    torch.testing.assert_close(m.bounds, torch.tensor([[-0.5, 2.5]]))
+    assert bool(m.aligned)
+
+
+def test_module_state_dict_round_trip_mid_realignment():
+    batches = _batches(4, seed=70)
+    a = torch_rational.PWLU(8, init="swish", realign_steps=4)
+    for x in batches[:2]:
+        a(x)
+    buf = io.BytesIO()
+    torch.save(a.state_dict(), buf)
+    buf.seek(0)
+    b = torch_rational.PWLU(8, init="swish", realign_steps=4)
+    b(batches[0])  # different state that the load must overwrite, cache included
+    b.load_state_dict(torch.load(buf))
+    assert int(b.num_realign_calls) == 2 and not bool(b.aligned)
+    for x in batches[2:]:
+        a(x)
+        b(x)
+    assert bool(a.aligned) and bool(b.aligned)
+    for name, t in a.state_dict().items():
+        assert torch.equal(t, b.state_dict()[name]), name
+
+
+def test_module_deepcopy_pickle_to_and_reset():
+    m = torch_rational.PWLU(6, init="gelu", num_groups=2, realign_steps=1)
+    m(torch.randn(8, 4, 3))
+    x = torch.randn(5, 4, 3)
+    y = m(x)
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert torch.equal(clone(x), y)
+        assert bool(clone.aligned)
+    m64 = copy.deepcopy(m).to(torch.float64)
+    assert m64.heights.dtype == torch.float64
+    torch.testing.assert_close(m64(x.double()), y.double(), rtol=1e-5, atol=1e-5)
+    m.reset_parameters()
+    assert not bool(m.aligned) and int(m.num_realign_calls) == 0
+    torch.testing.assert_close(m.bounds, torch.tensor([[-3.0, 3.0], [-3.0, 3.0]]))
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_module_cuda_matches_cpu():
+    m = torch_rational.PWLU(16, init="gelu", num_groups=4, realign_steps=1)
+    m(torch.randn(16, 8, 5))
+    x = torch.randn(16, 8, 5)
+    mc = copy.deepcopy(m).cuda()
+    torch.testing.assert_close(mc(x.cuda()).cpu(), m(x), rtol=1e-5, atol=1e-5)
