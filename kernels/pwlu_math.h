@@ -116,7 +116,9 @@ TR_HOST_DEVICE PwluElementGrad<T> pwlu_backward_element(const PwluGroup<T>& p, T
     const int i = pwlu_piece(u, p.n);
     const T t = u - T(i);
     const T s = p.heights[i + 1] - p.heights[i];
-    r.dydx = s * p.inv_d;
+    // A NaN x gets a NaN input gradient (not the slope of piece 0): the NaN stays visible in its
+    // own element in backward as in forward.
+    r.dydx = x == x ? s * p.inv_d : x;
     r.i = i;
     r.w_lo = T(1) - t;
     r.w_hi = t;
