@@ -1,0 +1,50 @@
+// Datasets for rational_train: IDX (MNIST / Fashion-MNIST, .gz or raw), CIFAR-10 binary, and a
+// small generated set. Images stay uint8 (N, C, H, W) in memory; the loader converts per batch.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rational_train {
+
+struct Dataset {
+  torch::Tensor images;  // uint8 (N, C, H, W)
+  torch::Tensor labels;  // int64 (N)
+  int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+};
+
+// Reads a whole file, gunzipping when it starts with the gzip magic (so "x.gz" and "x" both work).
+// Throws std::runtime_error naming the path when it is missing, unreadable or a corrupt gzip.
+std::vector<uint8_t> read_file_maybe_gz(const std::string& path);
+
+// IDX file of unsigned bytes (magic 0x00 0x00 0x08 <ndim>, big-endian dims): returns a uint8
+// tensor of those dims. Checks magic, that ndim == expected_ndim (when > 0) and the data size.
+torch::Tensor read_idx(const std::string& path, int expected_ndim = 0);
+
+// MNIST-type split ("train" or "t10k") from dir: <split>-images-idx3-ubyte[.gz] and
+// <split>-labels-idx1-ubyte[.gz] (the .gz file is used when present).
+Dataset load_mnist_split(const std::string& dir, const std::string& split);
+
+// CIFAR-10 binary: records of 1 label byte + 3072 bytes (R, G, B planes of 32x32).
+Dataset read_cifar_file(const std::string& path);
+// train: data_batch_1..5.bin; test: test_batch.bin (also looks in dir/cifar-10-batches-bin).
+Dataset load_cifar10_split(const std::string& dir, bool train);
+
+// Class-dependent templates plus noise: learnable in a few steps, needs no files.
+Dataset make_synthetic(int64_t n, int64_t channels, int64_t height, int64_t width, uint64_t seed);
+
+// First n samples (n <= 0 or >= size: all).
+Dataset take_first(const Dataset& d, int64_t n);
+
+// Loads dataset "mnist", "fashion-mnist" or "cifar10" (both splits).
+void load_dataset(const std::string& name, const std::string& dir, Dataset& train, Dataset& test);
+
+// Default data directory per dataset name.
+std::string default_data_dir(const std::string& dataset);
+// Channel count and per-channel normalisation used for a dataset name.
+int64_t dataset_channels(const std::string& dataset);
+
+}  // namespace rational_train

@@ -1,0 +1,486 @@
+#include "trainer.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <stdexcept>
+#include <thread>
+
+#include "data.h"
+#include "models.h"
+#include "rng.h"
+#include "transforms.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace rational_train {
+
+// ---------------------------------------------------------------------------------------------
+// Settings <-> JSON. One table of (key, member) so the config file, the summary and the
+// checkpoint all use the same names.
+#define RT_FIELDS(X)                                                                                    \
+  X(model) X(dataset) X(data_dir) X(synthetic) X(synthetic_train_size) X(synthetic_test_size) X(activation) \
+  X(act_lr) X(act_weight_decay) X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(lr_schedule) \
+  X(lr_step) X(lr_gamma) X(clip_grad_norm) X(batch_size) X(test_batch_size) X(drop_last) X(epochs) X(seed)  \
+  X(device) X(threads) X(workers) X(train_subset) X(test_subset) X(rotation) X(crop_padding) X(hflip)      \
+  X(mean) X(std) X(batch_norm) X(output) X(resume) X(progress)
+
+void to_json(json& j, const TrainConfig& c) {
+  j = json::object();
+#define X(f) j[#f] = c.f;
+  RT_FIELDS(X)
+#undef X
+  j["activation_options"] = c.act;
+}
+
+void from_json(const json& j, TrainConfig& c) {
+  if (!j.is_object()) throw std::invalid_argument("config: expected a JSON object");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    try {
+      if (k == "activation_options") {
+        from_json(it.value(), c.act);
+        continue;
+      }
+      if (k == "source" || k == "comment" || (!k.empty() && k[0] == '_')) continue;
+#define X(f)                             \
+  if (k == #f) {                         \
+    it.value().get_to(c.f);              \
+    continue;                            \
+  }
+      RT_FIELDS(X)
+#undef X
+    } catch (const json::exception& e) {
+      throw std::invalid_argument("config key '" + k + "': " + e.what());
+    }
+    throw std::invalid_argument("config: unknown key '" + k + "'");
+  }
+}
+
+void to_json(json& j, const EpochMetrics& m) {
+  j = json{{"epoch", m.epoch},         {"train_loss", m.train_loss}, {"train_accuracy", m.train_accuracy},
+           {"test_loss", m.test_loss}, {"test_accuracy", m.test_accuracy}, {"lr", m.lr},
+           {"seconds", m.seconds},     {"images_per_second", m.images_per_second}};
+}
+void from_json(const json& j, EpochMetrics& m) {
+  j.at("epoch").get_to(m.epoch);
+  j.at("train_loss").get_to(m.train_loss);
+  j.at("train_accuracy").get_to(m.train_accuracy);
+  j.at("test_loss").get_to(m.test_loss);
+  j.at("test_accuracy").get_to(m.test_accuracy);
+  j.at("lr").get_to(m.lr);
+  j.at("seconds").get_to(m.seconds);
+  j.at("images_per_second").get_to(m.images_per_second);
+}
+
+namespace {
+template <typename T>
+void check_in(const std::string& flag, const T& v, const std::vector<T>& allowed) {
+  for (auto& a : allowed)
+    if (a == v) return;
+  std::string list;
+  for (auto& a : allowed) list += (list.empty() ? "" : ", ") + fmt::format("{}", a);
+  throw std::invalid_argument(fmt::format("{}: '{}' is not one of {}", flag, v, list));
+}
+void check(bool ok, const std::string& msg) {
+  if (!ok) throw std::invalid_argument(msg);
+}
+}  // namespace
+
+TrainConfig resolve(TrainConfig c) {
+  check_in<std::string>("--dataset", c.dataset, {"mnist", "fashion-mnist", "cifar10"});
+  check_in<std::string>("--model", c.model, model_names());
+  check_in<std::string>("--activation", c.activation, activation_names());
+  check_in<std::string>("--optimizer", c.optimizer, {"adam", "adamw", "sgd"});
+  check_in<std::string>("--lr-schedule", c.lr_schedule, {"none", "step", "cosine"});
+  check_in<std::string>("--device", c.device, {"auto", "cpu", "cuda"});
+  check(c.epochs >= 1, fmt::format("--epochs must be >= 1, got {}", c.epochs));
+  check(c.batch_size >= 1, fmt::format("--batch-size must be >= 1, got {}", c.batch_size));
+  check(c.test_batch_size >= 1, fmt::format("--test-batch-size must be >= 1, got {}", c.test_batch_size));
+  check(c.lr > 0, fmt::format("--lr must be > 0, got {}", c.lr));
+  check(c.threads >= 0, fmt::format("--threads must be >= 0, got {}", c.threads));
+  check(c.workers >= 0, fmt::format("--workers must be >= 0, got {}", c.workers));
+  check(c.rotation >= 0 && c.rotation <= 180, fmt::format("--rotation must be in [0, 180], got {}", c.rotation));
+  check(c.crop_padding >= 0, fmt::format("--crop-padding must be >= 0, got {}", c.crop_padding));
+  check(c.lr_step >= 1, fmt::format("--lr-step must be >= 1, got {}", c.lr_step));
+  check(c.synthetic_train_size >= 1 && c.synthetic_test_size >= 1, "synthetic sizes must be >= 1");
+  check(!c.output.empty(), "--output must not be empty");
+  if (c.data_dir.empty()) c.data_dir = default_data_dir(c.dataset);
+  if (c.mean.empty() && c.std.empty()) {
+    if (c.dataset == "cifar10") {
+      c.mean = {0.4914, 0.4822, 0.4465};
+      c.std = {0.2470, 0.2435, 0.2616};
+    } else {  // the PAU code normalises MNIST and Fashion-MNIST alike with MNIST's statistics
+      c.mean = {0.1307};
+      c.std = {0.3081};
+    }
+  }
+  int64_t ch = dataset_channels(c.dataset);
+  check((c.mean.size() == 1 || int64_t(c.mean.size()) == ch) && c.std.size() == c.mean.size(),
+        fmt::format("--mean/--std need 1 or {} values each", ch));
+  for (double s : c.std) check(s > 0, "--std values must be > 0");
+  if (c.threads == 0) c.threads = std::max(1u, std::thread::hardware_concurrency());
+  if (c.device == "auto") c.device = torch::cuda::is_available() ? "cuda" : "cpu";
+  if (c.device == "cuda" && !torch::cuda::is_available())
+    throw std::invalid_argument("--device cuda: no CUDA device available (this torch: " +
+                                std::string(torch::cuda::is_available() ? "cuda" : "cpu only") + ")");
+  if (c.act_lr < 0) c.act_lr = c.lr;
+  return c;
+}
+
+// ---------------------------------------------------------------------------------------------
+const char* const kMetricsHeader = "epoch,train_loss,train_accuracy,test_loss,test_accuracy,lr,seconds,images_per_second";
+
+std::string metrics_csv(const std::vector<EpochMetrics>& rows) {
+  std::string s = std::string(kMetricsHeader) + "\n";
+  for (auto& m : rows)
+    s += fmt::format("{},{},{},{},{},{},{},{}\n", m.epoch, m.train_loss, m.train_accuracy, m.test_loss,
+                     m.test_accuracy, m.lr, m.seconds, m.images_per_second);
+  return s;
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw std::runtime_error(tmp + ": cannot open for writing");
+    f << content;
+    f.flush();
+    if (!f) throw std::runtime_error(tmp + ": write failed");
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw std::runtime_error(path + ": rename from " + tmp + " failed: " + ec.message());
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// Per-epoch progress on stderr: redrawn in place on a terminal, one line per ~10% otherwise (CI logs).
+class Progress {
+ public:
+  Progress(bool enabled, std::string title, int64_t total)
+      : enabled_(enabled), tty_(isatty(2)), title_(std::move(title)), total_(std::max<int64_t>(total, 1)) {}
+  void update(int64_t done, double loss, double acc, double ips) {
+    if (!enabled_) return;
+    int64_t decile = done * 10 / total_;
+    if (!tty_ && decile == last_decile_ && done != total_) return;
+    if (!tty_ && done == total_ && last_decile_ == 10) return;
+    last_decile_ = decile;
+    int width = 30, filled = int(width * done / total_);
+    std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
+    std::string line = fmt::format("{} [{}] {:3d}% {}/{} loss {:.4f} acc {:.4f} {:.0f} img/s", title_, bar,
+                                   int(100 * done / total_), done, total_, loss, acc, ips);
+    if (tty_)
+      std::cerr << "\r" << line << (done == total_ ? "\n" : "") << std::flush;
+    else
+      std::cerr << line << "\n" << std::flush;
+  }
+
+ private:
+  bool enabled_, tty_;
+  std::string title_;
+  int64_t total_;
+  int64_t last_decile_ = -1;
+};
+
+double lr_factor(const TrainConfig& c, int64_t epoch) {
+  if (c.lr_schedule == "step") return std::pow(c.lr_gamma, double((epoch - 1) / c.lr_step));
+  if (c.lr_schedule == "cosine") return 0.5 * (1.0 + std::cos(M_PI * double(epoch - 1) / double(c.epochs)));
+  return 1.0;
+}
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c, std::vector<torch::Tensor> net,
+                                                        std::vector<torch::Tensor> act) {
+  using namespace torch::optim;
+  std::vector<OptimizerParamGroup> groups;
+  // Group 0: network weights; group 1 (when present): activation parameters, own lr, own decay.
+  if (c.optimizer == "sgd") {
+    groups.emplace_back(net, std::make_unique<SGDOptions>(
+                                 SGDOptions(c.lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(c.weight_decay)));
+    if (!act.empty())
+      groups.emplace_back(act, std::make_unique<SGDOptions>(
+                                   SGDOptions(c.act_lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(c.act_weight_decay)));
+    return std::make_unique<SGD>(groups, SGDOptions(c.lr));
+  }
+  if (c.optimizer == "adamw") {
+    groups.emplace_back(net, std::make_unique<AdamWOptions>(AdamWOptions(c.lr).weight_decay(c.weight_decay)));
+    if (!act.empty())
+      groups.emplace_back(act, std::make_unique<AdamWOptions>(AdamWOptions(c.act_lr).weight_decay(c.act_weight_decay)));
+    return std::make_unique<AdamW>(groups, AdamWOptions(c.lr));
+  }
+  groups.emplace_back(net, std::make_unique<AdamOptions>(AdamOptions(c.lr).weight_decay(c.weight_decay)));
+  if (!act.empty())
+    groups.emplace_back(act, std::make_unique<AdamOptions>(AdamOptions(c.act_lr).weight_decay(c.act_weight_decay)));
+  return std::make_unique<Adam>(groups, AdamOptions(c.lr));
+}
+
+json activation_parameters(std::vector<std::pair<std::string, Activation>>& slots) {
+  json out = json::object();
+  for (auto& [name, slot] : slots) {
+    if (!slot->learnable()) continue;
+    json params = json::object();
+    for (auto& p : slot->named_parameters()) {
+      std::string key = p.key().rfind("fn.", 0) == 0 ? p.key().substr(3) : p.key();
+      auto flat = p.value().detach().to(torch::kCPU, torch::kFloat64).contiguous().reshape({-1});
+      params[key] = std::vector<double>(flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel());
+    }
+    out[name] = params;
+  }
+  return out;
+}
+
+std::vector<double> to_vector(const torch::Tensor& t) {
+  auto c = t.to(torch::kCPU, torch::kFloat64).contiguous();
+  return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+}
+
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+};
+
+EvalResult evaluate(Net& model, const Dataset& test, const TrainConfig& c, const TransformOptions& topt,
+                    const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::vector<int64_t> order(test.size());
+  for (int64_t i = 0; i < test.size(); ++i) order[i] = i;
+  BatchLoader loader(test, std::move(order), c.test_batch_size, topt, false, c.seed, 0, int(c.workers));
+  double loss_sum = 0;
+  int64_t correct = 0;
+  while (auto b = loader.next()) {
+    auto x = b->x.to(device), y = b->y.to(device);
+    auto out = model.forward(x);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    correct += out.argmax(1).eq(y).sum().item<int64_t>();
+  }
+  double n = double(std::max<int64_t>(test.size(), 1));
+  return {loss_sum / n, double(correct) / n};
+}
+
+void save_checkpoint(const std::string& dir, Net& model, torch::optim::Optimizer& opt, const json& state) {
+  torch::serialize::OutputArchive ar, model_ar, opt_ar;
+  model.save(model_ar);
+  opt.save(opt_ar);
+  ar.write("model", model_ar);
+  ar.write("optimizer", opt_ar);
+  ar.write("state", c10::IValue(state.dump()));
+  std::string path = (fs::path(dir) / "checkpoint.pt").string();
+  std::string tmp = path + ".tmp";
+  ar.save_to(tmp);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw std::runtime_error(path + ": rename from " + tmp + " failed: " + ec.message());
+}
+
+json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimizer& opt, const torch::Device& device) {
+  torch::serialize::InputArchive ar, model_ar, opt_ar;
+  try {
+    ar.load_from(path, device);
+    ar.read("model", model_ar);
+    ar.read("optimizer", opt_ar);
+    model.load(model_ar);
+    opt.load(opt_ar);
+    c10::IValue state;
+    ar.read("state", state);
+    return json::parse(state.toStringRef());
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(path + ": cannot resume from this checkpoint (" + e.what_without_backtrace() + ")");
+  }
+}
+
+}  // namespace
+
+json run_training(const TrainConfig& config, std::ostream& log) {
+  const TrainConfig c = resolve(config);
+  const auto t_start = Clock::now();
+  torch::Device device(c.device == "cuda" ? torch::kCUDA : torch::kCPU);
+  at::set_num_threads(int(c.threads));
+
+  // Data.
+  Dataset train, test;
+  const int64_t channels = dataset_channels(c.dataset);
+  if (c.synthetic) {
+    int64_t hw = c.dataset == "cifar10" ? 32 : 28;
+    train = make_synthetic(c.synthetic_train_size, channels, hw, hw, mix_seed(c.seed, 1));
+    test = make_synthetic(c.synthetic_test_size, channels, hw, hw, mix_seed(c.seed, 2));
+  } else {
+    load_dataset(c.dataset, c.data_dir, train, test);
+  }
+  train = take_first(train, c.train_subset);
+  test = take_first(test, c.test_subset);
+  TransformOptions topt;
+  topt.size = 32;
+  topt.rotation_degrees = c.rotation;
+  topt.crop_padding = c.crop_padding;
+  topt.horizontal_flip = c.hflip;
+  topt.mean = c.mean;
+  topt.std = c.std;
+
+  // Model: initialisation depends on the seed only.
+  torch::manual_seed(c.seed);
+  ModelOptions mopt;
+  mopt.in_channels = channels;
+  mopt.batch_norm = c.batch_norm;
+  auto model = make_model(c.model, mopt, [&](int64_t ch) { return make_activation(c.activation, c.act, ch); });
+  model->to(device);
+  auto slots = model->activation_slots();
+  auto grid = torch::linspace(-4.0, 4.0, 201, torch::kFloat64);
+
+  std::vector<torch::Tensor> act_params, net_params;
+  {
+    std::set<const void*> act_ids;
+    for (auto& s : slots)
+      for (auto& p : s.second->parameters()) {
+        act_params.push_back(p);
+        act_ids.insert(p.unsafeGetTensorImpl());
+      }
+    for (auto& p : model->parameters())
+      if (!act_ids.count(p.unsafeGetTensorImpl())) net_params.push_back(p);
+  }
+  auto opt = make_optimizer(c, net_params, act_params);
+
+  fs::create_directories(c.output);
+  const std::string ckpt = (fs::path(c.output) / "checkpoint.pt").string();
+
+  json state = {{"epoch", 0}, {"best_test_accuracy", 0.0}, {"best_epoch", 0}, {"metrics", json::array()},
+                {"seconds", 0.0}};
+  json init_curves = json::object();
+  for (auto& [name, slot] : slots)
+    if (slot->learnable()) init_curves[name] = to_vector(slot->curve(grid));
+  state["init_curves"] = init_curves;
+
+  if (c.resume && fs::exists(ckpt)) {
+    state = load_checkpoint(ckpt, *model, *opt, device);
+    log << fmt::format("resuming {} after epoch {}\n", ckpt, state["epoch"].get<int64_t>());
+  } else if (c.resume) {
+    log << fmt::format("--resume: no {} yet, starting from scratch\n", ckpt);
+  }
+  std::vector<EpochMetrics> metrics = state["metrics"].get<std::vector<EpochMetrics>>();
+  const int64_t first_epoch = state["epoch"].get<int64_t>() + 1;
+  double seconds_total = state["seconds"].get<double>();
+
+  log << fmt::format("{} on {} ({} train / {} test{}), activation {}, {} on {} ({} threads), output {}\n", c.model,
+                     c.dataset, train.size(), test.size(), c.synthetic ? ", synthetic" : "", c.activation,
+                     c.optimizer, c.device, c.threads, c.output);
+
+  auto summary_of = [&]() {
+    json s;
+    s["model"] = c.model;
+    s["dataset"] = c.dataset;
+    s["activation"] = c.activation;
+    s["activation_options"] = c.act;
+    s["seed"] = c.seed;
+    s["epochs"] = metrics.size();
+    s["test_accuracy"] = metrics.empty() ? 0.0 : metrics.back().test_accuracy;
+    s["best_test_accuracy"] = state["best_test_accuracy"];
+    s["best_epoch"] = state["best_epoch"];
+    s["final_train_loss"] = metrics.empty() ? 0.0 : metrics.back().train_loss;
+    s["seconds"] = seconds_total;
+    s["device"] = c.device;
+    s["threads"] = c.threads;
+    s["config"] = c;
+    s["synthetic"] = c.synthetic;
+    s["train_size"] = train.size();
+    s["test_size"] = test.size();
+    s["activation_parameters"] = activation_parameters(slots);
+    json curves = json::array();
+    auto xs = to_vector(grid);
+    for (auto& [name, slot] : slots) {
+      if (!slot->learnable()) continue;
+      curves.push_back({{"slot", name},
+                        {"type", slot->type()},
+                        {"x", xs},
+                        {"y", to_vector(slot->curve(grid))},
+                        {"y_init", state["init_curves"].value(name, std::vector<double>{})}});
+    }
+    s["activation_curves"] = curves;
+    return s;
+  };
+
+  for (int64_t epoch = first_epoch; epoch <= c.epochs; ++epoch) {
+    const auto t_epoch = Clock::now();
+    // Everything random in this epoch (RPAU noise seeds, rrelu slopes) from (seed, epoch) alone,
+    // so a resumed run draws what the uninterrupted one did.
+    torch::manual_seed(mix_seed(c.seed, 0xE90C + uint64_t(epoch)) >> 1);
+    const double factor = lr_factor(c, epoch);
+    auto& groups = opt->param_groups();
+    groups[0].options().set_lr(c.lr * factor);
+    if (groups.size() > 1) groups[1].options().set_lr(c.act_lr * factor);
+
+    model->train();
+    BatchLoader loader(train, epoch_permutation(train.size(), c.seed, epoch), c.batch_size, topt, true, c.seed,
+                       epoch, int(c.workers), c.drop_last);
+    Progress bar(c.progress, fmt::format("epoch {}/{}", epoch, c.epochs), loader.num_batches());
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0, step = 0;
+    const auto t_train = Clock::now();
+    while (auto b = loader.next()) {
+      auto x = b->x.to(device), y = b->y.to(device);
+      auto out = model->forward(x);
+      auto loss = torch::nn::functional::cross_entropy(out, y);
+      opt->zero_grad();
+      loss.backward();
+      if (c.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip_grad_norm);
+      opt->step();
+      const int64_t bs = y.size(0);
+      double l = loss.item<double>();
+      if (!std::isfinite(l)) throw std::runtime_error(fmt::format("training diverged: loss {} at epoch {} step {}", l, epoch, step));
+      loss_sum += l * double(bs);
+      correct += out.argmax(1).eq(y).sum().item<int64_t>();
+      seen += bs;
+      ++step;
+      bar.update(step, loss_sum / double(seen), double(correct) / double(seen), double(seen) / since(t_train));
+    }
+    const double train_seconds = since(t_train);
+    EvalResult ev = evaluate(*model, test, c, topt, device);
+
+    EpochMetrics m;
+    m.epoch = epoch;
+    m.train_loss = loss_sum / double(std::max<int64_t>(seen, 1));
+    m.train_accuracy = double(correct) / double(std::max<int64_t>(seen, 1));
+    m.test_loss = ev.loss;
+    m.test_accuracy = ev.accuracy;
+    m.lr = c.lr * factor;
+    m.seconds = since(t_epoch);
+    m.images_per_second = double(seen) / std::max(train_seconds, 1e-9);
+    metrics.push_back(m);
+    seconds_total += m.seconds;
+    if (m.test_accuracy > state["best_test_accuracy"].get<double>() || state["best_epoch"].get<int64_t>() == 0) {
+      state["best_test_accuracy"] = m.test_accuracy;
+      state["best_epoch"] = epoch;
+    }
+    state["epoch"] = epoch;
+    state["metrics"] = metrics;
+    state["seconds"] = seconds_total;
+    log << fmt::format("epoch {}/{}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} | {:.1f} s, {:.0f} img/s\n",
+                       epoch, c.epochs, m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy, m.seconds,
+                       m.images_per_second)
+        << std::flush;
+
+    write_file_atomic((fs::path(c.output) / "metrics.csv").string(), metrics_csv(metrics));
+    save_checkpoint(c.output, *model, *opt, state);
+    write_file_atomic((fs::path(c.output) / "summary.json").string(), summary_of().dump(2) + "\n");
+  }
+  if (first_epoch > c.epochs) {
+    // Nothing left to train (resume of a finished run): rewrite the outputs from the checkpoint.
+    write_file_atomic((fs::path(c.output) / "metrics.csv").string(), metrics_csv(metrics));
+    write_file_atomic((fs::path(c.output) / "summary.json").string(), summary_of().dump(2) + "\n");
+  }
+  (void)t_start;
+  return summary_of();
+}
+
+}  // namespace rational_train

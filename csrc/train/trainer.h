@@ -1,0 +1,77 @@
+// Training run of rational_train: the resolved settings, the epoch loop with its run directory
+// (metrics.csv, summary.json, checkpoint.pt), and small helpers the tests use.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "activations.h"
+
+namespace rational_train {
+
+struct TrainConfig {
+  std::string model = "lenet";
+  std::string dataset = "fashion-mnist";  // mnist, fashion-mnist, cifar10
+  std::string data_dir = "";              // empty: default_data_dir(dataset)
+  bool synthetic = false;                 // generated data shaped like `dataset` (no files)
+  int64_t synthetic_train_size = 1024, synthetic_test_size = 256;
+  std::string activation = "pau";
+  ActivationOptions act;
+  double act_lr = -1;             // < 0: same as lr
+  double act_weight_decay = 0.0;  // the papers: no decay on activation parameters
+  std::string optimizer = "adam";  // adam, adamw, sgd
+  double lr = 2e-3;
+  double momentum = 0.9;  // sgd
+  bool nesterov = false;
+  double weight_decay = 0.0;
+  std::string lr_schedule = "none";  // none, step, cosine
+  int64_t lr_step = 30;
+  double lr_gamma = 0.1;
+  double clip_grad_norm = 5.0;  // <= 0: off
+  int64_t batch_size = 64, test_batch_size = 1000;
+  bool drop_last = false;
+  int64_t epochs = 1;
+  uint64_t seed = 0;
+  std::string device = "auto";  // auto, cpu, cuda
+  int64_t threads = 0;          // 0: all cores
+  int64_t workers = 2;          // data loader threads (0: inline)
+  int64_t train_subset = 0, test_subset = 0;  // 0: all
+  double rotation = 30.0;                     // degrees (the PAU code: RandomRotation(30) on MNIST-type)
+  int64_t crop_padding = 0;
+  bool hflip = false;
+  std::vector<double> mean, std;  // empty: the dataset's
+  bool batch_norm = false;        // VGG-8
+  std::string output = "runs/run";
+  bool resume = false;
+  bool progress = true;
+};
+
+void to_json(nlohmann::json& j, const TrainConfig& c);
+// Reads only the keys present (so a config file overrides defaults); "source", "comment" and keys
+// starting with "_" are documentation; any other unknown key throws naming it.
+void from_json(const nlohmann::json& j, TrainConfig& c);
+// Fills data_dir, mean/std, threads from the dataset / machine, and checks values (naming them).
+TrainConfig resolve(TrainConfig c);
+
+struct EpochMetrics {
+  int64_t epoch = 0;
+  double train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0, lr = 0, seconds = 0,
+         images_per_second = 0;
+};
+void to_json(nlohmann::json& j, const EpochMetrics& m);
+void from_json(const nlohmann::json& j, EpochMetrics& m);
+
+// Writes `content` to path + ".tmp" and renames it over `path`, so readers never see half a file.
+void write_file_atomic(const std::string& path, const std::string& content);
+
+extern const char* const kMetricsHeader;
+std::string metrics_csv(const std::vector<EpochMetrics>& rows);
+
+// Runs (or resumes) a training run; writes the run directory and returns the summary.
+nlohmann::json run_training(const TrainConfig& config, std::ostream& log);
+
+}  // namespace rational_train
