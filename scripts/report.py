@@ -263,9 +263,10 @@ def build_table(groups: list[Group]) -> tuple[list[str], list[Group]]:
             diff = mean - ref_mean
             # "Within one std": the larger of the two seed spreads (0 where a group has a single run).
             tol = max(0.0 if math.isnan(std) else std, 0.0 if math.isnan(ref_std) else ref_std)
-            if diff > 0:
-                verdict = f"beats {ref.label} (+{100 * diff:.2f} pp)"
-            elif -diff <= tol:
+            # Above by less than the seed spread is a match, not a win.
+            if diff > tol:
+                verdict = f"beats {ref.label} ({100 * diff:+.2f} pp)"
+            elif abs(diff) <= tol:
                 verdict = f"matches {ref.label} ({100 * diff:+.2f} pp, within 1 std)"
             else:
                 verdict = f"below {ref.label} ({100 * diff:+.2f} pp)"
@@ -298,8 +299,8 @@ def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_w
             ("Test accuracy after the last epoch and best test accuracy over epochs, in %, mean ± sample standard "
             f"deviation (ddof=1; {DASH} for a single seed) over the n seeds. Rows: per model/dataset, by mean "
             "test accuracy. **best fixed**: the fixed activation with the highest mean; a learnable activation "
-            "*beats* it when its mean is higher, *matches* it when its mean is lower by at most one std (the "
-            "larger of the two groups' std), else it is *below*."), ""]
+            "*beats* it when its mean is higher by more than one std, *matches* it when the means differ by at most "
+            "one std (the larger of the two groups' std; 0 for a single seed), else it is *below*."), ""]
     if warnings:
         text += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     if incomplete:

@@ -151,7 +151,7 @@ def test_report_table_matches_numpy(tmp_path, capsys):
     diff = np.mean(values["pau"][0]) - np.mean(values["relu"][0])
     tol = max(np.std(values["pau"][0], ddof=1), np.std(values["relu"][0], ddof=1))
     verdict = rows["pau"]["vs. best fixed"]
-    expected = "beats" if diff > 0 else ("matches" if -diff <= tol else "below")
+    expected = "beats" if diff > tol else ("matches" if abs(diff) <= tol else "below")
     assert verdict.startswith(expected), verdict
 
     assert_png(out / "accuracy_curves.png")
@@ -160,11 +160,15 @@ def test_report_table_matches_numpy(tmp_path, capsys):
 
 
 def test_report_verdicts_matches_and_below(tmp_path):
-    # Means chosen so the verdicts are unambiguous: relu 90 ± 1, pau 89.5 (within 1 std), era 85 (below).
-    for seed, (r, p, e) in enumerate([(0.89, 0.885, 0.84), (0.90, 0.895, 0.85), (0.91, 0.905, 0.86)]):
+    # Means chosen so the verdicts are unambiguous: relu 90 ± 1, pau 89.5 (within 1 std), era 85 (below),
+    # pwlu 90.5 (above, but within 1 std: a match), apl 92 ± 0.1 (above by more than 1 std: beats).
+    for seed, (r, p, e, w, a) in enumerate([(0.89, 0.885, 0.84, 0.895, 0.919), (0.90, 0.895, 0.85, 0.905, 0.92),
+                                            (0.91, 0.905, 0.86, 0.915, 0.921)]):
         write_run(tmp_path, "vgg8", "mnist", "relu", seed, [r])
         write_run(tmp_path, "vgg8", "mnist", "pau", seed, [p], learnable=True)
         write_run(tmp_path, "vgg8", "mnist", "era", seed, [e], learnable=True)
+        write_run(tmp_path, "vgg8", "mnist", "pwlu", seed, [w], learnable=True)
+        write_run(tmp_path, "vgg8", "mnist", "apl", seed, [a], learnable=True)
     write_run(tmp_path, "vgg8", "mnist", "swish", 0, [0.80])  # a worse fixed one, n = 1
     out = tmp_path / "out"
     assert report.main([str(tmp_path), "--output", str(out), "--no-plots"]) == 0
@@ -172,9 +176,11 @@ def test_report_verdicts_matches_and_below(tmp_path):
     assert rows["relu"]["vs. best fixed"] == "**best fixed**"
     assert rows["pau"]["vs. best fixed"].startswith("matches relu")
     assert rows["era"]["vs. best fixed"].startswith("below relu")
+    assert rows["pwlu"]["vs. best fixed"].startswith("matches relu (+0.50 pp")
+    assert rows["apl"]["vs. best fixed"] == "beats relu (+2.00 pp)"
     assert rows["swish"]["vs. best fixed"] == ""
     assert rows["swish"]["test acc. % (mean ± std)"] == "80.00 ± —"
-    assert list(rows) == ["relu", "pau", "era", "swish"]
+    assert list(rows) == ["apl", "pwlu", "relu", "pau", "era", "swish"]
 
 
 def test_report_incomplete_runs_are_listed_not_fatal(tmp_path, capsys):
