@@ -17,6 +17,13 @@ from torch import nn
 import torch_rational
 from torch_rational import PAU, Rational, replace_activations, replace_functional_activations
 
+@pytest.fixture(autouse=True)
+def _one_thread(default_threads):
+    # Some cases fit on the fly; the fitter's many small parallel steps slow down by an order of
+    # magnitude on a machine whose cores are shared, and gain nothing from threads at this size.
+    torch.set_num_threads(1)
+
+
 GRID = torch.linspace(-3.0, 3.0, 601, dtype=torch.float64)
 
 
