@@ -5,7 +5,7 @@
 //   y = a x + b + sum_{i=1..n} (c_i x + d_i) / ((x - e_i)^2 + f_i^2 + eps)
 //
 // Parameters of one group: linear = (a, b); fractions = n rows (c, d, e, f), stored row-major.
-// With u = x - e, D = u^2 + f^2 + eps, r = (c x + d) / D:
+// With u = x - e, D = u^2 + f^2 + eps, r = (c x + d) / D (evaluated as c (x / D) + d / D):
 //   dy/dx = a + sum (c - 2 u r) / D
 //   dy/da = x, dy/db = 1, dy/dc = x / D, dy/dd = 1 / D, dy/de = 2 u r / D, dy/df = -2 f r / D
 // D >= eps > 0, so for eps > 0 there is no pole whatever the parameters are.
@@ -35,8 +35,10 @@ TR_HOST_DEVICE T era_forward_element(T x, T a, T b, const T* fr, int n, T eps) {
   for (int i = 0; i < n; ++i) {
     const T c = fr[4 * i], d = fr[4 * i + 1], e = fr[4 * i + 2], f = fr[4 * i + 3];
     const T u = x - e;
-    const T D = u * u + (f * f + eps);
-    y += (c * x + d) / D;
+    const T inv = T(1) / (u * u + (f * f + eps));
+    // c (x / D) + d / D rather than (c x + d) / D: for |x| near the float max, c x overflows to inf
+    // while D is already inf, and inf / inf would be NaN; this way the fraction is 0 there.
+    y += c * (x * inv) + d * inv;
   }
   return y;
 }
@@ -50,16 +52,17 @@ TR_HOST_DEVICE T era_backward_element(T x, T g, T a, const T* fr, int n, T eps, 
   for (int i = 0; i < n; ++i) {
     const T c = fr[4 * i], d = fr[4 * i + 1], e = fr[4 * i + 2], f = fr[4 * i + 3];
     const T u = x - e;
-    const T D = u * u + (f * f + eps);
-    const T inv = T(1) / D;
-    const T r = (c * x + d) * inv;
+    const T inv = T(1) / (u * u + (f * f + eps));
+    const T x_inv = x * inv;
+    const T r = c * x_inv + d * inv;  // overflow-safe form, see era_forward_element
     const T two_r_inv = T(2) * r * inv;
-    dydx += (c - T(2) * u * r) * inv;
+    const T ur = u * r;  // bounded by ~|c| + |d| / |u|, unlike 2 u, which can overflow
+    dydx += (c - T(2) * ur) * inv;
     if (dlin) {
       const T gi = g * inv;
-      dfr[4 * i] += Acc(gi * x);
+      dfr[4 * i] += Acc(g * x_inv);
       dfr[4 * i + 1] += Acc(gi);
-      dfr[4 * i + 2] += Acc(g * u * two_r_inv);
+      dfr[4 * i + 2] += Acc(g * ur * (T(2) * inv));
       dfr[4 * i + 3] -= Acc(g * f * two_r_inv);
     }
   }

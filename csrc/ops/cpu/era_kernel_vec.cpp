@@ -38,8 +38,9 @@ struct VecEra {
     fVec y = at::vec::fmadd(a, x, b);
     for (int i = 0; i < N; ++i) {
       const fVec u = x - e[i];
-      const fVec D = at::vec::fmadd(u, u, fe[i]);
-      y = y + at::vec::fmadd(c[i], x, d[i]) / D;
+      const fVec inv = fVec(1.f) / at::vec::fmadd(u, u, fe[i]);
+      // c (x / D) + d / D: finite for |x| near the float max, where c x / D would be inf / inf.
+      y = y + at::vec::fmadd(c[i], x * inv, d[i] * inv);
     }
     return y;
   }
@@ -52,17 +53,18 @@ struct VecEra {
     fVec dydx = a;
     for (int i = 0; i < N; ++i) {
       const fVec u = x - e[i];
-      const fVec D = at::vec::fmadd(u, u, fe[i]);
-      const fVec inv = fVec(1.f) / D;
-      const fVec r = at::vec::fmadd(c[i], x, d[i]) * inv;
+      const fVec inv = fVec(1.f) / at::vec::fmadd(u, u, fe[i]);
+      const fVec x_inv = x * inv;
+      const fVec r = at::vec::fmadd(c[i], x_inv, d[i] * inv);  // overflow-safe, as in forward
       const fVec two_r_inv = (r + r) * inv;
-      dydx = at::vec::fmadd(c[i] - (u + u) * r, inv, dydx);
+      const fVec ur = u * r;  // bounded, unlike u + u which can overflow
+      dydx = at::vec::fmadd(c[i] - (ur + ur), inv, dydx);
       if (COEFS) {
         const fVec gi = g * inv;
         const fVec gt = g * two_r_inv;
-        acc[2 + 4 * i] = at::vec::fmadd(gi, x, acc[2 + 4 * i]);
+        acc[2 + 4 * i] = at::vec::fmadd(g, x_inv, acc[2 + 4 * i]);
         acc[3 + 4 * i] = acc[3 + 4 * i] + gi;
-        acc[4 + 4 * i] = at::vec::fmadd(gt, u, acc[4 + 4 * i]);
+        acc[4 + 4 * i] = at::vec::fmadd(g * ur, inv + inv, acc[4 + 4 * i]);
         acc[5 + 4 * i] = acc[5 + 4 * i] + gt;
       }
     }

@@ -1,0 +1,539 @@
+"""ERA (torch_rational.functional.era / torch.ops.torch_rational.era / torch_rational.ERA) against
+the independent float64 reference in reference_era.py (written from the formula).
+
+The only self-comparisons are the determinism properties, which are what they test.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import zlib
+
+import pytest
+import torch
+import torch_rational
+from conftest import DTYPES, Tolerance, assert_close_scaled, dtype_id, requires_cuda, tolerance
+from reference_era import era_error_scales, era_reference, era_reference_grads, parameter_grad_scales
+
+era = torch_rational.functional.era
+raw_era = torch.ops.torch_rational.era
+raw_era_backward = torch.ops.torch_rational.era_backward
+
+GROUPS = {"G1_1d": (1, True), "G1": (1, False), "G2": (2, False), "per_channel": (4, False)}
+NUM_FRACTIONS = [1, 2, 3, 5]  # 1..4 have vectorised bodies, 5 takes the scalar path
+CHANNEL_DIMS = [1, -1]
+INIT_NAMES = ["relu", "leaky_relu", "leaky_relu_0.3", "swish", "gelu", "tanh", "identity"]
+
+
+def seed_of(*parts) -> int:
+    return zlib.crc32("-".join(map(str, parts)).encode())
+
+
+def make_params(groups, n, *, gen, dtype=torch.float32, one_d=False):
+    """Random parameters on the scale of the data: |f| in [0.3, 1.5] (no near-spikes), centres e in
+    [-2, 2]. Rounded to dtype, so the reference sees exactly the op's values."""
+    lin = torch.randn(groups, 2, generator=gen, dtype=torch.float64)
+    fr = torch.empty(groups, n, 4, dtype=torch.float64)
+    fr[..., 0] = torch.randn(groups, n, generator=gen, dtype=torch.float64)
+    fr[..., 1] = torch.randn(groups, n, generator=gen, dtype=torch.float64)
+    fr[..., 2] = torch.rand(groups, n, generator=gen, dtype=torch.float64) * 4 - 2
+    sign = torch.where(torch.rand(groups, n, generator=gen) < 0.5, -1.0, 1.0).to(torch.float64)
+    fr[..., 3] = (torch.rand(groups, n, generator=gen, dtype=torch.float64) * 1.2 + 0.3) * sign
+    if one_d:
+        lin, fr = lin[0], fr[0]
+    return lin.to(dtype), fr.to(dtype)
+
+
+def make_case(shape, groups, n, *, seed, dtype=torch.float32, param_dtype=None, one_d=False, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 2).to(dtype)
+    lin, fr = make_params(groups, n, gen=gen, dtype=param_dtype or dtype, one_d=one_d)
+    g = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    return x.to(device), lin.to(device), fr.to(device), g.to(device)
+
+
+def shape_for(channel_dim):
+    # C = 4 channels along channel_dim; 37 elements per (sample, channel): full vectors and a tail.
+    return (3, 4, 37) if channel_dim == 1 else (3, 37, 4)
+
+
+def check_all(x, lin, fr, g, y, gx, glin, gfr, *, eps=1e-6, channel_dim=1):
+    ref_y, ref_gx, ref_gl, ref_gf = era_reference_grads(x.cpu(), lin.cpu(), fr.cpu(), g.cpu(), eps, channel_dim)
+    sy, sgx, _, _ = era_error_scales(x.cpu(), lin.cpu(), fr.cpu(), g.cpu(), eps, channel_dim)
+    tol = tolerance(x.dtype)
+    assert y.dtype == x.dtype and gx.dtype == x.dtype
+    assert glin.dtype == lin.dtype and gfr.dtype == fr.dtype
+    assert glin.shape == lin.shape and gfr.shape == fr.shape
+    assert_close_scaled(y, ref_y, sy, tol, "y")
+    assert_close_scaled(gx, ref_gx, sgx, tol, "grad_x")
+    sl, sf = parameter_grad_scales(x.cpu(), lin.cpu(), fr.cpu(), g.cpu(), eps, channel_dim)
+    ptol = tolerance(x.dtype, lin.dtype)
+    assert_close_scaled(glin, ref_gl, sl, ptol, "grad_linear")
+    assert_close_scaled(gfr, ref_gf, sf, ptol, "grad_fractions")
+
+
+def run_with_grads(x, lin, fr, g, **kwargs):
+    xs = x.detach().clone().requires_grad_(True)
+    ls = lin.detach().clone().requires_grad_(True)
+    fs = fr.detach().clone().requires_grad_(True)
+    y = era(xs, ls, fs, **kwargs)
+    y.backward(g)
+    return y.detach(), xs.grad, ls.grad, fs.grad
+
+
+# ------------------------------------------------------------------------------------------------
+# Values and gradients against the reference
+
+
+@pytest.mark.parametrize("channel_dim", CHANNEL_DIMS, ids=lambda c: f"cd{c}")
+@pytest.mark.parametrize("n", NUM_FRACTIONS, ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("gname", list(GROUPS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_matches_reference(dtype, gname, n, channel_dim):
+    groups, one_d = GROUPS[gname]
+    # Low-precision x with float32 parameters, as under autocast (mixed dtype).
+    param_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    x, lin, fr, g = make_case(shape_for(channel_dim), groups, n, seed=seed_of(dtype, gname, n, channel_dim),
+                              dtype=dtype, param_dtype=param_dtype, one_d=one_d)
+    y, gx, glin, gfr = run_with_grads(x, lin, fr, g, channel_dim=channel_dim)
+    check_all(x, lin, fr, g, y, gx, glin, gfr, channel_dim=channel_dim)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+@pytest.mark.parametrize("eps", [0.0, 0.25])
+def test_eps(dtype, eps):
+    x, lin, fr, g = make_case((1000,), 1, 2, seed=seed_of("eps", eps, dtype), dtype=dtype, one_d=True)
+    y, gx, glin, gfr = run_with_grads(x, lin, fr, g, eps=eps)
+    check_all(x, lin, fr, g, y, gx, glin, gfr, eps=eps)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_same_dtype_low_precision_parameters(dtype):
+    x, lin, fr, g = make_case((2, 4, 33), 2, 1, seed=seed_of("samedtype", dtype), dtype=dtype)
+    y, gx, glin, gfr = run_with_grads(x, lin, fr, g)
+    assert glin.dtype == dtype and gfr.dtype == dtype
+    check_all(x, lin, fr, g, y, gx, glin, gfr)
+
+
+def test_large_tensor_many_tasks():
+    # Several threads' tasks and many flushes of the vector accumulators.
+    x, lin, fr, g = make_case((4, 8, 40000), 8, 1, seed=11)
+    y, gx, glin, gfr = run_with_grads(x, lin, fr, g)
+    check_all(x, lin, fr, g, y, gx, glin, gfr)
+
+
+def test_zero_dim_and_empty():
+    lin = torch.tensor([0.5, 0.1])
+    fr = torch.tensor([[1.0, 0.5, 0.2, 0.7]])
+    x0 = torch.tensor(0.3)
+    y0 = era(x0, lin, fr)
+    assert y0.shape == ()
+    assert abs(y0.item() - era_reference(x0, lin, fr).item()) < 1e-6
+    xe = torch.empty(0, 4, requires_grad=True)
+    ls = lin.clone().requires_grad_(True)
+    y = era(xe, ls, fr)
+    assert y.shape == (0, 4)
+    y.sum().backward()
+    assert torch.equal(ls.grad, torch.zeros(2))
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced"])
+def test_non_contiguous(layout):
+    x, lin, fr, g = make_case((2, 4, 6, 5), 4, 2, seed=seed_of("layout", layout))
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "transposed":
+        x = x.transpose(2, 3).contiguous().transpose(2, 3)
+    else:
+        x = torch.cat([x, x], 3)[..., ::2]
+    y, gx, glin, gfr = run_with_grads(x, lin, fr, g)
+    check_all(x, lin, fr, g, y, gx, glin, gfr)
+
+
+def test_large_inputs_stay_finite():
+    lin = torch.tensor([0.5, 0.1])
+    fr = torch.tensor([[1.0, 0.5, 0.2, 0.7], [-2.0, 0.3, -1.0, 0.4]])
+    x = torch.tensor([1e30, -1e30, 3e38, -3e38] * 5, requires_grad=True)
+    y = era(x, lin, fr)
+    assert torch.isfinite(y).all()
+    assert torch.allclose(y.double(), 0.5 * x.detach().double() + 0.1, rtol=1e-6)
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    assert torch.equal(gx, torch.full_like(gx, 0.5))
+
+
+def test_gradcheck():
+    x, lin, fr, _ = make_case((2, 4, 3), 2, 2, seed=5, dtype=torch.float64)
+    inputs = (x.requires_grad_(True), lin.requires_grad_(True), fr.requires_grad_(True))
+    assert torch.autograd.gradcheck(lambda a, b, c: era(a, b, c, eps=1e-3), inputs)
+
+
+def test_gradcheck_one_d_channel_last():
+    x, lin, fr, _ = make_case((3, 5, 2), 2, 1, seed=6, dtype=torch.float64)
+    inputs = (x.requires_grad_(True), lin.requires_grad_(True), fr.requires_grad_(True))
+    assert torch.autograd.gradcheck(lambda a, b, c: era(a, b, c, channel_dim=-1), inputs)
+    x1, l1, f1, _ = make_case((7,), 1, 3, seed=7, dtype=torch.float64, one_d=True)
+    assert torch.autograd.gradcheck(era, (x1.requires_grad_(), l1.requires_grad_(), f1.requires_grad_()))
+
+
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False), (False, False, True),
+                                  (True, True, True), (False, False, False)])
+def test_backward_output_mask(mask):
+    x, lin, fr, g = make_case((2, 4, 9), 2, 2, seed=8, dtype=torch.float64)
+    gx, gl, gf = raw_era_backward(g, x, lin, fr, 1e-6, 1, list(mask))
+    _, rgx, rgl, rgf = era_reference_grads(x, lin, fr, g)
+    for want, got, ref in zip(mask, (gx, gl, gf), (rgx, rgl, rgf)):
+        if want:
+            assert torch.allclose(got, ref, rtol=1e-10, atol=1e-12)
+        else:
+            assert got.shape == (0,)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_opcheck(requires_grad, groups):
+    x, lin, fr, g = make_case((2, 4, 5), groups, 2, seed=9, one_d=groups == 1)
+    for t in (x, lin, fr):
+        t.requires_grad_(requires_grad)
+    torch.library.opcheck(raw_era, (x, lin, fr, 1e-6, 1))
+    torch.library.opcheck(raw_era_backward, (g, x.detach(), lin.detach(), fr.detach(), 1e-6, 1, [True, True, True]))
+    torch.library.opcheck(raw_era_backward, (g, x.detach(), lin.detach(), fr.detach(), 1e-6, 1, [False, True, False]))
+
+
+def test_torch_compile_fullgraph():
+    torch._dynamo.reset()
+    x, lin, fr, g = make_case((2, 4, 16), 2, 1, seed=10)
+    lin.requires_grad_(True)
+    fr.requires_grad_(True)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(x, lin, fr):
+        return era(x * 2.0, lin, fr, eps=1e-6, channel_dim=1).sin()
+
+    out = f(x, lin, fr)
+    out.backward(g)
+    ref = era_reference(x.double() * 2.0, lin.detach(), fr.detach()).sin()
+    assert torch.allclose(out.double(), ref, rtol=1e-4, atol=1e-4)
+    ls = lin.detach().double().requires_grad_(True)
+    fs = fr.detach().double().requires_grad_(True)
+    ref_out = era_reference(x.double() * 2.0, ls, fs).sin()
+    gl_ref, gf_ref = torch.autograd.grad(ref_out, (ls, fs), g.double())
+    assert torch.allclose(lin.grad.double(), gl_ref, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(fr.grad.double(), gf_ref, rtol=1e-4, atol=1e-4)
+
+
+def test_torch_compile_module_inductor():
+    torch._dynamo.reset()
+    m = torch_rational.ERA(2, init="gelu", num_groups=4)
+    x = torch.randn(2, 4, 8)
+    compiled = torch.compile(m, fullgraph=True)
+    y = compiled(x)
+    ref = era_reference(x, m.linear.detach(), m.fractions.detach())
+    assert torch.allclose(y.double(), ref, rtol=1e-5, atol=1e-5)
+    y.sum().backward()
+    assert m.fractions.grad is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# Bad input
+
+
+def _ok():
+    return torch.randn(2, 4, 3), torch.randn(2, 2), torch.rand(2, 1, 4)
+
+
+@pytest.mark.parametrize("case,exc,pattern", [
+    ("linear_shape", ValueError, "linear must have shape"),
+    ("fractions_shape", ValueError, "fractions must have shape"),
+    ("mixed_grouping", ValueError, "both be ungrouped"),
+    ("group_mismatch", ValueError, "linear has 2 groups but fractions has 3"),
+    ("zero_groups", ValueError, "at least one group"),
+    ("zero_fractions", ValueError, "num_fractions"),
+    ("too_many_fractions", ValueError, "num_fractions"),
+    ("not_divisible", ValueError, r"x.size\(channel_dim=1\) = 3 is not divisible"),
+    ("channel_dim_range", IndexError, "channel_dim 5 is out of range"),
+    ("negative_eps", ValueError, "eps must be finite and >= 0"),
+    ("nan_eps", ValueError, "eps must be finite and >= 0"),
+    ("int_x", TypeError, "x must be a floating point tensor"),
+    ("int_linear", TypeError, "linear must be a floating point tensor"),
+    ("int_fractions", TypeError, "fractions must be a floating point tensor"),
+    ("grouped_scalar_x", ValueError, "x must have a channel dimension"),
+])
+def test_bad_input(case, exc, pattern):
+    x, lin, fr = _ok()
+    kwargs = {}
+    if case == "linear_shape":
+        lin = torch.randn(2, 3)
+    elif case == "fractions_shape":
+        fr = torch.randn(2, 1, 3)
+    elif case == "mixed_grouping":
+        lin = torch.randn(2)
+    elif case == "group_mismatch":
+        fr = torch.rand(3, 1, 4)
+    elif case == "zero_groups":
+        lin, fr = torch.randn(0, 2), torch.rand(0, 1, 4)
+    elif case == "zero_fractions":
+        fr = torch.rand(2, 0, 4)
+    elif case == "too_many_fractions":
+        fr = torch.rand(2, 33, 4)
+    elif case == "not_divisible":
+        x = torch.randn(2, 3, 3)
+    elif case == "channel_dim_range":
+        kwargs["channel_dim"] = 5
+    elif case == "negative_eps":
+        kwargs["eps"] = -1e-6
+    elif case == "nan_eps":
+        kwargs["eps"] = float("nan")
+    elif case == "int_x":
+        x = torch.ones(2, 4, 3, dtype=torch.int32)
+    elif case == "int_linear":
+        lin = torch.ones(2, 2, dtype=torch.int64)
+    elif case == "int_fractions":
+        fr = torch.ones(2, 1, 4, dtype=torch.int64)
+    elif case == "grouped_scalar_x":
+        x = torch.tensor(1.0)
+    with pytest.raises(exc, match=pattern):
+        era(x, lin, fr, **kwargs)
+
+
+def test_bad_grad_output():
+    x, lin, fr = _ok()
+    with pytest.raises(ValueError, match="grad_output has shape"):
+        raw_era_backward(torch.randn(2, 4), x, lin, fr, 1e-6, 1, [True, True, True])
+    with pytest.raises(TypeError, match="grad_output has dtype"):
+        raw_era_backward(torch.randn(2, 4, 3, dtype=torch.float64), x, lin, fr, 1e-6, 1, [True, True, True])
+
+
+# ------------------------------------------------------------------------------------------------
+# NaN locality, determinism
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_nan_stays_local(dtype):
+    x, lin, fr, g = make_case((2, 4, 40), 2, 2, seed=12, dtype=dtype,
+                              param_dtype=torch.float32 if dtype.itemsize == 2 else dtype)
+    x[1, 2, 17] = float("nan")
+    xs = x.clone().requires_grad_(True)
+    y = era(xs, lin, fr)
+    (gx,) = torch.autograd.grad(y, xs, g)
+    nan_y = torch.isnan(y)
+    assert nan_y.sum() == 1 and nan_y[1, 2, 17]
+    nan_gx = torch.isnan(gx)
+    assert nan_gx.sum() == 1 and nan_gx[1, 2, 17]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=dtype_id)
+def test_deterministic(dtype, default_threads):
+    x, lin, fr, g = make_case((4, 8, 20000), 8, 2, seed=13, dtype=dtype, param_dtype=torch.float32)
+    first = run_with_grads(x, lin, fr, g)
+    for _ in range(2):
+        again = run_with_grads(x, lin, fr, g)
+        for a, b in zip(first, again):
+            assert torch.equal(a, b)
+    # The forward and grad_x do not depend on the thread count at all.
+    torch.set_num_threads(1)
+    one = run_with_grads(x, lin, fr, g)
+    assert torch.equal(one[0], first[0]) and torch.equal(one[1], first[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Fitter and init tables
+
+
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("init", INIT_NAMES)
+def test_init_table_accuracy(init, n):
+    assert torch.ops.torch_rational.has_era_init_table_entry(init, n)
+    lin, fr = torch_rational.era_init_parameters(init, n)
+    assert lin.shape == (2,) and fr.shape == (n, 4) and lin.dtype == torch.float64
+    assert (fr[:, 3].abs() >= 0.1 - 1e-12).all()
+    x = torch.linspace(-3, 3, 4001, dtype=torch.float64)
+    err = (era_reference(x, lin, fr) - torch_rational.activation_function(init, x)).abs().max().item()
+    # Shipped quality (see docs/era_readme.md); more fractions must not be worse.
+    bound = {"relu": 0.07, "leaky_relu": 0.07, "leaky_relu_0.3": 0.05, "swish": 4e-3, "gelu": 0.011,
+             "tanh": 2e-3, "identity": 1e-12}[init]
+    assert err <= bound / (3.0 if n == 2 and init != "identity" else 1.0)
+
+
+@pytest.mark.parametrize("init", ["swish", "tanh", "relu"])
+def test_module_init_matches_target(init):
+    m = torch_rational.ERA(init=init, dtype=torch.float64)
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    y = m(x)
+    target = torch_rational.activation_function(init, x)
+    assert (y - target).abs().max().item() <= {"swish": 4e-3, "tanh": 2e-3, "relu": 0.07}[init]
+
+
+def test_fit_era_callable_and_name():
+    r = torch_rational.fit_era(lambda t: torch.tanh(t), 1, num_points=801)
+    assert r.fractions.shape == (1, 4) and r.linear.shape == (2,)
+    x = torch.linspace(-3, 3, 801, dtype=torch.float64)
+    err = (era_reference(x, r.linear, r.fractions) - torch.tanh(x)).abs().max().item()
+    assert abs(err - r.max_error) <= 1e-12 and err < 3e-3
+    lin, fr, e = torch.ops.torch_rational.fit_era("sigmoid", 1, -3.0, 3.0)
+    assert e < 1e-3
+    # deterministic
+    lin2, fr2, e2 = torch.ops.torch_rational.fit_era("sigmoid", 1, -3.0, 3.0)
+    assert torch.equal(lin, lin2) and torch.equal(fr, fr2) and e == e2
+
+
+def test_fit_era_bad_input():
+    with pytest.raises(ValueError, match="num_fractions"):
+        torch_rational.fit_era("tanh", 0)
+    with pytest.raises(ValueError, match="range"):
+        torch_rational.fit_era("tanh", 1, range=(1, -1))
+    with pytest.raises(ValueError, match="unknown function"):
+        torch_rational.fit_era("nope", 1)
+    with pytest.raises(ValueError, match="unknown function"):
+        torch_rational.era_init_parameters("nope", 1)
+    with pytest.raises(ValueError, match="unknown init function"):
+        torch.ops.torch_rational.era_init("nope", 1)
+
+
+def test_unshipped_init_is_fitted_with_warning():
+    with pytest.warns(UserWarning, match="no shipped ERA init for softplus"):
+        lin, fr = torch_rational.era_init_parameters("softplus", 1)
+    x = torch.linspace(-3, 3, 4001, dtype=torch.float64)
+    assert (era_reference(x, lin, fr) - torch.nn.functional.softplus(x)).abs().max() < 0.02
+
+
+# ------------------------------------------------------------------------------------------------
+# Module
+
+
+def test_module_parameters_and_repr():
+    m = torch_rational.ERA(2, init="gelu", num_groups=4, channel_dim=1)
+    names = dict(m.named_parameters())
+    assert set(names) == {"linear", "fractions"}
+    assert m.linear.shape == (4, 2) and m.fractions.shape == (4, 2, 4)
+    assert torch.equal(m.linear[0], m.linear[3])
+    r = repr(m)
+    assert "num_fractions=2" in r and "init='gelu'" in r and "num_groups=4" in r
+    assert "normalize='layer'" in repr(torch_rational.ERA(normalize="layer"))
+
+
+def test_module_reset_parameters():
+    m = torch_rational.ERA(1, init="tanh")
+    before = copy.deepcopy(m.state_dict())
+    with torch.no_grad():
+        m.fractions.add_(1.0)
+        m.linear.mul_(3.0)
+    m.reset_parameters()
+    for k, v in before.items():
+        assert torch.equal(m.state_dict()[k], v)
+
+
+def test_module_random_init_is_stable():
+    torch.manual_seed(0)
+    m = torch_rational.ERA(3, init="random", num_groups=5)
+    f = m.fractions[..., 3]
+    assert (f.abs() >= 0.5).all() and (f.abs() <= 1.5).all()
+    assert not torch.equal(m.fractions[0], m.fractions[1])
+    y = m(torch.randn(2, 5, 7) * 10)
+    assert torch.isfinite(y).all()
+
+
+def test_module_state_dict_deepcopy_pickle():
+    m = torch_rational.ERA(2, init="swish", num_groups=2)
+    with torch.no_grad():
+        m.fractions.add_(0.01)
+    x = torch.randn(3, 2, 5)
+    y = m(x)
+    m2 = torch_rational.ERA(2, init="relu", num_groups=2)
+    m2.load_state_dict(m.state_dict())
+    assert torch.equal(m2(x), y)
+    assert torch.equal(copy.deepcopy(m)(x), y)
+    buf = io.BytesIO()
+    torch.save(m, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf, weights_only=False)(x), y)
+    assert torch.equal(pickle.loads(pickle.dumps(m))(x), y)
+    m64 = copy.deepcopy(m).to(torch.float64)
+    assert m64.fractions.dtype == torch.float64
+    assert torch.allclose(m64(x.double()), y.double(), rtol=1e-5, atol=1e-6)
+
+
+def _manual_norm(x, dims):
+    mean = x.mean(dim=dims, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt(var + 1e-5)
+
+
+def test_module_normalize_instance_and_layer():
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 4, 5, 6, generator=gen, dtype=torch.float64) * 3 + 2
+    m = torch_rational.ERA(1, init="gelu", num_groups=4, normalize="instance", dtype=torch.float64)
+    ref = era_reference(_manual_norm(x, (2, 3)), m.linear.detach(), m.fractions.detach())
+    assert torch.allclose(m(x), ref, rtol=1e-10, atol=1e-10)
+    # layer norm over the features of (batch, tokens, features)
+    xt = torch.randn(3, 7, 8, generator=gen, dtype=torch.float64) * 2 - 1
+    ml = torch_rational.ERA(1, normalize="layer", channel_dim=-1, dtype=torch.float64)
+    ref = era_reference(_manual_norm(xt, (2,)), ml.linear.detach(), ml.fractions.detach())
+    assert torch.allclose(ml(xt), ref, rtol=1e-10, atol=1e-10)
+    # gradients flow through the normalisation
+    xs = xt.clone().requires_grad_(True)
+    ml(xs).sum().backward()
+    assert torch.isfinite(xs.grad).all()
+    with pytest.raises(ValueError, match="instance"):
+        m(torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    ({"num_fractions": 0}, "num_fractions"),
+    ({"num_groups": 0}, "num_groups"),
+    ({"normalize": "batch"}, "normalize"),
+    ({"eps": -1.0}, "eps"),
+])
+def test_module_bad_options(kwargs, pattern):
+    args = {"num_fractions": 1, **kwargs}
+    n = args.pop("num_fractions")
+    with pytest.raises(ValueError, match=pattern):
+        torch_rational.ERA(n, **args)
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA (skipped without a GPU)
+
+
+@requires_cuda
+@pytest.mark.parametrize("n", [1, 2, 3, 5], ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("gname", list(GROUPS))
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+def test_cuda_matches_reference(dtype, gname, n):
+    groups, one_d = GROUPS[gname]
+    param_dtype = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    x, lin, fr, g = make_case((3, 4, 1000), groups, n, seed=seed_of("cuda", dtype, gname, n), dtype=dtype,
+                              param_dtype=param_dtype, one_d=one_d, device="cuda")
+    y, gx, glin, gfr = run_with_grads(x, lin, fr, g)
+    assert y.device.type == "cuda" and glin.device.type == "cuda"
+    check_all(x, lin, fr, g, y, gx, glin, gfr)
+
+
+@requires_cuda
+def test_cuda_channels_last_large_and_deterministic():
+    x, lin, fr, g = make_case((8, 16, 64, 65), 16, 1, seed=21, device="cuda")
+    x = x.contiguous(memory_format=torch.channels_last)
+    first = run_with_grads(x, lin, fr, g)
+    again = run_with_grads(x, lin, fr, g)
+    for a, b in zip(first, again):
+        assert torch.equal(a, b)
+    check_all(x, lin, fr, g, *first)
+
+
+@requires_cuda
+def test_cuda_empty_and_module():
+    y = era(torch.empty(0, 4, device="cuda"), torch.randn(2, device="cuda"), torch.rand(1, 4, device="cuda"))
+    assert y.shape == (0, 4)
+    m = torch_rational.ERA(1, num_groups=4).cuda()
+    x = torch.randn(2, 4, 9, device="cuda")
+    ref = era_reference(x.cpu(), m.linear.detach().cpu(), m.fractions.detach().cpu())
+    assert torch.allclose(m(x).cpu().double(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_tolerance_helper_is_strict():
+    # Guards the guard: the comparison must reject a visibly wrong value.
+    with pytest.raises(AssertionError):
+        assert_close_scaled(torch.tensor([1.0]), torch.tensor([1.01], dtype=torch.float64),
+                            torch.tensor([1.0], dtype=torch.float64), Tolerance(0.0, 1e-5, 0.0), "t")
+
