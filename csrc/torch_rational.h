@@ -6,3 +6,5 @@
 #include "ops/rational.h"
 #include "fit/fit.h"
 #include "modules/rational.h"
+#include "ops/pwlu.h"
+#include "modules/pwlu.h"
