@@ -6,5 +6,7 @@
 #include "ops/rational.h"
 #include "fit/fit.h"
 #include "modules/rational.h"
+#include "ops/era.h"
+#include "modules/era.h"
 #include "ops/pwlu.h"
 #include "modules/pwlu.h"

@@ -41,3 +41,7 @@ __all__ = [
     "record_inputs",
     "remember_init",
 ]
+
+from .era import ERA, EraFitResult, era_init_parameters, fit_era  # noqa: E402
+
+__all__ += ["ERA", "EraFitResult", "fit_era", "era_init_parameters"]

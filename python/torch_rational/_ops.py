@@ -81,3 +81,31 @@ def _pwlu_backward_fake(grad_output, x, heights, bounds, slopes, channel_dim, ou
 
     gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
     return gx, grad_of(heights, output_mask[1]), grad_of(bounds, output_mask[2]), grad_of(slopes, output_mask[3])
+
+
+def _era_groups(linear: torch.Tensor) -> int:
+    return linear.shape[0] if linear.dim() == 2 else 1
+
+
+@torch.library.register_fake("torch_rational::era")
+def _era_fake(x, linear, fractions, eps=1e-6, channel_dim=1):
+    torch._check(x.dtype.is_floating_point, lambda: "torch_rational.era: x must be a floating point tensor")
+    torch._check(linear.dim() in (1, 2) and linear.shape[-1] == 2,
+                 lambda: "torch_rational.era: linear must have shape (2,) or (groups, 2)")
+    torch._check(fractions.dim() == linear.dim() + 1 and fractions.shape[-1] == 4,
+                 lambda: "torch_rational.era: fractions must have shape (n, 4) or (groups, n, 4)")
+    torch._check(eps >= 0, lambda: "torch_rational.era: eps must be >= 0")
+    g = _era_groups(linear)
+    if g > 1:
+        torch._check(x.shape[channel_dim] % g == 0,
+                     lambda: "torch_rational.era: x.size(channel_dim) is not divisible by num_groups")
+    return torch.empty_like(x)
+
+
+@torch.library.register_fake("torch_rational::era_backward")
+def _era_backward_fake(grad_output, x, linear, fractions, eps, channel_dim, output_mask):
+    def grad_of(t, wanted):
+        return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty((0,))
+
+    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
+    return gx, grad_of(linear, output_mask[1]), grad_of(fractions, output_mask[2])

@@ -84,3 +84,31 @@ def pwlu(
     Differentiable in ``x``, ``heights``, ``bounds`` and ``slopes``.
     """
     return ops.pwlu(x, heights, bounds, slopes, channel_dim)
+
+
+__all__ += ["era"]
+
+
+def era(
+    x: torch.Tensor,
+    linear: torch.Tensor,
+    fractions: torch.Tensor,
+    *,
+    eps: float = 1e-6,
+    channel_dim: int = 1,
+) -> torch.Tensor:
+    r"""ERA, Enhanced Rational Activation, applied elementwise:
+
+    .. math:: y = a x + b + \sum_{i=1}^{n} \frac{c_i x + d_i}{(x - e_i)^2 + f_i^2 + \epsilon}
+
+    The denominator is at least ``eps``, so there is no pole for any parameters (``eps > 0``).
+
+    Args:
+        x: input of any shape, float16 / bfloat16 / float32 / float64, CPU or CUDA.
+        linear: ``(2,)`` or ``(G, 2)``: ``(a, b)`` per group.
+        fractions: ``(n, 4)`` or ``(G, n, 4)``: rows ``(c_i, d_i, e_i, f_i)``.
+        eps: ``>= 0``, added to every denominator.
+        channel_dim: with G > 1 groups, channel ``c`` of ``x`` along this dimension uses group
+            ``c // (C / G)`` (``C`` must be divisible by ``G``). Ignored for G = 1.
+    """
+    return ops.era(x, linear, fractions, float(eps), channel_dim)
