@@ -8,16 +8,17 @@ opt-in (:func:`record_inputs` registers forward pre-hooks; nothing runs when it 
 from __future__ import annotations
 
 import builtins  # builtins.range: `range` is an argument name of plot() and record_inputs()
+import contextlib
 import copy
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from .fit import activation_function
-from .rewrite import activation_modules, _learnable_types
+from .rewrite import _learnable_types, activation_modules
 
 __all__ = ["plot", "remember_init", "record_inputs", "InputHistogram", "InputRecorder", "evaluate_curve"]
 
@@ -159,10 +160,8 @@ def evaluate_curve(module: nn.Module, x: torch.Tensor, state: Optional[dict] = N
         m.load_state_dict(state)
     if getattr(m, "normalize", None):
         # ERA's optional input normalisation is not part of the activation's shape.
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             m.normalize = None
-        except (AttributeError, TypeError):
-            pass
     g = int(getattr(m, "num_groups", 1) or 1)
     x = x.to(torch.float64).reshape(-1)
     if g == 1:

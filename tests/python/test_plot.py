@@ -28,10 +28,9 @@ def test_input_histogram_counts_what_the_activation_saw():
     with torch.no_grad():
         pre1 = model[0](x)
         pre2 = model[2](model[1](pre1))
-    with record_inputs(model, range=(-2.0, 2.0), bins=8) as rec:
-        with torch.no_grad():
-            model(x)
-            model(x)
+    with record_inputs(model, range=(-2.0, 2.0), bins=8) as rec, torch.no_grad():
+        model(x)
+        model(x)
     assert sorted(rec.histograms) == ["1", "3"]
     for name, pre in (("1", pre1), ("3", pre2)):
         h = rec.histograms[name]
