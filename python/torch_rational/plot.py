@@ -288,14 +288,14 @@ def _draw_panel(ax, name: str, module: nn.Module, x: torch.Tensor, histogram: bo
         ax.set_zorder(hax.get_zorder() + 1)  # curves above the bars
         ax.patch.set_visible(False)
     init, init_label = _init_curve(module, x)
-    if init is not None:
-        ax.plot(xs, init.numpy(), "--", color="black", lw=1.2, label=init_label)
     learned = evaluate_curve(module, x)
     g = learned.shape[1]
     alpha = 1.0 if g <= 8 else max(0.15, 8.0 / g)
     for k in builtins.range(g):
         ax.plot(xs, learned[:, k].numpy(), color=f"C{k % 10}" if g <= 10 else "C0", lw=1.6 if g == 1 else 1.0,
                 alpha=alpha, label="learned" if k == 0 else None)
+    if init is not None:  # dashed, on top: visible where the learned curve still equals it
+        ax.plot(xs, init.numpy(), "--", color="black", lw=1.1, label=init_label, zorder=3)
     finite = learned[torch.isfinite(learned)]
     if finite.numel():
         lo, hi = float(finite.min()), float(finite.max())

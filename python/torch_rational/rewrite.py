@@ -153,16 +153,21 @@ def _build_from_class(cls: Type[nn.Module], original: nn.Module, kwargs: dict) -
             act.denominator.copy_(b.expand_as(act.denominator))
         act.init = _family_name(original)  # set after construction: its own init may not be shipped
         return act
-    # Other families (ERA, PWLU, user classes): pass the init name when the class takes one.
-    if name is not None:
-        try:
-            return cls(init=name, **kwargs)
-        except TypeError:
-            pass  # no `init` argument
-        except (ValueError, RuntimeError) as e:  # a name this family has no init for
-            warnings.warn(f"torch_rational.replace_activations: {cls.__name__} cannot be initialised to "
-                          f"{name!r} ({e}); using its default init", stacklevel=4)
-    return cls(**kwargs)
+    # Other families (ERA, PWLU, user classes) take an init name only: the exact one, else the
+    # closest (ELU(alpha=0.5) starts as ELU), said in a warning.
+    init = name if name is not None else _family_name(original)
+    try:
+        act = cls(init=init, **kwargs)
+    except TypeError:
+        return cls(**kwargs)  # no `init` argument
+    except (ValueError, RuntimeError) as e:  # a name this family has no init for
+        warnings.warn(f"torch_rational.replace_activations: {cls.__name__} cannot be initialised to "
+                      f"{init!r} ({e}); using its default init", stacklevel=4)
+        return cls(**kwargs)
+    if name is None:
+        warnings.warn(f"torch_rational.replace_activations: {cls.__name__} has no init for {_describe(original)}; "
+                      f"initialised to {init!r} instead", stacklevel=4)
+    return act
 
 
 def _make_builder(factory: Factory, kwargs: dict) -> Tuple[Callable[[nn.Module], Optional[nn.Module]], str]:
@@ -254,7 +259,8 @@ def replace_activations(
 
             - ``None`` (default): a :class:`PAU` initialised to approximate the replaced function
               (``nn.LeakyReLU(0.2)`` becomes a PAU fitted to LeakyReLU(0.2); functions without a
-              shipped fit, e.g. ``nn.ELU(alpha=0.5)``, are fitted on the fly on [-3, 3]);
+              name, e.g. ``nn.ELU(alpha=0.5)``, have the module itself fitted on [-3, 3], and
+              ``init`` then names the closest function, the one ``reset_parameters()`` returns to);
             - a name: ``"pau"``, ``"rpau"``, ``"opau"``, ``"hp1"``, ``"hp2"``, ``"rational"``,
               ``"era"``, ``"pwlu"`` (the last two when this build has them), initialised the same way;
             - an ``nn.Module`` class, constructed as ``cls(init=<name of the replaced function>,

@@ -165,6 +165,11 @@ def test_optional_families_by_name(name):
     y = model(torch.randn(3, 4))
     assert y.shape == (3, 4) and torch.isfinite(y).all()
     assert torch_rational.activation_parameters(model)
+    assert torch_rational.activation_modules(model) == [("1", model[1])]
+    # No exact init for ELU(alpha=0.5) in these families: the closest one, with a warning.
+    with pytest.warns(UserWarning, match="ELU|elu"):
+        act = replace_activations(nn.ELU(alpha=0.5), name.lower(), verbose=False)
+    assert type(act) is getattr(torch_rational, name)
 
 
 class _Functional(nn.Module):
