@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""GPU benchmark of the rational op (PAU: version A, power basis) against the same formula
+composed from eager torch ops, torch.compile of that composition, and x.clone() / torch.add as the
+memory-bandwidth ceiling. All rows are measured side by side in one run, with CUDA events, after
+warm-up.
+
+Passes: forward (no grad), backward (autograd.grad on a retained graph: for this op that is the
+fused rational_backward kernel) and forward+backward. Effective bandwidth counts the minimal
+bytes: forward reads x and writes y (8 B/elem in float32, 4 in bfloat16), backward reads x and
+grad_out and writes grad_x (12 B/elem in float32, 6 in bfloat16); forward+backward the sum.
+Ceiling: x.clone() (same bytes as the forward), torch.add(x, g) (same bytes as the backward), and
+their sum for forward+backward; "% ceil" = ceiling time / row time.
+
+Inputs are contiguous (N, C, H, W) tensors with C = 64 (--channels), H = W = 32. Groups: G = 1,
+G = 8 and per-channel (G = C). Non-contiguous inputs are not measured: dense permutations
+(channels_last, ...) run in place without a copy (per-channel channels_last without 16-byte
+vectors), other strided inputs get a contiguous copy at the op boundary.
+
+    python3 scripts/benchmark_gpu.py                          # CUDA, 2^16 .. 2^28 elements
+    python3 scripts/benchmark_gpu.py --max-log2 24 --dtypes float32
+    python3 scripts/benchmark_gpu.py --device cpu --max-log2 16 --no-compile   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch_rational  # noqa: F401  (loads the library, registers torch.ops.torch_rational)
+
+GB = 1e9
+
+
+def expand_coef(c, channels):
+    """Column of a (G, K) coefficient tensor -> (1, C, 1, 1) (channel c uses group c // (C / G))."""
+    groups = c.shape[0]
+    if groups == 1:
+        return c[0]
+    return c.repeat_interleave(channels // groups).view(1, channels, 1, 1)
+
+
+def composed_pau(x, a, b):
+    """Version A, power basis, grouped over dim 1, from eager torch ops (Horner)."""
+    channels = x.shape[1]
+    P = expand_coef(a[:, -1], channels)
+    for j in range(a.shape[1] - 2, -1, -1):
+        P = P * x + expand_coef(a[:, j], channels)
+    ax = x.abs()
+    Qs = expand_coef(b[:, -1], channels).abs()
+    for k in range(b.shape[1] - 2, -1, -1):
+        Qs = Qs * ax + expand_coef(b[:, k], channels).abs()
+    return P / (1 + Qs * ax)
+
+
+def op_pau(x, a, b):
+    return torch.ops.torch_rational.rational(x, a, b, "A", "power", 1, 0.0, None)
+
+
+class Timer:
+    """Milliseconds per call: CUDA events on CUDA, perf_counter on CPU; median of `rounds`."""
+
+    def __init__(self, device, warmup, min_time, rounds):
+        self.cuda = device.type == "cuda"
+        self.warmup, self.min_time, self.rounds = warmup, min_time, rounds
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def __call__(self, fn):
+        for _ in range(self.warmup):
+            fn()
+        self.sync()
+        t0 = time.perf_counter()
+        fn()
+        self.sync()
+        one = max(time.perf_counter() - t0, 1e-6)
+        iters = int(min(max(self.min_time / one, 3), 2000))
+        results = []
+        for _ in range(self.rounds):
+            if self.cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(iters):
+                    fn()
+                end.record()
+                end.synchronize()
+                results.append(start.elapsed_time(end) / iters)
+            else:
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    fn()
+                results.append((time.perf_counter() - t0) * 1e3 / iters)
+        return statistics.median(results)
+
+
+def measure(timer, fwd, x, a, b, g):
+    """(forward, backward, forward+backward) ms of fwd(x, a, b)."""
+    xs, as_, bs = (t.detach().requires_grad_(True) for t in (x, a, b))
+    inputs = (xs, as_, bs)
+
+    def forward():
+        with torch.no_grad():
+            fwd(x, a, b)
+
+    def both():
+        torch.autograd.grad(fwd(xs, as_, bs), inputs, g)
+
+    f_ms = timer(forward)
+    fb_ms = timer(both)
+    graph = [fwd(xs, as_, bs)]  # kept in a list so it can be dropped right after timing
+
+    def backward():
+        torch.autograd.grad(graph[0], inputs, g, retain_graph=True)
+
+    b_ms = timer(backward)
+    graph.clear()
+    return f_ms, b_ms, fb_ms
+
+
+def shape_for(numel, channels):
+    hw = 32 * 32
+    if numel % (channels * hw) == 0:
+        return (numel // (channels * hw), channels, 32, 32)
+    return (1, channels, numel // channels, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--min-log2", type=int, default=16)
+    ap.add_argument("--max-log2", type=int, default=28, help="largest size, 2^N elements (default 28)")
+    ap.add_argument("--step", type=int, default=2, help="log2 step between sizes (default 2)")
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--groups", nargs="+", default=["1", "8", "channel"], help="1, 8, ..., or 'channel' (G = C)")
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--degrees", type=int, nargs=2, default=(5, 4), metavar=("M", "N"))
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--min-time", type=float, default=0.05, help="seconds per timed round (default 0.05)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    ap.add_argument("--compile-static", action="store_true",
+                    help="torch.compile(dynamic=False): one compile per shape (slow); default dynamic=True")
+    ap.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    timer = Timer(device, args.warmup, args.min_time, args.rounds)
+    m, n = args.degrees
+    gen = torch.Generator().manual_seed(0)
+    header = (f"# rational op benchmark: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, "
+              f"torch {torch.__version__}, PAU ({m},{n}) version A, power basis")
+    print(header)
+    cols = ["dtype", "G", "numel", "pass", "impl", "ms", "GB/s", "% ceil", "x vs compile"]
+    rows = []
+
+    def emit(row):
+        rows.append(row)
+        print("  ".join(f"{v:>12}" if i >= 5 else f"{v:<10}" for i, v in enumerate(row)), flush=True)
+
+    print("  ".join(f"{c:>12}" if i >= 5 else f"{c:<10}" for i, c in enumerate(cols)))
+    compiled_cache = {}
+    for dtype_name in args.dtypes:
+        dtype = getattr(torch, dtype_name)
+        esize = torch.finfo(dtype).bits // 8
+        for gname in args.groups:
+            groups = args.channels if gname == "channel" else int(gname)
+            # Coefficients in x's dtype, so the eager composition stays in that dtype too.
+            a = (torch.randn(groups, m + 1, generator=gen) * 0.5).to(device, dtype)
+            b = (torch.randn(groups, n, generator=gen) * 0.5).to(device, dtype)
+            impls = {"torch_rational": op_pau, "eager": composed_pau}
+            if not args.no_compile:
+                key = (dtype_name, gname)
+                if key not in compiled_cache:
+                    torch._dynamo.reset()
+                    compiled_cache[key] = torch.compile(composed_pau, dynamic=not args.compile_static)
+                impls["compile"] = compiled_cache[key]
+            for log2 in range(args.min_log2, args.max_log2 + 1, args.step):
+                numel = 1 << log2
+                shape = shape_for(numel, args.channels)
+                x = (torch.randn(shape, device=device) * 2).to(dtype)
+                g = torch.randn(shape, device=device).to(dtype)
+                ceil_f = timer(lambda x=x: x.clone())
+                ceil_b = timer(lambda x=x, g=g: torch.add(x, g))
+                ceilings = (ceil_f, ceil_b, ceil_f + ceil_b)
+                nbytes = (2 * esize * numel, 3 * esize * numel, 5 * esize * numel)
+                results = {name: measure(timer, fn, x, a, b, g) for name, fn in impls.items()}
+                for p, pname in enumerate(("forward", "backward", "fwd+bwd")):
+                    comp = results.get("compile", (None,) * 3)[p]
+                    for name, r in results.items():
+                        speed = f"{comp / r[p]:.2f}x" if comp else "-"
+                        emit([dtype_name, str(groups), f"2^{log2}", pname, name, f"{r[p]:.4f}",
+                              f"{nbytes[p] / (r[p] * 1e-3) / GB:.1f}", f"{100 * ceilings[p] / r[p]:.0f}%", speed])
+                    ceil_name = ("x.clone()", "torch.add", "clone+add")[p]
+                    emit([dtype_name, str(groups), f"2^{log2}", pname, ceil_name, f"{ceilings[p]:.4f}",
+                          f"{nbytes[p] / (ceilings[p] * 1e-3) / GB:.1f}", "100%", "-"])
+                del x, g, results
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(header + "\n\n")
+            f.write("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n")
+            for r in rows:
+                f.write("| " + " | ".join(r) + " |\n")
+        print(f"markdown table written to {args.markdown}")
+
+
+if __name__ == "__main__":
+    main()
