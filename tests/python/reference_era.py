@@ -80,9 +80,9 @@ def era_error_scales(x, linear, fractions, grad_output, eps=1e-6, channel_dim=1)
         cond = 1.0 + (2.0 * u.abs() * (ax + e.abs()) + f**2 + eps) / D
         r = (c.abs() * ax + d.abs()) / D
         sy = sy + r * cond
-        sgx = sgx + g.abs() * (c.abs() + 2.0 * u.abs() * r) / D * cond * 3.0
-        contrib_fr.append([g.abs() * ax / D * cond, g.abs() / D * cond, g.abs() * 2 * u.abs() * r / D * cond * 3.0,
-                           g.abs() * 2 * f.abs() * r / D * cond * 3.0])
+        sgx = sgx + g.abs() * (c.abs() + 2.0 * u.abs() * r) / D * cond
+        contrib_fr.append([g.abs() * ax / D * cond, g.abs() / D * cond, g.abs() * 2 * u.abs() * r / D * cond,
+                           g.abs() * 2 * f.abs() * r / D * cond])
     return sy, sgx, contrib_lin, contrib_fr
 
 
