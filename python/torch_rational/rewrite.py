@@ -396,6 +396,22 @@ def _module_for_node(node: "torch.fx.Node") -> Optional[nn.Module]:
         return None
 
 
+def _mutates_a_shared_input(node: "torch.fx.Node") -> bool:
+    """An in-place call (``x.relu_()``, ``F.relu(x, inplace=True)``) whose input has other users."""
+    if node.op == "call_method":
+        inplace = str(node.target).endswith("_")
+    else:
+        inplace = bool(node.kwargs.get("inplace", False))
+        if not inplace and node.target in (F.relu, F.relu6, F.selu, F.silu, F.mish, F.hardswish):
+            inplace = len(node.args) > 1 and node.args[1] is True
+        elif not inplace and node.target in (F.leaky_relu, F.elu, F.celu):
+            inplace = len(node.args) > 2 and node.args[2] is True
+        elif not inplace and node.target is F.hardtanh:
+            inplace = len(node.args) > 3 and node.args[3] is True
+    source = node.args[0] if node.args else node.kwargs.get("input")
+    return inplace and isinstance(source, torch.fx.Node) and len(source.users) > 1
+
+
 def replace_functional_activations(
     model: nn.Module,
     factory: Factory = None,
@@ -420,8 +436,15 @@ def replace_functional_activations(
     found = []
     for node in gm.graph.nodes:
         module = _module_for_node(node)
-        if module is not None and isinstance(module, targets):
-            found.append((node, module))
+        if module is None or not isinstance(module, targets):
+            continue
+        if _mutates_a_shared_input(node):
+            # `x.relu_(); y = x + 1` relies on the mutation; a module returns a new tensor instead.
+            warnings.warn(f"torch_rational.replace_functional_activations: left the in-place {node.target} "
+                          f"({node.name}) alone: its input is used again after the in-place change",
+                          stacklevel=2)
+            continue
+        found.append((node, module))
     for i, (node, module) in enumerate(found):
         name = f"rational_activation_{i}"
         while hasattr(gm, name):

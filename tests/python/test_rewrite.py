@@ -206,6 +206,26 @@ def test_fx_rewrite_of_functional_calls():
     assert len(torch_rational.activation_modules(plain)) == 1
 
 
+class _InPlace(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        z = y.relu_()  # y is used again below: the mutation matters
+        w = F.relu(x * 3, inplace=True)  # only this call uses its input: safe to replace
+        return z + y + w
+
+
+def test_fx_rewrite_keeps_in_place_calls_whose_input_is_reused():
+    with pytest.warns(UserWarning, match="in-place relu_"):
+        gm = replace_functional_activations(_InPlace(), verbose=False)
+    assert [m.init for _, m in torch_rational.activation_modules(gm)] == ["relu"]
+    assert "relu_()" in gm.code
+    x = torch.linspace(-1, 1, 51, dtype=torch.float64)  # 3x stays in [-3, 3], where the PAU fits relu
+    with torch.no_grad():
+        got = gm.to(torch.float64)(x.clone())
+    expected = 2 * (2 * x).clamp_min(0) + (3 * x).clamp_min(0)  # z and y are both relu(2x)
+    assert (got - expected).abs().max() < 0.05
+
+
 def test_param_groups():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2), nn.Tanh())
     replace_activations(model, verbose=False)
