@@ -160,7 +160,7 @@ Dataset load_cifar10_split(const std::string& dir, bool train) {
   return {torch::cat(xs), torch::cat(ys)};
 }
 
-Dataset make_synthetic(int64_t n, int64_t channels, int64_t height, int64_t width, uint64_t seed) {
+Dataset make_synthetic(int64_t n, int64_t channels, int64_t height, int64_t width, uint64_t seed, uint64_t split) {
   // Ten fixed random templates (smooth blobs) with per-sample noise and brightness.
   const int64_t hw = height * width;
   std::vector<float> templates(10 * channels * hw);
@@ -180,7 +180,7 @@ Dataset make_synthetic(int64_t n, int64_t channels, int64_t height, int64_t widt
   auto* img = images.data_ptr<uint8_t>();
   auto* lab = labels.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
-    SplitMix64 r(mix_seed(seed, 0x1000 + uint64_t(i)));
+    SplitMix64 r(mix_seed(seed, split, 0x1000 + uint64_t(i)));
     int c = int(r.next() % 10);
     lab[i] = c;
     double gain = 0.7 + 0.6 * r.uniform();

@@ -33,8 +33,9 @@ Dataset read_cifar_file(const std::string& path);
 // train: data_batch_1..5.bin; test: test_batch.bin (also looks in dir/cifar-10-batches-bin).
 Dataset load_cifar10_split(const std::string& dir, bool train);
 
-// Class-dependent templates plus noise: learnable in a few steps, needs no files.
-Dataset make_synthetic(int64_t n, int64_t channels, int64_t height, int64_t width, uint64_t seed);
+// Class-dependent templates plus noise: learnable in a few steps, needs no files. The templates
+// depend on `seed` only; the samples on (seed, split), so train (split 1) and test (split 2) share classes.
+Dataset make_synthetic(int64_t n, int64_t channels, int64_t height, int64_t width, uint64_t seed, uint64_t split);
 
 // First n samples (n <= 0 or >= size: all).
 Dataset take_first(const Dataset& d, int64_t n);

@@ -314,8 +314,8 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   const int64_t channels = dataset_channels(c.dataset);
   if (c.synthetic) {
     int64_t hw = c.dataset == "cifar10" ? 32 : 28;
-    train = make_synthetic(c.synthetic_train_size, channels, hw, hw, mix_seed(c.seed, 1));
-    test = make_synthetic(c.synthetic_test_size, channels, hw, hw, mix_seed(c.seed, 2));
+    train = make_synthetic(c.synthetic_train_size, channels, hw, hw, c.seed, 1);
+    test = make_synthetic(c.synthetic_test_size, channels, hw, hw, c.seed, 2);
   } else {
     load_dataset(c.dataset, c.data_dir, train, test);
   }
