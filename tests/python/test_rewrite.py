@@ -81,6 +81,8 @@ def _model():
 
 def test_walks_nested_containers_keeps_sharing_and_counts(capsys):
     model = _model()
+    found = torch_rational.find_activations(model)
+    assert [n for n, _ in found] == ["1", "2.1", "2.2.0", "2.2.1", "3.a"]  # shared ReLU at both places
     out = replace_activations(model)
     assert out is model
     printed = capsys.readouterr().out
