@@ -1,0 +1,201 @@
+// CUDA glue of the ERA op: argument checks, device guard, layout, launch on the current stream.
+// The kernels are in kernels/era.cuh (no ATen there).
+//
+// Layout as on CPU: a non-overlapping dense tensor is processed in memory order without a copy,
+// memory = [outer][groups][span], span = stride(channel_dim) * channels_per_group; other tensors
+// are made contiguous first. Runs whose length is not a multiple of the 16-byte vector use the
+// scalar loop (correct, without 16-byte accesses).
+//
+// Only c10/cuda headers (not ATen/cuda/CUDAContext.h), so this file also compiles against a
+// CPU-only torch's headers (scripts/check_kernels.sh).
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "era.cuh"
+#include "ops/era_utils.h"
+
+namespace torch_rational {
+namespace cuda {
+namespace {
+
+namespace kc = kernels::cuda;
+
+// at:: element types -> the CUDA types the kernels use (identical bit layout).
+template <typename scalar_t>
+struct EraCudaType {
+  using type = scalar_t;
+};
+template <>
+struct EraCudaType<at::Half> {
+  using type = __half;
+};
+template <>
+struct EraCudaType<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+int era_multiprocessor_count(int device) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return std::max(sms, 1);
+}
+
+struct EraLaunch {
+  at::Tensor xin;
+  int64_t outer, groups, span;
+};
+
+EraLaunch make_era_launch(const at::Tensor& x, const EraConfig& cfg) {
+  EraLaunch l;
+  l.xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
+  const int64_t numel = l.xin.numel();
+  l.groups = cfg.groups;
+  l.span = cfg.groups > 1 ? l.xin.stride(cfg.channel_dim) * cfg.channels_per_group : numel;
+  l.outer = numel / (l.groups * l.span);
+  return l;
+}
+
+// (a, b, c_1, d_1, e_1, f_1, ...) per group in the math dtype, on x's device.
+at::Tensor packed_params(const at::Tensor& linear, const at::Tensor& fractions, const EraConfig& cfg,
+                         at::ScalarType acc_dtype) {
+  return at::cat({linear.detach().reshape({cfg.groups, 2}).to(acc_dtype),
+                  fractions.detach().reshape({cfg.groups, 4 * cfg.n}).to(acc_dtype)},
+                 1)
+      .contiguous();
+}
+
+template <typename T>
+void fill_common(kc::EraCudaParams<T>& p, const EraLaunch& l, const EraConfig& cfg, const at::Tensor& params,
+                 double eps, int device, std::initializer_list<const void*> ptrs) {
+  using acc_t = typename kc::OpMath<T>::type;
+  constexpr int VEC = kc::VecSize<T>::value;
+  p.outer = l.outer;
+  p.groups = l.groups;
+  p.span = l.span;
+  bool aligned = true;
+  for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
+  // Run starts are 16-byte aligned when span is a multiple of the vector (or there is one run).
+  p.vectorised = aligned && (l.span % VEC == 0 || l.outer * l.groups == 1);
+  p.params = params.const_data_ptr<acc_t>();
+  p.n = cfg.n;
+  p.eps = static_cast<acc_t>(eps);
+  // About 8 blocks of 256 threads per SM in all, spread over the groups; never more blocks than
+  // a group has work items.
+  const int64_t target = int64_t(era_multiprocessor_count(device)) * 8;
+  const int64_t spanv = p.vectorised ? l.span / VEC : 0;
+  const int64_t items = l.outer * (spanv + (l.span - spanv * VEC));
+  const int64_t by_work = std::max<int64_t>(1, (items + kc::kEraThreads - 1) / kc::kEraThreads);
+  const int64_t by_target = std::max<int64_t>(1, (target + l.groups - 1) / l.groups);
+  p.blocks_per_group = std::min(by_work, by_target);
+  p.grid_groups = static_cast<int>(std::min<int64_t>(l.groups, 65535));
+}
+
+at::Tensor era_forward_cuda(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions, double eps,
+                            int64_t channel_dim) {
+  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim);
+  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.era: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const EraLaunch l = make_era_launch(x, cfg);
+  at::Tensor y = at::empty_like(l.xin);
+  if (l.xin.numel() == 0) return y;
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "era_forward_cuda", [&] {
+    using T = typename EraCudaType<scalar_t>::type;
+    const auto acc_dtype = std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
+    const at::Tensor params = packed_params(linear, fractions, cfg, acc_dtype);
+    kc::EraCudaParams<T> p;
+    p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
+    p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
+    fill_common<T>(p, l, cfg, params, eps, x.get_device(), {p.x, p.out});
+    kc::launch_era_forward<T>(p, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tensor& grad_output, const at::Tensor& x,
+                                                                 const at::Tensor& linear,
+                                                                 const at::Tensor& fractions, double eps,
+                                                                 int64_t channel_dim,
+                                                                 std::array<bool, 3> output_mask) {
+  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim);
+  check_era_grad_output(grad_output, x);
+  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.era: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const EraLaunch l = make_era_launch(x, cfg);
+  at::Tensor gin = grad_output;
+  if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
+    gin = at::empty_like(l.xin);
+    gin.copy_(grad_output);
+  }
+  const bool want_x = output_mask[0], want_params = output_mask[1] || output_mask[2];
+  at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
+  at::Tensor grad_linear = at::empty({0}, linear.options());
+  at::Tensor grad_fractions = at::empty({0}, fractions.options());
+  const int K = kernels::era_params_per_group(cfg.n);
+  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor total;
+  if (want_params) total = at::zeros({cfg.groups, K}, x.options().dtype(acc_dtype));
+  if (l.xin.numel() > 0 && (want_x || want_params)) {
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "era_backward_cuda", [&] {
+      using T = typename EraCudaType<scalar_t>::type;
+      using acc_t = typename kc::OpMath<T>::type;
+      const at::Tensor params = packed_params(linear, fractions, cfg, acc_dtype);
+      kc::EraCudaParams<T> p;
+      p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
+      p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
+      p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
+      fill_common<T>(p, l, cfg, params, eps, x.get_device(), {p.x, p.grad_y, p.out});
+      at::Tensor partials;
+      if (want_params) {
+        // Every (group, block) writes its partial, so no zero-fill is needed.
+        partials = at::empty({cfg.groups * p.blocks_per_group * K}, x.options().dtype(acc_dtype));
+        p.partials = partials.mutable_data_ptr<acc_t>();
+        p.param_grad = total.mutable_data_ptr<acc_t>();
+      }
+      kc::launch_era_backward<T>(p, stream);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (want_params) {
+        kc::launch_era_finish<T>(p, stream);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    });
+  }
+  if (output_mask[1])
+    grad_linear = total.narrow(1, 0, 2).reshape(linear.sizes()).to(linear.scalar_type()).contiguous();
+  if (output_mask[2])
+    grad_fractions = total.narrow(1, 2, 4 * cfg.n).reshape(fractions.sizes()).to(fractions.scalar_type()).contiguous();
+  return {grad_x, grad_linear, grad_fractions};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
+  m.impl("era", &era_forward_cuda);
+  m.impl("era_backward", &era_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace torch_rational
+
+// Explicit instantiations of the launchers for the element types dispatched above.
+namespace torch_rational::kernels::cuda {
+#define TR_INSTANTIATE(T)                                                       \
+  template void launch_era_forward<T>(const EraCudaParams<T>&, cudaStream_t);  \
+  template void launch_era_backward<T>(const EraCudaParams<T>&, cudaStream_t); \
+  template void launch_era_finish<T>(const EraCudaParams<T>&, cudaStream_t);
+TR_INSTANTIATE(float)
+TR_INSTANTIATE(double)
+TR_INSTANTIATE(__half)
+TR_INSTANTIATE(__nv_bfloat16)
+#undef TR_INSTANTIATE
+}  // namespace torch_rational::kernels::cuda

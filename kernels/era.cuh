@@ -1,0 +1,257 @@
+// CUDA kernels of the ERA op (no ATen: the glue is csrc/ops/cuda/era_kernel.cu). The per-element
+// math is kernels/era_math.h, shared with the CPU kernels.
+//
+// Layout (as for the rational kernels): memory = [outer][groups][span], span = stride(channel_dim)
+// * channels_per_group; G = 1 is one run of numel elements. Grid: blockIdx.y walks the groups
+// (g += gridDim.y beyond 65535), blockIdx.x splits a group's elements over blocks_per_group
+// blocks; 16-byte vector accesses when every run start is aligned, a scalar loop for the tails.
+//
+// Parameter gradients, deterministic and without atomics: each thread accumulates in registers
+// (float for half/bfloat16/float, double for double), a block reduces its threads by warp
+// shuffles and then warps in warp order (cuda_utils.cuh), writes one partial per (group, block),
+// and a second kernel sums the partials of every parameter in block order.
+//
+// n = 1..4 fractions are template parameters (parameters and accumulators in registers); other
+// n use the generic kernels (parameters in shared memory, accumulators in local memory).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda_utils.cuh"
+#include "era_math.h"
+
+namespace torch_rational {
+namespace kernels {
+namespace cuda {
+
+constexpr int kEraThreads = 256;
+constexpr int kEraWarps = kEraThreads / kWarpSize;
+
+template <typename T>
+struct EraCudaParams {
+  using acc_t = typename OpMath<T>::type;
+  const T* x = nullptr;
+  const T* grad_y = nullptr;  // backward only
+  T* out = nullptr;           // forward: y; backward: grad_x (may be null: not requested)
+  int64_t outer = 1;
+  int64_t groups = 1;
+  int64_t span = 0;
+  bool vectorised = false;
+  const acc_t* params = nullptr;  // [groups][2 + 4n]: (a, b), then rows (c, d, e, f)
+  int n = 1;
+  acc_t eps = acc_t(0);
+  acc_t* partials = nullptr;    // backward: [groups][blocks_per_group][2 + 4n]; null: no parameter grads
+  acc_t* param_grad = nullptr;  // backward: [groups][2 + 4n] (finish output)
+  int64_t blocks_per_group = 1;
+  int grid_groups = 1;  // gridDim.y (<= 65535)
+};
+
+// Elements of group g owned by this block: vec_body(memory vector index) for the aligned vectors,
+// then scalar_body(memory offset) for the tails of every run.
+template <int VEC, typename T, typename VecBody, typename ScalarBody>
+__device__ __forceinline__ void era_for_group_elements(const EraCudaParams<T>& p, int64_t g, VecBody&& vec_body,
+                                                       ScalarBody&& scalar_body) {
+  const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
+  const int64_t spanv = p.vectorised ? p.span / VEC : 0;
+  if (spanv > 0) {
+    const int64_t nvec = p.outer * spanv;
+    const int64_t run_stride_v = p.groups * spanv;
+    for (int64_t vv = start; vv < nvec; vv += step) {
+      const int64_t o = p.outer == 1 ? 0 : vv / spanv;
+      vec_body(o * run_stride_v + g * spanv + (vv - o * spanv));
+    }
+  }
+  const int64_t tail = p.span - spanv * VEC;
+  if (tail > 0) {
+    const int64_t total = p.outer * tail;
+    for (int64_t e = start; e < total; e += step) {
+      const int64_t o = p.outer == 1 ? 0 : e / tail;
+      scalar_body((o * p.groups + g) * p.span + spanv * VEC + (e - o * tail));
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Fixed n: the group's parameters in registers.
+
+template <int N, typename T>
+__global__ void __launch_bounds__(kEraThreads) era_forward_fixed_kernel(const EraCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  constexpr int K = 2 + 4 * N;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    acc_t q[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) q[k] = p.params[g * K + k];
+    auto element = [&](acc_t x) { return era_forward_element<acc_t>(x, q[0], q[1], q + 2, N, p.eps); };
+    era_for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+#pragma unroll
+          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l])));
+          store_vector<VEC>(p.out, iv, xv);
+        },
+        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]))); });
+  }
+}
+
+template <int N, typename T>
+__global__ void __launch_bounds__(kEraThreads) era_backward_fixed_kernel(const EraCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  constexpr int K = 2 + 4 * N;
+  __shared__ acc_t smem[kEraWarps * K];
+  const bool want_params = p.partials != nullptr;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    acc_t q[K], acc[K];
+#pragma unroll
+    for (int k = 0; k < K; ++k) {
+      q[k] = p.params[g * K + k];
+      acc[k] = acc_t(0);
+    }
+    // Two separate calls rather than one with `want ? acc : nullptr`: a pointer chosen at run time
+    // would make acc addressable and push it to local memory; with constant indices after
+    // unrolling it stays in registers.
+    auto element = [&](acc_t x, acc_t gy) -> acc_t {
+      if (want_params) return era_backward_element<acc_t, acc_t>(x, gy, q[0], q + 2, N, p.eps, acc, acc + 2);
+      return era_backward_element<acc_t, acc_t>(x, gy, q[0], q + 2, N, p.eps, nullptr, nullptr);
+    };
+    era_for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
+          AlignedVector<T, VEC> ov;
+#pragma unroll
+          for (int l = 0; l < VEC; ++l)
+            ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l])));
+          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
+        },
+        [&](int64_t i) {
+          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
+          if (p.out != nullptr) p.out[i] = o;
+        });
+    if (want_params) {  // uniform over the grid: every thread reaches the __syncthreads() inside
+      const acc_t total = block_reduce_sum_many<K>(acc, smem);
+      if (threadIdx.x < K) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + threadIdx.x] = total;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Generic n <= kMaxEraFractions: the group's parameters in shared memory.
+
+template <typename T>
+__global__ void __launch_bounds__(kEraThreads) era_forward_generic_kernel(const EraCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  __shared__ acc_t sq[2 + 4 * kMaxEraFractions];
+  const int K = era_params_per_group(p.n);
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    __syncthreads();  // the previous group's readers are done
+    for (int k = threadIdx.x; k < K; k += blockDim.x) sq[k] = p.params[g * K + k];
+    __syncthreads();
+    auto element = [&](acc_t x) { return era_forward_element<acc_t>(x, sq[0], sq[1], sq + 2, p.n, p.eps); };
+    era_for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+#pragma unroll
+          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l])));
+          store_vector<VEC>(p.out, iv, xv);
+        },
+        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]))); });
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kEraThreads) era_backward_generic_kernel(const EraCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  constexpr int KMAX = 2 + 4 * kMaxEraFractions;
+  __shared__ acc_t sq[KMAX];
+  __shared__ acc_t smem[kEraWarps * KMAX];
+  const int K = era_params_per_group(p.n);
+  const bool want_params = p.partials != nullptr;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    __syncthreads();
+    for (int k = threadIdx.x; k < K; k += blockDim.x) sq[k] = p.params[g * K + k];
+    __syncthreads();
+    acc_t acc[KMAX];
+    for (int k = 0; k < K; ++k) acc[k] = acc_t(0);
+    auto element = [&](acc_t x, acc_t gy) -> acc_t {
+      return era_backward_element<acc_t, acc_t>(x, gy, sq[0], sq + 2, p.n, p.eps, want_params ? acc : nullptr,
+                                                want_params ? acc + 2 : nullptr);
+    };
+    era_for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
+          AlignedVector<T, VEC> ov;
+#pragma unroll
+          for (int l = 0; l < VEC; ++l)
+            ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l])));
+          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
+        },
+        [&](int64_t i) {
+          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
+          if (p.out != nullptr) p.out[i] = o;
+        });
+    if (want_params) {
+      const acc_t total = block_reduce_sum_runtime<acc_t>(acc, K, smem);
+      if (static_cast<int>(threadIdx.x) < K) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + threadIdx.x] = total;
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Launchers (host). The glue checks each launch with C10_CUDA_KERNEL_LAUNCH_CHECK.
+
+#define TR_ERA_FIXED_FRACTIONS(X) X(1) X(2) X(3) X(4)
+
+template <typename T>
+void launch_era_forward(const EraCudaParams<T>& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+#define TR_CASE(N_)                                                          \
+  if (p.n == N_) {                                                           \
+    era_forward_fixed_kernel<N_, T><<<grid, kEraThreads, 0, stream>>>(p);    \
+    return;                                                                  \
+  }
+  TR_ERA_FIXED_FRACTIONS(TR_CASE)
+#undef TR_CASE
+  era_forward_generic_kernel<T><<<grid, kEraThreads, 0, stream>>>(p);
+}
+
+template <typename T>
+void launch_era_backward(const EraCudaParams<T>& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+#define TR_CASE(N_)                                                          \
+  if (p.n == N_) {                                                           \
+    era_backward_fixed_kernel<N_, T><<<grid, kEraThreads, 0, stream>>>(p);   \
+    return;                                                                  \
+  }
+  TR_ERA_FIXED_FRACTIONS(TR_CASE)
+#undef TR_CASE
+  era_backward_generic_kernel<T><<<grid, kEraThreads, 0, stream>>>(p);
+}
+
+// Fixed-order sum of the per-block partials into param_grad (after launch_era_backward).
+template <typename T>
+void launch_era_finish(const EraCudaParams<T>& p, cudaStream_t stream) {
+  using acc_t = typename OpMath<T>::type;
+  const int K = era_params_per_group(p.n);
+  const int64_t total = p.groups * K;
+  const int threads = 128;
+  const int64_t blocks = (total + threads - 1) / threads;
+  finish_partials_kernel<acc_t><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), threads, 0, stream>>>(
+      p.partials, p.groups, p.blocks_per_group, K, p.param_grad);
+}
+
+}  // namespace cuda
+}  // namespace kernels
+}  // namespace torch_rational
