@@ -172,16 +172,17 @@ def test_cuda_layouts_match_cpu_and_reference(layout, groups, dtype):
     channels = view(torch.empty(shape)).shape[cdim]
     groups = channels if groups == "per_channel" else groups
     seed = seed_of("layout", layout, groups, dtype)
-    # The views keep channel_dim's size, so the base tensor has the same channels there.
+    # channel_dim only steers make_case's kink avoidance, and version A's kinks (x = 0) do not depend on it.
     base, num, den = make_case(shape, (5, 4), "A", "power", groups, dtype=dtype, seed=seed, channel_dim=cdim)
-    x_cpu = view(base)
     x = view(base.cuda())
     y = rational(x, num.cuda(), den.cuda(), channel_dim=cdim)
     assert y.shape == x.shape
-    check_against_reference(y, x_cpu, num, den, "A", "power", cdim)
+    check_against_reference(y, x, num, den, "A", "power", cdim)
+    # Same values on CPU (the CPU kernel has its own layout handling).
+    torch.testing.assert_close(y.cpu(), rational(view(base), num, den, channel_dim=cdim), rtol=2e-2, atol=1e-5)
     g = make_x(x.shape, gen=make_generator(seed + 1), scale=1.0, dtype=dtype)
     got = run_with_grads(x, num.cuda(), den.cuda(), g.cuda(), channel_dim=cdim)
-    check_grads(x_cpu, num, den, g, "A", "power", cdim, got)
+    check_grads(x, num, den, g, "A", "power", cdim, got)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
