@@ -108,6 +108,31 @@ def main() -> None:
         rows.append(measure("torch.compile(composition)", compiled, x, (a, b), g, args.repeats, args.warmup))
     # leaky_relu has no coefficients: its backward is the input gradient only.
     rows.append(measure("F.leaky_relu", leaky, x, (), g, args.repeats, args.warmup))
+    # PWLU with N = 16 pieces (heights, bounds, slopes of a relu on [-3, 3]); its backward
+    # includes all parameter gradients.
+    pw = torch_rational.PWLU(16, realign_steps=0)
+    pw_params = tuple(t.detach().float().requires_grad_() for t in (pw.heights[0], pw.bounds[0], pw.slopes[0]))
+
+    def pwlu(x, h, bd, s):
+        return torch_rational.functional.pwlu(x, h, bd, s)
+
+    measure("warm-up", pwlu, x, pw_params, g, 2, 2)
+    rows.append(measure("torch_rational PWLU (N=16)", pwlu, x, pw_params, g, args.repeats, args.warmup))
+    # ERA with n = 1 fraction (swish init), and the same formula from eager torch ops; both
+    # backwards include the parameter gradients.
+    era_lin, era_fr = (t.float().requires_grad_() for t in torch_rational.era_init_parameters("swish", 1))
+
+    def era(x, lin, fr):
+        return torch_rational.functional.era(x, lin, fr)
+
+    def composed_era(x, lin, fr):
+        c, d, e, f = fr[0]
+        return lin[0] * x + lin[1] + (c * x + d) / ((x - e) ** 2 + f * f + 1e-6)
+
+    measure("warm-up", era, x, (era_lin, era_fr), g, 2, 2)
+    rows.append(measure("torch_rational ERA (n=1)", era, x, (era_lin, era_fr), g, args.repeats, args.warmup))
+    rows.append(measure("eager ERA composition (n=1)", composed_era, x, (era_lin, era_fr), g, args.repeats,
+                        args.warmup))
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; x: {args.numel} x {args.dtype}, degrees ({m},{n}), "
