@@ -65,12 +65,13 @@ struct RationalCudaParams {
 };
 
 // ------------------------------------------------------------------------------------------------
-// Element evaluation, fixed degrees. Denominator coefficients are held by power: bp[k] for
+// Element evaluation, fixed degrees (host and device, so tests/cuda/rational_host_test.cu can
+// check them against rational_element on a machine without a GPU). Denominator coefficients are held by power: bp[k] for
 // k = 0..N, with bp[k] = 0 for powers the version does not have (b_0 for A, B, N). A zero
 // coefficient adds nothing to Q, dQ or y, so one loop serves all four versions.
 
 template <int M, int N, bool kPower, typename Acc>
-__device__ __forceinline__ void basis_fixed(Acc x, Basis basis, Acc (&f)[(M > N ? M : N) + 1],
+TR_HOST_DEVICE void basis_fixed(Acc x, Basis basis, Acc (&f)[(M > N ? M : N) + 1],
                                             Acc (&df)[(M > N ? M : N) + 1]) {
   constexpr int D = M > N ? M : N;
   f[0] = Acc(1);
@@ -98,7 +99,7 @@ __device__ __forceinline__ void basis_fixed(Acc x, Basis basis, Acc (&f)[(M > N 
 
 // y only (forward). Horner for the power basis: no basis arrays at all.
 template <int M, int N, bool kPower, typename Acc>
-__device__ __forceinline__ Acc forward_fixed(Acc x, const Acc (&a)[M + 1], const Acc (&bp)[N + 1], Version v,
+TR_HOST_DEVICE Acc forward_fixed(Acc x, const Acc (&a)[M + 1], const Acc (&bp)[N + 1], Version v,
                                              Basis basis) {
   Acc P, Q;
   if (kPower) {
@@ -141,7 +142,7 @@ __device__ __forceinline__ Acc forward_fixed(Acc x, const Acc (&a)[M + 1], const
 // dy/dx * g, and (when acc is non-null in spirit: kCoefs) g * dy/dcoef added to acc:
 // acc[0..M] numerator, acc[M+1+k] denominator power k.
 template <int M, int N, bool kPower, typename Acc>
-__device__ __forceinline__ Acc backward_fixed(Acc x, Acc g, const Acc (&a)[M + 1], const Acc (&bp)[N + 1],
+TR_HOST_DEVICE Acc backward_fixed(Acc x, Acc g, const Acc (&a)[M + 1], const Acc (&bp)[N + 1],
                                               Version v, Basis basis, bool coefs, Acc (&acc)[M + N + 2]) {
   constexpr int D = M > N ? M : N;
   Acc f[D + 1], df[D + 1];
