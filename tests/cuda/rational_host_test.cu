@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 #include <random>
+#include <vector>
 
 #include "rational.cuh"
 
@@ -61,7 +62,54 @@ static void check_degrees(std::mt19937_64& rng) {
   }
 }
 
+// Every element of an [outer][groups][span] tensor is visited exactly once, by the threads of its
+// own group, and every vector lies inside one run (so it is group-constant and, when the glue
+// allowed vectors, 16-byte aligned).
+template <int VEC>
+static void check_coverage(int64_t outer, int64_t groups, int64_t span, bool vectorised, int64_t blocks,
+                           int64_t threads) {
+  const int64_t numel = outer * groups * span;
+  std::vector<int> seen(numel, 0);
+  bool wrong_group = false;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t start = 0; start < blocks * threads; ++start) {
+      for_group_elements<VEC>(
+          outer, groups, span, vectorised, g, start, blocks * threads,
+          [&](int64_t iv) {
+            for (int l = 0; l < VEC; ++l) {
+              const int64_t i = iv * VEC + l;
+              if (i >= numel || (i / span) % groups != g || i / span != (iv * VEC) / span) wrong_group = true;
+              else ++seen[i];
+            }
+          },
+          [&](int64_t i) {
+            if (i >= numel || (i / span) % groups != g) wrong_group = true;
+            else ++seen[i];
+          });
+    }
+  }
+  ++checks;
+  bool ok = !wrong_group;
+  for (int64_t i = 0; i < numel; ++i) ok = ok && seen[i] == 1;
+  if (!ok) {
+    if (failures < 20)
+      std::printf("MISMATCH coverage VEC=%d outer=%lld groups=%lld span=%lld vectorised=%d blocks=%lld\n", VEC,
+                  (long long)outer, (long long)groups, (long long)span, int(vectorised), (long long)blocks);
+    ++failures;
+  }
+}
+
 int main() {
+  for (int64_t outer : {1, 2, 5})
+    for (int64_t groups : {1, 2, 3, 8})
+      for (int64_t span : {1, 3, 4, 8, 16, 37, 64})
+        for (int64_t blocks : {1, 3}) {
+          // The glue allows vectors only when run starts are aligned.
+          check_coverage<4>(outer, groups, span, span % 4 == 0 || outer * groups == 1, blocks, 32);
+          check_coverage<8>(outer, groups, span, span % 8 == 0 || outer * groups == 1, blocks, 32);
+          check_coverage<2>(outer, groups, span, span % 2 == 0 || outer * groups == 1, blocks, 32);
+          check_coverage<4>(outer, groups, span, false, blocks, 32);
+        }
   std::mt19937_64 rng(12345);
   check_degrees<5, 4>(rng);
   check_degrees<4, 4>(rng);
