@@ -218,9 +218,12 @@ TR_HOST_DEVICE void for_group_elements(int64_t outer, int64_t groups, int64_t sp
   if (spanv > 0) {
     const int64_t nvec = outer * spanv;
     const int64_t run_stride_v = groups * spanv;  // vectors between runs of the same group
+    const bool small = nvec <= int64_t(UINT32_MAX);  // 32-bit division is several times cheaper
     for (int64_t vv = start; vv < nvec; vv += step) {
       // One run per group when outer == 1 (G = 1, or channels outermost): no division.
-      const int64_t o = outer == 1 ? 0 : vv / spanv;
+      const int64_t o = outer == 1 ? 0
+                        : small    ? int64_t(uint32_t(vv) / uint32_t(spanv))
+                                   : vv / spanv;
       const int64_t w = vv - o * spanv;
       vec_body(o * run_stride_v + g * spanv + w);
     }
@@ -228,8 +231,9 @@ TR_HOST_DEVICE void for_group_elements(int64_t outer, int64_t groups, int64_t sp
   const int64_t tail = span - spanv * VEC;
   if (tail > 0) {
     const int64_t n = outer * tail;
+    const bool small = n <= int64_t(UINT32_MAX);
     for (int64_t e = start; e < n; e += step) {
-      const int64_t o = outer == 1 ? 0 : e / tail;
+      const int64_t o = outer == 1 ? 0 : small ? int64_t(uint32_t(e) / uint32_t(tail)) : e / tail;
       const int64_t w = spanv * VEC + (e - o * tail);
       scalar_body((o * groups + g) * span + w);
     }
