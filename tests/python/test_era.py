@@ -145,6 +145,12 @@ def test_zero_dim_and_empty():
     assert y.shape == (0, 4)
     y.sum().backward()
     assert torch.equal(ls.grad, torch.zeros(2))
+    # Grouped, with a zero-stride channel dimension (empty channels_last tensor).
+    xg = torch.empty(2, 4, 0, 3).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    lg = torch.randn(2, 2, requires_grad=True)
+    fg = torch.rand(2, 1, 4, requires_grad=True)
+    era(xg, lg, fg, channel_dim=0).sum().backward()
+    assert torch.equal(lg.grad, torch.zeros(2, 2)) and torch.equal(fg.grad, torch.zeros(2, 1, 4))
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "transposed", "sliced"])
@@ -533,6 +539,11 @@ def test_cuda_channels_last_large_and_deterministic():
 def test_cuda_empty_and_module():
     y = era(torch.empty(0, 4, device="cuda"), torch.randn(2, device="cuda"), torch.rand(1, 4, device="cuda"))
     assert y.shape == (0, 4)
+    xg = torch.empty(2, 4, 0, 3, device="cuda").contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    lg = torch.randn(2, 2, device="cuda", requires_grad=True)
+    fg = torch.rand(2, 1, 4, device="cuda", requires_grad=True)
+    era(xg, lg, fg, channel_dim=0).sum().backward()
+    assert torch.equal(fg.grad.cpu(), torch.zeros(2, 1, 4))
     m = torch_rational.ERA(1, num_groups=4).cuda()
     x = torch.randn(2, 4, 9, device="cuda")
     ref = era_reference(x.cpu(), m.linear.detach().cpu(), m.fractions.detach().cpu())

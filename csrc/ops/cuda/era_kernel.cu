@@ -59,7 +59,7 @@ EraLaunch make_era_launch(const at::Tensor& x, const EraConfig& cfg) {
   const int64_t numel = l.xin.numel();
   l.groups = cfg.groups;
   l.span = cfg.groups > 1 ? l.xin.stride(cfg.channel_dim) * cfg.channels_per_group : numel;
-  l.outer = numel / (l.groups * l.span);
+  l.outer = numel == 0 ? 0 : numel / (l.groups * l.span);  // span can be 0 for an empty x
   return l;
 }
 
