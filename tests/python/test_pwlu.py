@@ -202,6 +202,25 @@ def test_forward_backward_match_reference(dtype, groups, n, channel_dim, device)
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+def test_many_pieces(dtype, device):
+    # N = 300: more heights than one pass of the CUDA backward bins (several shared-memory windows).
+    gen = make_generator(5)
+    heights, bounds, slopes = make_params(2, 300, gen=gen, dtype=dtype)
+    x = away_from_breakpoints(make_x((8, 4, 50), heights, bounds, gen=gen, dtype=dtype, channel_dim=1,
+                                     with_breakpoints=False), heights, bounds, 1)
+    grad = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(dtype)
+    out = run(x.to(device), heights.to(device), bounds.to(device), slopes.to(device), grad.to(device))
+    ref = reference_with_grads(x, heights, bounds, slopes, grad)
+    scale = element_scale(x, heights, bounds, slopes)
+    assert_close(out[0], ref[0], scale, dtype, dtype, "y")
+    assert_close(out[1], ref[1], scale * grad.abs().double(), dtype, dtype, "grad_x")
+    total = (scale * grad.abs().double()).sum()
+    for got, want in zip(out[2:], ref[2:]):
+        assert_close(got, want, total.expand(want.shape), dtype, dtype, "parameter gradient")
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n", [1, 4, 16])
 def test_exact_breakpoints_and_bounds(n, device):
     # Bounds and breakpoints that float32 represents exactly: y there must be Y_k itself.
