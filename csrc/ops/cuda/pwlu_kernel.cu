@@ -1,0 +1,216 @@
+// CUDA glue of the PWLU ops: argument checks, device guard, layout, launch on the current stream.
+// The kernels are in kernels/pwlu.cuh (no ATen there).
+//
+// Layout as on CPU: any non-overlapping dense tensor is processed in memory order without a copy
+// (memory = [outer][groups][span], span = stride(channel_dim) * channels_per_group); other
+// tensors are made contiguous first.
+//
+// The bounds are checked (finite, L < R) on the host: that copies them from the device, i.e.
+// synchronises with the current stream once per call. It is the price of a clear error instead of
+// a silent division by zero; the module's bounds are tiny, so the copy itself is negligible.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <torch/library.h>
+
+#include <algorithm>
+
+#include "ops/pwlu_utils.h"
+#include "pwlu.cuh"
+
+namespace torch_rational {
+namespace cuda {
+namespace {
+
+namespace kc = kernels::cuda;
+
+// at:: element types -> the CUDA types the kernels use (identical bit layout).
+template <typename scalar_t>
+struct PwluCudaType {
+  using type = scalar_t;
+};
+template <>
+struct PwluCudaType<at::Half> {
+  using type = __half;
+};
+template <>
+struct PwluCudaType<at::BFloat16> {
+  using type = __nv_bfloat16;
+};
+
+int pwlu_multiprocessor_count(int device) {
+  int sms = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return std::max(sms, 1);
+}
+
+struct PwluLaunch {
+  at::Tensor xin;  // x in the layout the kernel reads
+  int64_t outer, groups, span;
+};
+
+PwluLaunch make_pwlu_launch(const at::Tensor& x, const PwluConfig& cfg) {
+  PwluLaunch l;
+  l.xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
+  const int64_t numel = l.xin.numel();
+  l.groups = cfg.groups;
+  l.span = cfg.groups > 1 ? l.xin.stride(cfg.channel_dim) * cfg.channels_per_group : numel;
+  l.outer = numel == 0 ? 0 : numel / (l.groups * l.span);
+  return l;
+}
+
+// Checks the bounds after rounding to the math type (float for half/bf16/float x): distinct
+// float64 bounds can round to the same float.
+void check_rounded_bounds(const at::Tensor& bounds64, int64_t groups, bool float_math) {
+  if (!float_math) return;
+  const double* b = bounds64.const_data_ptr<double>();
+  for (int64_t g = 0; g < groups; ++g)
+    TORCH_CHECK_VALUE(static_cast<float>(b[2 * g]) < static_cast<float>(b[2 * g + 1]), "torch_rational.pwlu: bounds[",
+                      g, "] = (", b[2 * g], ", ", b[2 * g + 1],
+                      ") are equal after rounding to float32, the math type of this x");
+}
+
+template <typename T>
+void fill_pwlu_params(kc::PwluCudaParams<T>& p, const PwluLaunch& l, const PwluConfig& cfg, const at::Tensor& h,
+                      const at::Tensor& b, const at::Tensor& s, int device, int threads) {
+  using acc_t = typename kc::OpMath<T>::type;
+  p.outer = l.outer;
+  p.groups = l.groups;
+  p.span = l.span;
+  p.heights = h.const_data_ptr<acc_t>();
+  p.bounds = b.const_data_ptr<acc_t>();
+  p.slopes = s.const_data_ptr<acc_t>();
+  p.n = cfg.n;
+  // About 8 blocks per SM in all, spread over the groups; never more blocks than a group has
+  // work for.
+  const int64_t target = int64_t(pwlu_multiprocessor_count(device)) * 8;
+  const int64_t items = l.outer * l.span;
+  const int64_t by_work = std::max<int64_t>(1, (items + threads - 1) / threads);
+  const int64_t by_target = std::max<int64_t>(1, (target + l.groups - 1) / l.groups);
+  p.blocks_per_group = std::min(by_work, by_target);
+  p.grid_groups = static_cast<int>(std::min<int64_t>(l.groups, 65535));
+}
+
+at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
+                             const at::Tensor& slopes, int64_t channel_dim) {
+  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim);
+  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.pwlu: x must be a CUDA tensor for the CUDA kernel, got ",
+                    x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
+  check_rounded_bounds(bounds64, cfg.groups, x.scalar_type() != at::kDouble);
+  const PwluLaunch l = make_pwlu_launch(x, cfg);
+  at::Tensor y = at::empty_like(l.xin);
+  if (l.xin.numel() == 0) return y;
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "pwlu_forward_cuda", [&] {
+    using T = typename PwluCudaType<scalar_t>::type;
+    const auto acc_dtype = std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
+    const at::Tensor h = heights.detach().to(acc_dtype).contiguous();
+    const at::Tensor b = bounds.detach().to(acc_dtype).contiguous();
+    const at::Tensor s = slopes.detach().to(acc_dtype).contiguous();
+    kc::PwluCudaParams<T> p;
+    p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
+    p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
+    fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluForwardThreads);
+    kc::launch_pwlu_forward<T>(p, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return y;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
+    const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
+    const at::Tensor& slopes, int64_t channel_dim, std::array<bool, 4> output_mask) {
+  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim);
+  TORCH_CHECK_VALUE(grad_output.sizes() == x.sizes(), "torch_rational.pwlu: grad_output has shape ",
+                    grad_output.sizes(), " but x has shape ", x.sizes());
+  TORCH_CHECK_TYPE(grad_output.scalar_type() == x.scalar_type(), "torch_rational.pwlu: grad_output has dtype ",
+                   grad_output.scalar_type(), " but x has dtype ", x.scalar_type());
+  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.pwlu: x must be a CUDA tensor for the CUDA kernel, got ",
+                    x.device());
+  TORCH_CHECK_VALUE(grad_output.device() == x.device(), "torch_rational.pwlu: grad_output is on ",
+                    grad_output.device(), " but x is on ", x.device());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
+  check_rounded_bounds(bounds64, cfg.groups, x.scalar_type() != at::kDouble);
+  const PwluLaunch l = make_pwlu_launch(x, cfg);
+  at::Tensor gin = grad_output;
+  if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
+    gin = at::empty_like(l.xin);
+    gin.copy_(grad_output);
+  }
+  const bool want_x = output_mask[0];
+  const bool want_params = output_mask[1] || output_mask[2] || output_mask[3];
+  at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
+  at::Tensor grad_heights = at::empty({0}, heights.options());
+  at::Tensor grad_bounds = at::empty({0}, bounds.options());
+  at::Tensor grad_slopes = at::empty({0}, slopes.options());
+  const int n = cfg.n;
+  const int64_t slots = kernels::pwlu_grad_slots(n);
+  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor total;
+  if (want_params) total = at::zeros({cfg.groups, slots}, x.options().dtype(acc_dtype));
+  if (l.xin.numel() > 0 && (want_x || want_params)) {
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "pwlu_backward_cuda", [&] {
+      using T = typename PwluCudaType<scalar_t>::type;
+      using acc_t = typename kc::OpMath<T>::type;
+      const at::Tensor h = heights.detach().to(acc_dtype).contiguous();
+      const at::Tensor b = bounds.detach().to(acc_dtype).contiguous();
+      const at::Tensor s = slopes.detach().to(acc_dtype).contiguous();
+      kc::PwluCudaParams<T> p;
+      p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
+      p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
+      p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
+      fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluBackwardThreads);
+      at::Tensor partials;
+      if (want_params) {
+        // Every (group, block, slot) is written by the kernel, so no zero-fill is needed.
+        partials = at::empty({cfg.groups * p.blocks_per_group * slots}, x.options().dtype(acc_dtype));
+        p.partials = partials.mutable_data_ptr<acc_t>();
+        p.param_grad = total.mutable_data_ptr<acc_t>();
+      }
+      kc::launch_pwlu_backward<T>(p, stream);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      if (want_params) {
+        kc::launch_pwlu_finish<T>(p, stream);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+    });
+  }
+  if (output_mask[1])
+    grad_heights = total.narrow(1, 0, n + 1).reshape(heights.sizes()).to(heights.scalar_type()).contiguous();
+  if (output_mask[2])
+    grad_bounds = total.narrow(1, n + 1, 2).reshape(bounds.sizes()).to(bounds.scalar_type()).contiguous();
+  if (output_mask[3])
+    grad_slopes = total.narrow(1, n + 3, 2).reshape(slopes.sizes()).to(slopes.scalar_type()).contiguous();
+  return {grad_x, grad_heights, grad_bounds, grad_slopes};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
+  m.impl("pwlu", &pwlu_forward_cuda);
+  m.impl("pwlu_backward", &pwlu_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace torch_rational
+
+// Explicit instantiations of the launchers for the element types dispatched above.
+namespace torch_rational::kernels::cuda {
+#define TR_PWLU_INSTANTIATE(T)                                                        \
+  template void launch_pwlu_forward<T>(const PwluCudaParams<T>&, cudaStream_t);  \
+  template void launch_pwlu_backward<T>(const PwluCudaParams<T>&, cudaStream_t); \
+  template void launch_pwlu_finish<T>(const PwluCudaParams<T>&, cudaStream_t);
+TR_PWLU_INSTANTIATE(float)
+TR_PWLU_INSTANTIATE(double)
+TR_PWLU_INSTANTIATE(__half)
+TR_PWLU_INSTANTIATE(__nv_bfloat16)
+#undef TR_PWLU_INSTANTIATE
+}  // namespace torch_rational::kernels::cuda

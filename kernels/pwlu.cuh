@@ -1,0 +1,189 @@
+// CUDA kernels of the PWLU op (forward and fused backward). No ATen: the glue in
+// csrc/ops/cuda/pwlu_kernel.cu validates, picks the layout and fills PwluCudaParams.
+//
+// Layout, as for the rational kernels: memory = [outer][groups][span] (group constant on runs of
+// `span` consecutive elements). Block (bx, g) of the (blocks_per_group, groups) grid only touches
+// group g, so its parameters are fixed per block and its gradient partial belongs to one group.
+// Elements are read one at a time (no 16-byte vector path yet: the forward is a gather from the
+// heights table, and correctness came first; a vectorised load is a later optimisation).
+//
+// Backward reduction (deterministic, no atomics). The heights gradient is a histogram over the
+// N + 1 heights (element i touches Y_i and Y_{i+1}, i data dependent), so:
+//   - every thread owns a column of shared-memory bins, bins[slot * blockDim + tid]: a thread only
+//     ever adds to its own column, in its own element order, so there are no races and no
+//     atomics (float shared atomics would make the sum order, hence the bits, vary run to run);
+//   - after the element loop each slot is summed over the columns by one warp in a fixed order
+//     (lane-strided sequential sums, then the fixed xor-butterfly of warp_reduce_sum), one
+//     partial per (group, block, slot) to global memory;
+//   - the four bound/slope sums are registers reduced with block_reduce_sum_many;
+//   - finish_partials_kernel sums the blocks of every (group, slot) in increasing block order.
+// Shared memory is bounded (kPwluBinBytes): with more heights than fit, the element loop runs
+// again for each further window of `window` heights slots (grad_x and the bound/slope sums are
+// computed in the first pass only). The result depends only on the launch shape, which depends
+// only on the tensor shape and the device: bitwise identical run to run.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda_utils.cuh"
+#include "pwlu_math.h"
+
+namespace torch_rational {
+namespace kernels {
+namespace cuda {
+
+constexpr int kPwluForwardThreads = 256;
+constexpr int kPwluBackwardThreads = 128;
+constexpr int kPwluBackwardWarps = kPwluBackwardThreads / kWarpSize;
+constexpr int kPwluBinBytes = 32 * 1024;  // dynamic shared memory for the bins (< the 48 KiB default)
+
+template <typename T>
+struct PwluCudaParams {
+  using acc_t = typename OpMath<T>::type;
+  const T* x = nullptr;
+  const T* grad_y = nullptr;  // backward only
+  T* out = nullptr;           // forward: y; backward: grad_x (may be null: not requested)
+  int64_t outer = 1;
+  int64_t groups = 1;
+  int64_t span = 0;
+  const acc_t* heights = nullptr;  // [groups][n + 1]
+  const acc_t* bounds = nullptr;   // [groups][2] = (L, R)
+  const acc_t* slopes = nullptr;   // [groups][2] = (K_L, K_R)
+  int n = 1;                       // pieces
+  acc_t* partials = nullptr;       // backward: [groups][blocks_per_group][n + 5]; null: no parameter grads
+  acc_t* param_grad = nullptr;     // backward: [groups][n + 5] (finish output)
+  int64_t blocks_per_group = 1;
+  int grid_groups = 1;  // gridDim.y (<= 65535); blocks loop over g += gridDim.y
+};
+
+template <typename T>
+__device__ __forceinline__ PwluGroup<typename OpMath<T>::type> load_pwlu_group(const PwluCudaParams<T>& p,
+                                                                             int64_t g) {
+  using acc_t = typename OpMath<T>::type;
+  return make_pwlu_group<acc_t>(p.heights + g * (p.n + 1), p.bounds[2 * g], p.bounds[2 * g + 1], p.slopes[2 * g],
+                                p.slopes[2 * g + 1], p.n);
+}
+
+// Calls body(memory offset) for every element of group g owned by this block (64-bit indices).
+template <typename T, typename Body>
+__device__ __forceinline__ void for_pwlu_group_elements(const PwluCudaParams<T>& p, int64_t g, Body&& body) {
+  const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
+  const int64_t count = p.outer * p.span;
+  for (int64_t e = start; e < count; e += step) {
+    // One run per group when outer == 1 (G = 1, or channels outermost): no division.
+    const int64_t o = p.outer == 1 ? 0 : e / p.span;
+    body((o * p.groups + g) * p.span + (e - o * p.span));
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kPwluForwardThreads) pwlu_forward_kernel(const PwluCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    const PwluGroup<acc_t> grp = load_pwlu_group(p, g);
+    for_pwlu_group_elements(p, g, [&](int64_t i) {
+      p.out[i] = from_opmath<T>(pwlu_forward_element<acc_t>(grp, to_opmath(p.x[i])));
+    });
+  }
+}
+
+// window: heights slots binned per pass (>= 1); dynamic shared memory window * blockDim acc_t.
+template <typename T>
+__global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(const PwluCudaParams<T> p, int window) {
+  using acc_t = typename OpMath<T>::type;
+  extern __shared__ __align__(16) unsigned char pwlu_smem_raw[];
+  acc_t* bins = reinterpret_cast<acc_t*>(pwlu_smem_raw);
+  __shared__ acc_t red[kPwluBackwardWarps * 4];
+  const bool params = p.partials != nullptr;  // uniform over the grid
+  const int K = pwlu_grad_slots(p.n);
+  const int tid = threadIdx.x;
+  const int nt = blockDim.x;
+  const int lane = tid % kWarpSize, warp = tid / kWarpSize, nw = nt / kWarpSize;
+  const int num_heights = p.n + 1;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    const PwluGroup<acc_t> grp = load_pwlu_group(p, g);
+    acc_t* partial = params ? p.partials + (g * p.blocks_per_group + blockIdx.x) * K : nullptr;
+    acc_t acc4[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
+    const int last = params ? num_heights : 1;
+    for (int w0 = 0; w0 < last; w0 += window) {
+      const bool first = w0 == 0;
+      if (params)
+        for (int k = 0; k < window; ++k) bins[k * nt + tid] = acc_t(0);  // own column: no sync needed
+      for_pwlu_group_elements(p, g, [&](int64_t i) {
+        const acc_t xv = to_opmath(p.x[i]);
+        const acc_t gy = to_opmath(p.grad_y[i]);
+        const PwluElementGrad<acc_t> r = pwlu_backward_element<acc_t>(grp, xv);
+        if (first) {
+          if (p.out) p.out[i] = from_opmath<T>(gy * r.dydx);
+          acc4[0] += gy * r.d_left;
+          acc4[1] += gy * r.d_right;
+          acc4[2] += gy * r.d_slope_left;
+          acc4[3] += gy * r.d_slope_right;
+        }
+        if (params) {
+          const int lo = r.i - w0;
+          if (lo >= 0 && lo < window) bins[lo * nt + tid] += gy * r.w_lo;
+          if (lo + 1 >= 0 && lo + 1 < window) bins[(lo + 1) * nt + tid] += gy * r.w_hi;
+        }
+      });
+      if (params) {
+        __syncthreads();  // all columns written
+        const int wlen = window < num_heights - w0 ? window : num_heights - w0;
+        for (int k = warp; k < wlen; k += nw) {
+          acc_t v = acc_t(0);
+          for (int j = lane; j < nt; j += kWarpSize) v += bins[k * nt + j];
+          v = warp_reduce_sum(v);
+          if (lane == 0) partial[w0 + k] = v;
+        }
+        __syncthreads();  // bins are zeroed again by the next pass / group
+      }
+    }
+    if (params) {
+      const acc_t total = block_reduce_sum_many<4>(acc4, red);
+      if (tid < 4) partial[num_heights + tid] = total;
+    }
+  }
+}
+
+// Heights slots per pass of the backward for n pieces.
+template <typename T>
+inline int pwlu_backward_window(int n) {
+  using acc_t = typename OpMath<T>::type;
+  const int fit = kPwluBinBytes / (kPwluBackwardThreads * static_cast<int>(sizeof(acc_t)));
+  return n + 1 < fit ? n + 1 : fit;
+}
+
+template <typename T>
+void launch_pwlu_forward(const PwluCudaParams<T>& p, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+  pwlu_forward_kernel<T><<<grid, kPwluForwardThreads, 0, stream>>>(p);
+}
+
+// Launches the fused backward; when p.partials is set, the caller launches the finish
+// (launch_pwlu_finish) after checking this launch.
+template <typename T>
+void launch_pwlu_backward(const PwluCudaParams<T>& p, cudaStream_t stream) {
+  using acc_t = typename OpMath<T>::type;
+  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+  const int window = pwlu_backward_window<T>(p.n);
+  const size_t smem = p.partials ? static_cast<size_t>(window) * kPwluBackwardThreads * sizeof(acc_t) : 0;
+  pwlu_backward_kernel<T><<<grid, kPwluBackwardThreads, smem, stream>>>(p, window);
+}
+
+template <typename T>
+void launch_pwlu_finish(const PwluCudaParams<T>& p, cudaStream_t stream) {
+  using acc_t = typename OpMath<T>::type;
+  const int K = pwlu_grad_slots(p.n);
+  const int64_t total = p.groups * K;
+  const int threads = 128;
+  const int64_t blocks = (total + threads - 1) / threads;
+  finish_partials_kernel<acc_t><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), threads, 0, stream>>>(
+      p.partials, p.groups, p.blocks_per_group, K, p.param_grad);
+}
+
+}  // namespace cuda
+}  // namespace kernels
+}  // namespace torch_rational
