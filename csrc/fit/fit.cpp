@@ -15,11 +15,17 @@
 
 #include <c10/util/Exception.h>
 #include <c10/util/ParallelGuard.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <torch/library.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <algorithm>
+#include <cmath>
 #include <limits>
+#include <vector>
 #include <map>
 #include <mutex>
 #include <set>
@@ -130,6 +136,31 @@ at::Tensor basis_matrix(const at::Tensor& x, kernels::Basis basis, int D) {
   return F;
 }
 
+// Runs the fit on this thread only. ParallelGuard keeps at::parallel_for inline; setting this
+// thread's OpenMP thread count to 1 (an OpenMP ICV, so per calling thread) also keeps MKL's BLAS
+// from starting a team for every small mv. On a busy machine those teams spun for seconds per op
+// (a (5,4) fit took 30-60 s with 2 threads under load, 2 s with 1).
+class SerialRegion {
+ public:
+  SerialRegion() : guard_(true) {
+#ifdef _OPENMP
+    prev_ = omp_get_max_threads();
+    omp_set_num_threads(1);
+#endif
+  }
+  ~SerialRegion() {
+#ifdef _OPENMP
+    omp_set_num_threads(prev_);
+#endif
+  }
+  SerialRegion(const SerialRegion&) = delete;
+  SerialRegion& operator=(const SerialRegion&) = delete;
+
+ private:
+  c10::ParallelGuard guard_;
+  int prev_ = 1;
+};
+
 // Tuning constants (see the file comment and scripts/prototype_fit.py).
 constexpr double kStartConstants[] = {0.01, 0.1, 1.0, 10.0};
 constexpr int kSKIters = 3;             // Sanathanan-Koerner reweightings of the linearised start
@@ -143,18 +174,59 @@ constexpr double kPSchedule[] = {3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 19
 bool all_finite(const at::Tensor& t) { return at::isfinite(t).all().item<bool>(); }
 
 // argmin_x |A x - rhs|^2 + ridge |D x|^2, D = column norms of A. The columns are scaled to unit
-// norm and sqrt(ridge) I is appended (always full rank); the plain-QR driver "gels" is used because
-// the pivoted "gelsy" is not bitwise reproducible run to run with MKL.
+// norm and sqrt(ridge) I is appended (always full rank), then solved by Householder QR written
+// out here: the systems are tiny (N x ~10), and LAPACK's threaded gels was both slower (its
+// threads spin for seconds when the machine is oversubscribed) and not bitwise reproducible
+// across thread counts. This loop is single-threaded and gives the same bits everywhere.
 // Returns NaNs (which the callers reject) if A or rhs is not finite, e.g. for a start whose
-// denominator is exactly zero at a point (version N): LAPACK must not see non-finite input.
+// denominator is exactly zero at a point (version N).
 at::Tensor solve_ls(const at::Tensor& A, const at::Tensor& rhs, double ridge) {
-  const int64_t P = A.size(1);
-  if (!all_finite(A) || !all_finite(rhs)) return at::full({P}, std::numeric_limits<double>::quiet_NaN(), A.options());
-  auto d = at::linalg_vector_norm(A, 2, at::IntArrayRef{0}).clamp_min(1e-300);
-  auto As = at::cat({A / d, at::eye(P, A.options()) * std::sqrt(ridge)}, 0);
-  auto bs = at::cat({rhs, at::zeros({P}, rhs.options())});
-  auto sol = std::get<0>(at::linalg_lstsq(As, bs.unsqueeze(1), c10::nullopt, c10::string_view("gels")));
-  return sol.squeeze(1) / d;
+  const int64_t N = A.size(0), P = A.size(1), M = N + P;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (!all_finite(A) || !all_finite(rhs)) return at::full({P}, nan, A.options());
+  const auto Ac = A.contiguous();
+  const auto bc = rhs.contiguous();
+  const double* a = Ac.data_ptr<double>();
+  const double* r = bc.data_ptr<double>();
+  // Column-major copy of [A / d; sqrt(ridge) I] and of [rhs; 0].
+  std::vector<double> d(P, 0.0), W(static_cast<size_t>(M * P), 0.0), b(static_cast<size_t>(M), 0.0);
+  for (int64_t i = 0; i < N; ++i)
+    for (int64_t j = 0; j < P; ++j) d[j] += a[i * P + j] * a[i * P + j];
+  for (int64_t j = 0; j < P; ++j) d[j] = std::max(std::sqrt(d[j]), 1e-300);
+  for (int64_t j = 0; j < P; ++j) {
+    double* col = &W[j * M];
+    for (int64_t i = 0; i < N; ++i) col[i] = a[i * P + j] / d[j];
+    col[N + j] = std::sqrt(ridge);
+  }
+  for (int64_t i = 0; i < N; ++i) b[i] = r[i];
+  for (int64_t k = 0; k < P; ++k) {
+    double* ck = &W[k * M];
+    double norm = 0.0;
+    for (int64_t i = k; i < M; ++i) norm += ck[i] * ck[i];
+    norm = std::sqrt(norm);
+    if (norm == 0.0) return at::full({P}, nan, A.options());
+    const double alpha = ck[k] > 0 ? -norm : norm;  // v = x - alpha e_k, no cancellation
+    ck[k] -= alpha;
+    const double vnorm2 = norm * norm - (ck[k] + alpha) * (ck[k] + alpha) + ck[k] * ck[k];
+    auto reflect = [&](double* y) {  // y -= 2 v (v.y) / (v.v)
+      double dot = 0.0;
+      for (int64_t i = k; i < M; ++i) dot += ck[i] * y[i];
+      const double s = 2.0 * dot / vnorm2;
+      for (int64_t i = k; i < M; ++i) y[i] -= s * ck[i];
+    };
+    for (int64_t j = k + 1; j < P; ++j) reflect(&W[j * M]);
+    reflect(b.data());
+    ck[k] = alpha;  // R's diagonal; below it is no longer needed
+  }
+  std::vector<double> x(P);
+  for (int64_t k = P - 1; k >= 0; --k) {
+    double s = b[k];
+    for (int64_t j = k + 1; j < P; ++j) s -= W[j * M + k] * x[j];
+    x[k] = s / W[k * M + k];
+  }
+  auto out = at::empty({P}, A.options());
+  for (int64_t j = 0; j < P; ++j) out.data_ptr<double>()[j] = x[j] / d[j];
+  return out;
 }
 
 // The fitting problem: basis matrix, target, degrees and version.
@@ -295,9 +367,8 @@ FitResult fit_rational(const at::Tensor& x_in, const at::Tensor& y_in, int64_t m
   at::NoGradGuard no_grad;
   // The problems are small (N x ~10): ATen's intra-op threads only add overhead here and, when the
   // machine is oversubscribed, spin-wait for seconds per op. ParallelGuard makes at::parallel_for
-  // run inline on this thread. (MKL's LAPACK keeps its own threads: the result is bitwise
-  // reproducible for a fixed thread count, and differs in the last bits between thread counts.)
-  c10::ParallelGuard serial(true);
+  // run inline on this thread; the least-squares solves are our own single-threaded QR.
+  SerialRegion serial;
   auto x = x_in.detach().to(at::kCPU, at::kDouble).contiguous();
   auto y = y_in.detach().to(at::kCPU, at::kDouble).contiguous();
   TORCH_CHECK_VALUE(all_finite(x) && all_finite(y), "torch_rational.fit: x and y must be finite");
