@@ -38,6 +38,7 @@ void PWLUImpl::reset() {
   running_mean = register_buffer("running_mean", torch::zeros({g}));
   running_std = register_buffer("running_std", torch::zeros({g}));
   aligned = register_buffer("aligned", torch::zeros({}, torch::kBool));
+  cached_versions_[0] = cached_versions_[1] = -1;  // clone() copies this object, then calls reset()
   reset_parameters();
 }
 
@@ -82,12 +83,14 @@ void PWLUImpl::realign() {
 }
 
 bool PWLUImpl::collecting() {
-  const int64_t v0 = aligned._version(), v1 = num_realign_calls._version();
-  if (v0 != cached_versions_[0] || v1 != cached_versions_[1]) {
+  if (aligned._version() != cached_versions_[0] || num_realign_calls._version() != cached_versions_[1] ||
+      aligned.const_data_ptr() != cached_data_[0] || num_realign_calls.const_data_ptr() != cached_data_[1]) {
     cached_collecting_ =
         !aligned.item<bool>() && num_realign_calls.item<int64_t>() < options.realign_steps();
     cached_versions_[0] = aligned._version();
     cached_versions_[1] = num_realign_calls._version();
+    cached_data_[0] = aligned.const_data_ptr();
+    cached_data_[1] = num_realign_calls.const_data_ptr();
   }
   return cached_collecting_;
 }

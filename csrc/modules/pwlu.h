@@ -69,11 +69,12 @@ class TORCH_RATIONAL_API PWLUImpl : public torch::nn::Cloneable<PWLUImpl> {
   bool collecting();
   void update_statistics(const torch::Tensor& x);
   void set_from_init(const torch::Tensor& left, const torch::Tensor& right);
-  // "Still collecting" read from the buffers once, then reused while the buffers' version
-  // counters are unchanged (a load or an in-place edit bumps them), so a CUDA module does not
-  // synchronise on every forward.
+  // "Still collecting" read from the buffers once, then reused while the buffers are the same
+  // storage at the same version (an in-place edit or torch::load's set_ bumps the version, a
+  // set_data swaps the storage), so a CUDA module does not synchronise on every forward.
   bool cached_collecting_ = false;
   int64_t cached_versions_[2] = {-1, -1};
+  const void* cached_data_[2] = {nullptr, nullptr};
 };
 TORCH_MODULE(PWLU);
 

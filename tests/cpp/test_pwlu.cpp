@@ -180,6 +180,28 @@ TEST(PwluModule, CloneKeepsStateAndLoadResumesRealignment) {
   EXPECT_TRUE(torch::equal(y, torch::relu(x)));
 }
 
+TEST(PwluModule, SaveLoadMidRealignment) {
+  namespace trn = torch_rational::nn;
+  trn::PWLU a(trn::PWLUOptions(8).init("gelu").realign_steps(3));
+  torch::manual_seed(5);
+  const auto x0 = torch::randn({32, 4}), x1 = torch::randn({32, 4}) + 1, x2 = torch::randn({32, 4}) * 2;
+  a(x0);
+  std::stringstream buf;
+  torch::save(a, buf);
+  trn::PWLU b(trn::PWLUOptions(8).init("gelu").realign_steps(3));
+  b(x2);
+  b(x2);  // two steps of a different history, cached state included, overwritten by the load
+  torch::load(b, buf);
+  EXPECT_EQ(b->num_realign_calls.item<int64_t>(), 1);
+  for (const auto& x : {x1, x2}) {
+    a(x);
+    b(x);
+  }
+  EXPECT_TRUE(b->aligned.item<bool>());
+  EXPECT_TRUE(torch::equal(a->bounds, b->bounds));
+  EXPECT_TRUE(torch::equal(a->heights, b->heights));
+}
+
 TEST(PwluModule, BadOptionsRaise) {
   namespace trn = torch_rational::nn;
   EXPECT_THROW(trn::PWLU(trn::PWLUOptions(0)), c10::ValueError);
