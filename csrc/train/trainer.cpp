@@ -118,7 +118,10 @@ TrainConfig resolve(TrainConfig c) {
     if (c.dataset == "cifar10") {
       c.mean = {0.4914, 0.4822, 0.4465};
       c.std = {0.2470, 0.2435, 0.2616};
-    } else {  // the PAU code normalises MNIST and Fashion-MNIST alike with MNIST's statistics
+    } else if (c.dataset == "fashion-mnist") {
+      c.mean = {0.2860};
+      c.std = {0.3530};
+    } else {
       c.mean = {0.1307};
       c.std = {0.3081};
     }

@@ -141,7 +141,6 @@ TEST(Config, UnknownKeysAndBadValuesAreNamed) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("learning_rate"), std::string::npos);
   }
-  EXPECT_DOUBLE_EQ(c.lr, 0.1);
   c = TrainConfig{};
   from_json(json{{"activation_options", {{"degrees", {3, 2}}}}, {"source", "doc"}}, c);
   EXPECT_EQ(c.act.num_degree, 3);
