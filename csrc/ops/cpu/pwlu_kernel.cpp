@@ -17,14 +17,35 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include <string>
 #include <vector>
 
+#include "ops/cpu/pwlu_kernel_vec.h"
 #include "ops/pwlu_utils.h"
 #include "pwlu_math.h"
 
 namespace torch_rational {
 namespace cpu {
 namespace {
+
+// The vectorised float32 forward for the best capability this CPU (and ATEN_CPU_CAPABILITY, if
+// set) allows; same rule as the rational op's vec_kernels().
+PwluForwardF32 pwlu_vec_forward() {
+  static const PwluForwardF32 chosen = [] {
+    const std::string cap = at::get_cpu_capability();
+#if defined(__x86_64__) || defined(_M_X64)
+    if (cap.find("AVX512") != std::string::npos && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq"))
+      return &AVX512::pwlu_forward_f32;
+    if ((cap.find("AVX2") != std::string::npos || cap.find("AVX512") != std::string::npos) &&
+        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return &AVX2::pwlu_forward_f32;
+#endif
+    return &DEFAULT::pwlu_forward_f32;
+  }();
+  return chosen;
+}
 
 using kernels::PwluGroup;
 
@@ -108,15 +129,17 @@ inline void pwlu_forward_span(const PwluGroup<T>& p, const T* x, T* y, int64_t n
 
 template <typename scalar_t>
 void pwlu_forward_run(const PwluParams& params, int64_t g, const scalar_t* x, scalar_t* y, int64_t n) {
-  if constexpr (std::is_same_v<scalar_t, double> || std::is_same_v<scalar_t, float>) {
-    pwlu_forward_span<scalar_t>(params.group<scalar_t>(g), x, y, n);
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    pwlu_forward_span<double>(params.group<double>(g), x, y, n);
+  } else if constexpr (std::is_same_v<scalar_t, float>) {
+    pwlu_vec_forward()(params.group<float>(g), x, y, n);
   } else {
     const PwluGroup<float> p = params.group<float>(g);
     float xb[kPwluTile], yb[kPwluTile];
     for (int64_t t = 0; t < n; t += kPwluTile) {
       const int64_t len = std::min(kPwluTile, n - t);
       at::vec::convert(x + t, xb, len);
-      pwlu_forward_span<float>(p, xb, yb, len);
+      pwlu_vec_forward()(p, xb, yb, len);
       at::vec::convert(yb, y + t, len);
     }
   }
