@@ -346,14 +346,15 @@ def test_backward_output_mask_gives_empty_tensors(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_torch_compile_fullgraph(device):
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_torch_compile_fullgraph(backend, device):
     torch._dynamo.reset()
     x, h, b, s = _opcheck_inputs(device, True)
 
     def f(x, h, b, s):
         return (pwlu(x * 2, h, b, s, channel_dim=1) ** 2).sum()
 
-    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(f, fullgraph=True, backend=backend)
     loss = compiled(x, h, b, s)
     grads = torch.autograd.grad(loss, (x, h, b, s))
     loss_e = f(x, h, b, s)
@@ -361,6 +362,18 @@ def test_torch_compile_fullgraph(device):
     torch.testing.assert_close(loss, loss_e)
     for a, e in zip(grads, grads_e):
         torch.testing.assert_close(a, e)
+
+
+def test_torch_compile_module_after_realignment():
+    torch._dynamo.reset()
+    m = torch_rational.PWLU(8, init="gelu", num_groups=2, realign_steps=1)
+    m(torch.randn(16, 4, 3))  # collects once and realigns (eager)
+    x = torch.randn(5, 4, 3, requires_grad=True)
+    compiled = torch.compile(m, fullgraph=True, backend="aot_eager")
+    y = compiled(x)
+    y.sum().backward()
+    torch.testing.assert_close(y, m(x))
+    assert m.heights.grad is not None and x.grad is not None
 
 
 # ------------------------------------------------------------------------------------------------
