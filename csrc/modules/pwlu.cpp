@@ -125,7 +125,8 @@ void PWLUImpl::update_statistics(const torch::Tensor& x) {
 
 torch::Tensor PWLUImpl::forward(const torch::Tensor& x) {
   if (is_training() && collecting()) {
-    update_statistics(x);
+    // An empty batch has no statistics: it does not count as a step.
+    if (x.numel() > 0) update_statistics(x);
     return activation_function(options.init(), x);
   }
   return pwlu(x, heights, bounds, slopes, options.channel_dim());

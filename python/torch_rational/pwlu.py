@@ -177,6 +177,8 @@ class PWLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self._is_collecting():
+            if x.numel() == 0:  # no statistics in an empty batch: it does not count as a step
+                return activation_function(self.init, x)
             self._update_statistics(x)
             if int(self.num_realign_calls) >= self.realign_steps:
                 self.realign()

@@ -562,6 +562,14 @@ def test_module_trains_after_realignment():
     assert m.heights.grad.abs().sum() > 0
 
 
+def test_module_empty_batch_is_not_a_step():
+    m = torch_rational.PWLU(4, realign_steps=2)
+    assert m(torch.empty(0, 3)).shape == (0, 3)
+    assert int(m.num_realign_calls) == 0
+    m(torch.randn(4, 3))
+    assert int(m.num_realign_calls) == 1 and torch.isfinite(m.running_mean).all()
+
+
 def test_module_gradient_flows_to_x_while_collecting():
     m = torch_rational.PWLU(8, init="gelu", realign_steps=10)
     x = torch.randn(20, requires_grad=True)
