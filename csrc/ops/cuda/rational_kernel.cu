@@ -62,7 +62,8 @@ Launch make_launch(const at::Tensor& x, const RationalConfig& cfg, double noise)
   const int64_t numel = l.xin.numel();
   l.groups = cfg.groups;
   l.span = cfg.groups > 1 ? l.xin.stride(cfg.channel_dim) * cfg.channels_per_group : numel;
-  l.outer = numel / (l.groups * l.span);
+  // Empty tensors (span may be 0) return before any launch; avoid dividing by zero here.
+  l.outer = numel == 0 ? 0 : numel / (l.groups * l.span);
   return l;
 }
 
