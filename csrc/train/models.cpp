@@ -45,7 +45,8 @@ class LeNet : public Net {
 
 // VGG-8 as in the PAU paper's code: blocks of (1, 1, 2, 2, 2) 3x3 convs (padding 1) with
 // 64, 128, 256, 512, 512 channels, one activation and a 2x2 max-pool after each block, then
-// Linear(512, classes). Optional BatchNorm after every conv (off by default, as in that code).
+// Linear(512, classes). BatchNorm after every conv unless options.batch_norm is false (that code
+// has none; --no-batch-norm reproduces it).
 class VGG8 : public Net {
  public:
   VGG8(const ModelOptions& o, const ActivationFactory& act) {

@@ -44,7 +44,7 @@ struct TrainConfig {
   int64_t crop_padding = 0;
   bool hflip = false;
   std::vector<double> mean, std;  // empty: the dataset's own statistics
-  bool batch_norm = false;        // VGG-8
+  bool batch_norm = true;         // VGG-8: BatchNorm after every conv (the PAU code has none; see docs)
   std::string output = "runs/run";
   bool resume = false;
   bool progress = true;
