@@ -133,8 +133,7 @@ TrainConfig resolve(TrainConfig c) {
   if (c.threads == 0) c.threads = std::max(1u, std::thread::hardware_concurrency());
   if (c.device == "auto") c.device = torch::cuda::is_available() ? "cuda" : "cpu";
   if (c.device == "cuda" && !torch::cuda::is_available())
-    throw std::invalid_argument("--device cuda: no CUDA device available (this torch: " +
-                                std::string(torch::cuda::is_available() ? "cuda" : "cpu only") + ")");
+    throw std::invalid_argument("--device cuda: no CUDA device is available to this torch build");
   if (c.act_lr < 0) c.act_lr = c.lr;
   return c;
 }
