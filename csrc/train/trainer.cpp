@@ -178,6 +178,9 @@ class Progress {
     int64_t decile = done * 10 / total_;
     if (!tty_ && decile == last_decile_ && done != total_) return;
     if (!tty_ && done == total_ && last_decile_ == 10) return;
+    // On a terminal, redraw at most every 0.1 s (and at the end), not on every step.
+    if (tty_ && done != total_ && since(last_draw_) < 0.1) return;
+    last_draw_ = Clock::now();
     last_decile_ = decile;
     int width = 30, filled = int(width * done / total_);
     std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
@@ -194,6 +197,7 @@ class Progress {
   std::string title_;
   int64_t total_;
   int64_t last_decile_ = -1;
+  Clock::time_point last_draw_{};
 };
 
 double lr_factor(const TrainConfig& c, int64_t epoch) {
