@@ -6,6 +6,9 @@
 
 #include <cmath>
 #include <stdexcept>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "rng.h"
 
@@ -153,6 +156,14 @@ Batch BatchLoader::make(int64_t b) const {
 }
 
 void BatchLoader::worker_loop() {
+  // Loader threads run their ops single-threaded: a second OpenMP team per loader thread would
+  // oversubscribe the cores the training step uses. ATen reads the calling thread's OpenMP
+  // thread count after its per-thread lazy initialisation, so this affects this thread only
+  // (at::set_num_threads would change the training threads too).
+  at::internal::lazy_init_num_threads();
+#ifdef _OPENMP
+  omp_set_num_threads(1);
+#endif
   // Persistent threads (not one per batch), at most 2 batches per worker ahead of the consumer.
   const int64_t ahead = 2 * int64_t(workers_);
   while (true) {
