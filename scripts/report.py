@@ -28,7 +28,7 @@ from pathlib import Path
 
 # Activations with trainable parameters: the project's rational family and ERA/PWLU, and the learnable
 # baselines. Every other name (relu, swish, ...) is a fixed activation.
-LEARNABLE = ("pau", "rpau", "opau", "hp1", "hp2", "era", "pwlu", "prelu", "maxout", "mixture", "apl", "srelu")
+LEARNABLE = ("pau", "rational", "rpau", "opau", "hp1", "hp2", "era", "pwlu", "prelu", "maxout", "mixture", "apl", "srelu")
 FIXED = ("relu", "relu6", "leaky_relu", "rrelu", "elu", "celu", "swish", "silu", "gelu")
 METRICS_HEADER = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds",
                   "images_per_second"]

@@ -25,8 +25,8 @@ struct ActivationOptions {
   // groups of consecutive channels (G must divide the slot's channel count).
   int64_t groups = 1;
   double noise = 0.1;           // rpau: relative coefficient noise in training
-  int64_t fractions = 2;        // era (1 and 2 have shipped inits)
-  int64_t pieces = 8;           // pwlu
+  int64_t fractions = 1;        // era: n = 1 is the recommended default (1 and 2 have shipped inits)
+  int64_t pieces = 16;           // pwlu
   int64_t realign_steps = 100;  // pwlu
 };
 
