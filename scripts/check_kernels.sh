@@ -20,26 +20,42 @@ OUT="$(mktemp -d)"; trap 'rm -rf "$OUT"' EXIT
 ARCH=()
 for a in ${ARCHS:-80 90}; do ARCH+=(-gencode "arch=compute_$a,code=sm_$a"); done
 fail=0; count=0
-compile() {  # $1: source .cu, rest: extra flags
+# Compiles run in parallel (JOBS, default: the number of cores) through ccache when it is there;
+# results are printed in submission order once all are done.
+JOBS="${JOBS:-$(nproc)}"
+LAUNCH=("$NVCC")
+if command -v ccache >/dev/null 2>&1 && [ "${NO_CCACHE:-0}" != "1" ]; then LAUNCH=(ccache "$NVCC"); fi
+NAMES=()
+throttle() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done; }
+compile() {  # $1: source .cu, rest: extra flags; $SHOW: name to print (default: the source)
   local src="$1"; shift
-  count=$((count + 1))
-  if "$NVCC" -std=c++17 -O2 "$@" -I "$ROOT/kernels" -c "$src" -o "$OUT/$(basename "$src").o" 2>"$OUT/err"; then
-    echo "  ok  ${src#$ROOT/}"
-  else
-    echo "  FAILED ${src#$ROOT/}"; cat "$OUT/err"; fail=1
-  fi
+  local id="$count"
+  count=$((count + 1)); NAMES+=("${SHOW:-${src#$ROOT/}}")
+  throttle
+  ( if "${LAUNCH[@]}" -std=c++17 -O2 "$@" -I "$ROOT/kernels" -c "$src" -o "$OUT/$id.o" >"$OUT/$id.err" 2>&1; then
+      echo ok >"$OUT/$id.status"; else echo FAILED >"$OUT/$id.status"; fi ) &
+}
+report() {  # waits for every compile, then prints them in order
+  wait
+  local i
+  for i in "${!NAMES[@]}"; do
+    if [ "$(cat "$OUT/$i.status" 2>/dev/null)" = ok ]; then echo "  ok  ${NAMES[$i]}"
+    else echo "  FAILED ${NAMES[$i]}"; cat "$OUT/$i.err"; fail=1; fi
+  done
+  NAMES=()
 }
 echo "check_kernels: $("$NVCC" --version | tail -1)"
 shopt -s nullglob
 for f in "$ROOT"/kernels/*.cu; do compile "$f" "${ARCH[@]}"; done
 # Headers are compiled through a one-line translation unit each.
 for f in "$ROOT"/kernels/*.cuh "$ROOT"/kernels/*.h; do
-  tu="$OUT/$(basename "$f").cu"; echo "#include \"$f\"" >"$tu"; compile "$tu" "${ARCH[@]}"
+  tu="$OUT/tu_$(basename "$f").cu"; echo "#include \"$f\"" >"$tu"; SHOW="${f#$ROOT/}" compile "$tu" "${ARCH[@]}"
 done
 for f in "$ROOT"/tests/cuda/*.cu; do
   case "$f" in *_host_test.cu) continue ;; esac
   compile "$f" "${ARCH[@]}"
 done
+report
 # Host tests: device-capable math run on the host (no GPU needed), built and run.
 for f in "$ROOT"/tests/cuda/*_host_test.cu; do
   count=$((count + 1))
@@ -69,6 +85,7 @@ if [ "${SKIP_GLUE:-0}" != "1" ]; then
       -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__
       -D__CUDA_NO_HALF2_OPERATORS__ -Xcompiler -fPIC)
     for f in "$ROOT"/csrc/ops/cuda/*.cu; do compile "$f" "${GLUE_FLAGS[@]}"; done
+    report
   fi
 fi
 echo "check_kernels: $count files, $([ $fail = 0 ] && echo 'all compiled' || echo 'FAILURES')"
