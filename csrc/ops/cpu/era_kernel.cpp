@@ -21,6 +21,7 @@
 
 #include "era_math.h"
 #include "ops/cpu/era_kernel_vec.h"
+#include "ops/cpu/group_layout.h"
 #include "ops/era_utils.h"
 
 namespace torch_rational {
@@ -44,41 +45,6 @@ const EraVecKernelTable& era_vec_kernels() {
 }
 
 namespace {
-
-constexpr int64_t kMinTaskSize = 16384;  // elements; below this, fewer tasks than threads
-constexpr int64_t kTile = 512;           // float32 tile for half/bfloat16 inputs
-
-struct EraLayout {
-  int64_t numel;
-  int64_t span;  // elements per group-constant run: stride(channel_dim) * channels_per_group
-  int64_t groups;
-};
-
-EraLayout make_layout(const at::Tensor& xin, const EraConfig& cfg) {
-  EraLayout l;
-  l.numel = xin.numel();
-  l.groups = cfg.groups;
-  l.span = cfg.groups > 1 ? xin.stride(cfg.channel_dim) * cfg.channels_per_group : l.numel;
-  return l;
-}
-
-// Calls fn(group, begin, end) for each group-constant stretch of [begin, end).
-template <typename Fn>
-inline void for_each_run(const EraLayout& l, int64_t begin, int64_t end, Fn&& fn) {
-  int64_t o = begin;
-  while (o < end) {
-    const int64_t blk = o / l.span;
-    const int64_t g = blk % l.groups;
-    const int64_t stop = std::min(end, (blk + 1) * l.span);
-    fn(g, o, stop);
-    o = stop;
-  }
-}
-
-int64_t num_tasks(int64_t numel) {
-  const int64_t by_size = std::max<int64_t>(1, numel / kMinTaskSize);
-  return std::min<int64_t>(at::get_num_threads(), by_size);
-}
 
 // Parameters of all groups in float32 (vector and float scalar paths) and float64 (float64 x):
 // per group 2 + 4n values, (a, b) then the fraction rows.
@@ -135,7 +101,7 @@ at::Tensor era_forward_cpu(const at::Tensor& x, const at::Tensor& linear, const 
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   at::Tensor y = at::empty_like(xin);
   if (xin.numel() == 0) return y;
-  const EraLayout layout = make_layout(xin, cfg);
+  const GroupLayout layout = make_layout(xin, cfg);
   const EraParams params(linear, fractions, cfg.groups, cfg.n);
   const int64_t tasks = num_tasks(layout.numel);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xin.scalar_type(), "era_forward_cpu", [&] {
@@ -212,7 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cpu(const at::Tensor
   at::Tensor grad_x = want_x ? at::empty_like(xin) : at::empty({0}, x.options());
   at::Tensor grad_linear = at::empty({0}, linear.options());
   at::Tensor grad_fractions = at::empty({0}, fractions.options());
-  const EraLayout layout = make_layout(xin, cfg);
+  const GroupLayout layout = make_layout(xin, cfg);
   const int K = kernels::era_params_per_group(cfg.n);
   const int64_t per_task = cfg.groups * K;
   const int64_t tasks = xin.numel() == 0 ? 1 : num_tasks(layout.numel);

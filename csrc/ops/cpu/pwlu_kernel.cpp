@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/cpu/group_layout.h"
 #include "ops/cpu/pwlu_kernel_vec.h"
 #include "ops/pwlu_utils.h"
 #include "pwlu_math.h"
@@ -48,41 +49,6 @@ PwluForwardF32 pwlu_vec_forward() {
 }
 
 using kernels::PwluGroup;
-
-constexpr int64_t kPwluMinTaskSize = 16384;  // elements; below this, fewer tasks than threads
-constexpr int64_t kPwluTile = 512;           // float32 tile for half/bfloat16 inputs
-
-struct PwluLayout {
-  int64_t numel;
-  int64_t span;  // elements per group-constant run: stride(channel_dim) * channels_per_group
-  int64_t groups;
-};
-
-PwluLayout make_pwlu_layout(const at::Tensor& xin, const PwluConfig& cfg) {
-  PwluLayout l;
-  l.numel = xin.numel();
-  l.groups = cfg.groups;
-  l.span = cfg.groups > 1 ? xin.stride(cfg.channel_dim) * cfg.channels_per_group : l.numel;
-  return l;
-}
-
-// Calls fn(group, begin, end) for each group-constant stretch of [begin, end).
-template <typename Fn>
-inline void for_each_pwlu_run(const PwluLayout& l, int64_t begin, int64_t end, Fn&& fn) {
-  int64_t o = begin;
-  while (o < end) {
-    const int64_t blk = o / l.span;
-    const int64_t g = blk % l.groups;
-    const int64_t stop = std::min(end, (blk + 1) * l.span);
-    fn(g, o, stop);
-    o = stop;
-  }
-}
-
-int64_t pwlu_num_tasks(int64_t numel) {
-  const int64_t by_size = std::max<int64_t>(1, numel / kPwluMinTaskSize);
-  return std::min<int64_t>(at::get_num_threads(), by_size);
-}
 
 // All groups' parameters in float and double (the math type is float for half/bf16/float x and
 // double for double x, whatever the parameters' own dtype).
@@ -135,9 +101,9 @@ void pwlu_forward_run(const PwluParams& params, int64_t g, const scalar_t* x, sc
     pwlu_vec_forward()(params.group<float>(g), x, y, n);
   } else {
     const PwluGroup<float> p = params.group<float>(g);
-    float xb[kPwluTile], yb[kPwluTile];
-    for (int64_t t = 0; t < n; t += kPwluTile) {
-      const int64_t len = std::min(kPwluTile, n - t);
+    float xb[kTile], yb[kTile];
+    for (int64_t t = 0; t < n; t += kTile) {
+      const int64_t len = std::min(kTile, n - t);
       at::vec::convert(x + t, xb, len);
       pwlu_vec_forward()(p, xb, yb, len);
       at::vec::convert(yb, y + t, len);
@@ -152,17 +118,17 @@ at::Tensor pwlu_forward_cpu(const at::Tensor& x, const at::Tensor& heights, cons
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   at::Tensor y = at::empty_like(xin);
   if (xin.numel() == 0) return y;
-  const PwluLayout layout = make_pwlu_layout(xin, cfg);
+  const GroupLayout layout = make_layout(xin, cfg);
   const PwluParams params(heights, bounds64, slopes, cfg.groups, cfg.n);
   if (xin.scalar_type() != at::kDouble) params.check_float_bounds(cfg.groups);
-  const int64_t tasks = pwlu_num_tasks(layout.numel);
+  const int64_t tasks = num_tasks(layout.numel);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xin.scalar_type(), "pwlu_forward_cpu", [&] {
     const scalar_t* xp = xin.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t begin = layout.numel * t / tasks, end = layout.numel * (t + 1) / tasks;
-        for_each_pwlu_run(layout, begin, end, [&](int64_t g, int64_t b, int64_t e) {
+        for_each_run(layout, begin, end, [&](int64_t g, int64_t b, int64_t e) {
           pwlu_forward_run<scalar_t>(params, g, xp + b, yp + b, e - b);
         });
       }
@@ -200,9 +166,9 @@ void pwlu_backward_run(const PwluParams& params, int64_t grp, const scalar_t* x,
     pwlu_backward_span<scalar_t>(params.group<scalar_t>(grp), x, g, gx, n, acc);
   } else {
     const PwluGroup<float> p = params.group<float>(grp);
-    float xb[kPwluTile], gb[kPwluTile], gxb[kPwluTile];
-    for (int64_t t = 0; t < n; t += kPwluTile) {
-      const int64_t len = std::min(kPwluTile, n - t);
+    float xb[kTile], gb[kTile], gxb[kTile];
+    for (int64_t t = 0; t < n; t += kTile) {
+      const int64_t len = std::min(kTile, n - t);
       at::vec::convert(x + t, xb, len);
       at::vec::convert(g + t, gb, len);
       pwlu_backward_span<float>(p, xb, gb, gx ? gxb : nullptr, len, acc);
@@ -237,8 +203,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
   const int n = cfg.n;
   const int64_t slots = kernels::pwlu_grad_slots(n);
   const int64_t per_task = cfg.groups * slots;
-  const PwluLayout layout = make_pwlu_layout(xin, cfg);
-  const int64_t tasks = xin.numel() == 0 ? 1 : pwlu_num_tasks(layout.numel);
+  const GroupLayout layout = make_layout(xin, cfg);
+  const int64_t tasks = xin.numel() == 0 ? 1 : num_tasks(layout.numel);
   std::vector<double> partials(want_params ? tasks * per_task : 0, 0.0);
   if (xin.numel() > 0 && (want_x || want_params)) {
     const PwluParams params(heights, bounds64, slopes, cfg.groups, n);
@@ -251,7 +217,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t begin = layout.numel * t / tasks, end = layout.numel * (t + 1) / tasks;
           double* part = want_params ? partials.data() + t * per_task : nullptr;
-          for_each_pwlu_run(layout, begin, end, [&](int64_t g, int64_t b, int64_t e) {
+          for_each_run(layout, begin, end, [&](int64_t g, int64_t b, int64_t e) {
             pwlu_backward_run<scalar_t>(params, g, xp + b, gp + b, gxp ? gxp + b : nullptr, e - b,
                                         part ? part + g * slots : nullptr);
           });

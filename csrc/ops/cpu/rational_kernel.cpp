@@ -1,7 +1,7 @@
 // CPU kernels of the rational ops: layout handling, dtype dispatch, threading and the fixed-order
 // reduction of the coefficient gradients. The vectorised bodies are in rational_kernel_vec.cpp.
 //
-// Layout: any non-overlapping dense tensor (contiguous, channels_last, permuted) is processed in
+// GroupLayout: any non-overlapping dense tensor (contiguous, channels_last, permuted) is processed in
 // memory order without a copy; the channel of memory offset o is (o / stride(channel_dim)) % C.
 // Anything else (slices, expanded tensors) is made contiguous first.
 //
@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "ops/cpu/group_layout.h"
 #include "ops/cpu/rational_kernel_vec.h"
 #include "ops/rational_utils.h"
 
@@ -48,41 +49,6 @@ namespace {
 
 using kernels::Basis;
 using kernels::Version;
-
-constexpr int64_t kMinTaskSize = 16384;  // elements; below this, fewer tasks than threads
-constexpr int64_t kTile = 512;           // float32 tile for half/bfloat16 inputs
-
-struct Layout {
-  int64_t numel;
-  int64_t span;  // elements per (group-constant) run: stride(channel_dim) * channels_per_group
-  int64_t groups;
-};
-
-Layout make_layout(const at::Tensor& xin, const RationalConfig& cfg) {
-  Layout l;
-  l.numel = xin.numel();
-  l.groups = cfg.groups;
-  l.span = cfg.groups > 1 ? xin.stride(cfg.channel_dim) * cfg.channels_per_group : l.numel;
-  return l;
-}
-
-// Calls fn(group, begin, end) for each group-constant stretch of [begin, end).
-template <typename Fn>
-inline void for_each_run(const Layout& l, int64_t begin, int64_t end, Fn&& fn) {
-  int64_t o = begin;
-  while (o < end) {
-    const int64_t blk = o / l.span;
-    const int64_t g = blk % l.groups;
-    const int64_t stop = std::min(end, (blk + 1) * l.span);
-    fn(g, o, stop);
-    o = stop;
-  }
-}
-
-int64_t num_tasks(int64_t numel) {
-  const int64_t by_size = std::max<int64_t>(1, numel / kMinTaskSize);
-  return std::min<int64_t>(at::get_num_threads(), by_size);
-}
 
 // Coefficients of all groups in float and double, and per-group views.
 struct Coefs {
@@ -160,7 +126,7 @@ at::Tensor rational_forward_cpu(const at::Tensor& x, const at::Tensor& numerator
   const at::Tensor xin = (noise > 0.0 || !x.is_non_overlapping_and_dense()) ? x.contiguous() : x;
   at::Tensor y = at::empty_like(xin);
   if (xin.numel() == 0) return y;
-  const Layout layout = make_layout(xin, cfg);
+  const GroupLayout layout = make_layout(xin, cfg);
   const Coefs coefs(numerator, denominator, cfg.groups);
   const RunConfig rc = run_config(cfg);
   const uint64_t seed = read_noise_seed(noise, noise_seed);
@@ -268,7 +234,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cpu(
   at::Tensor grad_x = want_x ? at::empty_like(xin) : at::empty({0}, x.options());
   at::Tensor grad_num = at::empty({0}, numerator.options());
   at::Tensor grad_den = at::empty({0}, denominator.options());
-  const Layout layout = make_layout(xin, cfg);
+  const GroupLayout layout = make_layout(xin, cfg);
   const int na = cfg.m + 1, nb = cfg.nb;
   const int64_t per_task = cfg.groups * (na + nb);
   const int64_t tasks = xin.numel() == 0 ? 1 : num_tasks(layout.numel);
