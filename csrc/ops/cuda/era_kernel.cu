@@ -21,47 +21,13 @@
 
 #include "era.cuh"
 #include "ops/era_utils.h"
+#include "ops/cuda/launch_utils.h"
 
 namespace torch_rational {
 namespace cuda {
 namespace {
 
 namespace kc = kernels::cuda;
-
-// at:: element types -> the CUDA types the kernels use (identical bit layout).
-template <typename scalar_t>
-struct EraCudaType {
-  using type = scalar_t;
-};
-template <>
-struct EraCudaType<at::Half> {
-  using type = __half;
-};
-template <>
-struct EraCudaType<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-
-int era_multiprocessor_count(int device) {
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return std::max(sms, 1);
-}
-
-struct EraLaunch {
-  at::Tensor xin;
-  int64_t outer, groups, span;
-};
-
-EraLaunch make_era_launch(const at::Tensor& x, const EraConfig& cfg) {
-  EraLaunch l;
-  l.xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
-  const int64_t numel = l.xin.numel();
-  l.groups = cfg.groups;
-  l.span = cfg.groups > 1 ? l.xin.stride(cfg.channel_dim) * cfg.channels_per_group : numel;
-  l.outer = numel == 0 ? 0 : numel / (l.groups * l.span);  // span can be 0 for an empty x
-  return l;
-}
 
 // (a, b, c_1, d_1, e_1, f_1, ...) per group in the math dtype, on x's device.
 at::Tensor packed_params(const at::Tensor& linear, const at::Tensor& fractions, const EraConfig& cfg,
@@ -73,7 +39,7 @@ at::Tensor packed_params(const at::Tensor& linear, const at::Tensor& fractions, 
 }
 
 template <typename T>
-void fill_common(kc::EraCudaParams<T>& p, const EraLaunch& l, const EraConfig& cfg, const at::Tensor& params,
+void fill_common(kc::EraCudaParams<T>& p, const Launch& l, const EraConfig& cfg, const at::Tensor& params,
                  double eps, int device, std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
   constexpr int VEC = kc::VecSize<T>::value;
@@ -89,7 +55,7 @@ void fill_common(kc::EraCudaParams<T>& p, const EraLaunch& l, const EraConfig& c
   p.eps = static_cast<acc_t>(eps);
   // About 8 blocks of 256 threads per SM in all, spread over the groups; never more blocks than
   // a group has work items.
-  const int64_t target = int64_t(era_multiprocessor_count(device)) * 8;
+  const int64_t target = int64_t(multiprocessor_count(device)) * 8;
   const int64_t spanv = p.vectorised ? l.span / VEC : 0;
   const int64_t items = l.outer * (spanv + (l.span - spanv * VEC));
   const int64_t by_work = std::max<int64_t>(1, (items + kc::kEraThreads - 1) / kc::kEraThreads);
@@ -103,12 +69,12 @@ at::Tensor era_forward_cuda(const at::Tensor& x, const at::Tensor& linear, const
   const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim);
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.era: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  const EraLaunch l = make_era_launch(x, cfg);
+  const Launch l = make_launch(x, cfg);
   at::Tensor y = at::empty_like(l.xin);
   if (l.xin.numel() == 0) return y;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "era_forward_cuda", [&] {
-    using T = typename EraCudaType<scalar_t>::type;
+    using T = typename CudaType<scalar_t>::type;
     const auto acc_dtype = std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
     const at::Tensor params = packed_params(linear, fractions, cfg, acc_dtype);
     kc::EraCudaParams<T> p;
@@ -130,7 +96,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tenso
   check_era_grad_output(grad_output, x);
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.era: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  const EraLaunch l = make_era_launch(x, cfg);
+  const Launch l = make_launch(x, cfg);
   at::Tensor gin = grad_output;
   if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
     gin = at::empty_like(l.xin);
@@ -147,7 +113,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tenso
   if (l.xin.numel() > 0 && (want_x || want_params)) {
     const auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "era_backward_cuda", [&] {
-      using T = typename EraCudaType<scalar_t>::type;
+      using T = typename CudaType<scalar_t>::type;
       using acc_t = typename kc::OpMath<T>::type;
       const at::Tensor params = packed_params(linear, fractions, cfg, acc_dtype);
       kc::EraCudaParams<T> p;

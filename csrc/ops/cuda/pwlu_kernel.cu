@@ -20,6 +20,7 @@
 #include <algorithm>
 
 #include "ops/pwlu_utils.h"
+#include "ops/cuda/launch_utils.h"
 #include "pwlu.cuh"
 
 namespace torch_rational {
@@ -27,41 +28,6 @@ namespace cuda {
 namespace {
 
 namespace kc = kernels::cuda;
-
-// at:: element types -> the CUDA types the kernels use (identical bit layout).
-template <typename scalar_t>
-struct PwluCudaType {
-  using type = scalar_t;
-};
-template <>
-struct PwluCudaType<at::Half> {
-  using type = __half;
-};
-template <>
-struct PwluCudaType<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-
-int pwlu_multiprocessor_count(int device) {
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return std::max(sms, 1);
-}
-
-struct PwluLaunch {
-  at::Tensor xin;  // x in the layout the kernel reads
-  int64_t outer, groups, span;
-};
-
-PwluLaunch make_pwlu_launch(const at::Tensor& x, const PwluConfig& cfg) {
-  PwluLaunch l;
-  l.xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
-  const int64_t numel = l.xin.numel();
-  l.groups = cfg.groups;
-  l.span = cfg.groups > 1 ? l.xin.stride(cfg.channel_dim) * cfg.channels_per_group : numel;
-  l.outer = numel == 0 ? 0 : numel / (l.groups * l.span);
-  return l;
-}
 
 // Checks the bounds after rounding to the math type (float for half/bf16/float x): distinct
 // float64 bounds can round to the same float.
@@ -75,7 +41,7 @@ void check_rounded_bounds(const at::Tensor& bounds64, int64_t groups, bool float
 }
 
 template <typename T>
-void fill_pwlu_params(kc::PwluCudaParams<T>& p, const PwluLaunch& l, const PwluConfig& cfg, const at::Tensor& h,
+void fill_pwlu_params(kc::PwluCudaParams<T>& p, const Launch& l, const PwluConfig& cfg, const at::Tensor& h,
                       const at::Tensor& b, const at::Tensor& s, int device, int threads) {
   using acc_t = typename kc::OpMath<T>::type;
   p.outer = l.outer;
@@ -87,7 +53,7 @@ void fill_pwlu_params(kc::PwluCudaParams<T>& p, const PwluLaunch& l, const PwluC
   p.n = cfg.n;
   // About 8 blocks per SM in all, spread over the groups; never more blocks than a group has
   // work for.
-  const int64_t target = int64_t(pwlu_multiprocessor_count(device)) * 8;
+  const int64_t target = int64_t(multiprocessor_count(device)) * 8;
   const int64_t items = l.outer * l.span;
   const int64_t by_work = std::max<int64_t>(1, (items + threads - 1) / threads);
   const int64_t by_target = std::max<int64_t>(1, (target + l.groups - 1) / l.groups);
@@ -103,12 +69,12 @@ at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, con
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
   check_rounded_bounds(bounds64, cfg.groups, x.scalar_type() != at::kDouble);
-  const PwluLaunch l = make_pwlu_launch(x, cfg);
+  const Launch l = make_launch(x, cfg);
   at::Tensor y = at::empty_like(l.xin);
   if (l.xin.numel() == 0) return y;
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "pwlu_forward_cuda", [&] {
-    using T = typename PwluCudaType<scalar_t>::type;
+    using T = typename CudaType<scalar_t>::type;
     const auto acc_dtype = std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
     const at::Tensor h = heights.detach().to(acc_dtype).contiguous();
     const at::Tensor b = bounds.detach().to(acc_dtype).contiguous();
@@ -138,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
   check_rounded_bounds(bounds64, cfg.groups, x.scalar_type() != at::kDouble);
-  const PwluLaunch l = make_pwlu_launch(x, cfg);
+  const Launch l = make_launch(x, cfg);
   at::Tensor gin = grad_output;
   if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
     gin = at::empty_like(l.xin);
@@ -158,7 +124,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
   if (l.xin.numel() > 0 && (want_x || want_params)) {
     const auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "pwlu_backward_cuda", [&] {
-      using T = typename PwluCudaType<scalar_t>::type;
+      using T = typename CudaType<scalar_t>::type;
       using acc_t = typename kc::OpMath<T>::type;
       const at::Tensor h = heights.detach().to(acc_dtype).contiguous();
       const at::Tensor b = bounds.detach().to(acc_dtype).contiguous();

@@ -23,6 +23,7 @@
 #include <cfloat>
 
 #include "ops/rational_utils.h"
+#include "ops/cuda/launch_utils.h"
 #include "rational.cuh"
 
 namespace torch_rational {
@@ -30,42 +31,6 @@ namespace cuda {
 namespace {
 
 namespace kc = kernels::cuda;
-
-// at:: element types -> the CUDA types the kernels use (identical bit layout).
-template <typename scalar_t>
-struct CudaType {
-  using type = scalar_t;
-};
-template <>
-struct CudaType<at::Half> {
-  using type = __half;
-};
-template <>
-struct CudaType<at::BFloat16> {
-  using type = __nv_bfloat16;
-};
-
-int multiprocessor_count(int device) {
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return std::max(sms, 1);
-}
-
-struct Launch {
-  at::Tensor xin;  // x in the layout the kernel reads
-  int64_t outer, groups, span;
-};
-
-Launch make_launch(const at::Tensor& x, const RationalConfig& cfg, double noise) {
-  Launch l;
-  l.xin = (noise > 0.0 || !x.is_non_overlapping_and_dense()) ? x.contiguous() : x;
-  const int64_t numel = l.xin.numel();
-  l.groups = cfg.groups;
-  l.span = cfg.groups > 1 ? l.xin.stride(cfg.channel_dim) * cfg.channels_per_group : numel;
-  // Empty tensors (span may be 0) return before any launch; avoid dividing by zero here.
-  l.outer = numel == 0 ? 0 : numel / (l.groups * l.span);
-  return l;
-}
 
 template <typename T>
 void fill_common(kc::RationalCudaParams<T>& p, const Launch& l, const RationalConfig& cfg, const at::Tensor& a,
@@ -109,7 +74,7 @@ at::Tensor rational_forward_cuda(const at::Tensor& x, const at::Tensor& numerato
       check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  const Launch l = make_launch(x, cfg, noise);
+  const Launch l = make_launch(x, cfg, /*force_contiguous=*/noise > 0.0);
   at::Tensor y = at::empty_like(l.xin);
   if (l.xin.numel() == 0) return y;
   const uint64_t seed = read_noise_seed(noise, noise_seed);
@@ -143,7 +108,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
   TORCH_CHECK_VALUE(grad_output.device() == x.device(), "torch_rational: grad_output is on ", grad_output.device(),
                     " but x is on ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
-  const Launch l = make_launch(x, cfg, noise);
+  const Launch l = make_launch(x, cfg, /*force_contiguous=*/noise > 0.0);
   at::Tensor gin = grad_output;
   if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
     gin = at::empty_like(l.xin);
