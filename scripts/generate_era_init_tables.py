@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from generate_init_tables import c_double  # same C++ literal rules as the rational table
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "configs" / "era_init.json"
 DEFAULT_INC = ROOT / "csrc" / "fit" / "era_init_tables.inc"
@@ -88,13 +90,6 @@ def write_json(entries: list, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     print(f"wrote {path} ({len(entries)} entries)")
-
-
-def c_double(v: float) -> str:
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"non-finite parameter {v!r}")
-    return repr(v)  # shortest round-trip form, a valid C++ double literal
 
 
 def write_inc(entries: list, path: Path) -> None:
