@@ -16,13 +16,31 @@
 //   finish_partials(...)             fixed-order sum of per-block partials (second kernel body)
 //   finish_partials_kernel<Acc>      the same as a __global__ kernel
 //   grid_stride_begin()/grid_stride_step()   64-bit grid-stride loop bounds
+//   plan_grouped_launch(...)         launch shape of the grouped element-wise kernels (host)
+//   launch_kernel(kernel, grid, block, smem, stream, args...)   kernel<<<grid, block, smem, stream>>>(args...)
+//   launch_finish_partials<Acc>(...) the finish kernel with its launch shape
+//   TR_DYNAMIC_SHARED(type, name)    `type* name` pointing at the dynamic shared memory
+//
+// Every launch goes through launch_kernel and every dynamic shared buffer through
+// TR_DYNAMIC_SHARED, so that the same kernels and launch code also run under the host emulator of
+// tests/cuda_emu (which defines TR_CUDA_EMULATOR; the host compiler cannot parse <<< >>>).
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <utility>
+
+#ifdef TR_CUDA_EMULATOR
+#define TR_DYNAMIC_SHARED(type, name) type* name = reinterpret_cast<type*>(::cuda_emu::dynamic_shared())
+#else
+#define TR_DYNAMIC_SHARED(type, name)                            \
+  extern __shared__ __align__(16) unsigned char name##_raw_[]; \
+  type* name = reinterpret_cast<type*>(name##_raw_)
+#endif
 
 namespace torch_rational {
 namespace kernels {
@@ -180,6 +198,64 @@ template <typename Acc>
 __global__ void finish_partials_kernel(const Acc* __restrict__ partials, int64_t groups, int64_t num_blocks,
                                        int K, Acc* __restrict__ out) {
   finish_partials<Acc>(partials, groups, num_blocks, K, out);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Launch shape of the grouped element-wise kernels (rational, ERA, PWLU). The tensor is seen as
+// [outer][groups][span] in memory (the group is constant on runs of span elements); block (bx, g)
+// of the (blocks_per_group, grid_groups) grid works on group g, then g + grid_groups, ... Host
+// only, and shared by the ATen glue and the emulator tests (tests/cuda_emu), so that both launch
+// exactly the same shapes.
+struct GroupedLaunch {
+  bool vectorised = false;  // 16-byte accesses on the runs (plus a scalar tail per run)
+  int64_t blocks_per_group = 1;
+  int grid_groups = 1;  // gridDim.y
+};
+
+// vec: elements per 16-byte vector (1: the kernel has no vector path); aligned: every pointer
+// the kernel reads or writes with vectors is 16-byte aligned; threads: the block size;
+// multiprocessors: the device's SM count.
+inline GroupedLaunch plan_grouped_launch(int64_t outer, int64_t groups, int64_t span, int vec, bool aligned,
+                                         int threads, int multiprocessors) {
+  GroupedLaunch l;
+  // Run starts are 16-byte aligned when span is a multiple of the vector (or there is one run).
+  l.vectorised = vec > 1 && aligned && (span % vec == 0 || outer * groups == 1);
+  const int64_t spanv = l.vectorised ? span / vec : 0;
+  const int64_t items = outer * (spanv + (span - spanv * vec));  // vectors + tail elements per group
+  // About 8 blocks per SM in all, spread over the groups; never more blocks than a group has
+  // work items.
+  const int64_t target = int64_t(multiprocessors > 1 ? multiprocessors : 1) * 8;
+  const int64_t by_work = (items + threads - 1) / threads;
+  const int64_t by_target = (target + groups - 1) / groups;
+  const int64_t blocks = by_work < by_target ? by_work : by_target;
+  l.blocks_per_group = blocks > 1 ? blocks : 1;
+  l.grid_groups = static_cast<int>(groups < 65535 ? groups : 65535);
+  return l;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Launches.
+
+template <typename... KArgs, typename... Args>
+inline void launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                          Args&&... args) {
+#ifdef TR_CUDA_EMULATOR
+  (void)stream;
+  ::cuda_emu::launch(kernel, grid, block, smem, std::forward<Args>(args)...);
+#else
+  kernel<<<grid, block, smem, stream>>>(std::forward<Args>(args)...);
+#endif
+}
+
+// out[g][k] = sum over blocks of partials[g][blk][k] (see finish_partials), one thread per (g, k).
+template <typename Acc>
+inline void launch_finish_partials(const Acc* partials, int64_t groups, int64_t num_blocks, int K, Acc* out,
+                                   cudaStream_t stream) {
+  const int threads = 128;
+  const int64_t total = groups * K;
+  const int64_t blocks = (total + threads - 1) / threads;
+  launch_kernel(&finish_partials_kernel<Acc>, dim3(static_cast<unsigned>(blocks < 65535 ? blocks : 65535)),
+                dim3(threads), 0, stream, partials, groups, num_blocks, K, out);
 }
 
 }  // namespace cuda

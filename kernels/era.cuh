@@ -219,12 +219,12 @@ void launch_era_forward(const EraCudaParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
 #define TR_CASE(N_)                                                          \
   if (p.n == N_) {                                                           \
-    era_forward_fixed_kernel<N_, T><<<grid, kEraThreads, 0, stream>>>(p);    \
+    launch_kernel(&era_forward_fixed_kernel<N_, T>, grid, dim3(kEraThreads), 0, stream, p);\
     return;                                                                  \
   }
   TR_ERA_FIXED_FRACTIONS(TR_CASE)
 #undef TR_CASE
-  era_forward_generic_kernel<T><<<grid, kEraThreads, 0, stream>>>(p);
+  launch_kernel(&era_forward_generic_kernel<T>, grid, dim3(kEraThreads), 0, stream, p);
 }
 
 template <typename T>
@@ -232,24 +232,18 @@ void launch_era_backward(const EraCudaParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
 #define TR_CASE(N_)                                                          \
   if (p.n == N_) {                                                           \
-    era_backward_fixed_kernel<N_, T><<<grid, kEraThreads, 0, stream>>>(p);   \
+    launch_kernel(&era_backward_fixed_kernel<N_, T>, grid, dim3(kEraThreads), 0, stream, p);\
     return;                                                                  \
   }
   TR_ERA_FIXED_FRACTIONS(TR_CASE)
 #undef TR_CASE
-  era_backward_generic_kernel<T><<<grid, kEraThreads, 0, stream>>>(p);
+  launch_kernel(&era_backward_generic_kernel<T>, grid, dim3(kEraThreads), 0, stream, p);
 }
 
 // Fixed-order sum of the per-block partials into param_grad (after launch_era_backward).
 template <typename T>
 void launch_era_finish(const EraCudaParams<T>& p, cudaStream_t stream) {
-  using acc_t = typename OpMath<T>::type;
-  const int K = era_params_per_group(p.n);
-  const int64_t total = p.groups * K;
-  const int threads = 128;
-  const int64_t blocks = (total + threads - 1) / threads;
-  finish_partials_kernel<acc_t><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), threads, 0, stream>>>(
-      p.partials, p.groups, p.blocks_per_group, K, p.param_grad);
+  launch_finish_partials(p.partials, p.groups, p.blocks_per_group, era_params_per_group(p.n), p.param_grad, stream);
 }
 
 }  // namespace cuda

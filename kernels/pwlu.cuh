@@ -94,8 +94,7 @@ __global__ void __launch_bounds__(kPwluForwardThreads) pwlu_forward_kernel(const
 template <typename T>
 __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(const PwluCudaParams<T> p, int window) {
   using acc_t = typename OpMath<T>::type;
-  extern __shared__ __align__(16) unsigned char pwlu_smem_raw[];
-  acc_t* bins = reinterpret_cast<acc_t*>(pwlu_smem_raw);
+  TR_DYNAMIC_SHARED(acc_t, bins);
   __shared__ acc_t red[kPwluBackwardWarps * 4];
   const bool params = p.partials != nullptr;  // uniform over the grid
   const int K = pwlu_grad_slots(p.n);
@@ -159,7 +158,7 @@ inline int pwlu_backward_window(int n) {
 template <typename T>
 void launch_pwlu_forward(const PwluCudaParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-  pwlu_forward_kernel<T><<<grid, kPwluForwardThreads, 0, stream>>>(p);
+  launch_kernel(&pwlu_forward_kernel<T>, grid, dim3(kPwluForwardThreads), 0, stream, p);
 }
 
 // Launches the fused backward; when p.partials is set, the caller launches the finish
@@ -170,18 +169,12 @@ void launch_pwlu_backward(const PwluCudaParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
   const int window = pwlu_backward_window<T>(p.n);
   const size_t smem = p.partials ? static_cast<size_t>(window) * kPwluBackwardThreads * sizeof(acc_t) : 0;
-  pwlu_backward_kernel<T><<<grid, kPwluBackwardThreads, smem, stream>>>(p, window);
+  launch_kernel(&pwlu_backward_kernel<T>, grid, dim3(kPwluBackwardThreads), smem, stream, p, window);
 }
 
 template <typename T>
 void launch_pwlu_finish(const PwluCudaParams<T>& p, cudaStream_t stream) {
-  using acc_t = typename OpMath<T>::type;
-  const int K = pwlu_grad_slots(p.n);
-  const int64_t total = p.groups * K;
-  const int threads = 128;
-  const int64_t blocks = (total + threads - 1) / threads;
-  finish_partials_kernel<acc_t><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), threads, 0, stream>>>(
-      p.partials, p.groups, p.blocks_per_group, K, p.param_grad);
+  launch_finish_partials(p.partials, p.groups, p.blocks_per_group, pwlu_grad_slots(p.n), p.param_grad, stream);
 }
 
 }  // namespace cuda

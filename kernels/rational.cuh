@@ -55,7 +55,7 @@ struct RationalCudaParams {
   int nb = 0;
   Version version = Version::A;
   Basis basis = Basis::Power;
-  acc_t threshold = acc_t(INFINITY);  // power basis: |x| above this uses the scaled form
+  acc_t threshold = acc_t(INFINITY);  // power basis: |x| above this takes rational_element_large
   acc_t noise = acc_t(0);             // > 0: RPAU (generic path, contiguous layout)
   uint64_t seed = 0;
   acc_t* partials = nullptr;   // backward: [groups][blocks_per_group][m + 1 + nb], null: no coef grads
@@ -196,12 +196,32 @@ TR_HOST_DEVICE Acc backward_fixed(Acc x, Acc g, const Acc (&a)[M + 1], const Acc
   return g * (dP - y * dQ) * rQ;
 }
 
-// The large-|x| scaled form through the generic evaluation. Out of line on purpose: its
-// kMaxDegree-sized arrays would otherwise live in the stack frame of the hot fixed-degree loop.
+// The rare large-|x| path of the power basis (|x| above the element math type's overflow
+// threshold), as the CPU kernels do it: evaluated in double, with the scaled (1/x) form only
+// where even double would overflow. A float scaled form is not enough: its |1/x|^D factors
+// underflow for very large |x| (|x| = 1e30 at degree (5,4)), which silently loses the
+// denominator's share of dy/dx (found by tests/cuda_emu). Out of line on purpose: its
+// kMaxDegree-sized arrays would otherwise live in the stack frame of the hot loops.
 template <typename Acc>
-__device__ __noinline__ ElementOut<Acc> rational_element_scaled(Acc x, const Acc* a, int m, const Acc* b, int nb,
-                                                                Version v, Acc* da, Acc* db) {
-  return rational_element<Acc>(x, a, m, b, nb, v, Basis::Power, true, da, db);
+__device__ __noinline__ ElementOut<Acc> rational_element_large(Acc x, const Acc* a, int m, const Acc* b, int nb,
+                                                               Version v, Acc* da, Acc* db) {
+  double a64[kMaxDegree + 1], b64[kMaxDegree + 1], da64[kMaxDegree + 1], db64[kMaxDegree + 1];
+  for (int j = 0; j <= m; ++j) a64[j] = static_cast<double>(a[j]);
+  for (int i = 0; i < nb; ++i) b64[i] = static_cast<double>(b[i]);
+  const int n_top = nb - 1 + first_den_power(v);
+  const double x64 = static_cast<double>(x);
+  const bool scaled = fabs(x64) > overflow_threshold<double>(m > n_top ? m : n_top, DBL_MAX);
+  const bool grads = da != nullptr;
+  const ElementOut<double> r = rational_element<double>(x64, a64, m, b64, nb, v, Basis::Power, scaled,
+                                                        grads ? da64 : nullptr, grads ? db64 : nullptr);
+  if (grads) {
+    for (int j = 0; j <= m; ++j) da[j] = static_cast<Acc>(da64[j]);
+    for (int i = 0; i < nb; ++i) db[i] = static_cast<Acc>(db64[i]);
+  }
+  ElementOut<Acc> out;
+  out.y = static_cast<Acc>(r.y);
+  out.dydx = static_cast<Acc>(r.dydx);
+  return out;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -274,8 +294,8 @@ __global__ void __launch_bounds__(kRationalThreads)
     const acc_t* ga = p.a + g * (M + 1);
     const acc_t* gb = p.b + g * p.nb;
     auto element = [&](acc_t x) -> acc_t {
-      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow, scaled form
-        return rational_element_scaled<acc_t>(x, ga, M, gb, p.nb, p.version, nullptr, nullptr).y;
+      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow Acc
+        return rational_element_large<acc_t>(x, ga, M, gb, p.nb, p.version, nullptr, nullptr).y;
       }
       return forward_fixed<M, N, kPower, acc_t>(x, a, bp, p.version, p.basis);
     };
@@ -310,10 +330,10 @@ __global__ void __launch_bounds__(kRationalThreads)
 #pragma unroll
     for (int k = 0; k < KF; ++k) acc[k] = acc_t(0);
     auto element = [&](acc_t x, acc_t gy) -> acc_t {
-      if (kPower && fabs(x) > p.threshold) {  // rare: scaled form, generic evaluation
+      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow Acc
         acc_t da[M + 1], db[N + 1];
         const ElementOut<acc_t> r =
-            rational_element_scaled<acc_t>(x, ga, M, gb, p.nb, p.version, da, db);
+            rational_element_large<acc_t>(x, ga, M, gb, p.nb, p.version, da, db);
         if (coefs) {
 #pragma unroll
           for (int j = 0; j <= M; ++j) acc[j] += gy * da[j];
@@ -366,16 +386,21 @@ __global__ void __launch_bounds__(kRationalThreads) rational_forward_generic_ker
     for (int j = threadIdx.x; j < na; j += blockDim.x) sa[j] = p.a[g * na + j];
     for (int k = threadIdx.x; k < p.nb; k += blockDim.x) sb[k] = p.b[g * p.nb + k];
     __syncthreads();
+    // Rare |x| above the overflow threshold of acc_t: the double path of rational_element_large.
+    auto eval = [&](acc_t x, const acc_t* a, const acc_t* b) -> acc_t {
+      if (p.basis == Basis::Power && fabs(x) > p.threshold)
+        return rational_element_large<acc_t>(x, a, p.m, b, p.nb, p.version, nullptr, nullptr).y;
+      return rational_element<acc_t>(x, a, p.m, b, p.nb, p.version, p.basis, false, nullptr, nullptr).y;
+    };
     auto element = [&](acc_t x, int64_t index) -> acc_t {
-      const bool scaled = p.basis == Basis::Power && fabs(x) > p.threshold;
       if (p.noise > acc_t(0)) {
         acc_t mult[kMaxCoefs], a[kMaxDegree + 1], b[kMaxDegree + 1];
         noise_multipliers<acc_t>(p.seed, static_cast<uint64_t>(index), K, p.noise, mult);
         for (int j = 0; j < na; ++j) a[j] = sa[j] * mult[j];
         for (int k = 0; k < p.nb; ++k) b[k] = sb[k] * mult[na + k];
-        return rational_element<acc_t>(x, a, p.m, b, p.nb, p.version, p.basis, scaled, nullptr, nullptr).y;
+        return eval(x, a, b);
       }
-      return rational_element<acc_t>(x, sa, p.m, sb, p.nb, p.version, p.basis, scaled, nullptr, nullptr).y;
+      return eval(x, sa, sb);
     };
     for_group_elements<VEC>(
         p, g,
@@ -405,8 +430,13 @@ __global__ void __launch_bounds__(kRationalThreads)
     __syncthreads();
     acc_t acc[kMaxCoefs];
     for (int k = 0; k < K; ++k) acc[k] = acc_t(0);
+    // Rare |x| above the overflow threshold of acc_t: the double path of rational_element_large.
+    auto eval = [&](acc_t x, const acc_t* a, const acc_t* b, acc_t* da, acc_t* db) -> ElementOut<acc_t> {
+      if (p.basis == Basis::Power && fabs(x) > p.threshold)
+        return rational_element_large<acc_t>(x, a, p.m, b, p.nb, p.version, da, db);
+      return rational_element<acc_t>(x, a, p.m, b, p.nb, p.version, p.basis, false, da, db);
+    };
     auto element = [&](acc_t x, acc_t gy, int64_t index) -> acc_t {
-      const bool scaled = p.basis == Basis::Power && fabs(x) > p.threshold;
       acc_t da[kMaxDegree + 1], db[kMaxDegree + 1];
       ElementOut<acc_t> r;
       if (p.noise > acc_t(0)) {
@@ -414,15 +444,14 @@ __global__ void __launch_bounds__(kRationalThreads)
         noise_multipliers<acc_t>(p.seed, static_cast<uint64_t>(index), K, p.noise, mult);
         for (int j = 0; j < na; ++j) a[j] = sa[j] * mult[j];
         for (int k = 0; k < p.nb; ++k) b[k] = sb[k] * mult[na + k];
-        r = rational_element<acc_t>(x, a, p.m, b, p.nb, p.version, p.basis, scaled, da, db);
+        r = eval(x, a, b, da, db);
         // d/da_j of a_j (1 + u_j) is (1 + u_j).
         if (coefs) {
           for (int j = 0; j < na; ++j) acc[j] += gy * da[j] * mult[j];
           for (int k = 0; k < p.nb; ++k) acc[na + k] += gy * db[k] * mult[na + k];
         }
       } else {
-        r = rational_element<acc_t>(x, sa, p.m, sb, p.nb, p.version, p.basis, scaled, coefs ? da : nullptr,
-                                    coefs ? db : nullptr);
+        r = eval(x, sa, sb, coefs ? da : nullptr, coefs ? db : nullptr);
         if (coefs) {
           for (int j = 0; j < na; ++j) acc[j] += gy * da[j];
           for (int k = 0; k < p.nb; ++k) acc[na + k] += gy * db[k];
@@ -470,15 +499,15 @@ void launch_rational_forward(const RationalCudaParams<T>& p, cudaStream_t stream
 #define TR_CASE(M_, N_)                                                                          \
   if (p.m == M_ && n == N_) {                                                                    \
     if (power)                                                                                   \
-      rational_forward_fixed_kernel<M_, N_, true, T><<<grid, kRationalThreads, 0, stream>>>(p);  \
+      launch_kernel(&rational_forward_fixed_kernel<M_, N_, true, T>, grid, dim3(kRationalThreads), 0, stream, p);  \
     else                                                                                         \
-      rational_forward_fixed_kernel<M_, N_, false, T><<<grid, kRationalThreads, 0, stream>>>(p); \
+      launch_kernel(&rational_forward_fixed_kernel<M_, N_, false, T>, grid, dim3(kRationalThreads), 0, stream, p); \
     return;                                                                                      \
   }
     TR_RATIONAL_FIXED_DEGREES(TR_CASE)
 #undef TR_CASE
   }
-  rational_forward_generic_kernel<T><<<grid, kRationalThreads, 0, stream>>>(p);
+  launch_kernel(&rational_forward_generic_kernel<T>, grid, dim3(kRationalThreads), 0, stream, p);
 }
 
 // Launches the fused backward; when p.partials is set, the caller launches the finish
@@ -492,26 +521,20 @@ void launch_rational_backward(const RationalCudaParams<T>& p, cudaStream_t strea
 #define TR_CASE(M_, N_)                                                                           \
   if (p.m == M_ && n == N_) {                                                                     \
     if (power)                                                                                    \
-      rational_backward_fixed_kernel<M_, N_, true, T><<<grid, kRationalThreads, 0, stream>>>(p);  \
+      launch_kernel(&rational_backward_fixed_kernel<M_, N_, true, T>, grid, dim3(kRationalThreads), 0, stream, p);  \
     else                                                                                          \
-      rational_backward_fixed_kernel<M_, N_, false, T><<<grid, kRationalThreads, 0, stream>>>(p); \
+      launch_kernel(&rational_backward_fixed_kernel<M_, N_, false, T>, grid, dim3(kRationalThreads), 0, stream, p); \
     return;                                                                                       \
   }
     TR_RATIONAL_FIXED_DEGREES(TR_CASE)
 #undef TR_CASE
   }
-  rational_backward_generic_kernel<T><<<grid, kRationalThreads, 0, stream>>>(p);
+  launch_kernel(&rational_backward_generic_kernel<T>, grid, dim3(kRationalThreads), 0, stream, p);
 }
 
 template <typename T>
 void launch_rational_finish(const RationalCudaParams<T>& p, cudaStream_t stream) {
-  using acc_t = typename OpMath<T>::type;
-  const int K = p.m + 1 + p.nb;
-  const int64_t total = p.groups * K;
-  const int threads = 128;
-  const int64_t blocks = (total + threads - 1) / threads;
-  finish_partials_kernel<acc_t><<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), threads, 0, stream>>>(
-      p.partials, p.groups, p.blocks_per_group, K, p.coef_grad);
+  launch_finish_partials(p.partials, p.groups, p.blocks_per_group, p.m + 1 + p.nb, p.coef_grad, stream);
 }
 
 }  // namespace cuda

@@ -8,19 +8,10 @@
 #include <tuple>
 
 #include "fit/era_fit.h"
+#include "references.h"
 #include "torch_rational.h"
 
 namespace {
-
-// y = a x + b + sum_i (c_i x + d_i) / ((x - e_i)^2 + f_i^2 + eps) for one group.
-torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& lin, const torch::Tensor& fr, double eps) {
-  torch::Tensor y = lin[0] * x + lin[1];
-  for (int64_t i = 0; i < fr.size(0); ++i) {
-    auto row = fr[i];
-    y = y + (row[0] * x + row[1]) / ((x - row[2]).pow(2) + row[3].pow(2) + eps);
-  }
-  return y;
-}
 
 // Random parameters: |f| in [0.3, 1.5], centres in [-2, 2].
 std::pair<torch::Tensor, torch::Tensor> random_params(int64_t G, int64_t n) {
@@ -59,7 +50,7 @@ TEST_P(EraOpTest, ForwardAndBackwardMatchReference) {
   std::vector<torch::Tensor> parts;
   const int64_t cpg = 4 / G;
   for (int64_t c = 0; c < 4; ++c)
-    parts.push_back(reference(xr.select(1, c), lr[c / cpg], frr[c / cpg], 1e-6).unsqueeze(1));
+    parts.push_back(tr_test::era_reference(xr.select(1, c), lr[c / cpg], frr[c / cpg], 1e-6).unsqueeze(1));
   auto yr = torch::cat(parts, 1);
   const double tol = dtype == torch::kDouble ? 1e-12 : (dtype == torch::kFloat ? 1e-5 : 2e-2);
   EXPECT_LE(rel_err(y, yr), tol);
@@ -145,7 +136,7 @@ TEST(EraFit, NamedFitIsAccurateAndDeterministic) {
   auto r = torch_rational::fit_era_named("tanh", 1);
   EXPECT_LE(r.max_error, 2e-3);
   auto x = torch::linspace(-3, 3, 4001, torch::kDouble);
-  EXPECT_NEAR((reference(x, r.linear, r.fractions, 1e-6) - torch::tanh(x)).abs().max().item<double>(), r.max_error,
+  EXPECT_NEAR((tr_test::era_reference(x, r.linear, r.fractions, 1e-6) - torch::tanh(x)).abs().max().item<double>(), r.max_error,
               1e-12);
   auto again = torch_rational::fit_era_named("tanh", 1);
   EXPECT_TRUE(torch::equal(r.fractions, again.fractions));

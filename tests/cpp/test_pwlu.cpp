@@ -8,34 +8,11 @@
 
 #include "modules/pwlu.h"
 #include "ops/pwlu.h"
+#include "references.h"
 
 namespace {
 
-// Group of each element along dim 1 of x (x has a channel dimension 1, contiguous channel blocks).
-torch::Tensor group_of(const torch::Tensor& x, int64_t groups) {
-  const int64_t c = x.size(1);
-  auto g = torch::arange(c, torch::kLong).floor_divide(c / groups);
-  std::vector<int64_t> shape(x.dim(), 1);
-  shape[1] = c;
-  return g.reshape(shape).expand(x.sizes());
-}
-
-// y = Y_0 + (x - L) K_L for x < L; Y_N + (x - R) K_R for x >= R; else Y_i + t (Y_{i+1} - Y_i).
-torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& b,
-                        const torch::Tensor& s) {
-  const int64_t groups = h.size(0), n = h.size(1) - 1;
-  const auto gi = group_of(x, groups);
-  const auto left = b.select(1, 0).index({gi}), right = b.select(1, 1).index({gi});
-  const auto kl = s.select(1, 0).index({gi}), kr = s.select(1, 1).index({gi});
-  const auto u = (x - left) / ((right - left) / static_cast<double>(n));
-  const auto i = u.detach().floor().clamp(0, n - 1).to(torch::kLong);
-  const auto t = u - i;
-  const auto yi = h.index({gi, i}), yn = h.index({gi, i + 1});
-  const auto inner = yi + t * (yn - yi);
-  const auto lo = h.select(1, 0).index({gi}) + (x - left) * kl;
-  const auto hi = h.select(1, n).index({gi}) + (x - right) * kr;
-  return torch::where(x < left, lo, torch::where(x >= right, hi, inner));
-}
+using tr_test::group_of;
 
 struct Case {
   torch::Tensor x, h, b, s;
@@ -77,7 +54,7 @@ TEST_P(PwluOpTest, MatchesDoubleReference) {
   auto hr = h.detach().to(torch::kDouble).requires_grad_();
   auto br = b.detach().to(torch::kDouble).requires_grad_();
   auto sr = s.detach().to(torch::kDouble).requires_grad_();
-  const auto yr = reference(xr, hr, br, sr);
+  const auto yr = tr_test::pwlu_reference(xr, hr, br, sr);
   yr.backward(g.to(dtype).to(torch::kDouble));
   const double out_tol = dtype == torch::kBFloat16 ? 1e-2 : (dtype == torch::kHalf ? 2e-3 : 1e-5);
   // Errors scale with the magnitudes involved: |y| ~ 10, parameter gradients sum ~100 elements.

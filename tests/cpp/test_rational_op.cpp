@@ -7,57 +7,11 @@
 #include <tuple>
 
 #include "ops/rational.h"
+#include "references.h"
 
 namespace {
 
-// Basis f_0..f_D written out per family with ATen ops (not the kernels' shared recurrence table).
-std::vector<torch::Tensor> reference_basis(const torch::Tensor& x, const std::string& basis, int D) {
-  std::vector<torch::Tensor> f;
-  f.push_back(torch::ones_like(x));
-  for (int k = 1; k <= D; ++k) {
-    const auto& f1 = f[k - 1];
-    const torch::Tensor f2 = k >= 2 ? f[k - 2] : torch::zeros_like(x);
-    const double km = k - 1;  // f_k from f_{k-1}, f_{k-2}
-    torch::Tensor next;
-    if (basis == "power") {
-      next = x.pow(k);
-    } else if (basis == "chebyshev_t") {
-      next = k == 1 ? x.clone() : 2 * x * f1 - f2;
-    } else if (basis == "chebyshev_u") {
-      next = 2 * x * f1 - f2;
-    } else if (basis == "hermite") {
-      next = 2 * x * f1 - 2 * km * f2;
-    } else if (basis == "hermite_e") {
-      next = x * f1 - km * f2;
-    } else if (basis == "laguerre") {
-      next = ((2 * km + 1 - x) * f1 - km * f2) / (km + 1);
-    } else {  // legendre
-      next = ((2 * km + 1) * x * f1 - km * f2) / (km + 1);
-    }
-    f.push_back(next);
-  }
-  return f;
-}
-
-torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& a, const torch::Tensor& b,
-                        const std::string& version, const std::string& basis) {
-  const int m = a.size(-1) - 1;
-  const int k0 = version == "C" ? 0 : 1;
-  const int n_top = b.size(-1) - 1 + k0;
-  auto f = reference_basis(x, basis, std::max(m, n_top));
-  torch::Tensor P = torch::zeros_like(x);
-  for (int j = 0; j <= m; ++j) P = P + a[j] * f[j];
-  torch::Tensor S = torch::zeros_like(x);
-  for (int i = 0; i < b.size(-1); ++i) {
-    if (version == "A") S = S + b[i].abs() * f[i + k0].abs();
-    else S = S + b[i] * f[i + k0];
-  }
-  torch::Tensor Q;
-  if (version == "A" || version == "N") Q = 1 + S;
-  else if (version == "B") Q = 1 + S.abs();
-  else Q = 0.1 + S.abs();
-  return P / Q;
-}
+using tr_test::rational_reference;
 
 using Param = std::tuple<torch::Dtype, std::pair<int, int>, std::string, std::string>;
 
@@ -92,7 +46,7 @@ TEST_P(RationalOpTest, ForwardAndBackwardMatchReference) {
   auto br = b.detach().to(torch::kDouble).requires_grad_(true);
   std::vector<torch::Tensor> parts;
   for (int c = 0; c < 6; ++c)
-    parts.push_back(reference(xr.select(1, c), ar[c / 2], br[c / 2], version, basis).unsqueeze(1));
+    parts.push_back(rational_reference(xr.select(1, c), ar[c / 2], br[c / 2], version, basis).unsqueeze(1));
   auto yr = torch::cat(parts, 1);
 
   const double tol = dtype == torch::kDouble ? 1e-10 : (dtype == torch::kFloat ? 2e-4 : 3e-2);

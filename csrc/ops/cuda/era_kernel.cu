@@ -48,20 +48,14 @@ void fill_common(kc::EraCudaParams<T>& p, const Launch& l, const EraConfig& cfg,
   p.span = l.span;
   bool aligned = true;
   for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
-  // Run starts are 16-byte aligned when span is a multiple of the vector (or there is one run).
-  p.vectorised = aligned && (l.span % VEC == 0 || l.outer * l.groups == 1);
   p.params = params.const_data_ptr<acc_t>();
   p.n = cfg.n;
   p.eps = static_cast<acc_t>(eps);
-  // About 8 blocks of 256 threads per SM in all, spread over the groups; never more blocks than
-  // a group has work items.
-  const int64_t target = int64_t(multiprocessor_count(device)) * 8;
-  const int64_t spanv = p.vectorised ? l.span / VEC : 0;
-  const int64_t items = l.outer * (spanv + (l.span - spanv * VEC));
-  const int64_t by_work = std::max<int64_t>(1, (items + kc::kEraThreads - 1) / kc::kEraThreads);
-  const int64_t by_target = std::max<int64_t>(1, (target + l.groups - 1) / l.groups);
-  p.blocks_per_group = std::min(by_work, by_target);
-  p.grid_groups = static_cast<int>(std::min<int64_t>(l.groups, 65535));
+  const kc::GroupedLaunch plan = kc::plan_grouped_launch(l.outer, l.groups, l.span, VEC, aligned, kc::kEraThreads,
+                                                        multiprocessor_count(device));
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = plan.grid_groups;
 }
 
 at::Tensor era_forward_cuda(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions, double eps,

@@ -51,14 +51,10 @@ void fill_pwlu_params(kc::PwluCudaParams<T>& p, const Launch& l, const PwluConfi
   p.bounds = b.const_data_ptr<acc_t>();
   p.slopes = s.const_data_ptr<acc_t>();
   p.n = cfg.n;
-  // About 8 blocks per SM in all, spread over the groups; never more blocks than a group has
-  // work for.
-  const int64_t target = int64_t(multiprocessor_count(device)) * 8;
-  const int64_t items = l.outer * l.span;
-  const int64_t by_work = std::max<int64_t>(1, (items + threads - 1) / threads);
-  const int64_t by_target = std::max<int64_t>(1, (target + l.groups - 1) / l.groups);
-  p.blocks_per_group = std::min(by_work, by_target);
-  p.grid_groups = static_cast<int>(std::min<int64_t>(l.groups, 65535));
+  const kc::GroupedLaunch plan =
+      kc::plan_grouped_launch(l.outer, l.groups, l.span, /*vec=*/1, false, threads, multiprocessor_count(device));
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = plan.grid_groups;
 }
 
 at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,

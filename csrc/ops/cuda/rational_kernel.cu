@@ -42,8 +42,6 @@ void fill_common(kc::RationalCudaParams<T>& p, const Launch& l, const RationalCo
   p.span = l.span;
   bool aligned = true;
   for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
-  // Run starts are 16-byte aligned when span is a multiple of the vector (or there is one run).
-  p.vectorised = aligned && (l.span % VEC == 0 || l.outer * l.groups == 1);
   p.a = a.const_data_ptr<acc_t>();
   p.b = b.const_data_ptr<acc_t>();
   p.m = cfg.m;
@@ -56,15 +54,11 @@ void fill_common(kc::RationalCudaParams<T>& p, const Launch& l, const RationalCo
       kernels::overflow_threshold<double>(D, std::is_same_v<acc_t, double> ? DBL_MAX : double(FLT_MAX)));
   p.noise = static_cast<acc_t>(noise);
   p.seed = seed;
-  // About 8 blocks of 256 threads per SM in all, spread over the groups; never more blocks than
-  // a group has work items.
-  const int64_t target = int64_t(multiprocessor_count(device)) * 8;
-  const int64_t spanv = p.vectorised ? l.span / VEC : 0;
-  const int64_t items = l.outer * (spanv + (l.span - spanv * VEC));
-  const int64_t by_work = std::max<int64_t>(1, (items + kc::kRationalThreads - 1) / kc::kRationalThreads);
-  const int64_t by_target = std::max<int64_t>(1, (target + l.groups - 1) / l.groups);
-  p.blocks_per_group = std::min(by_work, by_target);
-  p.grid_groups = static_cast<int>(std::min<int64_t>(l.groups, 65535));
+  const kc::GroupedLaunch plan = kc::plan_grouped_launch(l.outer, l.groups, l.span, VEC, aligned, kc::kRationalThreads,
+                                                        multiprocessor_count(device));
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = plan.grid_groups;
 }
 
 at::Tensor rational_forward_cuda(const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,

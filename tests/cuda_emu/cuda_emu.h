@@ -1,0 +1,267 @@
+// A small CUDA execution emulator for running the real kernels of kernels/*.cuh on a machine
+// without a GPU (CI here has nvcc but no device). It is for correctness only, never for speed.
+//
+// How: the kernel headers are compiled by the host compiler (g++) with CUDA's own headers for
+// the types (__half, __nv_bfloat16, dim3, cudaStream_t). Every thread of a block is a fiber
+// (ucontext) of one OS thread; the fibers of a block run cooperatively until they reach a
+// synchronisation point:
+//   __syncthreads()         a barrier over the block (threads that have returned count as arrived)
+//   __shfl_xor_sync(...)     a warp exchange: every lane publishes its value, waits for all 32
+//                           lanes of its warp, reads its partner's, waits again
+// Blocks of a grid run one after another, so a `__shared__` variable can simply be a function
+// `static` (one copy, used by one block at a time). Dynamic shared memory is one buffer,
+// refilled with 0xFF bytes (NaN for float/double) before every block, so a kernel that reads
+// bins it never wrote produces NaN instead of passing by luck.
+//
+// Race exposure: Schedule::Reverse runs the fibers of each block in reverse thread order between
+// synchronisation points. A kernel that reads shared memory written by another thread without a
+// barrier in between gives different results in the two orders; the tests run both.
+//
+// Deadlock (a barrier or shuffle some threads of the block never reach: divergent
+// __syncthreads, early return before a reduction) is detected and reported with the block index.
+//
+// Not emulated: warp-synchronous code without *_sync intrinsics, partial-warp shuffle masks,
+// atomics, cooperative groups, streams (launches run at once, in order). The kernels here use
+// none of these; the shim fails loudly (a message and abort) if a mask other than all lanes or a
+// block size that is not a multiple of 32 reaches a shuffle.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <ucontext.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+// Float overloads of the math functions the kernels call unqualified (fabs(float) must stay
+// float, as on the device).
+using std::fabs;
+using std::sqrt;
+using std::exp;
+using std::log;
+
+// The CUDA keywords, for the host compiler. __shared__ becomes a function static (see above).
+#undef __global__
+#undef __device__
+#undef __host__
+#undef __shared__
+#undef __constant__
+#undef __launch_bounds__
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static
+#define __constant__ static
+#define __launch_bounds__(...)
+#ifndef __noinline__
+#define __noinline__ __attribute__((noinline))
+#endif
+#ifndef __forceinline__
+#define __forceinline__ inline __attribute__((always_inline))
+#endif
+
+#define TR_CUDA_EMULATOR 1
+
+namespace cuda_emu {
+
+enum class Schedule { Forward, Reverse };
+
+struct State {
+  dim3 grid{1, 1, 1}, block{1, 1, 1};
+  uint3 block_idx{0, 0, 0};
+  std::vector<uint3> thread_idx;  // per fiber
+  int current = 0;                // running fiber (linear thread index)
+  int num_threads = 0;
+  ucontext_t main_ctx{};
+  std::vector<ucontext_t> ctx;
+  std::vector<std::vector<char>> stacks;
+  std::vector<char> done;
+  int done_count = 0;
+  // Block barrier.
+  int block_arrived = 0;
+  uint64_t block_generation = 0;
+  // Warp exchange barriers (one per warp) and the value slots (16 bytes per thread).
+  std::vector<int> warp_arrived;
+  std::vector<uint64_t> warp_generation;
+  std::vector<unsigned char> slots;
+  uint64_t progress = 0;  // arrivals + completions: a round without any is a deadlock
+  std::function<void()> body;
+  std::vector<unsigned char> dynamic_shared;
+  Schedule schedule = Schedule::Forward;
+  int64_t launches = 0;
+  size_t stack_bytes = 256 * 1024;
+};
+
+inline State& state() {
+  static State s;
+  return s;
+}
+
+inline void set_schedule(Schedule s) { state().schedule = s; }
+inline int64_t launches() { return state().launches; }
+
+[[noreturn]] inline void fail(const char* what) {
+  const State& s = state();
+  std::fprintf(stderr, "cuda_emu: %s (block %u,%u,%u thread %d of %d)\n", what, s.block_idx.x, s.block_idx.y,
+               s.block_idx.z, s.current, s.num_threads);
+  std::abort();
+}
+
+inline const uint3& thread_idx() { return state().thread_idx[state().current]; }
+inline const uint3& block_idx() { return state().block_idx; }
+inline const dim3& block_dim() { return state().block; }
+inline const dim3& grid_dim() { return state().grid; }
+inline unsigned char* dynamic_shared() { return state().dynamic_shared.data(); }
+
+inline void yield() {
+  State& s = state();
+  swapcontext(&s.ctx[s.current], &s.main_ctx);
+}
+
+inline void syncthreads() {
+  State& s = state();
+  const uint64_t gen = s.block_generation;
+  ++s.progress;
+  if (++s.block_arrived == s.num_threads - s.done_count) {
+    s.block_arrived = 0;
+    ++s.block_generation;
+    return;
+  }
+  while (s.block_generation == gen) yield();
+}
+
+inline void warp_barrier(int warp) {
+  State& s = state();
+  const uint64_t gen = s.warp_generation[warp];
+  ++s.progress;
+  if (++s.warp_arrived[warp] == 32) {
+    s.warp_arrived[warp] = 0;
+    ++s.warp_generation[warp];
+    return;
+  }
+  while (s.warp_generation[warp] == gen) yield();
+}
+
+template <typename T>
+T shfl(unsigned mask, T v, int src_of_lane_xor, bool is_xor) {
+  static_assert(sizeof(T) <= 16, "cuda_emu: shuffle of a type larger than 16 bytes");
+  State& s = state();
+  if (mask != 0xffffffffu) fail("shuffle with a partial lane mask is not emulated");
+  if (s.num_threads % 32 != 0) fail("shuffle in a block whose size is not a multiple of 32");
+  const int t = s.current, lane = t % 32, warp = t / 32;
+  std::memcpy(&s.slots[16 * t], &v, sizeof(T));
+  warp_barrier(warp);
+  int src = is_xor ? (lane ^ src_of_lane_xor) : lane + src_of_lane_xor;
+  if (src < 0 || src > 31) src = lane;  // __shfl_down_sync out of range keeps the own value
+  T r;
+  std::memcpy(&r, &s.slots[16 * (warp * 32 + src)], sizeof(T));
+  warp_barrier(warp);
+  return r;
+}
+
+inline void fiber_entry() {
+  State& s = state();
+  s.body();
+  s.done[s.current] = 1;
+  ++s.done_count;
+  ++s.progress;
+  // A barrier waiting for the threads still running may now be complete (exited threads count
+  // as arrived).
+  if (s.block_arrived > 0 && s.block_arrived == s.num_threads - s.done_count) {
+    s.block_arrived = 0;
+    ++s.block_generation;
+  }
+  // Returning resumes uc_link (the scheduler).
+}
+
+// Runs one block: every fiber until it returns.
+inline void run_block() {
+  State& s = state();
+  const int n = s.num_threads;
+  s.done.assign(n, 0);
+  s.done_count = 0;
+  s.block_arrived = 0;
+  s.warp_arrived.assign((n + 31) / 32, 0);
+  s.warp_generation.assign((n + 31) / 32, 0);
+  for (int t = 0; t < n; ++t) {
+    getcontext(&s.ctx[t]);
+    s.ctx[t].uc_stack.ss_sp = s.stacks[t].data();
+    s.ctx[t].uc_stack.ss_size = s.stacks[t].size();
+    s.ctx[t].uc_link = &s.main_ctx;
+    makecontext(&s.ctx[t], fiber_entry, 0);
+  }
+  while (s.done_count < n) {
+    const uint64_t before = s.progress;
+    for (int i = 0; i < n; ++i) {
+      const int t = s.schedule == Schedule::Forward ? i : n - 1 - i;
+      if (s.done[t]) continue;
+      s.current = t;
+      swapcontext(&s.main_ctx, &s.ctx[t]);
+    }
+    if (s.progress == before) fail("deadlock: threads wait at a barrier or shuffle that others never reach");
+  }
+}
+
+// kernel<<<grid, block, dynamic_smem>>>(args...), run to completion.
+template <typename... KArgs, typename... Args>
+void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t dynamic_smem, Args&&... args) {
+  State& s = state();
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || block.x == 0 || block.y == 0 || block.z == 0)
+    fail("invalid launch configuration (a zero dimension)");
+  if (grid.y > 65535 || grid.z > 65535) fail("invalid launch configuration (gridDim.y or .z > 65535)");
+  const int64_t threads = int64_t(block.x) * block.y * block.z;
+  if (threads > 1024) fail("invalid launch configuration (more than 1024 threads per block)");
+  if (dynamic_smem > 48 * 1024) fail("dynamic shared memory above the 48 KiB default limit");
+  ++s.launches;
+  // Arguments are copied once, as a CUDA launch copies them to the parameter space.
+  std::tuple<std::decay_t<KArgs>...> params(std::forward<Args>(args)...);
+  s.grid = grid;
+  s.block = block;
+  s.num_threads = static_cast<int>(threads);
+  s.thread_idx.resize(threads);
+  for (int64_t t = 0; t < threads; ++t)
+    s.thread_idx[t] = uint3{unsigned(t % block.x), unsigned(t / block.x % block.y), unsigned(t / (block.x * block.y))};
+  s.ctx.resize(threads);
+  if (s.stacks.size() < size_t(threads)) s.stacks.resize(threads);
+  for (auto& st : s.stacks)
+    if (st.size() != s.stack_bytes) st.assign(s.stack_bytes, 0);
+  s.slots.assign(16 * threads, 0);
+  s.body = [&] { std::apply(kernel, params); };
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x) {
+        s.block_idx = uint3{x, y, z};
+        s.dynamic_shared.assign(dynamic_smem, 0xFF);
+        run_block();
+      }
+  s.body = nullptr;
+}
+
+}  // namespace cuda_emu
+
+// The built-in variables and intrinsics the kernels use.
+#define threadIdx (::cuda_emu::thread_idx())
+#define blockIdx (::cuda_emu::block_idx())
+#define blockDim (::cuda_emu::block_dim())
+#define gridDim (::cuda_emu::grid_dim())
+#define __syncthreads() ::cuda_emu::syncthreads()
+
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  if (width != 32) ::cuda_emu::fail("__shfl_xor_sync with width != 32 is not emulated");
+  return ::cuda_emu::shfl(mask, v, lane_mask, true);
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  if (width != 32) ::cuda_emu::fail("__shfl_down_sync with width != 32 is not emulated");
+  return ::cuda_emu::shfl(mask, v, static_cast<int>(delta), false);
+}

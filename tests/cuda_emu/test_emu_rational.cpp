@@ -1,0 +1,383 @@
+// The CUDA kernels of the rational op (kernels/rational.cuh: the fixed-degree specialisations,
+// the generic path, RPAU, the fused backward and its fixed-order finish), run on the host by the
+// emulator of cuda_emu.h with the launch shapes the glue computes (plan_grouped_launch), against
+//   - the float64 reference of tests/common/references.h (formula + ATen autograd),
+//   - the CPU op (same seed -> same RPAU noise),
+// and for bitwise equality between two fiber schedules (a missing __syncthreads shows up there)
+// and between the full backward and the partial ones (grad_x only, coefficient grads only).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cfloat>
+#include <string>
+#include <tuple>
+
+#include "ops/rational.h"
+#include "references.h"
+// The emulator after torch's headers: it defines threadIdx, __shared__, ... as macros.
+#include "cuda_emu.h"
+#include "emu_common.h"
+#include "rational.cuh"
+
+namespace {
+
+using namespace emu_test;
+namespace kr = torch_rational::kernels;
+
+enum class Layout {
+  Flat,          // G = 1, numel not a multiple of the vector: one vectorised run + tail
+  Grouped,       // NCHW, 2 channels per group, H*W = 16: vectorised runs
+  GroupedOdd,    // NCHW, H*W = 9: scalar loop (double: vectorised pairs + tails)
+  ChannelsLast,  // per-channel groups on channels_last: runs of one element
+  Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
+  FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
+};
+
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::Flat: return "Flat";
+    case Layout::Grouped: return "Grouped";
+    case Layout::GroupedOdd: return "GroupedOdd";
+    case Layout::ChannelsLast: return "ChannelsLast";
+    case Layout::Misaligned: return "Misaligned";
+    case Layout::FewGridRows: return "FewGridRows";
+  }
+  return "?";
+}
+
+kr::Version to_version(const std::string& v) {
+  return v == "A" ? kr::Version::A : v == "B" ? kr::Version::B : v == "C" ? kr::Version::C : kr::Version::N;
+}
+
+kr::Basis to_basis(const std::string& b) {
+  if (b == "power") return kr::Basis::Power;
+  if (b == "chebyshev_t") return kr::Basis::ChebyshevT;
+  if (b == "chebyshev_u") return kr::Basis::ChebyshevU;
+  if (b == "hermite") return kr::Basis::Hermite;
+  if (b == "hermite_e") return kr::Basis::HermiteE;
+  if (b == "laguerre") return kr::Basis::Laguerre;
+  return kr::Basis::Legendre;
+}
+
+struct Case {
+  torch::Tensor x;   // in the layout under test, dtype under test
+  int64_t groups;    // along dim 1
+  int grid_rows;     // 0: as planned, else gridDim.y override
+  int multiprocessors;
+};
+
+Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x64_flat, const torch::Tensor& x64_4d) {
+  switch (layout) {
+    case Layout::Flat: return {x64_flat.to(dtype), 1, 0, 2};
+    case Layout::Grouped: return {x64_4d.to(dtype), 3, 0, 1};
+    case Layout::GroupedOdd: return {x64_4d.narrow(3, 0, 3).narrow(2, 0, 3).contiguous().to(dtype), 3, 0, 1};
+    case Layout::ChannelsLast:
+      return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
+    case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
+    case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
+  }
+  return {};
+}
+
+// Fills the parameters as csrc/ops/cuda/rational_kernel.cu does.
+template <typename T>
+kc::RationalCudaParams<T> make_params(const Case& s, const torch::Tensor& a, const torch::Tensor& b, int m,
+                                      const std::string& version, const std::string& basis, double noise,
+                                      uint64_t seed, std::initializer_list<const void*> ptrs) {
+  using acc_t = typename kc::OpMath<T>::type;
+  constexpr int VEC = kc::VecSize<T>::value;
+  kc::RationalCudaParams<T> p;
+  const View v = make_view(s.x, s.groups, 1);
+  p.outer = v.outer;
+  p.groups = v.groups;
+  p.span = v.span;
+  p.a = cptr<acc_t>(a);
+  p.b = cptr<acc_t>(b);
+  p.m = m;
+  p.nb = static_cast<int>(b.size(-1));
+  p.version = to_version(version);
+  p.basis = to_basis(basis);
+  const int n_top = p.nb - 1 + kr::first_den_power(p.version);
+  p.threshold = static_cast<acc_t>(
+      kr::overflow_threshold<double>(std::max(m, n_top), is_double<acc_t>() ? DBL_MAX : double(FLT_MAX)));
+  p.noise = static_cast<acc_t>(noise);
+  p.seed = seed;
+  // RPAU: the glue makes x contiguous first; the tests only use contiguous x with noise.
+  const kc::GroupedLaunch plan =
+      kc::plan_grouped_launch(v.outer, v.groups, v.span, VEC, aligned16(ptrs), kc::kRationalThreads, s.multiprocessors);
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = s.grid_rows > 0 ? s.grid_rows : plan.grid_groups;
+  return p;
+}
+
+struct Result {
+  torch::Tensor y, grad_x, coef_grad;  // coef_grad: [groups][m + 1 + nb]
+};
+
+// Forward, then the fused backward + finish, on the emulator. want_x / want_coefs as the glue's
+// output_mask; unwritten partials would stay NaN and show up in coef_grad.
+Result run(const Case& s, const torch::Tensor& a, const torch::Tensor& b, int m, const std::string& version,
+           const std::string& basis, const torch::Tensor& gy, double noise = 0.0, uint64_t seed = 0,
+           bool want_x = true, bool want_coefs = true) {
+  Result r;
+  dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    using acc_t = typename kc::OpMath<T>::type;
+    r.y = torch::empty_like(s.x);
+    auto pf = make_params<T>(s, a, b, m, version, basis, noise, seed, {s.x.const_data_ptr(), r.y.const_data_ptr()});
+    pf.x = cptr<T>(s.x);
+    pf.out = mptr<T>(r.y);
+    kc::launch_rational_forward<T>(pf, nullptr);
+
+    torch::Tensor gin = gy.to(s.x.scalar_type());
+    if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
+    if (want_x) r.grad_x = torch::empty_like(s.x);
+    auto pb = make_params<T>(s, a, b, m, version, basis, noise, seed,
+                             {s.x.const_data_ptr(), gin.const_data_ptr(), want_x ? r.grad_x.const_data_ptr() : nullptr});
+    pb.x = cptr<T>(s.x);
+    pb.grad_y = cptr<T>(gin);
+    pb.out = want_x ? mptr<T>(r.grad_x) : nullptr;
+    const int64_t K = m + 1 + b.size(-1);
+    torch::Tensor partials;
+    if (want_coefs) {
+      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), a.options());
+      r.coef_grad = torch::full({s.groups, K}, std::nan(""), a.options());
+      pb.partials = mptr<acc_t>(partials);
+      pb.coef_grad = mptr<acc_t>(r.coef_grad);
+    }
+    kc::launch_rational_backward<T>(pb, nullptr);
+    if (want_coefs) kc::launch_rational_finish<T>(pb, nullptr);
+  });
+  return r;
+}
+
+using Param = std::tuple<torch::Dtype, std::pair<int, int>, std::string, std::string, Layout>;
+
+class EmuRationalTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(EmuRationalTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
+  const auto [dtype, degrees, version, basis, layout] = GetParam();
+  const int m = degrees.first, n = degrees.second;
+  const int nb = version == "C" ? n + 1 : n;
+  torch::manual_seed(97 + m * 7 + n);
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  // Half's range (65504) bounds |dy/dx| ~ m |a_m| |x|^(m-1): smaller inputs for it.
+  const double xs = basis != "power" ? 0.8 : dtype == torch::kHalf ? 1.0 : 1.5;
+  const auto x_flat = torch::randn({5003}, opts) * xs;
+  const auto x_4d = torch::randn({2, 6, 4, 4}, opts) * xs;
+  const Case s = make_case(layout, dtype, x_flat, x_4d);
+  const int64_t G = s.groups;
+  auto a64 = torch::randn({G, m + 1}, opts) * 0.5;
+  auto b64 = torch::randn({G, nb}, opts) * (version == "N" ? 0.05 : 0.5);
+  if (version == "C") b64.select(1, 0).fill_(1.0);
+  if (version == "N") {
+    // Q = 1 + S has poles; keep Q >= 0.5 on the data so the test checks the kernels, not the
+    // conditioning of a near-pole (whose gradient can overflow half precision).
+    const auto x_all = s.x.to(torch::kDouble);
+    for (int it = 0; it < 60; ++it) {
+      double q_min = 1e300;
+      for (int64_t g = 0; g < G; ++g) {
+        auto one = torch::zeros({m + 1}, opts);
+        one[0] = 1.0;
+        q_min = std::min(q_min, (1.0 / tr_test::rational_reference(x_all, one, b64[g], "N", basis)).min().item<double>());
+      }
+      if (q_min >= 0.5) break;
+      b64 *= 0.7;
+    }
+  }
+  const auto a = a64.to(acc_dtype(dtype)), b = b64.to(acc_dtype(dtype));
+  const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
+
+  const Result r = run(s, a, b, m, version, basis, gy);
+
+  // Float64 reference on exactly the rounded inputs the kernels saw.
+  auto xr = s.x.to(torch::kDouble).requires_grad_(true);
+  auto ar = a.to(torch::kDouble).requires_grad_(true);
+  auto br = b.to(torch::kDouble).requires_grad_(true);
+  torch::Tensor yr;
+  if (xr.dim() == 1) {
+    yr = tr_test::rational_reference(xr, ar[0], br[0], version, basis);
+  } else {
+    const int64_t cpg = xr.size(1) / G;
+    std::vector<torch::Tensor> parts;
+    for (int64_t c = 0; c < xr.size(1); ++c)
+      parts.push_back(tr_test::rational_reference(xr.select(1, c), ar[c / cpg], br[c / cpg], version, basis).unsqueeze(1));
+    yr = torch::cat(parts, 1);
+  }
+  const double tol = dtype == torch::kDouble ? 1e-10 : dtype == torch::kFloat ? 2e-4 : dtype == torch::kHalf ? 4e-3 : 3e-2;
+  EXPECT_LE(rel_err(r.y, yr), tol) << "forward";
+  yr.backward(gy.to(torch::kDouble));
+  const double gtol = dtype == torch::kDouble ? 1e-9 : dtype == torch::kFloat ? 1e-3 : dtype == torch::kHalf ? 1e-2 : 6e-2;
+  EXPECT_LE(rel_err(r.grad_x, xr.grad()), gtol) << "grad_x";
+  EXPECT_LE(rel_err(r.coef_grad.narrow(1, 0, m + 1), ar.grad()), gtol) << "grad numerator";
+  EXPECT_LE(rel_err(r.coef_grad.narrow(1, m + 1, nb), br.grad()), gtol) << "grad denominator";
+
+  // The CPU op: the same math, so agreement to a few roundings of the element type.
+  const auto y_cpu = torch_rational::rational(s.x, a, b, version, basis, 1);
+  const auto [gx_cpu, ga_cpu, gb_cpu] = torch_rational::rational_backward(
+      gy, s.x, a, b, version, basis, 1, 0.0, std::nullopt, {true, true, true});
+  const double ctol = dtype == torch::kDouble ? 1e-12 : dtype == torch::kFloat ? 5e-5 : dtype == torch::kHalf ? 2e-3 : 1.6e-2;
+  EXPECT_LE(rel_err(r.y, y_cpu), ctol) << "forward vs CPU";
+  EXPECT_LE(rel_err(r.grad_x, gx_cpu), ctol) << "grad_x vs CPU";
+  EXPECT_LE(rel_err(r.coef_grad.narrow(1, 0, m + 1), ga_cpu), 10 * ctol) << "grad numerator vs CPU";
+  EXPECT_LE(rel_err(r.coef_grad.narrow(1, m + 1, nb), gb_cpu), 10 * ctol) << "grad denominator vs CPU";
+
+  // Reverse fiber order: bitwise the same (no race on shared memory, fixed reduction order).
+  {
+    const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
+    const Result rr = run(s, a, b, m, version, basis, gy);
+    EXPECT_TRUE(bitwise_equal(r.y, rr.y));
+    EXPECT_TRUE(bitwise_equal(r.grad_x, rr.grad_x));
+    EXPECT_TRUE(bitwise_equal(r.coef_grad, rr.coef_grad));
+  }
+  // Partial backward requests give the same bits as the full one.
+  const Result only_x = run(s, a, b, m, version, basis, gy, 0.0, 0, true, false);
+  const Result only_c = run(s, a, b, m, version, basis, gy, 0.0, 0, false, true);
+  EXPECT_TRUE(bitwise_equal(r.grad_x, only_x.grad_x));
+  EXPECT_TRUE(bitwise_equal(r.coef_grad, only_c.coef_grad));
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  const auto& [dtype, degrees, version, basis, layout] = info.param;
+  std::string b;
+  bool up = true;
+  for (char ch : basis) {
+    if (ch == '_') {
+      up = true;
+      continue;
+    }
+    b += up ? static_cast<char>(std::toupper(ch)) : ch;
+    up = false;
+  }
+  return dtype_name(dtype) + "Deg" + std::to_string(degrees.first) + std::to_string(degrees.second) + version + b +
+         layout_name(layout);
+}
+
+const auto kAllLayouts = ::testing::Values(Layout::Flat, Layout::Grouped, Layout::GroupedOdd, Layout::ChannelsLast,
+                                           Layout::Misaligned, Layout::FewGridRows);
+
+// Every fixed-degree specialisation and the generic path (2,3), every version, all dtypes.
+INSTANTIATE_TEST_SUITE_P(
+    PowerBasis, EmuRationalTest,
+    ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16),
+                       ::testing::Values(std::make_pair(5, 4), std::make_pair(4, 4), std::make_pair(3, 2),
+                                         std::make_pair(7, 6), std::make_pair(2, 3)),
+                       ::testing::Values("A", "B", "C", "N"), ::testing::Values("power"),
+                       ::testing::Values(Layout::Grouped, Layout::ChannelsLast)),
+    param_name);
+
+// Every layout on the most used kernel and on the generic one.
+INSTANTIATE_TEST_SUITE_P(Layouts, EmuRationalTest,
+                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble),
+                                            ::testing::Values(std::make_pair(5, 4), std::make_pair(2, 3)),
+                                            ::testing::Values("A"), ::testing::Values("power"), kAllLayouts),
+                         param_name);
+
+// The orthogonal bases (HP-1/HP-2) through the fixed (5,4) kernel and the generic one.
+INSTANTIATE_TEST_SUITE_P(
+    OrthogonalBases, EmuRationalTest,
+    ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble), ::testing::Values(std::make_pair(5, 4), std::make_pair(3, 5)),
+                       ::testing::Values("A", "B", "C", "N"),
+                       ::testing::Values("chebyshev_t", "chebyshev_u", "hermite", "hermite_e", "laguerre", "legendre"),
+                       ::testing::Values(Layout::Grouped)),
+    param_name);
+
+// RPAU: the CUDA kernels draw the same counter-based noise as the CPU kernels.
+class EmuRpauTest : public ::testing::TestWithParam<std::tuple<torch::Dtype, std::pair<int, int>>> {};
+
+TEST_P(EmuRpauTest, SameNoiseAsCpu) {
+  const auto [dtype, degrees] = GetParam();
+  const int m = degrees.first, n = degrees.second;
+  torch::manual_seed(5);
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  const Case s{(torch::randn({2, 6, 4, 5}, opts) * 1.5).to(dtype), 3, 0, 1};
+  const auto a = (torch::randn({3, m + 1}, opts) * 0.5).to(acc_dtype(dtype));
+  const auto b = (torch::randn({3, n}, opts) * 0.5).to(acc_dtype(dtype));
+  const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
+  const double noise = 0.2;
+  const uint64_t seed = 123456789;
+  const auto seed_t = torch::tensor({static_cast<int64_t>(seed)}, torch::kLong);
+  const Result r = run(s, a, b, m, "A", "power", gy, noise, seed);
+  const auto y_cpu = torch_rational::rational(s.x, a, b, "A", "power", 1, noise, seed_t);
+  const auto [gx_cpu, ga_cpu, gb_cpu] =
+      torch_rational::rational_backward(gy, s.x, a, b, "A", "power", 1, noise, seed_t, {true, true, true});
+  const double ctol = dtype == torch::kDouble ? 1e-12 : dtype == torch::kFloat ? 1e-5 : 1.6e-2;
+  EXPECT_LE(rel_err(r.y, y_cpu), ctol);
+  EXPECT_LE(rel_err(r.grad_x, gx_cpu), ctol);
+  EXPECT_LE(rel_err(r.coef_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1)), 10 * ctol);
+  // The noise is there: without it the output differs by far more than rounding.
+  const Result r0 = run(s, a, b, m, "A", "power", gy);
+  EXPECT_GT(rel_err(r.y, r0.y), 0.02);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, EmuRpauTest,
+                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kBFloat16),
+                                            ::testing::Values(std::make_pair(5, 4), std::make_pair(2, 3))));
+
+// |x| above the overflow threshold of the math type takes the double path (scaled form only
+// where double would overflow too), in the fixed-degree kernels and the generic one (2,3).
+TEST(EmuRational, LargeInputsMatchTheReference) {
+  for (const auto& [m, n] : {std::make_pair(5, 4), std::make_pair(7, 6), std::make_pair(3, 2), std::make_pair(2, 3)}) {
+    auto opts = torch::TensorOptions().dtype(torch::kDouble);
+    torch::manual_seed(11);
+    auto x64 = torch::randn({2, 2, 40}, opts) * 2;
+    x64.select(2, 0).fill_(3e9);
+    x64.select(2, 1).fill_(-7e12);
+    x64.select(2, 5).fill_(1e30);
+    const Case s{x64.to(torch::kFloat), 1, 0, 1};
+    const auto a = (torch::rand({1, m + 1}, opts) + 0.5).to(torch::kFloat);
+    const auto b = (torch::rand({1, n}, opts) + 0.5).to(torch::kFloat);
+    const auto gy = torch::ones_like(s.x);
+    const Result r = run(s, a, b, m, "A", "power", gy);
+    auto xr = s.x.to(torch::kDouble).requires_grad_(true);
+    auto ar = a.to(torch::kDouble).requires_grad_(true);
+    auto br = b.to(torch::kDouble).requires_grad_(true);
+    auto yr = tr_test::rational_reference(xr, ar[0], br[0], "A", "power");
+    ASSERT_TRUE(torch::isfinite(yr).all().item<bool>());
+    EXPECT_TRUE(torch::isfinite(r.y).all().item<bool>()) << "m=" << m;
+    // Relative error per element (the outputs span many magnitudes).
+    EXPECT_LE(((r.y.to(torch::kDouble) - yr).abs() / (1 + yr.abs())).max().item<double>(), 1e-5) << "m=" << m;
+    yr.sum().backward();
+    EXPECT_LE(((r.grad_x.to(torch::kDouble) - xr.grad()).abs() / (1 + xr.grad().abs())).max().item<double>(), 1e-4)
+        << "m=" << m;
+    EXPECT_LE(rel_err(r.coef_grad.narrow(1, 0, m + 1), ar.grad()), 1e-4) << "m=" << m;
+    EXPECT_LE(rel_err(r.coef_grad.narrow(1, m + 1, n), br.grad()), 1e-4) << "m=" << m;
+    // The CPU op takes the same double path.
+    EXPECT_LE(rel_err(r.y, torch_rational::rational(s.x, a, b, "A", "power", 1)), 1e-6) << "m=" << m;
+  }
+}
+
+// A NaN in one element stays in that element (forward and grad_x); coefficient grads become NaN
+// (the sum includes it), as on CPU.
+TEST(EmuRational, NanStaysInItsElement) {
+  auto opts = torch::TensorOptions().dtype(torch::kFloat);
+  torch::manual_seed(3);
+  auto x = torch::randn({3000}, opts);
+  x[1234] = std::nan("");
+  const Case s{x, 1, 0, 1};
+  const auto a = torch::randn({1, 6}, opts) * 0.5, b = torch::randn({1, 4}, opts) * 0.5;
+  const Result r = run(s, a, b, 5, "A", "power", torch::ones_like(x));
+  const auto nan_y = torch::isnan(r.y), nan_g = torch::isnan(r.grad_x);
+  EXPECT_EQ(nan_y.sum().item<int64_t>(), 1);
+  EXPECT_TRUE(nan_y[1234].item<bool>());
+  EXPECT_EQ(nan_g.sum().item<int64_t>(), 1);
+  EXPECT_TRUE(torch::isnan(r.coef_grad).all().item<bool>());
+}
+
+// The plan never launches a block without work and caps gridDim.y.
+TEST(EmuRational, LaunchPlanShapes) {
+  const auto p1 = kc::plan_grouped_launch(1, 1, 1003, 4, true, 256, 132);
+  EXPECT_TRUE(p1.vectorised);
+  EXPECT_EQ(p1.blocks_per_group, 1);  // 250 vectors + 3 tail elements: one block
+  const auto p2 = kc::plan_grouped_launch(4, 70000, 1, 4, true, 256, 132);
+  EXPECT_FALSE(p2.vectorised);  // runs of one element
+  EXPECT_EQ(p2.grid_groups, 65535);
+  EXPECT_EQ(p2.blocks_per_group, 1);
+  const auto p3 = kc::plan_grouped_launch(1, 1, int64_t(1) << 31, 4, true, 256, 132);
+  EXPECT_EQ(p3.blocks_per_group, 132 * 8);
+  const auto p4 = kc::plan_grouped_launch(2, 3, 16, 4, false, 256, 1);
+  EXPECT_FALSE(p4.vectorised);  // a misaligned pointer
+}
+
+}  // namespace
