@@ -3,7 +3,8 @@
 //
 // How: the kernel headers are compiled by the host compiler (g++) with CUDA's own headers for
 // the types (__half, __nv_bfloat16, dim3, cudaStream_t). Every thread of a block is a fiber
-// (ucontext) of one OS thread; the fibers of a block run cooperatively until they reach a
+// (a stack of its own; switched by a few instructions on x86-64, by ucontext elsewhere) of one
+// OS thread; the fibers of a block run cooperatively until they reach a
 // synchronisation point:
 //   __syncthreads()         a barrier over the block (threads that have returned count as arrived)
 //   __shfl_xor_sync(...)     a warp exchange: every lane publishes its value, waits for all 32
@@ -71,9 +72,84 @@ using std::log;
 
 #define TR_CUDA_EMULATOR 1
 
+// ------------------------------------------------------------------------------------------------
+// Fiber switch. On x86-64 a minimal switch of the callee-saved registers (no system call: glibc's
+// swapcontext saves the signal mask with one, which made half of the emulator's run time);
+// elsewhere ucontext.
+#if defined(__x86_64__) && !defined(CUDA_EMU_USE_UCONTEXT)
+#define CUDA_EMU_ASM_SWITCH 1
+// cuda_emu_switch(&save_sp, new_sp): pushes rbp, rbx, r12-r15 and the SSE/x87 control words on
+// the current stack, stores rsp in *save_sp, loads new_sp and pops the same from there. Weak, so
+// every translation unit that includes this header may define it.
+__asm__(R"(
+  .text
+  .weak cuda_emu_switch
+  .type cuda_emu_switch, @function
+cuda_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size cuda_emu_switch, .-cuda_emu_switch
+)");
+extern "C" void cuda_emu_switch(void** save_sp, void* new_sp);
+#endif
+
 namespace cuda_emu {
 
 enum class Schedule { Forward, Reverse };
+
+#ifdef CUDA_EMU_ASM_SWITCH
+struct Context {
+  void* sp = nullptr;
+};
+inline void switch_context(Context& from, Context& to) { cuda_emu_switch(&from.sp, to.sp); }
+// A fresh fiber whose first switch-in "returns" into entry (which must never return).
+inline void make_context(Context& c, std::vector<char>& stack, void (*entry)(), Context* /*link*/) {
+  uintptr_t top = reinterpret_cast<uintptr_t>(stack.data() + stack.size()) & ~uintptr_t(15);
+  auto* sp = reinterpret_cast<uint64_t*>(top);
+  *--sp = 0;                                     // as if entry had been called: rsp % 16 == 8
+  *--sp = reinterpret_cast<uint64_t>(entry);     // the `ret` of cuda_emu_switch lands here
+  for (int r = 0; r < 6; ++r) *--sp = 0;         // rbp, rbx, r12-r15
+  --sp;
+  uint32_t mxcsr;
+  uint16_t fpucw;
+  __asm__ volatile("stmxcsr %0" : "=m"(mxcsr));
+  __asm__ volatile("fnstcw %0" : "=m"(fpucw));
+  std::memcpy(sp, &mxcsr, 4);
+  std::memcpy(reinterpret_cast<char*>(sp) + 4, &fpucw, 2);
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void make_context(Context& c, std::vector<char>& stack, void (*entry)(), Context* link) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack.data();
+  c.uc.uc_stack.ss_size = stack.size();
+  c.uc.uc_link = &link->uc;
+  makecontext(&c.uc, entry, 0);
+}
+#endif
 
 struct State {
   dim3 grid{1, 1, 1}, block{1, 1, 1};
@@ -81,8 +157,8 @@ struct State {
   std::vector<uint3> thread_idx;  // per fiber
   int current = 0;                // running fiber (linear thread index)
   int num_threads = 0;
-  ucontext_t main_ctx{};
-  std::vector<ucontext_t> ctx;
+  Context main_ctx{};
+  std::vector<Context> ctx;
   std::vector<std::vector<char>> stacks;
   std::vector<char> done;
   int done_count = 0;
@@ -124,7 +200,7 @@ inline unsigned char* dynamic_shared() { return state().dynamic_shared.data(); }
 
 inline void yield() {
   State& s = state();
-  swapcontext(&s.ctx[s.current], &s.main_ctx);
+  switch_context(s.ctx[s.current], s.main_ctx);
 }
 
 inline void syncthreads() {
@@ -180,7 +256,9 @@ inline void fiber_entry() {
     s.block_arrived = 0;
     ++s.block_generation;
   }
-  // Returning resumes uc_link (the scheduler).
+  // Back to the scheduler for good (a finished fiber is never resumed).
+  switch_context(s.ctx[s.current], s.main_ctx);
+  fail("a finished fiber was resumed");
 }
 
 // Runs one block: every fiber until it returns.
@@ -192,20 +270,14 @@ inline void run_block() {
   s.block_arrived = 0;
   s.warp_arrived.assign((n + 31) / 32, 0);
   s.warp_generation.assign((n + 31) / 32, 0);
-  for (int t = 0; t < n; ++t) {
-    getcontext(&s.ctx[t]);
-    s.ctx[t].uc_stack.ss_sp = s.stacks[t].data();
-    s.ctx[t].uc_stack.ss_size = s.stacks[t].size();
-    s.ctx[t].uc_link = &s.main_ctx;
-    makecontext(&s.ctx[t], fiber_entry, 0);
-  }
+  for (int t = 0; t < n; ++t) make_context(s.ctx[t], s.stacks[t], fiber_entry, &s.main_ctx);
   while (s.done_count < n) {
     const uint64_t before = s.progress;
     for (int i = 0; i < n; ++i) {
       const int t = s.schedule == Schedule::Forward ? i : n - 1 - i;
       if (s.done[t]) continue;
       s.current = t;
-      swapcontext(&s.main_ctx, &s.ctx[t]);
+      switch_context(s.main_ctx, s.ctx[t]);
     }
     if (s.progress == before) fail("deadlock: threads wait at a barrier or shuffle that others never reach");
   }
