@@ -1,0 +1,301 @@
+// The CUDA kernels of the ERA op (kernels/era.cuh: the fixed n = 1..4 specialisations, the generic
+// path, the fused backward and its fixed-order finish), run on the host by the emulator of
+// cuda_emu.h with the launch shapes the glue computes (plan_grouped_launch), against
+//   - the float64 reference of tests/common/references.h (formula + ATen autograd),
+//   - the CPU op torch_rational::era / era_backward,
+// and for bitwise equality between two fiber schedules (a missing __syncthreads shows up there)
+// and between the full backward and the partial ones (grad_x only, parameter grads only).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cfloat>
+#include <string>
+#include <tuple>
+
+#include "ops/era.h"
+#include "references.h"
+// The emulator after torch's headers: it defines threadIdx, __shared__, ... as macros.
+#include "cuda_emu.h"
+#include "emu_common.h"
+#include "era.cuh"
+
+namespace {
+
+using namespace emu_test;
+namespace kr = torch_rational::kernels;
+
+enum class Layout {
+  Flat,          // G = 1, numel not a multiple of the vector: one vectorised run + tail
+  Grouped,       // NCHW, 2 channels per group, H*W = 16: vectorised runs
+  GroupedOdd,    // NCHW, H*W = 9: scalar loop (double: vectorised pairs + tails)
+  ChannelsLast,  // per-channel groups on channels_last: runs of one element
+  Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
+  FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
+};
+
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::Flat: return "Flat";
+    case Layout::Grouped: return "Grouped";
+    case Layout::GroupedOdd: return "GroupedOdd";
+    case Layout::ChannelsLast: return "ChannelsLast";
+    case Layout::Misaligned: return "Misaligned";
+    case Layout::FewGridRows: return "FewGridRows";
+  }
+  return "?";
+}
+
+struct Case {
+  torch::Tensor x;  // in the layout under test, dtype under test
+  int64_t groups;   // along dim 1
+  int grid_rows;    // 0: as planned, else gridDim.y override
+  int multiprocessors;
+};
+
+Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x64_flat, const torch::Tensor& x64_4d) {
+  switch (layout) {
+    case Layout::Flat: return {x64_flat.to(dtype), 1, 0, 2};
+    case Layout::Grouped: return {x64_4d.to(dtype), 3, 0, 1};
+    case Layout::GroupedOdd: return {x64_4d.narrow(3, 0, 3).narrow(2, 0, 3).contiguous().to(dtype), 3, 0, 1};
+    case Layout::ChannelsLast:
+      return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
+    case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
+    case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
+  }
+  return {};
+}
+
+// linear (G, 2) and fractions (G, n, 4) packed per group as csrc/ops/cuda/era_kernel.cu does.
+torch::Tensor packed(const torch::Tensor& lin, const torch::Tensor& fr) {
+  const int64_t G = lin.size(0);
+  return torch::cat({lin.reshape({G, 2}), fr.reshape({G, -1})}, 1).contiguous();
+}
+
+// Fills the parameters as csrc/ops/cuda/era_kernel.cu (fill_common) does.
+template <typename T>
+kc::EraCudaParams<T> make_params(const Case& s, const torch::Tensor& params, int n, double eps,
+                                 std::initializer_list<const void*> ptrs) {
+  using acc_t = typename kc::OpMath<T>::type;
+  constexpr int VEC = kc::VecSize<T>::value;
+  kc::EraCudaParams<T> p;
+  const View v = make_view(s.x, s.groups, 1);
+  p.outer = v.outer;
+  p.groups = v.groups;
+  p.span = v.span;
+  p.params = cptr<acc_t>(params);
+  p.n = n;
+  p.eps = static_cast<acc_t>(eps);
+  const kc::GroupedLaunch plan =
+      kc::plan_grouped_launch(v.outer, v.groups, v.span, VEC, aligned16(ptrs), kc::kEraThreads, s.multiprocessors);
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = s.grid_rows > 0 ? s.grid_rows : plan.grid_groups;
+  return p;
+}
+
+struct Result {
+  torch::Tensor y, grad_x, param_grad;  // param_grad: [groups][2 + 4n]
+  bool vectorised = false;
+};
+
+// Forward, then the fused backward + finish, on the emulator. want_x / want_params as the glue's
+// output_mask; unwritten partials would stay NaN and show up in param_grad.
+Result run(const Case& s, const torch::Tensor& lin, const torch::Tensor& fr, double eps, const torch::Tensor& gy,
+           bool want_x = true, bool want_params = true) {
+  Result r;
+  const int n = static_cast<int>(fr.size(1));
+  const torch::Tensor params = packed(lin, fr);
+  dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    using acc_t = typename kc::OpMath<T>::type;
+    r.y = torch::empty_like(s.x);
+    auto pf = make_params<T>(s, params, n, eps, {s.x.const_data_ptr(), r.y.const_data_ptr()});
+    pf.x = cptr<T>(s.x);
+    pf.out = mptr<T>(r.y);
+    r.vectorised = pf.vectorised;
+    kc::launch_era_forward<T>(pf, nullptr);
+
+    torch::Tensor gin = gy.to(s.x.scalar_type());
+    if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
+    if (want_x) r.grad_x = torch::empty_like(s.x);
+    auto pb = make_params<T>(s, params, n, eps,
+                             {s.x.const_data_ptr(), gin.const_data_ptr(), want_x ? r.grad_x.const_data_ptr() : nullptr});
+    pb.x = cptr<T>(s.x);
+    pb.grad_y = cptr<T>(gin);
+    pb.out = want_x ? mptr<T>(r.grad_x) : nullptr;
+    const int64_t K = kr::era_params_per_group(n);
+    torch::Tensor partials;
+    if (want_params) {
+      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), params.options());
+      r.param_grad = torch::full({s.groups, K}, std::nan(""), params.options());
+      pb.partials = mptr<acc_t>(partials);
+      pb.param_grad = mptr<acc_t>(r.param_grad);
+    }
+    kc::launch_era_backward<T>(pb, nullptr);
+    if (want_params) kc::launch_era_finish<T>(pb, nullptr);
+  });
+  return r;
+}
+
+// Random parameters as tests/cpp/test_era.cpp: poles e in [-2, 2], |f| in [0.3, 1.5].
+std::pair<torch::Tensor, torch::Tensor> random_params(int64_t G, int64_t n) {
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  auto lin = torch::randn({G, 2}, opts) * 0.5;
+  auto fr = torch::randn({G, n, 4}, opts) * 0.5;
+  fr.select(2, 2).copy_(torch::rand({G, n}, opts) * 4 - 2);
+  fr.select(2, 3).copy_(torch::rand({G, n}, opts) * 1.2 + 0.3);
+  return {lin, fr};
+}
+
+// Float64 reference on x (any layout), groups along dim 1 (1-D x: one group).
+torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& lin, const torch::Tensor& fr, double eps) {
+  if (x.dim() == 1) return tr_test::era_reference(x, lin[0], fr[0], eps);
+  const int64_t G = lin.size(0), cpg = x.size(1) / G;
+  std::vector<torch::Tensor> parts;
+  for (int64_t c = 0; c < x.size(1); ++c)
+    parts.push_back(tr_test::era_reference(x.select(1, c), lin[c / cpg], fr[c / cpg], eps).unsqueeze(1));
+  return torch::cat(parts, 1);
+}
+
+using Param = std::tuple<torch::Dtype, int, Layout>;
+
+class EmuEraTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(EmuEraTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
+  const auto [dtype, n, layout] = GetParam();
+  torch::manual_seed(31 + n);
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  const auto x_flat = torch::randn({5003}, opts) * 2;
+  const auto x_4d = torch::randn({2, 6, 4, 4}, opts) * 2;
+  const Case s = make_case(layout, dtype, x_flat, x_4d);
+  const int64_t G = s.groups;
+  const double eps = 1e-3;  // large enough to matter in every dtype's comparison
+  const auto [lin64, fr64] = random_params(G, n);
+  const auto lin = lin64.to(acc_dtype(dtype)), fr = fr64.to(acc_dtype(dtype));
+  const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
+
+  const Result r = run(s, lin, fr, eps, gy);
+  const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
+                        (layout == Layout::GroupedOdd && dtype == torch::kDouble);
+  EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
+
+  // Float64 reference on exactly the rounded inputs the kernels saw.
+  auto xr = s.x.to(torch::kDouble).requires_grad_(true);
+  auto lr = lin.to(torch::kDouble).requires_grad_(true);
+  auto fr_r = fr.to(torch::kDouble).requires_grad_(true);
+  const auto yr = reference(xr, lr, fr_r, eps);
+  const double tol = dtype == torch::kDouble ? 1e-12 : dtype == torch::kFloat ? 1e-5 : dtype == torch::kHalf ? 2e-3 : 1.6e-2;
+  EXPECT_LE(rel_err(r.y, yr), tol) << "forward";
+  yr.backward(gy.to(torch::kDouble));
+  const double gtol = dtype == torch::kDouble ? 1e-11 : dtype == torch::kFloat ? 2e-5 : dtype == torch::kHalf ? 4e-3 : 3e-2;
+  // Parameter grads are float sums over up to ~5000 elements in half/bf16/float.
+  const double ptol = dtype == torch::kDouble ? 1e-11 : 2e-5;
+  EXPECT_LE(rel_err(r.grad_x, xr.grad()), gtol) << "grad_x";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, 2), lr.grad()), ptol) << "grad linear";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 2, 4 * n), fr_r.grad().reshape({G, 4 * n})), ptol) << "grad fractions";
+
+  // The CPU op: the same math, so agreement to a few roundings of the element type.
+  const auto y_cpu = torch_rational::era(s.x, lin, fr, eps, 1);
+  const auto [gx_cpu, gl_cpu, gf_cpu] = torch_rational::era_backward(gy, s.x, lin, fr, eps, 1, {true, true, true});
+  const double ctol = dtype == torch::kDouble ? 1e-13 : dtype == torch::kFloat ? 2e-6 : dtype == torch::kHalf ? 1e-3 : 8e-3;
+  EXPECT_LE(rel_err(r.y, y_cpu), ctol) << "forward vs CPU";
+  EXPECT_LE(rel_err(r.grad_x, gx_cpu), ctol) << "grad_x vs CPU";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, 2), gl_cpu), ptol) << "grad linear vs CPU";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 2, 4 * n), gf_cpu.reshape({G, 4 * n})), ptol) << "grad fractions vs CPU";
+
+  // Reverse fiber order: bitwise the same (no race on shared memory, fixed reduction order).
+  {
+    const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
+    const Result rr = run(s, lin, fr, eps, gy);
+    EXPECT_TRUE(bitwise_equal(r.y, rr.y));
+    EXPECT_TRUE(bitwise_equal(r.grad_x, rr.grad_x));
+    EXPECT_TRUE(bitwise_equal(r.param_grad, rr.param_grad));
+  }
+  // Partial backward requests give the same bits as the full one.
+  const Result only_x = run(s, lin, fr, eps, gy, true, false);
+  const Result only_p = run(s, lin, fr, eps, gy, false, true);
+  EXPECT_TRUE(bitwise_equal(r.grad_x, only_x.grad_x));
+  EXPECT_TRUE(bitwise_equal(r.param_grad, only_p.param_grad));
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  const auto& [dtype, n, layout] = info.param;
+  return dtype_name(dtype) + "N" + std::to_string(n) + layout_name(layout);
+}
+
+// Every fixed specialisation (n = 1..4) and the generic path (n = 5), all dtypes.
+INSTANTIATE_TEST_SUITE_P(Fractions, EmuEraTest,
+                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf,
+                                                              torch::kBFloat16),
+                                            ::testing::Values(1, 2, 3, 4, 5),
+                                            ::testing::Values(Layout::Grouped, Layout::ChannelsLast)),
+                         param_name);
+
+// Every layout on a fixed kernel and on the generic one.
+INSTANTIATE_TEST_SUITE_P(Layouts, EmuEraTest,
+                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble),
+                                            ::testing::Values(3, 6),
+                                            ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::Misaligned,
+                                                              Layout::FewGridRows)),
+                         param_name);
+
+// |x| near the float maximum: the overflow-safe form gives y = a x + b and dy/dx = a (the
+// fractions vanish), not inf / inf = NaN; in the fixed kernel (n = 2) and the generic one (n = 6).
+TEST(EmuEra, LargeInputsMatchTheReference) {
+  for (int n : {2, 6}) {
+    auto opts = torch::TensorOptions().dtype(torch::kDouble);
+    torch::manual_seed(17);
+    auto x64 = torch::randn({1, 1, 300}, opts) * 2;
+    x64.select(2, 0).fill_(3e38);
+    x64.select(2, 1).fill_(-3e38);
+    x64.select(2, 2).fill_(1e30);
+    x64.select(2, 7).fill_(-2e19);
+    x64.select(2, 8).fill_(1e-40);  // float subnormal
+    const Case s{x64.to(torch::kFloat), 1, 0, 1};
+    auto [lin64, fr64] = random_params(1, n);
+    lin64.select(1, 0).fill_(0.75);  // a x stays finite in float
+    const auto lin = lin64.to(torch::kFloat), fr = fr64.to(torch::kFloat);
+    const auto gy = torch::ones_like(s.x);
+    const Result r = run(s, lin, fr, 1e-6, gy, true, false);
+    auto xr = s.x.to(torch::kDouble).requires_grad_(true);
+    const auto yr = reference(xr, lin.to(torch::kDouble), fr.to(torch::kDouble), 1e-6);
+    ASSERT_TRUE(torch::isfinite(yr).all().item<bool>());
+    EXPECT_TRUE(torch::isfinite(r.y).all().item<bool>()) << "n=" << n;
+    EXPECT_TRUE(torch::isfinite(r.grad_x).all().item<bool>()) << "n=" << n;
+    EXPECT_LE(((r.y.to(torch::kDouble) - yr).abs() / (1 + yr.abs())).max().item<double>(), 1e-5) << "n=" << n;
+    yr.sum().backward();
+    EXPECT_LE(((r.grad_x.to(torch::kDouble) - xr.grad()).abs() / (1 + xr.grad().abs())).max().item<double>(), 1e-5)
+        << "n=" << n;
+    const auto y_cpu = torch_rational::era(s.x, lin, fr, 1e-6, 1).to(torch::kDouble);
+    EXPECT_LE(((r.y.to(torch::kDouble) - y_cpu).abs() / (1 + y_cpu.abs())).max().item<double>(), 1e-6)
+        << "n=" << n << " kernel " << r.y.narrow(2, 0, 10) << " CPU " << y_cpu.narrow(2, 0, 10);
+  }
+}
+
+// A NaN in one element stays in that element (forward and grad_x); every parameter grad but
+// dy/db = 1 becomes NaN (the sums include it), as on CPU.
+TEST(EmuEra, NanStaysInItsElement) {
+  for (int n : {2, 5}) {
+    auto opts = torch::TensorOptions().dtype(torch::kFloat);
+    torch::manual_seed(3);
+    auto x = torch::randn({3000}, opts);
+    x[1234] = std::nan("");
+    const Case s{x, 1, 0, 2};
+    auto [lin64, fr64] = random_params(1, n);
+    const auto lin = lin64.to(torch::kFloat), fr = fr64.to(torch::kFloat);
+    const auto gy = torch::ones_like(x);
+    const Result r = run(s, lin, fr, 1e-6, gy);
+    const auto nan_y = torch::isnan(r.y), nan_g = torch::isnan(r.grad_x);
+    EXPECT_EQ(nan_y.sum().item<int64_t>(), 1);
+    EXPECT_TRUE(nan_y[1234].item<bool>());
+    EXPECT_EQ(nan_g.sum().item<int64_t>(), 1);
+    EXPECT_TRUE(nan_g[1234].item<bool>());
+    const auto nan_p = torch::isnan(r.param_grad[0]);
+    EXPECT_FALSE(nan_p[1].item<bool>());
+    EXPECT_EQ(nan_p.sum().item<int64_t>(), 1 + 4 * n);
+    const auto [gx_cpu, gl_cpu, gf_cpu] = torch_rational::era_backward(gy, x, lin, fr, 1e-6, 1, {true, true, true});
+    EXPECT_NEAR(r.param_grad[0][1].item<double>(), gl_cpu[0][1].item<double>(), 1e-3);
+  }
+}
+
+}  // namespace
