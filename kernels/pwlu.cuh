@@ -48,6 +48,7 @@ struct PwluCudaParams {
   int64_t outer = 1;
   int64_t groups = 1;
   int64_t span = 0;
+  bool vectorised = false;  // 16-byte accesses on the runs (plan_grouped_launch), scalar tails
   const acc_t* heights = nullptr;  // [groups][n + 1]
   const acc_t* bounds = nullptr;   // [groups][2] = (L, R)
   const acc_t* slopes = nullptr;   // [groups][2] = (K_L, K_R)

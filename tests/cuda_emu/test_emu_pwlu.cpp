@@ -1,0 +1,350 @@
+// The CUDA kernels of the PWLU op (kernels/pwlu.cuh: the forward, the fused backward with its
+// per-thread bins, windowed when the heights do not fit in shared memory, and the fixed-order
+// finish), run on the host by the emulator of cuda_emu.h with the launch shapes the glue computes
+// (plan_grouped_launch), against
+//   - the float64 reference of tests/common/references.h (formula + ATen autograd), on inputs
+//     away from the breakpoints (where the derivatives jump),
+//   - the CPU op torch_rational::pwlu / pwlu_backward, also exactly on breakpoints and bounds,
+// and for bitwise equality between two fiber schedules (a missing __syncthreads shows up there)
+// and between the full backward and the partial ones (grad_x only, parameter grads only).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <tuple>
+
+#include "ops/pwlu.h"
+#include "references.h"
+// The emulator after torch's headers: it defines threadIdx, __shared__, ... as macros.
+#include "cuda_emu.h"
+#include "emu_common.h"
+#include "pwlu.cuh"
+
+namespace {
+
+using namespace emu_test;
+namespace kr = torch_rational::kernels;
+
+enum class Layout {
+  Flat,          // G = 1, numel not a multiple of the vector: one vectorised run + tail
+  Grouped,       // NCHW, 2 channels per group, H*W = 16: vectorised runs
+  GroupedOdd,    // NCHW, H*W = 9: scalar loop (double: vectorised pairs + tails)
+  ChannelsLast,  // per-channel groups on channels_last: runs of one element
+  Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
+  FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
+};
+
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::Flat: return "Flat";
+    case Layout::Grouped: return "Grouped";
+    case Layout::GroupedOdd: return "GroupedOdd";
+    case Layout::ChannelsLast: return "ChannelsLast";
+    case Layout::Misaligned: return "Misaligned";
+    case Layout::FewGridRows: return "FewGridRows";
+  }
+  return "?";
+}
+
+struct Case {
+  torch::Tensor x;  // in the layout under test, dtype under test
+  int64_t groups;   // along dim 1
+  int grid_rows;    // 0: as planned, else gridDim.y override
+  int multiprocessors;
+};
+
+Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x64_flat, const torch::Tensor& x64_4d) {
+  switch (layout) {
+    case Layout::Flat: return {x64_flat.to(dtype), 1, 0, 2};
+    case Layout::Grouped: return {x64_4d.to(dtype), 3, 0, 1};
+    case Layout::GroupedOdd: return {x64_4d.narrow(3, 0, 3).narrow(2, 0, 3).contiguous().to(dtype), 3, 0, 1};
+    case Layout::ChannelsLast:
+      return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
+    case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
+    case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
+  }
+  return {};
+}
+
+struct Params {
+  torch::Tensor h, b, s;  // (G, N + 1), (G, 2), (G, 2) in the math dtype, contiguous
+  int n() const { return static_cast<int>(h.size(1)) - 1; }
+};
+
+// Fills the parameters as csrc/ops/cuda/pwlu_kernel.cu (fill_pwlu_params) does.
+template <typename T>
+kc::PwluCudaParams<T> make_params(const Case& s, const Params& q, int threads,
+                                  std::initializer_list<const void*> ptrs) {
+  using acc_t = typename kc::OpMath<T>::type;
+  constexpr int VEC = kc::VecSize<T>::value;
+  kc::PwluCudaParams<T> p;
+  const View v = make_view(s.x, s.groups, 1);
+  p.outer = v.outer;
+  p.groups = v.groups;
+  p.span = v.span;
+  p.heights = cptr<acc_t>(q.h);
+  p.bounds = cptr<acc_t>(q.b);
+  p.slopes = cptr<acc_t>(q.s);
+  p.n = q.n();
+  const kc::GroupedLaunch plan =
+      kc::plan_grouped_launch(v.outer, v.groups, v.span, VEC, aligned16(ptrs), threads, s.multiprocessors);
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = s.grid_rows > 0 ? s.grid_rows : plan.grid_groups;
+  return p;
+}
+
+struct Result {
+  torch::Tensor y, grad_x, param_grad;  // param_grad: [groups][N + 5] = [dY_0..dY_N | dL dR | dK_L dK_R]
+  bool vectorised = false;
+  int64_t backward_blocks = 0;
+};
+
+// Forward, then the fused backward + finish, on the emulator. want_x / want_params as the glue's
+// output_mask; unwritten partials would stay NaN and show up in param_grad.
+Result run(const Case& s, const Params& q, const torch::Tensor& gy, bool want_x = true, bool want_params = true) {
+  Result r;
+  dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    using acc_t = typename kc::OpMath<T>::type;
+    r.y = torch::empty_like(s.x);
+    auto pf = make_params<T>(s, q, kc::kPwluForwardThreads, {s.x.const_data_ptr(), r.y.const_data_ptr()});
+    pf.x = cptr<T>(s.x);
+    pf.out = mptr<T>(r.y);
+    r.vectorised = pf.vectorised;
+    kc::launch_pwlu_forward<T>(pf, nullptr);
+
+    torch::Tensor gin = gy.to(s.x.scalar_type());
+    if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
+    if (want_x) r.grad_x = torch::empty_like(s.x);
+    auto pb = make_params<T>(s, q, kc::kPwluBackwardThreads,
+                             {s.x.const_data_ptr(), gin.const_data_ptr(), want_x ? r.grad_x.const_data_ptr() : nullptr});
+    pb.x = cptr<T>(s.x);
+    pb.grad_y = cptr<T>(gin);
+    pb.out = want_x ? mptr<T>(r.grad_x) : nullptr;
+    r.backward_blocks = pb.blocks_per_group;
+    const int64_t K = kr::pwlu_grad_slots(q.n());
+    torch::Tensor partials;
+    if (want_params) {
+      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), q.h.options());
+      r.param_grad = torch::full({s.groups, K}, std::nan(""), q.h.options());
+      pb.partials = mptr<acc_t>(partials);
+      pb.param_grad = mptr<acc_t>(r.param_grad);
+    }
+    kc::launch_pwlu_backward<T>(pb, nullptr);
+    if (want_params) kc::launch_pwlu_finish<T>(pb, nullptr);
+  });
+  return r;
+}
+
+// Random parameters as tests/cpp/test_pwlu.cpp: L in [-3, -1], R - L in [1, 5].
+Params random_params(int64_t G, int n, torch::Dtype acc) {
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  auto left = torch::rand({G}, opts) * 2 - 3;
+  auto right = left + 1 + 4 * torch::rand({G}, opts);
+  return {torch::randn({G, n + 1}, opts).to(acc), torch::stack({left, right}, 1).to(acc),
+          torch::randn({G, 2}, opts).to(acc)};
+}
+
+// x (float64, logical shape) redrawn where, once rounded to dtype, it lies within `margin` pieces
+// of a breakpoint or a bound (the derivatives jump there; the reference and the kernel may pick
+// different sides). Returns x rounded to dtype, as float64.
+torch::Tensor away_from_breakpoints(torch::Tensor x, const Params& q, int64_t G, torch::Dtype dtype,
+                                   double margin) {
+  const bool flat = x.dim() == 1;
+  if (flat) x = x.unsqueeze(0);
+  const auto gi = tr_test::group_of(x, G);
+  const auto b = q.b.to(torch::kDouble);
+  const auto left = b.select(1, 0).index({gi}), right = b.select(1, 1).index({gi});
+  for (int it = 0; it < 50; ++it) {
+    x = x.to(dtype).to(torch::kDouble);
+    const auto u = (x - left) / ((right - left) / static_cast<double>(q.n()));
+    const auto near = (u - u.round()).abs() < margin;
+    if (!near.any().item<bool>()) break;
+    x = torch::where(near, torch::randn_like(x) * 3, x);
+  }
+  return flat ? x.squeeze(0) : x;
+}
+
+torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& h, const torch::Tensor& b, const torch::Tensor& s) {
+  if (x.dim() == 1) return tr_test::pwlu_reference(x.unsqueeze(0), h, b, s).squeeze(0);
+  return tr_test::pwlu_reference(x, h, b, s);
+}
+
+using Param = std::tuple<torch::Dtype, int, Layout>;
+
+class EmuPwluTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(EmuPwluTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
+  const auto [dtype, n, layout] = GetParam();
+  torch::manual_seed(71 + n);
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  const int64_t G = layout == Layout::Flat || layout == Layout::Misaligned ? 1 : layout == Layout::ChannelsLast ? 6 : 3;
+  const Params q = random_params(G, n, acc_dtype(dtype));
+  const auto x_flat = away_from_breakpoints(torch::randn({5003}, opts) * 3, q, 1, dtype, 0.02);
+  const auto x_4d = away_from_breakpoints(torch::randn({2, 6, 4, 4}, opts) * 3, q, G, dtype, 0.02);
+  const Case s = make_case(layout, dtype, x_flat, x_4d);
+  ASSERT_EQ(s.groups, G);
+  const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
+
+  const Result r = run(s, q, gy);
+  const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
+                        (layout == Layout::GroupedOdd && dtype == torch::kDouble);
+  EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
+
+  // Both sides of both bounds are there.
+  const auto x64 = s.x.to(torch::kDouble);
+  EXPECT_TRUE((x64 < q.b.select(1, 0).min().item<double>()).any().item<bool>());
+  EXPECT_TRUE((x64 > q.b.select(1, 1).max().item<double>()).any().item<bool>());
+
+  // Float64 reference on exactly the rounded inputs the kernels saw.
+  auto xr = x64.clone().requires_grad_(true);
+  auto hr = q.h.to(torch::kDouble).requires_grad_(true);
+  auto br = q.b.to(torch::kDouble).requires_grad_(true);
+  auto sr = q.s.to(torch::kDouble).requires_grad_(true);
+  const auto yr = reference(xr, hr, br, sr);
+  // u = (x - L) N / (R - L) in the math type carries ~N roundings of x's scale: float's error grows with N.
+  const double tol = dtype == torch::kDouble ? 1e-13 : dtype == torch::kFloat ? 2e-7 * (n + 10) : dtype == torch::kHalf ? 1e-3 : 8e-3;
+  EXPECT_LE(rel_err(r.y, yr), tol) << "forward";
+  yr.backward(gy.to(torch::kDouble));
+  // Parameter grads are float sums over up to ~5000 elements in half/bf16/float.
+  const double ptol = dtype == torch::kDouble ? 1e-12 : 1e-5;
+  EXPECT_LE(rel_err(r.grad_x, xr.grad()), tol) << "grad_x";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, n + 1), hr.grad()), ptol) << "grad heights";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 1, 2), br.grad()), ptol) << "grad bounds";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 3, 2), sr.grad()), ptol) << "grad slopes";
+
+  // The CPU op: the same math.
+  const auto y_cpu = torch_rational::pwlu(s.x, q.h, q.b, q.s, 1);
+  const auto [gx_cpu, gh_cpu, gb_cpu, gs_cpu] =
+      torch_rational::pwlu_backward(gy, s.x, q.h, q.b, q.s, 1, {true, true, true, true});
+  EXPECT_LE(rel_err(r.y, y_cpu), tol) << "forward vs CPU";
+  EXPECT_LE(rel_err(r.grad_x, gx_cpu), tol) << "grad_x vs CPU";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, n + 1), gh_cpu), ptol) << "grad heights vs CPU";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 1, 2), gb_cpu), ptol) << "grad bounds vs CPU";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 3, 2), gs_cpu), ptol) << "grad slopes vs CPU";
+
+  // Reverse fiber order: bitwise the same (no race on shared memory, fixed reduction order).
+  {
+    const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
+    const Result rr = run(s, q, gy);
+    EXPECT_TRUE(bitwise_equal(r.y, rr.y));
+    EXPECT_TRUE(bitwise_equal(r.grad_x, rr.grad_x));
+    EXPECT_TRUE(bitwise_equal(r.param_grad, rr.param_grad));
+  }
+  // Partial backward requests give the same bits as the full one.
+  const Result only_x = run(s, q, gy, true, false);
+  const Result only_p = run(s, q, gy, false, true);
+  EXPECT_TRUE(bitwise_equal(r.grad_x, only_x.grad_x));
+  EXPECT_TRUE(bitwise_equal(r.param_grad, only_p.param_grad));
+}
+
+std::string param_name(const ::testing::TestParamInfo<Param>& info) {
+  const auto& [dtype, n, layout] = info.param;
+  return dtype_name(dtype) + "N" + std::to_string(n) + layout_name(layout);
+}
+
+// N = 100: more heights than one window of bins holds for every dtype (see WindowsOfLargeN).
+INSTANTIATE_TEST_SUITE_P(Pieces, EmuPwluTest,
+                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf,
+                                                              torch::kBFloat16),
+                                            ::testing::Values(1, 4, 16, 100),
+                                            ::testing::Values(Layout::Grouped, Layout::ChannelsLast)),
+                         param_name);
+
+INSTANTIATE_TEST_SUITE_P(Layouts, EmuPwluTest,
+                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble),
+                                            ::testing::Values(4, 100),
+                                            ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::Misaligned,
+                                                              Layout::FewGridRows)),
+                         param_name);
+
+// The backward's bins window: N = 100 needs several passes (float: 64 heights per pass, double: 32).
+TEST(EmuPwlu, WindowsOfLargeN) {
+  EXPECT_EQ(kc::pwlu_backward_window<float>(100), kc::kPwluBinBytes / (kc::kPwluBackwardThreads * 4));
+  EXPECT_LT(kc::pwlu_backward_window<float>(100), 101);
+  EXPECT_LT(kc::pwlu_backward_window<double>(100), 101);
+  EXPECT_LT(kc::pwlu_backward_window<__half>(100), 101);
+  EXPECT_EQ(kc::pwlu_backward_window<float>(16), 17);
+}
+
+// x exactly on every breakpoint L + k d (k = 0..N, so both bounds too), just below/above them and
+// outside: the kernels pick the same piece as the CPU op (shared pwlu_math.h), whose one-sided
+// conventions are: x = L is inside (piece 0), x = R is outside (slope K_R), u = N rounds to piece
+// N - 1. Exactly representable bounds and steps, so the breakpoints are exact in every dtype.
+TEST(EmuPwlu, BreakpointsAndBoundsMatchTheCpuOp) {
+  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16}) {
+    for (int n : {1, 4, 16}) {
+      auto opts = torch::TensorOptions().dtype(torch::kDouble);
+      torch::manual_seed(5 + n);
+      const double L = -2.0, R = 2.0, d = (R - L) / n;
+      std::vector<double> xs;
+      for (int k = 0; k <= n; ++k) {
+        xs.push_back(L + k * d);
+        xs.push_back(L + k * d - d / 4);
+        xs.push_back(L + k * d + d / 4);
+      }
+      for (double v : {-10.0, -3.0, 3.0, 7.5, -0.0}) xs.push_back(v);
+      const auto x1 = torch::tensor(xs, opts);
+      const int64_t G = 2;
+      // [2, 2, len]: both groups see every point.
+      const auto x = x1.unsqueeze(0).unsqueeze(0).expand({2, G, x1.size(0)}).contiguous().to(dtype);
+      Params q;
+      const auto acc = acc_dtype(dtype);
+      q.h = torch::randn({G, n + 1}, opts).to(acc);
+      q.b = torch::tensor({L, R, L, R}, opts).reshape({G, 2}).to(acc);
+      q.s = torch::randn({G, 2}, opts).to(acc);
+      const Case s{x, G, 0, 1};
+      const auto gy = torch::randn(x.sizes(), opts).to(dtype);
+      const Result r = run(s, q, gy);
+      const auto y_cpu = torch_rational::pwlu(x, q.h, q.b, q.s, 1);
+      const auto [gx_cpu, gh_cpu, gb_cpu, gs_cpu] =
+          torch_rational::pwlu_backward(gy, x, q.h, q.b, q.s, 1, {true, true, true, true});
+      const std::string what = dtype_name(dtype) + " n=" + std::to_string(n);
+      // Same piece, same formula. y is continuous at the breakpoints, so it gets a rounding
+      // tolerance (the CPU's vector path may contract to FMA); grad_x jumps there, and the same
+      // piece gives the same bits.
+      const double ytol = dtype == torch::kDouble ? 1e-15 : dtype == torch::kFloat ? 1e-6 : dtype == torch::kHalf ? 1e-3 : 8e-3;
+      EXPECT_LE(rel_err(r.y, y_cpu), ytol) << what;
+      EXPECT_TRUE(bitwise_equal(r.grad_x, gx_cpu)) << what << "\n" << r.grad_x[0][0] << gx_cpu[0][0];
+      const double ptol = dtype == torch::kDouble ? 1e-13 : 1e-6;
+      EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, n + 1), gh_cpu), ptol) << what;
+      EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 1, 2), gb_cpu), ptol) << what;
+      EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 3, 2), gs_cpu), ptol) << what;
+      // And the values there are the formula's: y(L + k d) = Y_k, y(R) = Y_N.
+      const auto h64 = q.h.to(torch::kDouble);
+      for (int k = 0; k <= n; ++k)
+        EXPECT_NEAR(r.y[0][1][3 * k].item<double>(), h64[1][k].item<double>(),
+                    dtype == torch::kBFloat16 ? 2e-2 : dtype == torch::kHalf ? 4e-3 : 1e-6)
+            << what << " k=" << k;
+    }
+  }
+}
+
+// A NaN in one element stays in that element (forward and grad_x); the parameter grads it
+// reaches are NaN in the same slots as on CPU.
+TEST(EmuPwlu, NanStaysInItsElement) {
+  for (int n : {4, 100}) {
+    auto opts = torch::TensorOptions().dtype(torch::kFloat);
+    torch::manual_seed(3);
+    auto x = torch::randn({3000}, opts) * 3;
+    x[1234] = std::nan("");
+    const Case s{x, 1, 0, 2};
+    const Params q = random_params(1, n, torch::kFloat);
+    const auto gy = torch::ones_like(x);
+    const Result r = run(s, q, gy);
+    const auto nan_y = torch::isnan(r.y), nan_g = torch::isnan(r.grad_x);
+    EXPECT_EQ(nan_y.sum().item<int64_t>(), 1);
+    EXPECT_TRUE(nan_y[1234].item<bool>());
+    EXPECT_EQ(nan_g.sum().item<int64_t>(), 1);
+    EXPECT_TRUE(nan_g[1234].item<bool>());
+    const auto [gx_cpu, gh_cpu, gb_cpu, gs_cpu] =
+        torch_rational::pwlu_backward(gy, x, q.h, q.b, q.s, 1, {true, true, true, true});
+    const auto cpu = torch::cat({gh_cpu, gb_cpu, gs_cpu}, 1);
+    EXPECT_TRUE(torch::equal(torch::isnan(r.param_grad), torch::isnan(cpu))) << r.param_grad << cpu;
+    EXPECT_TRUE(torch::isnan(r.param_grad).any().item<bool>());
+    EXPECT_FALSE(torch::isnan(r.param_grad).all().item<bool>());
+  }
+}
+
+}  // namespace
