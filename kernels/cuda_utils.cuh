@@ -17,6 +17,7 @@
 //   finish_partials_kernel<Acc>      the same as a __global__ kernel
 //   grid_stride_begin()/grid_stride_step()   64-bit grid-stride loop bounds
 //   plan_grouped_launch(...)         launch shape of the grouped element-wise kernels (host)
+//   for_each_grouped_element<VEC>(...)  one group's elements in that layout: 16-byte vectors, then tails
 //   launch_kernel(kernel, grid, block, smem, stream, args...)   kernel<<<grid, block, smem, stream>>>(args...)
 //   launch_finish_partials<Acc>(...) the finish kernel with its launch shape
 //   TR_DYNAMIC_SHARED(type, name)    `type* name` pointing at the dynamic shared memory
@@ -231,6 +232,40 @@ inline GroupedLaunch plan_grouped_launch(int64_t outer, int64_t groups, int64_t 
   l.blocks_per_group = blocks > 1 ? blocks : 1;
   l.grid_groups = static_cast<int>(groups < 65535 ? groups : 65535);
   return l;
+}
+
+// The elements of group g in the [outer][groups][span] layout that belong to one thread of a
+// grouped kernel (start = blockIdx.x * blockDim.x + threadIdx.x, step = blocks_per_group *
+// blockDim.x): when vectorised (GroupedLaunch::vectorised, with vec = VEC), vec_body(i) for every
+// 16-byte vector i (elements i*VEC .. i*VEC+VEC-1 in memory) of the group's runs, then
+// scalar_body(i) for every element i (memory offset) of the runs' tails; when not vectorised,
+// scalar_body for every element of the group. 64-bit indices; 32-bit divisions where the counts
+// allow (several times cheaper).
+template <int VEC, typename VecBody, typename ScalarBody>
+__host__ __device__ __forceinline__ void for_each_grouped_element(int64_t outer, int64_t groups, int64_t span,
+                                                                  bool vectorised, int64_t g, int64_t start,
+                                                                  int64_t step, VecBody&& vec_body,
+                                                                  ScalarBody&& scalar_body) {
+  const int64_t spanv = vectorised ? span / VEC : 0;
+  if (spanv > 0) {
+    const int64_t nvec = outer * spanv;
+    const int64_t run_stride_v = groups * spanv;  // vectors between runs of the same group
+    const bool small = nvec <= int64_t(UINT32_MAX);
+    for (int64_t vv = start; vv < nvec; vv += step) {
+      // One run per group when outer == 1 (G = 1, or channels outermost): no division.
+      const int64_t o = outer == 1 ? 0 : small ? int64_t(uint32_t(vv) / uint32_t(spanv)) : vv / spanv;
+      vec_body(o * run_stride_v + g * spanv + (vv - o * spanv));
+    }
+  }
+  const int64_t tail = span - spanv * VEC;
+  if (tail > 0) {
+    const int64_t n = outer * tail;
+    const bool small = n <= int64_t(UINT32_MAX);
+    for (int64_t e = start; e < n; e += step) {
+      const int64_t o = outer == 1 ? 0 : small ? int64_t(uint32_t(e) / uint32_t(tail)) : e / tail;
+      scalar_body((o * groups + g) * span + spanv * VEC + (e - o * tail));
+    }
+  }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -48,30 +48,14 @@ struct EraCudaParams {
   int grid_groups = 1;  // gridDim.y (<= 65535)
 };
 
-// Elements of group g owned by this block: vec_body(memory vector index) for the aligned vectors,
-// then scalar_body(memory offset) for the tails of every run.
+// Elements of group g owned by this thread: vec_body(memory vector index) for the aligned vectors,
+// then scalar_body(memory offset) for the tails of every run (cuda_utils.cuh).
 template <int VEC, typename T, typename VecBody, typename ScalarBody>
 __device__ __forceinline__ void era_for_group_elements(const EraCudaParams<T>& p, int64_t g, VecBody&& vec_body,
                                                        ScalarBody&& scalar_body) {
   const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
-  const int64_t spanv = p.vectorised ? p.span / VEC : 0;
-  if (spanv > 0) {
-    const int64_t nvec = p.outer * spanv;
-    const int64_t run_stride_v = p.groups * spanv;
-    for (int64_t vv = start; vv < nvec; vv += step) {
-      const int64_t o = p.outer == 1 ? 0 : vv / spanv;
-      vec_body(o * run_stride_v + g * spanv + (vv - o * spanv));
-    }
-  }
-  const int64_t tail = p.span - spanv * VEC;
-  if (tail > 0) {
-    const int64_t total = p.outer * tail;
-    for (int64_t e = start; e < total; e += step) {
-      const int64_t o = p.outer == 1 ? 0 : e / tail;
-      scalar_body((o * p.groups + g) * p.span + spanv * VEC + (e - o * tail));
-    }
-  }
+  for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
 }
 
 // ------------------------------------------------------------------------------------------------

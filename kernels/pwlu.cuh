@@ -4,8 +4,10 @@
 // Layout, as for the rational kernels: memory = [outer][groups][span] (group constant on runs of
 // `span` consecutive elements). Block (bx, g) of the (blocks_per_group, groups) grid only touches
 // group g, so its parameters are fixed per block and its gradient partial belongs to one group.
-// Elements are read one at a time (no 16-byte vector path yet: the forward is a gather from the
-// heights table, and correctness came first; a vectorised load is a later optimisation).
+// Elements are read and written with 16-byte vector accesses when every run start is aligned
+// (PwluCudaParams::vectorised, from plan_grouped_launch with VecSize<T>), with a scalar loop for
+// the tail of every run (for_each_grouped_element, cuda_utils.cuh), as in the rational and ERA
+// kernels; the heights are still gathered one element at a time (they are few, and cached).
 //
 // Backward reduction (deterministic, no atomics). The heights gradient is a histogram over the
 // N + 1 heights (element i touches Y_i and Y_{i+1}, i data dependent), so:
@@ -67,27 +69,32 @@ __device__ __forceinline__ PwluGroup<typename OpMath<T>::type> load_pwlu_group(c
                                 p.slopes[2 * g + 1], p.n);
 }
 
-// Calls body(memory offset) for every element of group g owned by this block (64-bit indices).
-template <typename T, typename Body>
-__device__ __forceinline__ void for_pwlu_group_elements(const PwluCudaParams<T>& p, int64_t g, Body&& body) {
+// Elements of group g owned by this thread: vec_body(memory vector index) for the aligned vectors,
+// then scalar_body(memory offset) for the tails of every run (all elements when not vectorised).
+template <int VEC, typename T, typename VecBody, typename ScalarBody>
+__device__ __forceinline__ void for_pwlu_group_elements(const PwluCudaParams<T>& p, int64_t g, VecBody&& vec_body,
+                                                        ScalarBody&& scalar_body) {
   const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
-  const int64_t count = p.outer * p.span;
-  for (int64_t e = start; e < count; e += step) {
-    // One run per group when outer == 1 (G = 1, or channels outermost): no division.
-    const int64_t o = p.outer == 1 ? 0 : e / p.span;
-    body((o * p.groups + g) * p.span + (e - o * p.span));
-  }
+  for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kPwluForwardThreads) pwlu_forward_kernel(const PwluCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     const PwluGroup<acc_t> grp = load_pwlu_group(p, g);
-    for_pwlu_group_elements(p, g, [&](int64_t i) {
-      p.out[i] = from_opmath<T>(pwlu_forward_element<acc_t>(grp, to_opmath(p.x[i])));
-    });
+    for_pwlu_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+#pragma unroll
+          for (int l = 0; l < VEC; ++l)
+            xv.val[l] = from_opmath<T>(pwlu_forward_element<acc_t>(grp, to_opmath(xv.val[l])));
+          store_vector<VEC>(p.out, iv, xv);
+        },
+        [&](int64_t i) { p.out[i] = from_opmath<T>(pwlu_forward_element<acc_t>(grp, to_opmath(p.x[i]))); });
   }
 }
 
@@ -95,6 +102,7 @@ __global__ void __launch_bounds__(kPwluForwardThreads) pwlu_forward_kernel(const
 template <typename T>
 __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(const PwluCudaParams<T> p, int window) {
   using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
   TR_DYNAMIC_SHARED(acc_t, bins);
   __shared__ acc_t red[kPwluBackwardWarps * 4];
   const bool params = p.partials != nullptr;  // uniform over the grid
@@ -112,12 +120,10 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
       const bool first = w0 == 0;
       if (params)
         for (int k = 0; k < window; ++k) bins[k * nt + tid] = acc_t(0);  // own column: no sync needed
-      for_pwlu_group_elements(p, g, [&](int64_t i) {
-        const acc_t xv = to_opmath(p.x[i]);
-        const acc_t gy = to_opmath(p.grad_y[i]);
+      // One element: accumulates into this thread's registers and bins column, returns grad_x.
+      auto element = [&](acc_t xv, acc_t gy) -> acc_t {
         const PwluElementGrad<acc_t> r = pwlu_backward_element<acc_t>(grp, xv);
         if (first) {
-          if (p.out) p.out[i] = from_opmath<T>(gy * r.dydx);
           acc4[0] += gy * r.d_left;
           acc4[1] += gy * r.d_right;
           acc4[2] += gy * r.d_slope_left;
@@ -128,7 +134,23 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
           if (lo >= 0 && lo < window) bins[lo * nt + tid] += gy * r.w_lo;
           if (lo + 1 >= 0 && lo + 1 < window) bins[(lo + 1) * nt + tid] += gy * r.w_hi;
         }
-      });
+        return gy * r.dydx;
+      };
+      const bool write_x = first && p.out != nullptr;
+      for_pwlu_group_elements<VEC>(
+          p, g,
+          [&](int64_t iv) {
+            const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+            const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
+            AlignedVector<T, VEC> ov;
+#pragma unroll
+            for (int l = 0; l < VEC; ++l) ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l])));
+            if (write_x) store_vector<VEC>(p.out, iv, ov);
+          },
+          [&](int64_t i) {
+            const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
+            if (write_x) p.out[i] = o;
+          });
       if (params) {
         __syncthreads();  // all columns written
         const int wlen = window < num_heights - w0 ? window : num_heights - w0;

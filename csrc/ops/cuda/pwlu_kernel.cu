@@ -3,7 +3,8 @@
 //
 // Layout as on CPU: any non-overlapping dense tensor is processed in memory order without a copy
 // (memory = [outer][groups][span], span = stride(channel_dim) * channels_per_group); other
-// tensors are made contiguous first.
+// tensors are made contiguous first. Runs whose length is not a multiple of the 16-byte vector,
+// or a pointer that is not 16-byte aligned, use the scalar loop (correct, without 16-byte accesses).
 //
 // The bounds are checked (finite, L < R) on the host: that copies them from the device, i.e.
 // synchronises with the current stream once per call. It is the price of a clear error instead of
@@ -18,6 +19,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <initializer_list>
 
 #include "ops/pwlu_utils.h"
 #include "ops/cuda/launch_utils.h"
@@ -42,8 +44,10 @@ void check_rounded_bounds(const at::Tensor& bounds64, int64_t groups, bool float
 
 template <typename T>
 void fill_pwlu_params(kc::PwluCudaParams<T>& p, const Launch& l, const PwluConfig& cfg, const at::Tensor& h,
-                      const at::Tensor& b, const at::Tensor& s, int device, int threads) {
+                      const at::Tensor& b, const at::Tensor& s, int device, int threads,
+                      std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
+  constexpr int VEC = kc::VecSize<T>::value;
   p.outer = l.outer;
   p.groups = l.groups;
   p.span = l.span;
@@ -51,8 +55,11 @@ void fill_pwlu_params(kc::PwluCudaParams<T>& p, const Launch& l, const PwluConfi
   p.bounds = b.const_data_ptr<acc_t>();
   p.slopes = s.const_data_ptr<acc_t>();
   p.n = cfg.n;
+  bool aligned = true;  // every pointer the kernel accesses with vectors
+  for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
   const kc::GroupedLaunch plan =
-      kc::plan_grouped_launch(l.outer, l.groups, l.span, /*vec=*/1, false, threads, multiprocessor_count(device));
+      kc::plan_grouped_launch(l.outer, l.groups, l.span, VEC, aligned, threads, multiprocessor_count(device));
+  p.vectorised = plan.vectorised;
   p.blocks_per_group = plan.blocks_per_group;
   p.grid_groups = plan.grid_groups;
 }
@@ -78,7 +85,7 @@ at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, con
     kc::PwluCudaParams<T> p;
     p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
     p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
-    fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluForwardThreads);
+    fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluForwardThreads, {p.x, p.out});
     kc::launch_pwlu_forward<T>(p, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -129,7 +136,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
       p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
       p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
-      fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluBackwardThreads);
+      fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluBackwardThreads,
+                          {p.x, p.grad_y, p.out});
       at::Tensor partials;
       if (want_params) {
         // Every (group, block, slot) is written by the kernel, so no zero-fill is needed.
