@@ -10,7 +10,9 @@
 // Vectorisation. Each run is split into span / VEC vectors of 16 bytes (4 floats, 8 halves, 2
 // doubles) plus a scalar tail of span % VEC elements per run. When a run start is not 16-byte
 // aligned (span % VEC != 0 with more than one run, or a misaligned pointer) the glue sets
-// vectorised = false and everything goes through the scalar loop.
+// vectorised = false and everything goes through the scalar loop. Per-channel groups with the
+// channel innermost (span == 1: channels_last, [batch, features]) take the rows kernels instead
+// (coalesced rows, see below); plan_rational_launch picks the path and the launch shape.
 //
 // Degrees. (m, n) in {(5,4), (4,4), (3,2), (7,6)} are template parameters (coefficients and
 // gradient accumulators in registers, loops fully unrolled; Horner for the power basis in the
@@ -49,6 +51,7 @@ struct RationalCudaParams {
   int64_t groups = 1;
   int64_t span = 0;
   bool vectorised = false;
+  bool rows = false;  // span == 1 layout through the rows kernels (see plan_rational_launch)
   const acc_t* a = nullptr;  // [groups][m + 1]
   const acc_t* b = nullptr;  // [groups][nb], dense (index i is power i + first_den_power)
   int m = 0;
@@ -372,6 +375,127 @@ __global__ void __launch_bounds__(kRationalThreads)
 }
 
 // ------------------------------------------------------------------------------------------------
+// Rows kernels: per-channel groups with the channel innermost (span == 1: channels_last NCHW, or
+// [batch, features] after a Linear). The grouped loop above would give each block one group and
+// make a warp read 32 elements C apart (one 32-byte sector per 4-byte element). Here memory is
+// [outer rows][groups columns]: thread (tx, ty) of block (bx, by) owns the RowLanes<T> adjacent
+// columns starting at (by * 32 + tx) * lanes for its whole life, so its coefficients (per lane)
+// and its gradient accumulators stay in registers, and walks the rows
+// bx * 8 + ty, + gridDim.x * 8, ...; a warp reads 32 * lanes consecutive elements of one row.
+// Backward: the 8 row-threads of a column are summed in shared memory in ty order, one partial per
+// (group, row block), so partials[g][bx][K] and the finish are those of the grouped kernels with
+// blocks_per_group = gridDim.x. Only the fixed degrees without noise take this path.
+
+constexpr int kRowsThreadsX = kWarpSize;
+constexpr int kRowsThreadsY = kRationalThreads / kWarpSize;
+
+// Columns per thread: the 16-byte vector, at most 4 (8 per-lane coefficient sets of halves would
+// not fit in registers); a warp still reads 32 * 4 * sizeof(T) contiguous bytes.
+template <typename T>
+struct RowLanes {
+  static constexpr int value = VecSize<T>::value < 4 ? VecSize<T>::value : 4;
+};
+
+template <int M, int N, bool kPower, typename T>
+__global__ void __launch_bounds__(kRationalThreads) rational_forward_rows_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T>::value;
+  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  if (g0 >= p.groups) return;  // no barrier in this kernel
+  acc_t a[L][M + 1], bp[L][N + 1];
+#pragma unroll
+  for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
+  const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+    const int64_t iv = (r * p.groups + g0) / L;
+    AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
+#pragma unroll
+    for (int l = 0; l < L; ++l) {
+      const acc_t x = to_opmath(xv.val[l]);
+      acc_t y;
+      if (kPower && fabs(x) > p.threshold)  // rare: x^(D+2) would overflow acc_t
+        y = rational_element_large<acc_t>(x, p.a + (g0 + l) * (M + 1), M, p.b + (g0 + l) * p.nb, p.nb, p.version,
+                                          nullptr, nullptr).y;
+      else
+        y = forward_fixed<M, N, kPower, acc_t>(x, a[l], bp[l], p.version, p.basis);
+      xv.val[l] = from_opmath<T>(y);
+    }
+    store_vector<L>(p.out, iv, xv);
+  }
+}
+
+template <int M, int N, bool kPower, typename T>
+__global__ void __launch_bounds__(kRationalThreads) rational_backward_rows_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T>::value;
+  constexpr int KF = M + N + 2;  // accumulators by power, as in rational_backward_fixed_kernel
+  __shared__ acc_t red[kRowsThreadsY][kRowsThreadsX * L];
+  const bool coefs = p.partials != nullptr;
+  const int k0 = first_den_power(p.version);
+  const int K = M + 1 + p.nb;
+  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  const bool active = g0 < p.groups;  // inactive threads still take part in the barriers below
+  acc_t acc[L][KF];
+#pragma unroll
+  for (int l = 0; l < L; ++l)
+#pragma unroll
+    for (int k = 0; k < KF; ++k) acc[l][k] = acc_t(0);
+  if (active) {
+    acc_t a[L][M + 1], bp[L][N + 1];
+#pragma unroll
+    for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
+    const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+    for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+      const int64_t iv = (r * p.groups + g0) / L;
+      const AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
+      const AlignedVector<T, L> gv = load_vector<L>(p.grad_y, iv);
+      AlignedVector<T, L> ov;
+#pragma unroll
+      for (int l = 0; l < L; ++l) {
+        const acc_t x = to_opmath(xv.val[l]), gy = to_opmath(gv.val[l]);
+        acc_t gx;
+        if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
+          acc_t da[M + 1], db[N + 1];
+          const ElementOut<acc_t> e = rational_element_large<acc_t>(
+              x, p.a + (g0 + l) * (M + 1), M, p.b + (g0 + l) * p.nb, p.nb, p.version, da, db);
+          if (coefs) {
+#pragma unroll
+            for (int j = 0; j <= M; ++j) acc[l][j] += gy * da[j];
+#pragma unroll
+            for (int k = 0; k <= N; ++k)
+              if (k >= k0) acc[l][M + 1 + k] += gy * db[k - k0];
+          }
+          gx = gy * e.dydx;
+        } else {
+          gx = backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]);
+        }
+        ov.val[l] = from_opmath<T>(gx);
+      }
+      if (p.out != nullptr) store_vector<L>(p.out, iv, ov);
+    }
+  }
+  if (coefs) {  // uniform over the grid: every thread reaches the barriers
+#pragma unroll 1
+    for (int t = 0; t < KF; ++t) {
+#pragma unroll
+      for (int l = 0; l < L; ++l) red[threadIdx.y][threadIdx.x * L + l] = acc[l][t];
+      __syncthreads();
+      // Accumulator t -> coefficient column (as in rational_backward_fixed_kernel).
+      const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
+      if (threadIdx.y == 0 && active && col >= 0) {
+#pragma unroll
+        for (int l = 0; l < L; ++l) {
+          acc_t sum = acc_t(0);
+          for (int y = 0; y < kRowsThreadsY; ++y) sum += red[y][threadIdx.x * L + l];
+          p.partials[((g0 + l) * p.blocks_per_group + blockIdx.x) * K + col] = sum;
+        }
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Generic kernels: any degree <= kMaxDegree, any basis, RPAU noise. Coefficients of the group in
 // shared memory; per-element arrays in local memory (this path trades speed for generality).
 
@@ -490,19 +614,63 @@ __global__ void __launch_bounds__(kRationalThreads)
 
 inline int rational_top_den_power(int nb, Version v) { return nb - 1 + (v == Version::C ? 0 : 1); }
 
+inline bool rational_fixed_degree(int m, int n) {
+#define TR_CASE(M_, N_) \
+  if (m == M_ && n == N_) return true;
+  TR_RATIONAL_FIXED_DEGREES(TR_CASE)
+#undef TR_CASE
+  return false;
+}
+
+// Launch shape for p (outer, groups, span, degrees, noise and the x / grad_y / out pointers set):
+// fills p.vectorised, p.rows, p.blocks_per_group and p.grid_groups. Host only; the glue and the
+// emulator tests both call it. multiprocessors: the device's SM count.
+template <typename T>
+void plan_rational_launch(RationalCudaParams<T>& p, int multiprocessors) {
+  constexpr int VEC = VecSize<T>::value;
+  constexpr int L = RowLanes<T>::value;
+  const bool aligned = (p.x == nullptr || is_aligned(p.x, kVecBytes)) &&
+                       (p.grad_y == nullptr || is_aligned(p.grad_y, kVecBytes)) &&
+                       (p.out == nullptr || is_aligned(p.out, kVecBytes));
+  const int64_t col_tiles = (p.groups + kRowsThreadsX * L - 1) / (kRowsThreadsX * L);
+  p.rows = p.span == 1 && p.outer > 1 && p.noise == 0 && p.groups % L == 0 && aligned && col_tiles <= 65535 &&
+           rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
+  if (p.rows) {
+    // About 8 blocks per SM in all; never more row blocks than rows / 8.
+    const int64_t target = int64_t(multiprocessors > 1 ? multiprocessors : 1) * 8;
+    const int64_t by_work = (p.outer + kRowsThreadsY - 1) / kRowsThreadsY;
+    const int64_t by_target = (target + col_tiles - 1) / col_tiles;
+    const int64_t blocks = by_work < by_target ? by_work : by_target;
+    p.vectorised = true;
+    p.blocks_per_group = blocks > 1 ? blocks : 1;
+    p.grid_groups = static_cast<int>(col_tiles);
+    return;
+  }
+  const GroupedLaunch plan =
+      plan_grouped_launch(p.outer, p.groups, p.span, VEC, aligned, kRationalThreads, multiprocessors);
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = plan.grid_groups;
+}
+
 template <typename T>
 void launch_rational_forward(const RationalCudaParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+  const dim3 rows_block(kRowsThreadsX, kRowsThreadsY);
   const int n = rational_top_den_power(p.nb, p.version);
   const bool power = p.basis == Basis::Power;
   if (p.noise == 0) {
-#define TR_CASE(M_, N_)                                                                          \
-  if (p.m == M_ && n == N_) {                                                                    \
-    if (power)                                                                                   \
+#define TR_CASE(M_, N_)                                                                                           \
+  if (p.m == M_ && n == N_) {                                                                                     \
+    if (p.rows && power)                                                                                          \
+      launch_kernel(&rational_forward_rows_kernel<M_, N_, true, T>, grid, rows_block, 0, stream, p);              \
+    else if (p.rows)                                                                                              \
+      launch_kernel(&rational_forward_rows_kernel<M_, N_, false, T>, grid, rows_block, 0, stream, p);             \
+    else if (power)                                                                                               \
       launch_kernel(&rational_forward_fixed_kernel<M_, N_, true, T>, grid, dim3(kRationalThreads), 0, stream, p);  \
-    else                                                                                         \
+    else                                                                                                          \
       launch_kernel(&rational_forward_fixed_kernel<M_, N_, false, T>, grid, dim3(kRationalThreads), 0, stream, p); \
-    return;                                                                                      \
+    return;                                                                                                       \
   }
     TR_RATIONAL_FIXED_DEGREES(TR_CASE)
 #undef TR_CASE
@@ -515,16 +683,21 @@ void launch_rational_forward(const RationalCudaParams<T>& p, cudaStream_t stream
 template <typename T>
 void launch_rational_backward(const RationalCudaParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+  const dim3 rows_block(kRowsThreadsX, kRowsThreadsY);
   const int n = rational_top_den_power(p.nb, p.version);
   const bool power = p.basis == Basis::Power;
   if (p.noise == 0) {
-#define TR_CASE(M_, N_)                                                                           \
-  if (p.m == M_ && n == N_) {                                                                     \
-    if (power)                                                                                    \
+#define TR_CASE(M_, N_)                                                                                            \
+  if (p.m == M_ && n == N_) {                                                                                      \
+    if (p.rows && power)                                                                                           \
+      launch_kernel(&rational_backward_rows_kernel<M_, N_, true, T>, grid, rows_block, 0, stream, p);              \
+    else if (p.rows)                                                                                               \
+      launch_kernel(&rational_backward_rows_kernel<M_, N_, false, T>, grid, rows_block, 0, stream, p);             \
+    else if (power)                                                                                                \
       launch_kernel(&rational_backward_fixed_kernel<M_, N_, true, T>, grid, dim3(kRationalThreads), 0, stream, p);  \
-    else                                                                                          \
+    else                                                                                                           \
       launch_kernel(&rational_backward_fixed_kernel<M_, N_, false, T>, grid, dim3(kRationalThreads), 0, stream, p); \
-    return;                                                                                       \
+    return;                                                                                                        \
   }
     TR_RATIONAL_FIXED_DEGREES(TR_CASE)
 #undef TR_CASE

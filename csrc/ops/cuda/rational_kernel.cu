@@ -4,9 +4,10 @@
 // Layout: any non-overlapping dense tensor (contiguous, channels_last, permuted) is processed in
 // memory order without a copy, as on CPU: memory = [outer][groups][span] with
 // span = stride(channel_dim) * channels_per_group. Other tensors (slices, expanded) and RPAU
-// (noise keyed by the row-major index) are made contiguous first. Layouts with a run length not
-// a multiple of the 16-byte vector (e.g. channels_last with per-channel groups, span = 1) use the
-// scalar loop: correct, but without 16-byte accesses.
+// (noise keyed by the row-major index) are made contiguous first. Per-channel groups with the
+// channel innermost (span = 1: channels_last, [batch, features]) take the coalesced rows kernels
+// for the fixed degrees; other layouts with a run length not a multiple of the 16-byte vector use
+// the scalar loop: correct, but without 16-byte accesses.
 //
 // Only c10/cuda headers are included (not ATen/cuda/CUDAContext.h, which pulls cuBLAS headers),
 // so this file also compiles against a CPU-only torch's headers in CI (scripts/check_kernels.sh).
@@ -34,14 +35,11 @@ namespace kc = kernels::cuda;
 
 template <typename T>
 void fill_common(kc::RationalCudaParams<T>& p, const Launch& l, const RationalConfig& cfg, const at::Tensor& a,
-                 const at::Tensor& b, double noise, uint64_t seed, int device, std::initializer_list<const void*> ptrs) {
+                 const at::Tensor& b, double noise, uint64_t seed, int device) {
   using acc_t = typename kc::OpMath<T>::type;
-  constexpr int VEC = kc::VecSize<T>::value;
   p.outer = l.outer;
   p.groups = l.groups;
   p.span = l.span;
-  bool aligned = true;
-  for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
   p.a = a.const_data_ptr<acc_t>();
   p.b = b.const_data_ptr<acc_t>();
   p.m = cfg.m;
@@ -54,11 +52,8 @@ void fill_common(kc::RationalCudaParams<T>& p, const Launch& l, const RationalCo
       kernels::overflow_threshold<double>(D, std::is_same_v<acc_t, double> ? DBL_MAX : double(FLT_MAX)));
   p.noise = static_cast<acc_t>(noise);
   p.seed = seed;
-  const kc::GroupedLaunch plan = kc::plan_grouped_launch(l.outer, l.groups, l.span, VEC, aligned, kc::kRationalThreads,
-                                                        multiprocessor_count(device));
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  // Path (grouped or rows), vectors and grid: from the x / grad_y / out pointers set by the caller.
+  kc::plan_rational_launch<T>(p, multiprocessor_count(device));
 }
 
 at::Tensor rational_forward_cuda(const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
@@ -81,7 +76,7 @@ at::Tensor rational_forward_cuda(const at::Tensor& x, const at::Tensor& numerato
     kc::RationalCudaParams<T> p;
     p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
     p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
-    fill_common<T>(p, l, cfg, a, b, noise, seed, x.get_device(), {p.x, p.out});
+    fill_common<T>(p, l, cfg, a, b, noise, seed, x.get_device());
     kc::launch_rational_forward<T>(p, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -128,7 +123,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
       p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
       p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
-      fill_common<T>(p, l, cfg, a, b, noise, seed, x.get_device(), {p.x, p.grad_y, p.out});
+      fill_common<T>(p, l, cfg, a, b, noise, seed, x.get_device());
       at::Tensor partials;
       if (want_coefs) {
         // Every (group, block) writes its partial, so no zero-fill is needed.
