@@ -31,6 +31,7 @@ enum class Layout {
   ChannelsLast,  // per-channel groups on channels_last: runs of one element
   Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
   FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
+  ManyBlocks,    // [4, 6, 32, 32], 3 groups, 4 SMs, gridDim.y = 2: several blocks per group, looping
 };
 
 const char* layout_name(Layout l) {
@@ -41,6 +42,7 @@ const char* layout_name(Layout l) {
     case Layout::ChannelsLast: return "ChannelsLast";
     case Layout::Misaligned: return "Misaligned";
     case Layout::FewGridRows: return "FewGridRows";
+    case Layout::ManyBlocks: return "ManyBlocks";
   }
   return "?";
 }
@@ -61,6 +63,7 @@ Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x64_flat,
       return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
     case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
     case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
+    case Layout::ManyBlocks: return {x64_4d.repeat({2, 1, 8, 8}).to(dtype), 3, 2, 4};
   }
   return {};
 }
@@ -96,6 +99,7 @@ kc::EraCudaParams<T> make_params(const Case& s, const torch::Tensor& params, int
 struct Result {
   torch::Tensor y, grad_x, param_grad;  // param_grad: [groups][2 + 4n]
   bool vectorised = false;
+  int64_t backward_blocks = 0;
 };
 
 // Forward, then the fused backward + finish, on the emulator. want_x / want_params as the glue's
@@ -123,6 +127,7 @@ Result run(const Case& s, const torch::Tensor& lin, const torch::Tensor& fr, dou
     pb.x = cptr<T>(s.x);
     pb.grad_y = cptr<T>(gin);
     pb.out = want_x ? mptr<T>(r.grad_x) : nullptr;
+    r.backward_blocks = pb.blocks_per_group;
     const int64_t K = kr::era_params_per_group(n);
     torch::Tensor partials;
     if (want_params) {
@@ -176,8 +181,11 @@ TEST_P(EmuEraTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
 
   const Result r = run(s, lin, fr, eps, gy);
   const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
+                        layout == Layout::ManyBlocks ||
                         (layout == Layout::GroupedOdd && dtype == torch::kDouble);
   EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
+  if (layout == Layout::Flat || layout == Layout::Misaligned || layout == Layout::ManyBlocks)
+    EXPECT_GT(r.backward_blocks, 1) << "the finish should sum several block partials";
 
   // Float64 reference on exactly the rounded inputs the kernels saw.
   auto xr = s.x.to(torch::kDouble).requires_grad_(true);
@@ -236,7 +244,14 @@ INSTANTIATE_TEST_SUITE_P(Layouts, EmuEraTest,
                          ::testing::Combine(::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble),
                                             ::testing::Values(3, 6),
                                             ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::Misaligned,
-                                                              Layout::FewGridRows)),
+                                                              Layout::FewGridRows, Layout::ManyBlocks)),
+                         param_name);
+
+// The largest n the op accepts (kMaxEraFractions): the generic kernels' shared and local arrays.
+INSTANTIATE_TEST_SUITE_P(MaxFractions, EmuEraTest,
+                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble),
+                                            ::testing::Values(kr::kMaxEraFractions),
+                                            ::testing::Values(Layout::Grouped, Layout::Flat)),
                          param_name);
 
 // |x| near the float maximum: the overflow-safe form gives y = a x + b and dy/dx = a (the

@@ -32,6 +32,7 @@ enum class Layout {
   ChannelsLast,  // per-channel groups on channels_last: runs of one element
   Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
   FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
+  ManyBlocks,    // [4, 6, 32, 32], 3 groups, 4 SMs, gridDim.y = 2: several blocks per group, looping
 };
 
 const char* layout_name(Layout l) {
@@ -42,6 +43,7 @@ const char* layout_name(Layout l) {
     case Layout::ChannelsLast: return "ChannelsLast";
     case Layout::Misaligned: return "Misaligned";
     case Layout::FewGridRows: return "FewGridRows";
+    case Layout::ManyBlocks: return "ManyBlocks";
   }
   return "?";
 }
@@ -62,6 +64,7 @@ Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x64_flat,
       return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
     case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
     case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
+    case Layout::ManyBlocks: return {x64_4d.repeat({2, 1, 8, 8}).to(dtype), 3, 2, 4};
   }
   return {};
 }
@@ -189,8 +192,11 @@ TEST_P(EmuPwluTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
 
   const Result r = run(s, q, gy);
   const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
+                        layout == Layout::ManyBlocks ||
                         (layout == Layout::GroupedOdd && dtype == torch::kDouble);
   EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
+  if (layout == Layout::Flat || layout == Layout::Misaligned || layout == Layout::ManyBlocks)
+    EXPECT_GT(r.backward_blocks, 1) << "the finish should sum several block partials";
 
   // Both sides of both bounds are there.
   const auto x64 = s.x.to(torch::kDouble);
@@ -256,7 +262,7 @@ INSTANTIATE_TEST_SUITE_P(Layouts, EmuPwluTest,
                          ::testing::Combine(::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble),
                                             ::testing::Values(4, 100),
                                             ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::Misaligned,
-                                                              Layout::FewGridRows)),
+                                                              Layout::FewGridRows, Layout::ManyBlocks)),
                          param_name);
 
 // The backward's bins window: N = 100 needs several passes (float: 64 heights per pass, double: 32).
@@ -318,6 +324,34 @@ TEST(EmuPwlu, BreakpointsAndBoundsMatchTheCpuOp) {
                     dtype == torch::kBFloat16 ? 2e-2 : dtype == torch::kHalf ? 4e-3 : 1e-6)
             << what << " k=" << k;
     }
+  }
+}
+
+// Infinite x: the outer pieces (y = Y_N + (x - R) K_R = +-inf), the same values and grads as the CPU op.
+TEST(EmuPwlu, InfiniteInputsMatchTheCpuOp) {
+  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kHalf}) {
+    auto opts = torch::TensorOptions().dtype(torch::kDouble);
+    torch::manual_seed(9);
+    auto x64 = torch::randn({1, 2, 37}, opts) * 3;
+    x64[0][0][3] = INFINITY;
+    x64[0][1][4] = -INFINITY;
+    x64[0][1][20] = INFINITY;
+    const auto x = x64.to(dtype);
+    const Params q = random_params(2, 4, acc_dtype(dtype));
+    const Case s{x, 2, 0, 1};
+    const auto gy = torch::randn(x.sizes(), opts).to(dtype);
+    const Result r = run(s, q, gy);
+    const auto y_cpu = torch_rational::pwlu(x, q.h, q.b, q.s, 1);
+    const auto [gx_cpu, gh_cpu, gb_cpu, gs_cpu] =
+        torch_rational::pwlu_backward(gy, x, q.h, q.b, q.s, 1, {true, true, true, true});
+    const auto pg_cpu = torch::cat({gh_cpu, gb_cpu, gs_cpu}, 1).to(r.param_grad.scalar_type());
+    const std::string what = dtype_name(dtype);
+    EXPECT_TRUE(torch::isinf(r.y[0][0][3]).item<bool>()) << what;
+    EXPECT_TRUE(torch::allclose(r.y.to(torch::kDouble), y_cpu.to(torch::kDouble), 1e-3, 1e-3, /*equal_nan=*/true)) << what;
+    EXPECT_TRUE(torch::allclose(r.grad_x.to(torch::kDouble), gx_cpu.to(torch::kDouble), 1e-3, 1e-3, true)) << what;
+    // The slopes' grads sum (x - R) g = +-inf (or NaN for +inf - inf): same class as on CPU.
+    EXPECT_TRUE(torch::allclose(r.param_grad.to(torch::kDouble), pg_cpu.to(torch::kDouble), 1e-4, 1e-4, true))
+        << what << r.param_grad << pg_cpu;
   }
 }
 
