@@ -12,9 +12,9 @@ Ceiling: x.clone() (same bytes as the forward), torch.add(x, g) (same bytes as t
 their sum for forward+backward; "% ceil" = ceiling time / row time.
 
 Inputs are contiguous (N, C, H, W) tensors with C = 64 (--channels), H = W = 32. Groups: G = 1,
-G = 8 and per-channel (G = C). Non-contiguous inputs are not measured: dense permutations
-(channels_last, ...) run in place without a copy (per-channel channels_last without 16-byte
-vectors), other strided inputs get a contiguous copy at the op boundary.
+G = 8, per-channel (G = C), and per-channel on channels_last memory ("channel_nhwc": the rows
+kernels). Other dense permutations run in place without a copy too; non-dense strided inputs
+(slices, expanded) get a contiguous copy at the op boundary and are not measured.
 
     python3 scripts/benchmark_gpu.py                          # CUDA, 2^16 .. 2^28 elements
     python3 scripts/benchmark_gpu.py --max-log2 24 --dtypes float32
@@ -134,7 +134,8 @@ def main() -> None:
     ap.add_argument("--max-log2", type=int, default=28, help="largest size, 2^N elements (default 28)")
     ap.add_argument("--step", type=int, default=2, help="log2 step between sizes (default 2)")
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--groups", nargs="+", default=["1", "8", "channel"], help="1, 8, ..., or 'channel' (G = C)")
+    ap.add_argument("--groups", nargs="+", default=["1", "8", "channel", "channel_nhwc"],
+                    help="1, 8, ..., 'channel' (G = C) or 'channel_nhwc' (G = C, channels_last memory)")
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--degrees", type=int, nargs=2, default=(5, 4), metavar=("M", "N"))
     ap.add_argument("--warmup", type=int, default=5)
@@ -166,7 +167,9 @@ def main() -> None:
         dtype = getattr(torch, dtype_name)
         esize = torch.finfo(dtype).bits // 8
         for gname in args.groups:
-            groups = args.channels if gname == "channel" else int(gname)
+            nhwc = gname == "channel_nhwc"
+            groups = args.channels if gname in ("channel", "channel_nhwc") else int(gname)
+            gshow = f"{groups}nhwc" if nhwc else str(groups)
             # Coefficients in x's dtype, so the eager composition stays in that dtype too.
             a = (torch.randn(groups, m + 1, generator=gen) * 0.5).to(device, dtype)
             b = (torch.randn(groups, n, generator=gen) * 0.5).to(device, dtype)
@@ -182,6 +185,9 @@ def main() -> None:
                 shape = shape_for(numel, args.channels)
                 x = (torch.randn(shape, device=device) * 2).to(dtype)
                 g = torch.randn(shape, device=device).to(dtype)
+                if nhwc:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                    g = g.contiguous(memory_format=torch.channels_last)
                 ceil_f = timer(lambda x=x: x.clone())
                 ceil_b = timer(lambda x=x, g=g: torch.add(x, g))
                 ceilings = (ceil_f, ceil_b, ceil_f + ceil_b)
@@ -191,10 +197,10 @@ def main() -> None:
                     comp = results.get("compile", (None,) * 3)[p]
                     for name, r in results.items():
                         speed = f"{comp / r[p]:.2f}x" if comp else "-"
-                        emit([dtype_name, str(groups), f"2^{log2}", pname, name, f"{r[p]:.4f}",
+                        emit([dtype_name, gshow, f"2^{log2}", pname, name, f"{r[p]:.4f}",
                               f"{nbytes[p] / (r[p] * 1e-3) / GB:.1f}", f"{100 * ceilings[p] / r[p]:.0f}%", speed])
                     ceil_name = ("x.clone()", "torch.add", "clone+add")[p]
-                    emit([dtype_name, str(groups), f"2^{log2}", pname, ceil_name, f"{ceilings[p]:.4f}",
+                    emit([dtype_name, gshow, f"2^{log2}", pname, ceil_name, f"{ceilings[p]:.4f}",
                           f"{nbytes[p] / (ceilings[p] * 1e-3) / GB:.1f}", "100%", "-"])
                 del x, g, results
                 if device.type == "cuda":
