@@ -241,6 +241,9 @@ inline GroupedLaunch plan_grouped_launch(int64_t outer, int64_t groups, int64_t 
 // scalar_body(i) for every element i (memory offset) of the runs' tails; when not vectorised,
 // scalar_body for every element of the group. 64-bit indices; 32-bit divisions where the counts
 // allow (several times cheaper).
+// Host and device (the host test tests/cuda/rational_host_test.cu checks the coverage with host
+// lambdas; hence no execution-space check).
+#pragma nv_exec_check_disable
 template <int VEC, typename VecBody, typename ScalarBody>
 __host__ __device__ __forceinline__ void for_each_grouped_element(int64_t outer, int64_t groups, int64_t span,
                                                                   bool vectorised, int64_t g, int64_t start,

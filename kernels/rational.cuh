@@ -228,47 +228,14 @@ __device__ __noinline__ ElementOut<Acc> rational_element_large(Acc x, const Acc*
 }
 
 // ------------------------------------------------------------------------------------------------
-// Iteration over the elements of group g owned by one thread: calls vec_body(vector index) and
-// scalar_body(element offset). Vectors first, then the scalar tails of every run. `start` and
-// `step` are the thread's position and the stride of the grid-stride loop over the group
-// (blockIdx.x * blockDim.x + threadIdx.x and blocks_per_group * blockDim.x); host/device so
-// tests/cuda/rational_host_test.cu can check that every element is visited exactly once.
-#pragma nv_exec_check_disable
-template <int VEC, typename VecBody, typename ScalarBody>
-TR_HOST_DEVICE void for_group_elements(int64_t outer, int64_t groups, int64_t span, bool vectorised, int64_t g,
-                                       int64_t start, int64_t step, VecBody&& vec_body, ScalarBody&& scalar_body) {
-  const int64_t spanv = vectorised ? span / VEC : 0;
-  if (spanv > 0) {
-    const int64_t nvec = outer * spanv;
-    const int64_t run_stride_v = groups * spanv;  // vectors between runs of the same group
-    const bool small = nvec <= int64_t(UINT32_MAX);  // 32-bit division is several times cheaper
-    for (int64_t vv = start; vv < nvec; vv += step) {
-      // One run per group when outer == 1 (G = 1, or channels outermost): no division.
-      const int64_t o = outer == 1 ? 0
-                        : small    ? int64_t(uint32_t(vv) / uint32_t(spanv))
-                                   : vv / spanv;
-      const int64_t w = vv - o * spanv;
-      vec_body(o * run_stride_v + g * spanv + w);
-    }
-  }
-  const int64_t tail = span - spanv * VEC;
-  if (tail > 0) {
-    const int64_t n = outer * tail;
-    const bool small = n <= int64_t(UINT32_MAX);
-    for (int64_t e = start; e < n; e += step) {
-      const int64_t o = outer == 1 ? 0 : small ? int64_t(uint32_t(e) / uint32_t(tail)) : e / tail;
-      const int64_t w = spanv * VEC + (e - o * tail);
-      scalar_body((o * groups + g) * span + w);
-    }
-  }
-}
-
+// Iteration over the elements of group g owned by this thread (for_each_grouped_element of
+// cuda_utils.cuh: 16-byte vectors of the runs, then the runs' scalar tails).
 template <int VEC, typename T, typename VecBody, typename ScalarBody>
 __device__ __forceinline__ void for_group_elements(const RationalCudaParams<T>& p, int64_t g, VecBody&& vec_body,
                                                    ScalarBody&& scalar_body) {
   const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
-  for_group_elements<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
+  for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
 }
 
 // ------------------------------------------------------------------------------------------------

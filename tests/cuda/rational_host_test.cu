@@ -73,7 +73,7 @@ static void check_coverage(int64_t outer, int64_t groups, int64_t span, bool vec
   bool wrong_group = false;
   for (int64_t g = 0; g < groups; ++g) {
     for (int64_t start = 0; start < blocks * threads; ++start) {
-      for_group_elements<VEC>(
+      for_each_grouped_element<VEC>(
           outer, groups, span, vectorised, g, start, blocks * threads,
           [&](int64_t iv) {
             for (int l = 0; l < VEC; ++l) {
