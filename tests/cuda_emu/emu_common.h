@@ -98,6 +98,63 @@ inline bool bitwise_equal(const torch::Tensor& a, const torch::Tensor& b) {
   return std::memcmp(ac.const_data_ptr(), bc.const_data_ptr(), ac.numel() * ac.element_size()) == 0;
 }
 
+// The layouts every kernel test runs (x of shape [N, C, H, W] with groups along dim 1, or flat).
+enum class Layout {
+  Flat,          // G = 1, numel not a multiple of the vector: one vectorised run + tail
+  Grouped,       // NCHW, 2 channels per group, H*W = 16: vectorised runs
+  GroupedOdd,    // NCHW, H*W = 9: scalar loop (double: vectorised pairs + tails)
+  ChannelsLast,  // per-channel groups on channels_last: runs of one element
+  Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
+  FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
+  ManyBlocks,    // [4, 6, 32, 32], 3 groups, 4 SMs, gridDim.y = 2: several blocks per group, looping
+  RowsNhwc,      // per-channel groups on channels_last, 64 channels (the rational rows kernels)
+  RowsLinear,    // [batch, 136 features], per-feature groups (rational rows kernels, two column tiles)
+};
+
+inline const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::Flat: return "Flat";
+    case Layout::Grouped: return "Grouped";
+    case Layout::GroupedOdd: return "GroupedOdd";
+    case Layout::ChannelsLast: return "ChannelsLast";
+    case Layout::Misaligned: return "Misaligned";
+    case Layout::FewGridRows: return "FewGridRows";
+    case Layout::ManyBlocks: return "ManyBlocks";
+    case Layout::RowsNhwc: return "RowsNhwc";
+    case Layout::RowsLinear: return "RowsLinear";
+  }
+  return "?";
+}
+
+struct Case {
+  torch::Tensor x;      // in the layout under test, dtype under test
+  int64_t groups;       // along dim 1
+  int grid_rows;        // 0: as planned, else gridDim.y override
+  int multiprocessors;  // the SM count the launch plan assumes
+};
+
+// x64_flat: a 1-D float64 sample (a few thousand elements); x64_4d: [2, 6, 4, 4] float64.
+inline Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x64_flat, const torch::Tensor& x64_4d) {
+  switch (layout) {
+    case Layout::Flat: return {x64_flat.to(dtype), 1, 0, 2};
+    case Layout::Grouped: return {x64_4d.to(dtype), 3, 0, 1};
+    case Layout::GroupedOdd: return {x64_4d.narrow(3, 0, 3).narrow(2, 0, 3).contiguous().to(dtype), 3, 0, 1};
+    case Layout::ChannelsLast:
+      return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
+    case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
+    case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
+    case Layout::ManyBlocks: return {x64_4d.repeat({2, 1, 8, 8}).to(dtype), 3, 2, 4};
+    case Layout::RowsNhwc:
+      return {(torch::randn({3, 64, 5, 3}, torch::kDouble) * x64_4d.std().item<double>())
+                  .to(dtype)
+                  .contiguous(torch::MemoryFormat::ChannelsLast),
+              64, 0, 1};
+    case Layout::RowsLinear:
+      return {(torch::randn({37, 136}, torch::kDouble) * x64_4d.std().item<double>()).to(dtype), 136, 0, 1};
+  }
+  return {};
+}
+
 // Runs f once with each fiber schedule and restores the default.
 struct ScheduleGuard {
   explicit ScheduleGuard(cuda_emu::Schedule s) { cuda_emu::set_schedule(s); }

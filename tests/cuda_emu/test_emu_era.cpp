@@ -24,50 +24,6 @@ namespace {
 using namespace emu_test;
 namespace kr = torch_rational::kernels;
 
-enum class Layout {
-  Flat,          // G = 1, numel not a multiple of the vector: one vectorised run + tail
-  Grouped,       // NCHW, 2 channels per group, H*W = 16: vectorised runs
-  GroupedOdd,    // NCHW, H*W = 9: scalar loop (double: vectorised pairs + tails)
-  ChannelsLast,  // per-channel groups on channels_last: runs of one element
-  Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
-  FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
-  ManyBlocks,    // [4, 6, 32, 32], 3 groups, 4 SMs, gridDim.y = 2: several blocks per group, looping
-};
-
-const char* layout_name(Layout l) {
-  switch (l) {
-    case Layout::Flat: return "Flat";
-    case Layout::Grouped: return "Grouped";
-    case Layout::GroupedOdd: return "GroupedOdd";
-    case Layout::ChannelsLast: return "ChannelsLast";
-    case Layout::Misaligned: return "Misaligned";
-    case Layout::FewGridRows: return "FewGridRows";
-    case Layout::ManyBlocks: return "ManyBlocks";
-  }
-  return "?";
-}
-
-struct Case {
-  torch::Tensor x;  // in the layout under test, dtype under test
-  int64_t groups;   // along dim 1
-  int grid_rows;    // 0: as planned, else gridDim.y override
-  int multiprocessors;
-};
-
-Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x64_flat, const torch::Tensor& x64_4d) {
-  switch (layout) {
-    case Layout::Flat: return {x64_flat.to(dtype), 1, 0, 2};
-    case Layout::Grouped: return {x64_4d.to(dtype), 3, 0, 1};
-    case Layout::GroupedOdd: return {x64_4d.narrow(3, 0, 3).narrow(2, 0, 3).contiguous().to(dtype), 3, 0, 1};
-    case Layout::ChannelsLast:
-      return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
-    case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
-    case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
-    case Layout::ManyBlocks: return {x64_4d.repeat({2, 1, 8, 8}).to(dtype), 3, 2, 4};
-  }
-  return {};
-}
-
 // linear (G, 2) and fractions (G, n, 4) packed per group as csrc/ops/cuda/era_kernel.cu does.
 torch::Tensor packed(const torch::Tensor& lin, const torch::Tensor& fr) {
   const int64_t G = lin.size(0);

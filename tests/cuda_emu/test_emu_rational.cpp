@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "ops/rational.h"
+#include "ops/rational_utils.h"
 #include "references.h"
 // The emulator after torch's headers: it defines threadIdx, __shared__, ... as macros.
 #include "cuda_emu.h"
@@ -24,69 +25,8 @@ namespace {
 using namespace emu_test;
 namespace kr = torch_rational::kernels;
 
-enum class Layout {
-  Flat,          // G = 1, numel not a multiple of the vector: one vectorised run + tail
-  Grouped,       // NCHW, 2 channels per group, H*W = 16: vectorised runs
-  GroupedOdd,    // NCHW, H*W = 9: scalar loop (double: vectorised pairs + tails)
-  ChannelsLast,  // per-channel groups on channels_last: runs of one element
-  Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
-  FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
-  RowsNhwc,      // per-channel groups on channels_last, 64 channels: the rows kernels (fixed degrees)
-  RowsLinear,    // [batch, 136 features], per-feature groups: rows kernels, two column tiles
-};
-
-const char* layout_name(Layout l) {
-  switch (l) {
-    case Layout::Flat: return "Flat";
-    case Layout::Grouped: return "Grouped";
-    case Layout::GroupedOdd: return "GroupedOdd";
-    case Layout::ChannelsLast: return "ChannelsLast";
-    case Layout::Misaligned: return "Misaligned";
-    case Layout::FewGridRows: return "FewGridRows";
-    case Layout::RowsNhwc: return "RowsNhwc";
-    case Layout::RowsLinear: return "RowsLinear";
-  }
-  return "?";
-}
-
-kr::Version to_version(const std::string& v) {
-  return v == "A" ? kr::Version::A : v == "B" ? kr::Version::B : v == "C" ? kr::Version::C : kr::Version::N;
-}
-
-kr::Basis to_basis(const std::string& b) {
-  if (b == "power") return kr::Basis::Power;
-  if (b == "chebyshev_t") return kr::Basis::ChebyshevT;
-  if (b == "chebyshev_u") return kr::Basis::ChebyshevU;
-  if (b == "hermite") return kr::Basis::Hermite;
-  if (b == "hermite_e") return kr::Basis::HermiteE;
-  if (b == "laguerre") return kr::Basis::Laguerre;
-  return kr::Basis::Legendre;
-}
-
-struct Case {
-  torch::Tensor x;   // in the layout under test, dtype under test
-  int64_t groups;    // along dim 1
-  int grid_rows;     // 0: as planned, else gridDim.y override
-  int multiprocessors;
-};
-
-Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x64_flat, const torch::Tensor& x64_4d) {
-  const double scale = x64_4d.std().item<double>();
-  switch (layout) {
-    case Layout::RowsNhwc:
-      return {(torch::randn({3, 64, 5, 3}, torch::kDouble) * scale).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast),
-              64, 0, 1};
-    case Layout::RowsLinear: return {(torch::randn({37, 136}, torch::kDouble) * scale).to(dtype), 136, 0, 1};
-    case Layout::Flat: return {x64_flat.to(dtype), 1, 0, 2};
-    case Layout::Grouped: return {x64_4d.to(dtype), 3, 0, 1};
-    case Layout::GroupedOdd: return {x64_4d.narrow(3, 0, 3).narrow(2, 0, 3).contiguous().to(dtype), 3, 0, 1};
-    case Layout::ChannelsLast:
-      return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
-    case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
-    case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
-  }
-  return {};
-}
+using torch_rational::parse_basis;
+using torch_rational::parse_version;
 
 // Fills the parameters as csrc/ops/cuda/rational_kernel.cu does (pointers first: the plan looks
 // at their alignment).
@@ -107,8 +47,8 @@ kc::RationalCudaParams<T> make_params(const Case& s, const torch::Tensor& a, con
   p.b = cptr<acc_t>(b);
   p.m = m;
   p.nb = static_cast<int>(b.size(-1));
-  p.version = to_version(version);
-  p.basis = to_basis(basis);
+  p.version = parse_version(version);
+  p.basis = parse_basis(basis);
   const int n_top = p.nb - 1 + kr::first_den_power(p.version);
   p.threshold = static_cast<acc_t>(
       kr::overflow_threshold<double>(std::max(m, n_top), is_double<acc_t>() ? DBL_MAX : double(FLT_MAX)));
@@ -270,8 +210,8 @@ std::string param_name(const ::testing::TestParamInfo<Param>& info) {
 }
 
 const auto kAllLayouts = ::testing::Values(Layout::Flat, Layout::Grouped, Layout::GroupedOdd, Layout::ChannelsLast,
-                                           Layout::Misaligned, Layout::FewGridRows, Layout::RowsNhwc,
-                                           Layout::RowsLinear);
+                                           Layout::Misaligned, Layout::FewGridRows, Layout::ManyBlocks,
+                                           Layout::RowsNhwc, Layout::RowsLinear);
 
 // Every fixed-degree specialisation and the generic path (2,3), every version, all dtypes.
 INSTANTIATE_TEST_SUITE_P(
