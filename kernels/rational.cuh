@@ -16,7 +16,8 @@
 //
 // Degrees. (m, n) in {(5,4), (4,4), (3,2), (7,6)} are template parameters (coefficients and
 // gradient accumulators in registers, loops fully unrolled; Horner for the power basis in the
-// forward); any other degree, and RPAU noise, take the generic path (runtime degree, shared
+// forward); RPAU noise at these degrees takes the RPAU kernels (the same, with per-element
+// multiplied coefficients); any other degree takes the generic path (runtime degree, shared
 // memory coefficients, kernels/rational_math.h rational_element per element).
 //
 // Backward reduction (deterministic, no atomics): per-thread register accumulators -> warp
@@ -253,6 +254,26 @@ __device__ __forceinline__ void load_group_coefs(const RationalCudaParams<T>& p,
   for (int k = 0; k <= N; ++k) bp[k] = k >= k0 ? p.b[g * p.nb + (k - k0)] : acc_t(0);
 }
 
+// Block sum of the per-power accumulators acc[0 .. M+N+1] of the fixed-degree backward kernels,
+// written as this block's partial of group g: accumulator t -> coefficient column (numerator
+// j = t; denominator power k -> M + 1 + k - first_den_power). Every thread of the block must call
+// it (block_reduce_sum_many has barriers); smem holds kRationalWarps * (M + N + 2) values.
+template <int M, int N, typename T>
+__device__ __forceinline__ void write_fixed_partials(const RationalCudaParams<T>& p, int64_t g,
+                                                     typename OpMath<T>::type (&acc)[M + N + 2],
+                                                     typename OpMath<T>::type* smem) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int KF = M + N + 2;
+  const int k0 = first_den_power(p.version);
+  const int K = M + 1 + p.nb;
+  const acc_t total = block_reduce_sum_many<KF>(acc, smem);
+  const int t = threadIdx.x;
+  if (t < KF) {
+    const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
+    if (col >= 0) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + col] = total;
+  }
+}
+
 template <int M, int N, bool kPower, typename T>
 __global__ void __launch_bounds__(kRationalThreads)
     rational_forward_fixed_kernel(const RationalCudaParams<T> p) {
@@ -290,7 +311,6 @@ __global__ void __launch_bounds__(kRationalThreads)
   __shared__ acc_t smem[kRationalWarps * KF];
   const bool coefs = p.partials != nullptr;
   const int k0 = first_den_power(p.version);
-  const int K = M + 1 + p.nb;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     acc_t a[M + 1], bp[N + 1];
     load_group_coefs<M, N, T>(p, g, a, bp);
@@ -329,15 +349,116 @@ __global__ void __launch_bounds__(kRationalThreads)
           const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
           if (p.out != nullptr) p.out[i] = o;
         });
-    if (coefs) {  // uniform over the grid: every thread reaches the __syncthreads() inside
-      const acc_t total = block_reduce_sum_many<KF>(acc, smem);
-      const int t = threadIdx.x;
-      if (t < KF) {
-        // Accumulator t -> coefficient column: numerator j = t; denominator power k -> na + k - k0.
-        const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
-        if (col >= 0) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + col] = total;
+    if (coefs) write_fixed_partials<M, N>(p, g, acc, smem);  // uniform over the grid
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// RPAU kernels for the fixed degrees (power basis): the fixed-degree evaluation with every
+// element's coefficients multiplied by its own noise, (1 + u), u ~ U[-noise, noise) drawn by
+// Philox from (seed, row-major index) exactly as the CPU kernels and the generic kernel draw them
+// (noise_multipliers; the glue makes x contiguous, so the memory offset is the row-major index).
+// Everything stays in registers, unlike the generic kernel's local-memory arrays.
+
+// mult[0 .. M+N+1]: multipliers by coefficient column (numerator j, then dense denominator i),
+// as noise_multipliers lays them out; an / bn: the element's coefficients, bn by power.
+template <int M, int N, typename Acc>
+__device__ __forceinline__ void noisy_coefs(uint64_t seed, uint64_t index,
+                                            Acc noise, int k0, const Acc (&a)[M + 1], const Acc (&bp)[N + 1],
+                                            Acc (&mult)[M + N + 2], Acc (&an)[M + 1], Acc (&bn)[N + 1]) {
+  noise_multipliers<Acc>(seed, index, M + N + 2, noise, mult);
+#pragma unroll
+  for (int j = 0; j <= M; ++j) an[j] = a[j] * mult[j];
+#pragma unroll
+  for (int k = 0; k <= N; ++k) bn[k] = k >= k0 ? bp[k] * mult[M + 1 + k - k0] : Acc(0);
+}
+
+template <int M, int N, typename T>
+__global__ void __launch_bounds__(kRationalThreads) rational_forward_rpau_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  const int k0 = first_den_power(p.version);
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    acc_t a[M + 1], bp[N + 1];
+    load_group_coefs<M, N, T>(p, g, a, bp);
+    auto element = [&](acc_t x, int64_t index) -> acc_t {
+      acc_t mult[M + N + 2], an[M + 1], bn[N + 1];
+      noisy_coefs<M, N, acc_t>(p.seed, static_cast<uint64_t>(index), p.noise, k0, a, bp, mult, an, bn);
+      if (fabs(x) > p.threshold)  // rare: x^(D+2) would overflow acc_t; bn + k0 is the dense b
+        return rational_element_large<acc_t>(x, an, M, bn + k0, p.nb, p.version, nullptr, nullptr).y;
+      return forward_fixed<M, N, true, acc_t>(x, an, bn, p.version, Basis::Power);
+    };
+    for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+#pragma unroll
+          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), iv * VEC + l));
+          store_vector<VEC>(p.out, iv, xv);
+        },
+        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]), i)); });
+  }
+}
+
+template <int M, int N, typename T>
+__global__ void __launch_bounds__(kRationalThreads) rational_backward_rpau_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int VEC = VecSize<T>::value;
+  constexpr int KF = M + N + 2;
+  __shared__ acc_t smem[kRationalWarps * KF];
+  const bool coefs = p.partials != nullptr;
+  const int k0 = first_den_power(p.version);
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    acc_t a[M + 1], bp[N + 1];
+    load_group_coefs<M, N, T>(p, g, a, bp);
+    acc_t acc[KF];
+#pragma unroll
+    for (int k = 0; k < KF; ++k) acc[k] = acc_t(0);
+    auto element = [&](acc_t x, acc_t gy, int64_t index) -> acc_t {
+      acc_t mult[KF], an[M + 1], bn[N + 1];
+      noisy_coefs<M, N, acc_t>(p.seed, static_cast<uint64_t>(index), p.noise, k0, a, bp, mult, an, bn);
+      // d/da_j of a_j (1 + u_j) is (1 + u_j): the element's gradients are scaled by its multipliers.
+      acc_t local[KF];
+#pragma unroll
+      for (int k = 0; k < KF; ++k) local[k] = acc_t(0);
+      acc_t gx;
+      if (fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
+        acc_t da[M + 1], db[N + 1];
+        const ElementOut<acc_t> r = rational_element_large<acc_t>(x, an, M, bn + k0, p.nb, p.version, da, db);
+#pragma unroll
+        for (int j = 0; j <= M; ++j) local[j] = gy * da[j];
+#pragma unroll
+        for (int k = 0; k <= N; ++k)
+          if (k >= k0) local[M + 1 + k] = gy * db[k - k0];
+        gx = gy * r.dydx;
+      } else {
+        gx = backward_fixed<M, N, true, acc_t>(x, gy, an, bn, p.version, Basis::Power, coefs, local);
       }
-    }
+      if (coefs) {
+#pragma unroll
+        for (int j = 0; j <= M; ++j) acc[j] += local[j] * mult[j];
+#pragma unroll
+        for (int k = 0; k <= N; ++k)
+          if (k >= k0) acc[M + 1 + k] += local[M + 1 + k] * mult[M + 1 + k - k0];
+      }
+      return gx;
+    };
+    for_group_elements<VEC>(
+        p, g,
+        [&](int64_t iv) {
+          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
+          AlignedVector<T, VEC> ov;
+#pragma unroll
+          for (int l = 0; l < VEC; ++l)
+            ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l]), iv * VEC + l));
+          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
+        },
+        [&](int64_t i) {
+          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i]), i));
+          if (p.out != nullptr) p.out[i] = o;
+        });
+    if (coefs) write_fixed_partials<M, N>(p, g, acc, smem);  // uniform over the grid
   }
 }
 
@@ -641,6 +762,14 @@ void launch_rational_forward(const RationalCudaParams<T>& p, cudaStream_t stream
   }
     TR_RATIONAL_FIXED_DEGREES(TR_CASE)
 #undef TR_CASE
+  } else if (power) {
+#define TR_CASE(M_, N_)                                                                                     \
+  if (p.m == M_ && n == N_) {                                                                               \
+    launch_kernel(&rational_forward_rpau_kernel<M_, N_, T>, grid, dim3(kRationalThreads), 0, stream, p);    \
+    return;                                                                                                 \
+  }
+    TR_RATIONAL_FIXED_DEGREES(TR_CASE)
+#undef TR_CASE
   }
   launch_kernel(&rational_forward_generic_kernel<T>, grid, dim3(kRationalThreads), 0, stream, p);
 }
@@ -665,6 +794,14 @@ void launch_rational_backward(const RationalCudaParams<T>& p, cudaStream_t strea
     else                                                                                                           \
       launch_kernel(&rational_backward_fixed_kernel<M_, N_, false, T>, grid, dim3(kRationalThreads), 0, stream, p); \
     return;                                                                                                        \
+  }
+    TR_RATIONAL_FIXED_DEGREES(TR_CASE)
+#undef TR_CASE
+  } else if (power) {
+#define TR_CASE(M_, N_)                                                                                     \
+  if (p.m == M_ && n == N_) {                                                                               \
+    launch_kernel(&rational_backward_rpau_kernel<M_, N_, T>, grid, dim3(kRationalThreads), 0, stream, p);   \
+    return;                                                                                                 \
   }
     TR_RATIONAL_FIXED_DEGREES(TR_CASE)
 #undef TR_CASE

@@ -248,37 +248,60 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(Layout::RowsLinear)),
     param_name);
 
-// RPAU: the CUDA kernels draw the same counter-based noise as the CPU kernels.
-class EmuRpauTest : public ::testing::TestWithParam<std::tuple<torch::Dtype, std::pair<int, int>>> {};
+// RPAU: the CUDA kernels (the fixed-degree RPAU kernels and the generic one) draw the same
+// counter-based noise as the CPU kernels.
+class EmuRpauTest
+    : public ::testing::TestWithParam<std::tuple<torch::Dtype, std::pair<int, int>, std::string, Layout>> {};
 
 TEST_P(EmuRpauTest, SameNoiseAsCpu) {
-  const auto [dtype, degrees] = GetParam();
+  const auto [dtype, degrees, version, layout] = GetParam();
   const int m = degrees.first, n = degrees.second;
+  const int nb = version == "C" ? n + 1 : n;
   torch::manual_seed(5);
   auto opts = torch::TensorOptions().dtype(torch::kDouble);
-  const Case s{(torch::randn({2, 6, 4, 5}, opts) * 1.5).to(dtype), 3, 0, 1};
-  const auto a = (torch::randn({3, m + 1}, opts) * 0.5).to(acc_dtype(dtype));
-  const auto b = (torch::randn({3, n}, opts) * 0.5).to(acc_dtype(dtype));
+  // Half's range bounds |dy/dx|; version N: small denominators, far from its poles.
+  const double xs = dtype == torch::kHalf ? 1.0 : 1.5;
+  const Case s = make_case(layout, dtype, torch::randn({5003}, opts) * xs, torch::randn({2, 6, 4, 4}, opts) * xs);
+  const int64_t G = s.groups;
+  auto a64 = torch::randn({G, m + 1}, opts) * 0.5;
+  auto b64 = torch::randn({G, nb}, opts) * (version == "N" ? 0.002 : 0.5);
+  if (version == "C") b64.select(1, 0).fill_(1.0);
+  const auto a = a64.to(acc_dtype(dtype)), b = b64.to(acc_dtype(dtype));
   const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
   const double noise = 0.2;
   const uint64_t seed = 123456789;
   const auto seed_t = torch::tensor({static_cast<int64_t>(seed)}, torch::kLong);
-  const Result r = run(s, a, b, m, "A", "power", gy, noise, seed);
-  const auto y_cpu = torch_rational::rational(s.x, a, b, "A", "power", 1, noise, seed_t);
+  const Result r = run(s, a, b, m, version, "power", gy, noise, seed);
+  const auto y_cpu = torch_rational::rational(s.x, a, b, version, "power", 1, noise, seed_t);
   const auto [gx_cpu, ga_cpu, gb_cpu] =
-      torch_rational::rational_backward(gy, s.x, a, b, "A", "power", 1, noise, seed_t, {true, true, true});
-  const double ctol = dtype == torch::kDouble ? 1e-12 : dtype == torch::kFloat ? 1e-5 : 1.6e-2;
+      torch_rational::rational_backward(gy, s.x, a, b, version, "power", 1, noise, seed_t, {true, true, true});
+  const double ctol = dtype == torch::kDouble ? 1e-12 : dtype == torch::kFloat ? 5e-5 : 1.6e-2;
   EXPECT_LE(rel_err(r.y, y_cpu), ctol);
   EXPECT_LE(rel_err(r.grad_x, gx_cpu), ctol);
   EXPECT_LE(rel_err(r.coef_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1)), 10 * ctol);
   // The noise is there: without it the output differs by far more than rounding.
-  const Result r0 = run(s, a, b, m, "A", "power", gy);
-  EXPECT_GT(rel_err(r.y, r0.y), 0.02);
+  const Result r0 = run(s, a, b, m, version, "power", gy);
+  EXPECT_GT(rel_err(r.y, r0.y), 0.01);
+  // Reverse schedule: the same bits.
+  const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
+  const Result rr = run(s, a, b, m, version, "power", gy, noise, seed);
+  EXPECT_TRUE(bitwise_equal(r.grad_x, rr.grad_x));
+  EXPECT_TRUE(bitwise_equal(r.coef_grad, rr.coef_grad));
 }
 
-INSTANTIATE_TEST_SUITE_P(All, EmuRpauTest,
-                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kBFloat16),
-                                            ::testing::Values(std::make_pair(5, 4), std::make_pair(2, 3))));
+INSTANTIATE_TEST_SUITE_P(
+    FixedAndGeneric, EmuRpauTest,
+    ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kBFloat16, torch::kHalf),
+                       ::testing::Values(std::make_pair(5, 4), std::make_pair(3, 2), std::make_pair(7, 6),
+                                         std::make_pair(4, 4), std::make_pair(2, 3)),
+                       ::testing::Values("A", "B", "C", "N"), ::testing::Values(Layout::Grouped)));
+
+// Layouts: a tail, the scalar loop, several blocks.
+INSTANTIATE_TEST_SUITE_P(Layouts, EmuRpauTest,
+                         ::testing::Combine(::testing::Values(torch::kFloat),
+                                            ::testing::Values(std::make_pair(5, 4), std::make_pair(2, 3)),
+                                            ::testing::Values("A"),
+                                            ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::ManyBlocks)));
 
 // |x| above the overflow threshold of the math type takes the double path (scaled form only
 // where double would overflow too), in the fixed-degree kernels and the generic one (2,3).
