@@ -9,7 +9,8 @@ fused rational_backward kernel) and forward+backward. Effective bandwidth counts
 bytes: forward reads x and writes y (8 B/elem in float32, 4 in bfloat16), backward reads x and
 grad_out and writes grad_x (12 B/elem in float32, 6 in bfloat16); forward+backward the sum.
 Ceiling: x.clone() (same bytes as the forward), torch.add(x, g) (same bytes as the backward), and
-their sum for forward+backward; "% ceil" = ceiling time / row time.
+their sum for forward+backward; "% ceil" = ceiling time / row time. The "rpau" row is the same op
+with RPAU noise (--rpau-noise, default 0.1): the same bytes plus the per-element Philox draws.
 
 Inputs are contiguous (N, C, H, W) tensors with C = 64 (--channels), H = W = 32. Groups: G = 1,
 G = 8, per-channel (G = C), and per-channel on channels_last memory ("channel_nhwc": the rows
@@ -56,6 +57,16 @@ def composed_pau(x, a, b):
 
 def op_pau(x, a, b):
     return torch.ops.torch_rational.rational(x, a, b, "A", "power", 1, 0.0, None)
+
+
+def op_rpau(noise):
+    """RPAU: the same op with per-element coefficient noise (Philox draws in the kernel)."""
+    seed = torch.tensor([1234], dtype=torch.int64)
+
+    def fn(x, a, b):
+        return torch.ops.torch_rational.rational(x, a, b, "A", "power", 1, noise, seed)
+
+    return fn
 
 
 class Timer:
@@ -142,6 +153,8 @@ def main() -> None:
     ap.add_argument("--min-time", type=float, default=0.05, help="seconds per timed round (default 0.05)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    ap.add_argument("--rpau-noise", type=float, default=0.1,
+                    help="also time RPAU with this noise (the 'rpau' row; 0 to skip; default 0.1)")
     ap.add_argument("--compile-static", action="store_true",
                     help="torch.compile(dynamic=False): one compile per shape (slow); default dynamic=True")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
@@ -174,6 +187,8 @@ def main() -> None:
             a = (torch.randn(groups, m + 1, generator=gen) * 0.5).to(device, dtype)
             b = (torch.randn(groups, n, generator=gen) * 0.5).to(device, dtype)
             impls = {"torch_rational": op_pau, "eager": composed_pau}
+            if args.rpau_noise > 0:
+                impls["rpau"] = op_rpau(args.rpau_noise)
             if not args.no_compile:
                 key = (dtype_name, gname)
                 if key not in compiled_cache:
