@@ -1,15 +1,16 @@
 // CPU kernels of the PWLU ops: layout handling, dtype dispatch, threading and the fixed-order
-// reduction of the parameter gradients. The per-element math is kernels/pwlu_math.h (shared with
-// CUDA).
+// reduction of the parameter gradients. The vectorised float32 bodies (forward, fused backward) are
+// in pwlu_kernel_vec.cpp; the per-element math (shared with CUDA) in kernels/pwlu_math.h.
 //
 // Layout: as for the rational op, any non-overlapping dense tensor is processed in memory order
 // without a copy; the channel of memory offset o is (o / stride(channel_dim)) % C. Anything else
 // is made contiguous first.
 //
 // Threads: the elements are cut into T equal tasks. The parameter gradient is a histogram over
-// pieces (each element touches Y_i, Y_{i+1} and the four bound/slope slots of its group), so each
-// task owns float64 bins for every group, and the bins are summed in task order at the end:
-// bitwise reproducible for a fixed thread count.
+// pieces: each element adds (g, g v) to one float64 bin of its group (its piece, or one of two
+// outer bins; pwlu_kernel_vec.h), each task owns the bins of every group, and the bins are summed
+// in task order at the end and only then turned into the heights / bounds / slopes gradients
+// (finish_bins): bitwise reproducible for a fixed thread count.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -17,6 +18,7 @@
 #include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -27,26 +29,25 @@
 
 namespace torch_rational {
 namespace cpu {
-namespace {
 
-// The vectorised float32 forward for the best capability this CPU (and ATEN_CPU_CAPABILITY, if
-// set) allows; same rule as the rational op's vec_kernels().
-PwluForwardF32 pwlu_vec_forward() {
-  static const PwluForwardF32 chosen = [] {
+const PwluVecKernelTable& pwlu_vec_kernels() {
+  static const PwluVecKernelTable* chosen = [] {
     const std::string cap = at::get_cpu_capability();
 #if defined(__x86_64__) || defined(_M_X64)
     if (cap.find("AVX512") != std::string::npos && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
         __builtin_cpu_supports("avx512dq"))
-      return &AVX512::pwlu_forward_f32;
+      return &AVX512::pwlu_table();
     if ((cap.find("AVX2") != std::string::npos || cap.find("AVX512") != std::string::npos) &&
         __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return &AVX2::pwlu_forward_f32;
+      return &AVX2::pwlu_table();
 #endif
-    return &DEFAULT::pwlu_forward_f32;
+    return &DEFAULT::pwlu_table();
   }();
-  return chosen;
+  return *chosen;
 }
+
+namespace {
 
 using kernels::PwluGroup;
 
@@ -98,14 +99,14 @@ void pwlu_forward_run(const PwluParams& params, int64_t g, const scalar_t* x, sc
   if constexpr (std::is_same_v<scalar_t, double>) {
     pwlu_forward_span<double>(params.group<double>(g), x, y, n);
   } else if constexpr (std::is_same_v<scalar_t, float>) {
-    pwlu_vec_forward()(params.group<float>(g), x, y, n);
+    pwlu_vec_kernels().forward(params.group<float>(g), x, y, n);
   } else {
     const PwluGroup<float> p = params.group<float>(g);
     float xb[kTile], yb[kTile];
     for (int64_t t = 0; t < n; t += kTile) {
       const int64_t len = std::min(kTile, n - t);
       at::vec::convert(x + t, xb, len);
-      pwlu_vec_forward()(p, xb, yb, len);
+      pwlu_vec_kernels().forward(p, xb, yb, len);
       at::vec::convert(yb, y + t, len);
     }
   }
@@ -140,41 +141,108 @@ at::Tensor pwlu_forward_cpu(const at::Tensor& x, const at::Tensor& heights, cons
 // ---------------------------------------------------------------------------------------------
 // Backward
 
-// acc: this task's n + 5 float64 slots of the group, or null when no parameter gradient is wanted.
-template <typename T>
-inline void pwlu_backward_span(const PwluGroup<T>& p, const T* x, const T* g, T* gx, int64_t len, double* acc) {
-  const int n = p.n;
+// Per-lane bins (see pwlu_kernel_vec.h) cost a zeroing and a fold of lanes * (2N + 4) doubles per
+// run; below this many elements per lane bin a run adds into the task's bins directly.
+constexpr int64_t kLaneBinsMinElementsPerBin = 8;
+
+// float64 x: a scalar loop (float64 has no vector path), accumulating the same bins as the float
+// kernels. bins: this task's bins of the group, or null.
+inline void pwlu_backward_span_f64(const PwluGroup<double>& p, const double* x, const double* g, double* gx,
+                                   int64_t len, double* bins) {
   for (int64_t i = 0; i < len; ++i) {
-    const auto r = kernels::pwlu_backward_element<T>(p, x[i]);
-    if (gx) gx[i] = g[i] * r.dydx;
-    if (acc) {
-      const double gd = static_cast<double>(g[i]);
-      acc[r.i] += gd * static_cast<double>(r.w_lo);
-      acc[r.i + 1] += gd * static_cast<double>(r.w_hi);
-      acc[n + 1] += gd * static_cast<double>(r.d_left);
-      acc[n + 2] += gd * static_cast<double>(r.d_right);
-      acc[n + 3] += gd * static_cast<double>(r.d_slope_left);
-      acc[n + 4] += gd * static_cast<double>(r.d_slope_right);
+    const double xi = x[i];
+    double dydx, v;
+    int64_t bin;
+    if (xi < p.left) {
+      dydx = p.slope_left;
+      bin = p.n;
+      v = xi - p.left;
+    } else if (xi >= p.right) {
+      dydx = p.slope_right;
+      bin = p.n + 1;
+      v = xi - p.right;
+    } else {  // NaN x too: piece 0, v = NaN
+      const double u = (xi - p.left) * p.inv_d;
+      const int j = kernels::pwlu_piece(u, p.n);
+      v = u - j;
+      dydx = xi == xi ? (p.heights[j + 1] - p.heights[j]) * p.inv_d : xi;
+      bin = j;
+    }
+    if (gx) gx[i] = g[i] * dydx;
+    if (bins) {
+      bins[2 * bin] += g[i];
+      bins[2 * bin + 1] += g[i] * v;
     }
   }
 }
 
+// One group-constant run of a task. bins: the task's bins of group grp (pwlu_bin_doubles(n)
+// doubles), or null; lane_bins: the task's scratch of lanes * pwlu_bin_doubles(n) doubles.
 template <typename scalar_t>
 void pwlu_backward_run(const PwluParams& params, int64_t grp, const scalar_t* x, const scalar_t* g, scalar_t* gx,
-                       int64_t n, double* acc) {
-  if constexpr (std::is_same_v<scalar_t, double> || std::is_same_v<scalar_t, float>) {
-    pwlu_backward_span<scalar_t>(params.group<scalar_t>(grp), x, g, gx, n, acc);
+                       int64_t len, double* bins, double* lane_bins) {
+  if constexpr (std::is_same_v<scalar_t, double>) {
+    pwlu_backward_span_f64(params.group<double>(grp), x, g, gx, len, bins);
   } else {
+    const PwluVecKernelTable& vk = pwlu_vec_kernels();
     const PwluGroup<float> p = params.group<float>(grp);
-    float xb[kTile], gb[kTile], gxb[kTile];
-    for (int64_t t = 0; t < n; t += kTile) {
-      const int64_t len = std::min(kTile, n - t);
-      at::vec::convert(x + t, xb, len);
-      at::vec::convert(g + t, gb, len);
-      pwlu_backward_span<float>(p, xb, gb, gx ? gxb : nullptr, len, acc);
-      if (gx) at::vec::convert(gxb, gx + t, len);
+    const int64_t nb = pwlu_bin_doubles(p.n);
+    const bool per_lane = bins && len >= kLaneBinsMinElementsPerBin * vk.lanes * (p.n + 2);
+    double* target = per_lane ? lane_bins : bins;
+    const int64_t stride = per_lane ? nb : 0;
+    if (per_lane) std::fill(lane_bins, lane_bins + vk.lanes * nb, 0.0);
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      vk.backward(p, x, g, gx, len, target, stride);
+    } else {
+      float xb[kTile], gb[kTile], gxb[kTile];
+      for (int64_t t = 0; t < len; t += kTile) {
+        const int64_t m = std::min(kTile, len - t);
+        at::vec::convert(x + t, xb, m);
+        at::vec::convert(g + t, gb, m);
+        vk.backward(p, xb, gb, gx ? gxb : nullptr, m, target, stride);
+        if (gx) at::vec::convert(gxb, gx + t, m);
+      }
+    }
+    if (per_lane) {  // fixed order: lane 0, 1, ...
+      for (int l = 0; l < vk.lanes; ++l)
+        for (int64_t k = 0; k < nb; ++k) bins[k] += lane_bins[l * nb + k];
     }
   }
+}
+
+// One group's bins (summed over the tasks) -> its n + 5 gradient slots [dY_0 .. dY_N | dL dR | dK_L
+// dK_R], in float64 from the parameters of the math type. With A_j = sum g, B_j = sum g t over
+// piece j (u = j + t there):
+//   dY_j += A_j - B_j, dY_{j+1} += B_j; left of L: dY_0 += sum g, right of R: dY_N += sum g;
+//   dL = sum_j s_j (B_j - (N - j) A_j) / (R - L) - K_L sum_{x<L} g   (dy/dL = s (u - N) / (R - L))
+//   dR = -sum_j s_j (j A_j + B_j) / (R - L) - K_R sum_{x>=R} g        (dy/dR = -s u / (R - L))
+//   dK_L = sum_{x<L} g (x - L), dK_R = sum_{x>=R} g (x - R).
+// A NaN x lands in piece 0 with t = NaN: dY_0, dY_1, dL and dR become NaN, the slopes' stay finite.
+template <typename T>
+void finish_bins(const PwluGroup<T>& p, const double* bins, double* out) {
+  const int n = p.n;
+  const double* A_lo = bins + 2 * n;
+  const double* A_hi = bins + 2 * (n + 1);
+  const double left = p.left, right = p.right, inv_width = 1.0 / (right - left);
+  double d_left = 0.0, d_right = 0.0;
+  out[0] = A_lo[0];
+  for (int j = 0; j < n; ++j) {
+    const double a = bins[2 * j], b = bins[2 * j + 1];
+    const double s = static_cast<double>(p.heights[j + 1]) - static_cast<double>(p.heights[j]);
+    out[j] += a - b;
+    out[j + 1] = b;
+    if (a != 0.0 || b != 0.0) {  // an empty piece adds nothing, even with an infinite s
+      d_left += s * (b - (n - j) * a);
+      d_right += s * (j * a + b);
+    }
+  }
+  out[n] += A_hi[0];
+  out[n + 1] = d_left * inv_width;
+  out[n + 2] = -d_right * inv_width;
+  if (A_lo[0] != 0.0) out[n + 1] -= static_cast<double>(p.slope_left) * A_lo[0];
+  if (A_hi[0] != 0.0) out[n + 2] -= static_cast<double>(p.slope_right) * A_hi[0];
+  out[n + 3] = A_lo[1];
+  out[n + 4] = A_hi[1];
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
@@ -202,35 +270,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
   at::Tensor grad_slopes = at::empty({0}, slopes.options());
   const int n = cfg.n;
   const int64_t slots = kernels::pwlu_grad_slots(n);
-  const int64_t per_task = cfg.groups * slots;
+  const int64_t nb = pwlu_bin_doubles(n);
+  const int64_t per_task = cfg.groups * nb;
   const GroupLayout layout = make_layout(xin, cfg);
   const int64_t tasks = xin.numel() == 0 ? 1 : num_tasks(layout.numel);
   std::vector<double> partials(want_params ? tasks * per_task : 0, 0.0);
+  const bool math_double = xin.scalar_type() == at::kDouble;
+  const PwluParams params(heights, bounds64, slopes, cfg.groups, n);
   if (xin.numel() > 0 && (want_x || want_params)) {
-    const PwluParams params(heights, bounds64, slopes, cfg.groups, n);
-    if (xin.scalar_type() != at::kDouble) params.check_float_bounds(cfg.groups);
+    if (!math_double) params.check_float_bounds(cfg.groups);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xin.scalar_type(), "pwlu_backward_cpu", [&] {
       const scalar_t* xp = xin.const_data_ptr<scalar_t>();
       const scalar_t* gp = gin.const_data_ptr<scalar_t>();
       scalar_t* gxp = want_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
       at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+        std::vector<double> lane_bins(want_params && !math_double ? pwlu_vec_kernels().lanes * nb : 0);
         for (int64_t t = t0; t < t1; ++t) {
           const int64_t begin = layout.numel * t / tasks, end = layout.numel * (t + 1) / tasks;
           double* part = want_params ? partials.data() + t * per_task : nullptr;
           for_each_run(layout, begin, end, [&](int64_t g, int64_t b, int64_t e) {
             pwlu_backward_run<scalar_t>(params, g, xp + b, gp + b, gxp ? gxp + b : nullptr, e - b,
-                                        part ? part + g * slots : nullptr);
+                                        part ? part + g * nb : nullptr, lane_bins.data());
           });
         }
       });
     });
   }
   if (want_params) {
-    // Fixed-order finish: task 0, 1, ... for every slot.
+    // Fixed-order finish: the bins of task 0, 1, ... summed for every bin, then turned into the
+    // gradient slots.
+    std::vector<double> sum(per_task, 0.0);
+    for (int64_t t = 0; t < tasks && xin.numel() > 0; ++t)
+      for (int64_t i = 0; i < per_task; ++i) sum[i] += partials[t * per_task + i];
     at::Tensor total = at::zeros({cfg.groups, slots}, at::TensorOptions().dtype(at::kDouble));
     double* tp = total.data_ptr<double>();
-    for (int64_t t = 0; t < tasks && xin.numel() > 0; ++t)
-      for (int64_t i = 0; i < per_task; ++i) tp[i] += partials[t * per_task + i];
+    for (int64_t g = 0; g < cfg.groups; ++g) {
+      if (math_double)
+        finish_bins(params.group<double>(g), sum.data() + g * nb, tp + g * slots);
+      else
+        finish_bins(params.group<float>(g), sum.data() + g * nb, tp + g * slots);
+    }
     if (output_mask[1])
       grad_heights = total.narrow(1, 0, n + 1).reshape(heights.sizes()).to(heights.scalar_type()).contiguous();
     if (output_mask[2])

@@ -1,4 +1,4 @@
-// Interface of the vectorised PWLU CPU body. pwlu_kernel_vec.cpp is compiled once per CPU
+// Interface of the vectorised PWLU CPU bodies. pwlu_kernel_vec.cpp is compiled once per CPU
 // capability (DEFAULT, AVX2, AVX512) into its own namespace; pwlu_kernel.cpp picks one at run time.
 #pragma once
 
@@ -9,18 +9,42 @@
 namespace torch_rational {
 namespace cpu {
 
-// y[0..n) = PWLU of x[0..n) for one group, float32 math (same formula as pwlu_forward_element).
-using PwluForwardF32 = void (*)(const kernels::PwluGroup<float>& p, const float* x, float* y, int64_t n);
+// Parameter-gradient bins of one group, in the form the backward accumulates them (the caller turns
+// them into the [dY_0 .. dY_N | dL dR | dK_L dK_R] slots once, after the fixed-order reduction):
+// N + 2 bins of two float64 values (sum g, sum g * v), interleaved:
+//   bin j < N  (L <= x < R, or NaN x, in piece j): v = t = u - j
+//   bin N      (x < L):                             v = x - L
+//   bin N + 1  (x >= R):                            v = x - R
+inline int64_t pwlu_bin_doubles(int n) { return 2 * (static_cast<int64_t>(n) + 2); }
 
-#define TR_DECLARE_PWLU_VEC(CAP)                                                             \
-  namespace CAP {                                                                            \
-  void pwlu_forward_f32(const kernels::PwluGroup<float>& p, const float* x, float* y, int64_t n); \
+struct PwluVecKernelTable {
+  // y[0..len) = PWLU of x[0..len) for one group, float32 math (same formula as
+  // pwlu_forward_element).
+  void (*forward)(const kernels::PwluGroup<float>& p, const float* x, float* y, int64_t len);
+  // Fused backward of one group, float32 math: grad_x[i] = g[i] dy/dx (skipped when grad_x is
+  // null), and, when bins is not null, each element adds (g, g v) in float64 to its bin (see
+  // pwlu_bin_doubles). Lane l of the vector (element i with i % lanes == l, i counted from the start
+  // of this call) uses the bins at bins + l * lane_stride: lane_stride = 0 shares one set of bins,
+  // lane_stride = pwlu_bin_doubles(n) gives each lane its own (no store-to-load dependency between
+  // neighbouring elements of the same piece). Accumulates (+=); the order is fixed by the data.
+  void (*backward)(const kernels::PwluGroup<float>& p, const float* x, const float* g, float* grad_x, int64_t len,
+                   double* bins, int64_t lane_stride);
+  int lanes;  // float32 lanes of a vector
+  const char* name;
+};
+
+#define TR_DECLARE_PWLU_VEC_TABLE(CAP)   \
+  namespace CAP {                        \
+  const PwluVecKernelTable& pwlu_table(); \
   }
 
-TR_DECLARE_PWLU_VEC(DEFAULT)
-TR_DECLARE_PWLU_VEC(AVX2)
-TR_DECLARE_PWLU_VEC(AVX512)
-#undef TR_DECLARE_PWLU_VEC
+TR_DECLARE_PWLU_VEC_TABLE(DEFAULT)
+TR_DECLARE_PWLU_VEC_TABLE(AVX2)
+TR_DECLARE_PWLU_VEC_TABLE(AVX512)
+#undef TR_DECLARE_PWLU_VEC_TABLE
+
+// The table for the best capability this CPU (and ATEN_CPU_CAPABILITY, if set) allows.
+const PwluVecKernelTable& pwlu_vec_kernels();
 
 }  // namespace cpu
 }  // namespace torch_rational
