@@ -70,6 +70,31 @@ INSTANTIATE_TEST_SUITE_P(DtypesGroupsPieces, PwluOpTest,
                                                               torch::kHalf),
                                             ::testing::Values(1, 3), ::testing::Values(1, 4, 16)));
 
+// A long flat run: the CPU backward's per-lane bins (taken for runs of a few thousand elements
+// and more) and the multi-task sum, against the float64 reference.
+TEST(PwluOp, LongRunMatchesDoubleReference) {
+  for (int64_t n : {4, 16, 40}) {
+    torch::manual_seed(77 + n);
+    const auto x = (torch::randn({60001}, torch::kDouble) * 3).to(torch::kFloat).requires_grad_();
+    const auto h = torch::randn({n + 1}, torch::kFloat).requires_grad_();
+    const auto b = torch::tensor({-2.5f, 1.75f}).requires_grad_();
+    const auto s = torch::tensor({0.3f, -0.7f}).requires_grad_();
+    const auto g = torch::randn({60001}, torch::kFloat);
+    torch_rational::pwlu(x, h, b, s, 0).backward(g);
+    auto xr = x.detach().to(torch::kDouble).requires_grad_();
+    auto hr = h.detach().to(torch::kDouble).unsqueeze(0).requires_grad_();
+    auto br = b.detach().to(torch::kDouble).unsqueeze(0).requires_grad_();
+    auto sr = s.detach().to(torch::kDouble).unsqueeze(0).requires_grad_();
+    // The reference takes groups along dim 1: one group, one channel.
+    const auto yr = tr_test::pwlu_reference(xr.view({1, 1, -1}), hr, br, sr);
+    yr.backward(g.to(torch::kDouble).view({1, 1, -1}));
+    EXPECT_TRUE(torch::allclose(x.grad().to(torch::kDouble), xr.grad(), 1e-5, 1e-4)) << "n=" << n;
+    EXPECT_TRUE(torch::allclose(h.grad().to(torch::kDouble), hr.grad().squeeze(0), 1e-4, 1e-2)) << "n=" << n;
+    EXPECT_TRUE(torch::allclose(b.grad().to(torch::kDouble), br.grad().squeeze(0), 1e-4, 1e-2)) << "n=" << n;
+    EXPECT_TRUE(torch::allclose(s.grad().to(torch::kDouble), sr.grad().squeeze(0), 1e-4, 1e-2)) << "n=" << n;
+  }
+}
+
 TEST(PwluOp, BadBoundsRaiseNamingTheArgument) {
   auto x = torch::randn({5});
   auto h = torch::zeros({5});
