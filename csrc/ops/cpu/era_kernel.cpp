@@ -21,6 +21,7 @@
 
 #include "era_math.h"
 #include "ops/cpu/era_kernel_vec.h"
+#include "ops/cpu/vec_dispatch.h"
 #include "ops/cpu/group_layout.h"
 #include "ops/era_utils.h"
 
@@ -28,20 +29,13 @@ namespace torch_rational {
 namespace cpu {
 
 const EraVecKernelTable& era_vec_kernels() {
-  static const EraVecKernelTable* chosen = [] {
-    const std::string cap = at::get_cpu_capability();
 #if defined(__x86_64__) || defined(_M_X64)
-    if (cap.find("AVX512") != std::string::npos && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
-      return &AVX512::era_table();
-    if ((cap.find("AVX2") != std::string::npos || cap.find("AVX512") != std::string::npos) &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return &AVX2::era_table();
+  static const EraVecKernelTable& chosen =
+      pick_vec_table(&DEFAULT::era_table, &AVX2::era_table, &AVX512::era_table);
+#else
+  static const EraVecKernelTable& chosen = DEFAULT::era_table();
 #endif
-    return &DEFAULT::era_table();
-  }();
-  return *chosen;
+  return chosen;
 }
 
 namespace {

@@ -24,6 +24,7 @@
 
 #include "ops/cpu/group_layout.h"
 #include "ops/cpu/pwlu_kernel_vec.h"
+#include "ops/cpu/vec_dispatch.h"
 #include "ops/pwlu_utils.h"
 #include "pwlu_math.h"
 
@@ -31,20 +32,13 @@ namespace torch_rational {
 namespace cpu {
 
 const PwluVecKernelTable& pwlu_vec_kernels() {
-  static const PwluVecKernelTable* chosen = [] {
-    const std::string cap = at::get_cpu_capability();
 #if defined(__x86_64__) || defined(_M_X64)
-    if (cap.find("AVX512") != std::string::npos && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
-      return &AVX512::pwlu_table();
-    if ((cap.find("AVX2") != std::string::npos || cap.find("AVX512") != std::string::npos) &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return &AVX2::pwlu_table();
+  static const PwluVecKernelTable& chosen =
+      pick_vec_table(&DEFAULT::pwlu_table, &AVX2::pwlu_table, &AVX512::pwlu_table);
+#else
+  static const PwluVecKernelTable& chosen = DEFAULT::pwlu_table();
 #endif
-    return &DEFAULT::pwlu_table();
-  }();
-  return *chosen;
+  return chosen;
 }
 
 namespace {

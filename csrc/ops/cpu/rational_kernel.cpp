@@ -23,26 +23,20 @@
 
 #include "ops/cpu/group_layout.h"
 #include "ops/cpu/rational_kernel_vec.h"
+#include "ops/cpu/vec_dispatch.h"
 #include "ops/rational_utils.h"
 
 namespace torch_rational {
 namespace cpu {
 
 const VecKernelTable& vec_kernels() {
-  static const VecKernelTable* chosen = [] {
-    const std::string cap = at::get_cpu_capability();
 #if defined(__x86_64__) || defined(_M_X64)
-    if (cap.find("AVX512") != std::string::npos && __builtin_cpu_supports("avx512f") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq"))
-      return &AVX512::table();
-    if ((cap.find("AVX2") != std::string::npos || cap.find("AVX512") != std::string::npos) &&
-        __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-      return &AVX2::table();
+  static const VecKernelTable& chosen =
+      pick_vec_table(&DEFAULT::table, &AVX2::table, &AVX512::table);
+#else
+  static const VecKernelTable& chosen = DEFAULT::table();
 #endif
-    return &DEFAULT::table();
-  }();
-  return *chosen;
+  return chosen;
 }
 
 namespace {
