@@ -742,71 +742,54 @@ void plan_rational_launch(RationalCudaParams<T>& p, int multiprocessors) {
 }
 
 template <typename T>
-void launch_rational_forward(const RationalCudaParams<T>& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-  const dim3 rows_block(kRowsThreadsX, kRowsThreadsY);
-  const int n = rational_top_den_power(p.nb, p.version);
+using RationalKernel = void (*)(const RationalCudaParams<T>);
+
+// The kernel for degree (M, N) and p's path, forward or fused backward: the RPAU kernels with
+// noise (power basis), the rows kernels when planned, else the grouped fixed-degree kernels;
+// nullptr when only the generic kernel applies (noise with another basis).
+template <int M, int N, typename T>
+RationalKernel<T> rational_fixed_kernel(const RationalCudaParams<T>& p, bool backward) {
   const bool power = p.basis == Basis::Power;
-  if (p.noise == 0) {
-#define TR_CASE(M_, N_)                                                                                           \
-  if (p.m == M_ && n == N_) {                                                                                     \
-    if (p.rows && power)                                                                                          \
-      launch_kernel(&rational_forward_rows_kernel<M_, N_, true, T>, grid, rows_block, 0, stream, p);              \
-    else if (p.rows)                                                                                              \
-      launch_kernel(&rational_forward_rows_kernel<M_, N_, false, T>, grid, rows_block, 0, stream, p);             \
-    else if (power)                                                                                               \
-      launch_kernel(&rational_forward_fixed_kernel<M_, N_, true, T>, grid, dim3(kRationalThreads), 0, stream, p);  \
-    else                                                                                                          \
-      launch_kernel(&rational_forward_fixed_kernel<M_, N_, false, T>, grid, dim3(kRationalThreads), 0, stream, p); \
-    return;                                                                                                       \
+  if (p.noise != 0) {
+    if (!power) return nullptr;
+    return backward ? &rational_backward_rpau_kernel<M, N, T> : &rational_forward_rpau_kernel<M, N, T>;
   }
-    TR_RATIONAL_FIXED_DEGREES(TR_CASE)
+  if (p.rows) {
+    if (power)
+      return backward ? &rational_backward_rows_kernel<M, N, true, T> : &rational_forward_rows_kernel<M, N, true, T>;
+    return backward ? &rational_backward_rows_kernel<M, N, false, T> : &rational_forward_rows_kernel<M, N, false, T>;
+  }
+  if (power)
+    return backward ? &rational_backward_fixed_kernel<M, N, true, T> : &rational_forward_fixed_kernel<M, N, true, T>;
+  return backward ? &rational_backward_fixed_kernel<M, N, false, T> : &rational_forward_fixed_kernel<M, N, false, T>;
+}
+
+// Launches the forward or the fused backward kernel that p's degrees and path call for.
+template <typename T>
+void launch_rational(const RationalCudaParams<T>& p, bool backward, cudaStream_t stream) {
+  const int n = rational_top_den_power(p.nb, p.version);
+  RationalKernel<T> kernel = nullptr;
+#define TR_CASE(M_, N_) \
+  if (p.m == M_ && n == N_) kernel = rational_fixed_kernel<M_, N_, T>(p, backward);
+  TR_RATIONAL_FIXED_DEGREES(TR_CASE)
 #undef TR_CASE
-  } else if (power) {
-#define TR_CASE(M_, N_)                                                                                     \
-  if (p.m == M_ && n == N_) {                                                                               \
-    launch_kernel(&rational_forward_rpau_kernel<M_, N_, T>, grid, dim3(kRationalThreads), 0, stream, p);    \
-    return;                                                                                                 \
-  }
-    TR_RATIONAL_FIXED_DEGREES(TR_CASE)
-#undef TR_CASE
-  }
-  launch_kernel(&rational_forward_generic_kernel<T>, grid, dim3(kRationalThreads), 0, stream, p);
+  if (kernel == nullptr) kernel = backward ? &rational_backward_generic_kernel<T> : &rational_forward_generic_kernel<T>;
+  // plan_rational_launch sets p.rows only for fixed degrees without noise: kernel is a rows kernel.
+  const dim3 block = p.rows ? dim3(kRowsThreadsX, kRowsThreadsY) : dim3(kRationalThreads);
+  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+  launch_kernel(kernel, grid, block, 0, stream, p);
+}
+
+template <typename T>
+void launch_rational_forward(const RationalCudaParams<T>& p, cudaStream_t stream) {
+  launch_rational(p, /*backward=*/false, stream);
 }
 
 // Launches the fused backward; when p.partials is set, the caller launches the finish
 // (launch_rational_finish) after checking this launch.
 template <typename T>
 void launch_rational_backward(const RationalCudaParams<T>& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-  const dim3 rows_block(kRowsThreadsX, kRowsThreadsY);
-  const int n = rational_top_den_power(p.nb, p.version);
-  const bool power = p.basis == Basis::Power;
-  if (p.noise == 0) {
-#define TR_CASE(M_, N_)                                                                                            \
-  if (p.m == M_ && n == N_) {                                                                                      \
-    if (p.rows && power)                                                                                           \
-      launch_kernel(&rational_backward_rows_kernel<M_, N_, true, T>, grid, rows_block, 0, stream, p);              \
-    else if (p.rows)                                                                                               \
-      launch_kernel(&rational_backward_rows_kernel<M_, N_, false, T>, grid, rows_block, 0, stream, p);             \
-    else if (power)                                                                                                \
-      launch_kernel(&rational_backward_fixed_kernel<M_, N_, true, T>, grid, dim3(kRationalThreads), 0, stream, p);  \
-    else                                                                                                           \
-      launch_kernel(&rational_backward_fixed_kernel<M_, N_, false, T>, grid, dim3(kRationalThreads), 0, stream, p); \
-    return;                                                                                                        \
-  }
-    TR_RATIONAL_FIXED_DEGREES(TR_CASE)
-#undef TR_CASE
-  } else if (power) {
-#define TR_CASE(M_, N_)                                                                                     \
-  if (p.m == M_ && n == N_) {                                                                               \
-    launch_kernel(&rational_backward_rpau_kernel<M_, N_, T>, grid, dim3(kRationalThreads), 0, stream, p);   \
-    return;                                                                                                 \
-  }
-    TR_RATIONAL_FIXED_DEGREES(TR_CASE)
-#undef TR_CASE
-  }
-  launch_kernel(&rational_backward_generic_kernel<T>, grid, dim3(kRationalThreads), 0, stream, p);
+  launch_rational(p, /*backward=*/true, stream);
 }
 
 template <typename T>
