@@ -228,6 +228,24 @@ __device__ __noinline__ ElementOut<Acc> rational_element_large(Acc x, const Acc*
   return out;
 }
 
+// backward_fixed's contract on the large-|x| path: returns g * dy/dx and, when coefs, adds
+// g * dy/dcoef to acc by power (numerator j at j, denominator power k at M + 1 + k); b is dense.
+template <int M, int N, typename Acc>
+__device__ __forceinline__ Acc backward_large(Acc x, Acc g, const Acc* a, const Acc* b, int nb, Version v, bool coefs,
+                                              Acc (&acc)[M + N + 2]) {
+  Acc da[M + 1], db[N + 1];
+  const ElementOut<Acc> r = rational_element_large<Acc>(x, a, M, b, nb, v, da, db);
+  if (coefs) {
+    const int k0 = first_den_power(v);
+#pragma unroll
+    for (int j = 0; j <= M; ++j) acc[j] += g * da[j];
+#pragma unroll
+    for (int k = 0; k <= N; ++k)
+      if (k >= k0) acc[M + 1 + k] += g * db[k - k0];
+  }
+  return g * r.dydx;
+}
+
 // ------------------------------------------------------------------------------------------------
 // Iteration over the elements of group g owned by this thread (for_each_grouped_element of
 // cuda_utils.cuh: 16-byte vectors of the runs, then the runs' scalar tails).
@@ -310,7 +328,6 @@ __global__ void __launch_bounds__(kRationalThreads)
   constexpr int KF = M + N + 2;  // accumulators by power (denominator power 0 included)
   __shared__ acc_t smem[kRationalWarps * KF];
   const bool coefs = p.partials != nullptr;
-  const int k0 = first_den_power(p.version);
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     acc_t a[M + 1], bp[N + 1];
     load_group_coefs<M, N, T>(p, g, a, bp);
@@ -320,19 +337,8 @@ __global__ void __launch_bounds__(kRationalThreads)
 #pragma unroll
     for (int k = 0; k < KF; ++k) acc[k] = acc_t(0);
     auto element = [&](acc_t x, acc_t gy) -> acc_t {
-      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow Acc
-        acc_t da[M + 1], db[N + 1];
-        const ElementOut<acc_t> r =
-            rational_element_large<acc_t>(x, ga, M, gb, p.nb, p.version, da, db);
-        if (coefs) {
-#pragma unroll
-          for (int j = 0; j <= M; ++j) acc[j] += gy * da[j];
-#pragma unroll
-          for (int k = 0; k <= N; ++k)
-            if (k >= k0) acc[M + 1 + k] += gy * db[k - k0];
-        }
-        return gy * r.dydx;
-      }
+      if (kPower && fabs(x) > p.threshold)  // rare: x^(D+2) would overflow Acc
+        return backward_large<M, N, acc_t>(x, gy, ga, gb, p.nb, p.version, coefs, acc);
       return backward_fixed<M, N, kPower, acc_t>(x, gy, a, bp, p.version, p.basis, coefs, acc);
     };
     for_group_elements<VEC>(
@@ -421,19 +427,9 @@ __global__ void __launch_bounds__(kRationalThreads) rational_backward_rpau_kerne
       acc_t local[KF];
 #pragma unroll
       for (int k = 0; k < KF; ++k) local[k] = acc_t(0);
-      acc_t gx;
-      if (fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
-        acc_t da[M + 1], db[N + 1];
-        const ElementOut<acc_t> r = rational_element_large<acc_t>(x, an, M, bn + k0, p.nb, p.version, da, db);
-#pragma unroll
-        for (int j = 0; j <= M; ++j) local[j] = gy * da[j];
-#pragma unroll
-        for (int k = 0; k <= N; ++k)
-          if (k >= k0) local[M + 1 + k] = gy * db[k - k0];
-        gx = gy * r.dydx;
-      } else {
-        gx = backward_fixed<M, N, true, acc_t>(x, gy, an, bn, p.version, Basis::Power, coefs, local);
-      }
+      const acc_t gx = fabs(x) > p.threshold  // rare: x^(D+2) would overflow acc_t
+                           ? backward_large<M, N, acc_t>(x, gy, an, bn + k0, p.nb, p.version, coefs, local)
+                           : backward_fixed<M, N, true, acc_t>(x, gy, an, bn, p.version, Basis::Power, coefs, local);
       if (coefs) {
 #pragma unroll
         for (int j = 0; j <= M; ++j) acc[j] += local[j] * mult[j];
@@ -542,21 +538,11 @@ __global__ void __launch_bounds__(kRationalThreads) rational_backward_rows_kerne
       for (int l = 0; l < L; ++l) {
         const acc_t x = to_opmath(xv.val[l]), gy = to_opmath(gv.val[l]);
         acc_t gx;
-        if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
-          acc_t da[M + 1], db[N + 1];
-          const ElementOut<acc_t> e = rational_element_large<acc_t>(
-              x, p.a + (g0 + l) * (M + 1), M, p.b + (g0 + l) * p.nb, p.nb, p.version, da, db);
-          if (coefs) {
-#pragma unroll
-            for (int j = 0; j <= M; ++j) acc[l][j] += gy * da[j];
-#pragma unroll
-            for (int k = 0; k <= N; ++k)
-              if (k >= k0) acc[l][M + 1 + k] += gy * db[k - k0];
-          }
-          gx = gy * e.dydx;
-        } else {
+        if (kPower && fabs(x) > p.threshold)  // rare: x^(D+2) would overflow acc_t
+          gx = backward_large<M, N, acc_t>(x, gy, p.a + (g0 + l) * (M + 1), p.b + (g0 + l) * p.nb, p.nb, p.version,
+                                           coefs, acc[l]);
+        else
           gx = backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]);
-        }
         ov.val[l] = from_opmath<T>(gx);
       }
       if (p.out != nullptr) store_vector<L>(p.out, iv, ov);
