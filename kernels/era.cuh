@@ -198,30 +198,27 @@ __global__ void __launch_bounds__(kEraThreads) era_backward_generic_kernel(const
 
 #define TR_ERA_FIXED_FRACTIONS(X) X(1) X(2) X(3) X(4)
 
+// The forward or the fused backward kernel: fixed n = 1..4 as template parameters, else generic.
 template <typename T>
-void launch_era_forward(const EraCudaParams<T>& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-#define TR_CASE(N_)                                                          \
-  if (p.n == N_) {                                                           \
-    launch_kernel(&era_forward_fixed_kernel<N_, T>, grid, dim3(kEraThreads), 0, stream, p);\
-    return;                                                                  \
-  }
+void launch_era(const EraCudaParams<T>& p, bool backward, cudaStream_t stream) {
+  void (*kernel)(const EraCudaParams<T>) =
+      backward ? &era_backward_generic_kernel<T> : &era_forward_generic_kernel<T>;
+#define TR_CASE(N_) \
+  if (p.n == N_) kernel = backward ? &era_backward_fixed_kernel<N_, T> : &era_forward_fixed_kernel<N_, T>;
   TR_ERA_FIXED_FRACTIONS(TR_CASE)
 #undef TR_CASE
-  launch_kernel(&era_forward_generic_kernel<T>, grid, dim3(kEraThreads), 0, stream, p);
+  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
+  launch_kernel(kernel, grid, dim3(kEraThreads), 0, stream, p);
+}
+
+template <typename T>
+void launch_era_forward(const EraCudaParams<T>& p, cudaStream_t stream) {
+  launch_era(p, /*backward=*/false, stream);
 }
 
 template <typename T>
 void launch_era_backward(const EraCudaParams<T>& p, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-#define TR_CASE(N_)                                                          \
-  if (p.n == N_) {                                                           \
-    launch_kernel(&era_backward_fixed_kernel<N_, T>, grid, dim3(kEraThreads), 0, stream, p);\
-    return;                                                                  \
-  }
-  TR_ERA_FIXED_FRACTIONS(TR_CASE)
-#undef TR_CASE
-  launch_kernel(&era_backward_generic_kernel<T>, grid, dim3(kEraThreads), 0, stream, p);
+  launch_era(p, /*backward=*/true, stream);
 }
 
 // Fixed-order sum of the per-block partials into param_grad (after launch_era_backward).
