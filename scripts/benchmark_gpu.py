@@ -20,11 +20,15 @@ kernels). Other dense permutations run in place without a copy too; non-dense st
     python3 scripts/benchmark_gpu.py                          # CUDA, 2^16 .. 2^28 elements
     python3 scripts/benchmark_gpu.py --max-log2 24 --dtypes float32
     python3 scripts/benchmark_gpu.py --device cpu --max-log2 16 --no-compile   # smoke test
+
+--json FILE writes every measurement as a record (rewritten after each size, so an interrupted run
+keeps what it measured); scripts/gpu_verdict.py reads it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -158,6 +162,7 @@ def main() -> None:
     ap.add_argument("--compile-static", action="store_true",
                     help="torch.compile(dynamic=False): one compile per shape (slow); default dynamic=True")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
+    ap.add_argument("--json", default=None, help="also write the measurements as JSON records to this file")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -175,6 +180,14 @@ def main() -> None:
         print("  ".join(f"{v:>12}" if i >= 5 else f"{v:<10}" for i, v in enumerate(row)), flush=True)
 
     print("  ".join(f"{c:>12}" if i >= 5 else f"{c:<10}" for i, c in enumerate(cols)))
+    records = []
+
+    def save_json():
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+                           "torch": torch.__version__, "degrees": [m, n], "records": records}, f, indent=1)
+
     compiled_cache = {}
     for dtype_name in args.dtypes:
         dtype = getattr(torch, dtype_name)
@@ -214,9 +227,14 @@ def main() -> None:
                         speed = f"{comp / r[p]:.2f}x" if comp else "-"
                         emit([dtype_name, gshow, f"2^{log2}", pname, name, f"{r[p]:.4f}",
                               f"{nbytes[p] / (r[p] * 1e-3) / GB:.1f}", f"{100 * ceilings[p] / r[p]:.0f}%", speed])
+                        records.append({"dtype": dtype_name, "groups": gshow, "log2_numel": log2, "pass": pname,
+                                        "impl": name, "ms": r[p], "gb_per_s": nbytes[p] / (r[p] * 1e-3) / GB,
+                                        "fraction_of_ceiling": ceilings[p] / r[p], "ceiling_ms": ceilings[p],
+                                        "speedup_vs_compile": comp / r[p] if comp else None})
                     ceil_name = ("x.clone()", "torch.add", "clone+add")[p]
                     emit([dtype_name, gshow, f"2^{log2}", pname, ceil_name, f"{ceilings[p]:.4f}",
                           f"{nbytes[p] / (ceilings[p] * 1e-3) / GB:.1f}", "100%", "-"])
+                save_json()
                 del x, g, results
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

@@ -13,6 +13,7 @@ ReLU, PAU with one coefficient set per layer (G = 1), PAU per channel (G = C).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
@@ -81,6 +82,7 @@ def main() -> None:
     ap.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--markdown", default=None)
+    ap.add_argument("--json", default=None, help="also write the results as JSON to this file")
     args = ap.parse_args()
 
     device = torch.device(args.device)
@@ -108,6 +110,10 @@ def main() -> None:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(header + "\n\n" + "\n".join(lines) + "\n")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": header, "ms_per_step": results,
+                       "ratio_vs_relu": {name: ms / base for name, ms in results.items()}}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,101 +1,98 @@
 #!/usr/bin/env bash
-# The one command to run on the GPU machine, from the repository root:
-#   bash scripts/gpu_run.sh
-# Configures and builds a CUDA build in build/gpu, runs ctest and pytest against it, then the GPU
-# benchmarks, writing every log to "$OUT" (default ./gpu_out). No network is needed (no apt, no
-# pip): it uses the installed torch (with CUDA) and nvcc. Every step runs even when an earlier one
-# failed; the exit codes of all steps are summarised at the end (and in $OUT/summary.txt).
-#
-# Environment knobs: OUT, JOBS (build jobs, default nproc), TORCH_CUDA_ARCH_LIST (default 9.0:
-# H100/H200; the build is one arch to keep it short), BENCH_MAX_LOG2 (default 28),
-# PYTEST_ARGS (extra pytest arguments), SKIP_FULL_PYTEST=1 (only tests/python/test_cuda.py),
-# RUN_CHECK_KERNELS=1 (also the nvcc compile check of scripts/check_kernels.sh),
-# STEPS=a,b,... (only these of: build, ctest, pytest_cuda, pytest_all, bench, vgg; e.g. when one
-# session may run at most 10 minutes per command: STEPS=build, then STEPS=pytest_cuda, ...).
+# The one GPU call. Build here first (scripts/check_cuda_build.sh, which CI runs too, leaves
+# build/gpu-artifact), carry that folder to the GPU machine, and run from the repository root:
+#   bash scripts/gpu_run.sh     # OUT=... (default ./gpu_out) receives run.log, results.json, verdict.txt
+# It builds nothing and needs no network: the artifact's library and C++ test binaries, the installed
+# torch (the one the artifact was built against: checked), python/ from the working tree. Steps, each
+# under its own time limit so the whole call fits in about 8 minutes:
+#   artifact  the artifact matches this working tree and this torch          (scripts/gpu_artifact.py)
+#   gtest     the C++ tests (CUDA cases included) from the artifact's binaries
+#   pytest    every CUDA case of tests/python (-k cuda): the float64 reference, CPU-vs-CUDA for every
+#             op, dtype and layout, RPAU noise, bitwise determinism (two runs), gradcheck, opcheck,
+#             torch.compile on CUDA; and the kernel registrations (test_registration.py)
+#   bench     scripts/benchmark_gpu.py: ours vs eager vs torch.compile vs the clone/add ceiling
+#   vgg       scripts/benchmark_vgg_step.py: PAU training-step overhead over ReLU
+#   verdict   scripts/gpu_verdict.py: results.json and the verdict against the targets
+# Every step runs even when an earlier one failed; the exit status is non-zero if any failed.
+# Knobs: OUT, GPU_ARTIFACT (build/gpu-artifact), STEPS=a,b (only these), PYTEST_WORKERS (8),
+# BENCH_ARGS (extra benchmark_gpu.py arguments).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT="${OUT:-$ROOT/gpu_out}"
+ART="$(cd "${GPU_ARTIFACT:-$ROOT/build/gpu-artifact}" 2>/dev/null && pwd || echo "${GPU_ARTIFACT:-$ROOT/build/gpu-artifact}")"
 mkdir -p "$OUT"
-BUILD="$ROOT/build/gpu"
-JOBS="${JOBS:-$(nproc)}"
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
+# At most 8 files come back from a device call: one log (run.log), the benchmarks' JSON, results.json
+# and verdict.txt; the steps' own logs stay in $TMP.
+TMP="$(mktemp -d)"
 declare -a STEP_NAMES=() STEP_RCS=()
+export PYTHONUNBUFFERED=1
 
 want() { [ -z "${STEPS:-}" ] || [[ ",$STEPS," == *",$1,"* ]]; }
 
-step() {  # step NAME TIMEOUT_S command...: runs it with a log in $OUT/NAME.log, records rc
+step() {  # step NAME TIMEOUT_S command...: runs it, appends its output to $OUT/run.log, records rc
   local name="$1" limit="$2"; shift 2
-  echo "== [$(date -u +%H:%M:%S)] $name: $*" | tee -a "$OUT/steps.log"
-  local t0=$SECONDS
-  timeout --kill-after=30 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  want "$name" || return 0
+  echo "== [$(date -u +%H:%M:%S)] $name (limit ${limit} s): $*"
+  local t0=$SECONDS log="$TMP/$name.log"
+  timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
   local rc=$?
   STEP_NAMES+=("$name"); STEP_RCS+=("$rc")
-  echo "   rc=$rc in $((SECONDS - t0)) s (log: $OUT/$name.log)" | tee -a "$OUT/steps.log"
-  tail -n 5 "$OUT/$name.log" | sed 's/^/   | /'
+  { echo "==== $name: $* (rc=$rc, $((SECONDS - t0)) s)"; cat "$log"; } >>"$OUT/run.log"
+  echo "   rc=$rc in $((SECONDS - t0)) s"
+  tail -n 4 "$log" | sed 's/^/   | /'
   return 0
 }
 
+PY="${PYTHON:-python3}"
 {
   echo "date: $(date -u)"; uname -a
-  nvidia-smi || true
-  command -v nvcc && nvcc --version || /usr/local/cuda/bin/nvcc --version || true
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "", "arch list", torch.cuda.get_arch_list())' || true
-  git -C "$ROOT" log --oneline -1 || true
-} >"$OUT/environment.txt" 2>&1
-cat "$OUT/environment.txt"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv || true
+  "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' || true
+  cat "$ART/manifest.json" 2>/dev/null || echo "no artifact at $ART"
+} >"$TMP/environment.txt" 2>&1
+cat "$TMP/environment.txt" | tee "$OUT/run.log"
 
-# nvcc is not always on PATH; CMake finds it through CUDACXX.
-if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
-  export CUDACXX=/usr/local/cuda/bin/nvcc PATH="/usr/local/cuda/bin:$PATH"
-fi
+# The artifact's library for Python and the test binaries; torch's own libraries (and the CUDA
+# runtime of its pip packages) for the test binaries, which have no Python to load them.
+TORCH_LIBS="$("$PY" -c 'import glob, os, torch; d = os.path.dirname(torch.__file__); print(":".join([os.path.join(d, "lib")] + sorted(glob.glob(os.path.join(os.path.dirname(d), "nvidia", "*", "lib")))))')"
+export LD_LIBRARY_PATH="$ART/lib:$TORCH_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export TORCH_RATIONAL_LIBRARY="$ART/lib/libtorch_rational.so.0" TORCH_RATIONAL_EXPECT_CUDA=1
+export PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
 
-TESTING=ON
-if [ ! -f /usr/src/googletest/CMakeLists.txt ] && ! ls /usr/lib*/cmake/GTest /usr/lib/*/cmake/GTest >/dev/null 2>&1; then
-  TESTING=OFF
-  echo "googletest not found: configuring with -DBUILD_TESTING=OFF (no ctest)" | tee -a "$OUT/steps.log"
-fi
-GEN=()
-command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
-PREFIX="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
+export ART
+run_gtests() {  # every C++ test binary; a failure in one does not stop the others
+  local rc=0 exe
+  for exe in "$ART"/bin/test_*; do
+    echo "--- $(basename "$exe")"
+    "$exe" --gtest_brief=1 || rc=1
+  done
+  return $rc
+}
+export -f run_gtests
+pytest_workers() {  # pytest-xdist when the machine has it (the GPU image does), else serial
+  if "$PY" -c 'import xdist' >/dev/null 2>&1; then echo "-n ${PYTEST_WORKERS:-8}"; fi
+}
 
-if [ "${RUN_CHECK_KERNELS:-0}" = "1" ]; then
-  step check_kernels 900 bash scripts/check_kernels.sh
-fi
-if want build; then
-step configure 300 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DWITH_CUDA=ON \
-  -DBUILD_TESTING="$TESTING" -DBUILD_TRAINING=OFF -DCMAKE_PREFIX_PATH="$PREFIX" \
-  -DTORCH_CUDA_ARCH_LIST="$TORCH_CUDA_ARCH_LIST"
-step build 1500 cmake --build "$BUILD" -j "$JOBS"
-fi
-
-LIB="$BUILD/libtorch_rational.so"
-export TORCH_RATIONAL_LIBRARY="$LIB" PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
-
-if [ "$TESTING" = ON ] && want ctest; then
-  # The CUDA gtests first (quick to read), then everything (the consumer test installs and
-  # configures an outside project; it is slow but cheap in GPU terms).
-  step ctest_cuda 600 ctest --test-dir "$BUILD" -R 'Cuda' --output-on-failure --timeout 600
-  step ctest_all 1200 ctest --test-dir "$BUILD" -j 8 --output-on-failure --timeout 900
-fi
-
-if want pytest_cuda; then
+step artifact 60 "$PY" scripts/gpu_artifact.py check "$ART"
+step gtest 90 bash -c run_gtests
+# shellcheck disable=SC2046
+step pytest 210 "$PY" -m pytest -q -p no:cacheprovider -rfE $(pytest_workers) -k "cuda or registration" \
+  tests/python
+# Sizes 2^20, 2^24, 2^28; the JSON is rewritten after every size, so a timeout keeps what was measured.
 # shellcheck disable=SC2086
-step pytest_cuda 1200 python3 -m pytest -q -p no:cacheprovider -rs tests/python/test_cuda.py ${PYTEST_ARGS:-}
-fi
-if [ "${SKIP_FULL_PYTEST:-0}" != "1" ] && want pytest_all; then
-  # shellcheck disable=SC2086
-  step pytest_all 2400 python3 -m pytest -q -p no:cacheprovider tests/python ${PYTEST_ARGS:-}
-fi
-
-want bench && step benchmark_gpu 1200 python3 scripts/benchmark_gpu.py --device cuda --max-log2 "${BENCH_MAX_LOG2:-28}" \
-  --markdown "$OUT/benchmark_gpu.md"
-want vgg && step benchmark_vgg_step 600 python3 scripts/benchmark_vgg_step.py --device cuda --markdown "$OUT/benchmark_vgg_step.md"
+step bench 150 "$PY" scripts/benchmark_gpu.py --device cuda --min-log2 20 --max-log2 28 --step 4 \
+  --json "$OUT/benchmark_gpu.json" ${BENCH_ARGS:-}
+step vgg 60 "$PY" scripts/benchmark_vgg_step.py --device cuda --steps 30 --json "$OUT/benchmark_vgg_step.json"
 
 {
   echo "step rc"
   for i in "${!STEP_NAMES[@]}"; do echo "${STEP_NAMES[$i]} ${STEP_RCS[$i]}"; done
-} | column -t | tee "$OUT/summary.txt"
+} | column -t | tee -a "$OUT/run.log"
+# The verdict reads the benchmarks' JSON and the steps' status, writes results.json + verdict.txt.
+printf '%s\n' "${STEP_NAMES[@]}" | paste -d' ' - <(printf '%s\n' "${STEP_RCS[@]}") >"$TMP/steps.txt"
+step verdict 30 "$PY" scripts/gpu_verdict.py --out "$OUT" --steps "$TMP/steps.txt"
+cat "$OUT/verdict.txt" 2>/dev/null
 fail=0
 for rc in "${STEP_RCS[@]}"; do [ "$rc" = 0 ] || fail=1; done
 exit $fail

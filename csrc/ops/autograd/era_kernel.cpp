@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "ops/autograd/backward_op_autograd.h"
 #include "ops/era.h"
 
 namespace torch_rational {
@@ -43,8 +44,16 @@ at::Tensor era_autograd(const at::Tensor& x, const at::Tensor& linear, const at:
   return EraFunction::apply(x, linear, fractions, eps, channel_dim);
 }
 
+struct EraBackwardOp {
+  static constexpr const char* name = "era_backward";
+  static constexpr auto op = &era_backward;
+};
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) { m.impl("era", &era_autograd); }
+TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
+  m.impl("era", &era_autograd);
+  register_backward_op_autograd<EraBackwardOp>(m);
+}
 
 }  // namespace torch_rational

@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "ops/autograd/backward_op_autograd.h"
 #include "ops/pwlu.h"
 
 namespace torch_rational {
@@ -41,8 +42,16 @@ at::Tensor pwlu_autograd(const at::Tensor& x, const at::Tensor& heights, const a
   return PwluFunction::apply(x, heights, bounds, slopes, channel_dim);
 }
 
+struct PwluBackwardOp {
+  static constexpr const char* name = "pwlu_backward";
+  static constexpr auto op = &pwlu_backward;
+};
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) { m.impl("pwlu", &pwlu_autograd); }
+TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
+  m.impl("pwlu", &pwlu_autograd);
+  register_backward_op_autograd<PwluBackwardOp>(m);
+}
 
 }  // namespace torch_rational

@@ -4,6 +4,7 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "ops/autograd/backward_op_autograd.h"
 #include "ops/rational.h"
 
 namespace torch_rational {
@@ -52,8 +53,16 @@ at::Tensor rational_autograd(const at::Tensor& x, const at::Tensor& numerator, c
   return RationalFunction::apply(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
 }
 
+struct RationalBackwardOp {
+  static constexpr const char* name = "rational_backward";
+  static constexpr auto op = &rational_backward;
+};
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) { m.impl("rational", &rational_autograd); }
+TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
+  m.impl("rational", &rational_autograd);
+  register_backward_op_autograd<RationalBackwardOp>(m);
+}
 
 }  // namespace torch_rational
