@@ -54,7 +54,7 @@ setup(
     ext_modules=[CMakeExtension("torch_rational.lib.libtorch_rational")],
     cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.9",
-    install_requires=["torch>=2.4", "numpy"],
+    install_requires=["torch>=2.11", "numpy"],
     extras_require={"plot": ["matplotlib"], "test": ["pytest", "numpy"]},
     zip_safe=False,
 )

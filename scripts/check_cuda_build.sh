@@ -19,7 +19,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TORCH_VERSION="${CUDA_TORCH_VERSION:-2.11.0}"
-VENV="${TORCH_RATIONAL_CUDA_VENV:-$HOME/.cache/torch_rational/venv-torch$TORCH_VERSION}"
+# One venv per torch minor release.
+VENV="${TORCH_RATIONAL_CUDA_VENV:-$HOME/.cache/torch_rational/venv-torch${TORCH_VERSION%.*}}"
 BUILD_DIR="${TORCH_RATIONAL_CUDA_BUILD_DIR:-$ROOT/build/cuda}"
 ARCHS="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
@@ -35,15 +36,16 @@ fi
 # --- 1. the venv ---------------------------------------------------------------------------------
 venv_ok() {
   "$PY" - "$TORCH_VERSION" <<'EOF' >/dev/null 2>&1
-import sys, torch, numpy, pytest, matplotlib
+import sys, torch, numpy, pytest, matplotlib, setuptools, wheel
 sys.exit(0 if torch.__version__.split("+")[0] == sys.argv[1] and torch.version.cuda else 1)
 EOF
 }
 if ! venv_ok; then
   log "creating $VENV with torch==$TORCH_VERSION (CUDA build from PyPI, about 3 GB)"
-  python3 -m venv "$VENV"
+  [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -m pip install -q --upgrade pip 2>&1 | grep -v "Running pip as the 'root' user" || true
-  "$PY" -m pip install -q "torch==$TORCH_VERSION" numpy pytest matplotlib 2>&1 \
+  # setuptools + wheel: `pip install --no-build-isolation .` builds with the venv's own.
+  "$PY" -m pip install -q "torch==$TORCH_VERSION" numpy pytest matplotlib setuptools wheel 2>&1 \
     | grep -v -e "Running pip as the 'root' user" -e "is ignored: it is neither a file nor a directory" || true
   venv_ok || { echo "check_cuda_build: the venv $VENV has no CUDA torch $TORCH_VERSION" >&2; exit 1; }
 fi

@@ -49,7 +49,7 @@ PY="${PYTHON:-python3}"
   echo "date: $(date -u)"; uname -a
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv || true
   "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")' || true
-  cat "$ART/manifest.json" 2>/dev/null || echo "no artifact at $ART"
+  cat "$ART/manifest.json" 2>/dev/null && echo || echo "no artifact at $ART"
 } >"$TMP/environment.txt" 2>&1
 cat "$TMP/environment.txt" | tee "$OUT/run.log"
 
