@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: set-up and build (idempotent), the nvcc compile check of kernels/, the C++
-# GoogleTest suite (ctest) and the Python suite (pytest). Exits non-zero on any failure.
+# Runs every test: set-up and build (idempotent), the nvcc compile check of kernels/ and their
+# register / spill budget, the C++ GoogleTest suite (ctest, with the emulated CUDA kernels plain and
+# under ASan + UBSan), the Python suite (pytest), then the CUDA build against the GPU machine's torch
+# (scripts/check_cuda_build.sh). Exits non-zero on any failure; each step prints its wall time.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -8,13 +10,15 @@ cd "$ROOT"
 BUILD_DIR="${TORCH_RATIONAL_BUILD_DIR:-$ROOT/build/cmake}"
 JOBS="$(nproc)"
 
-echo "== nvcc compile check of kernels/"
-"$ROOT/scripts/check_kernels.sh"
+timed() {  # timed TITLE command...: runs it with a header and its wall time
+  local title="$1" t0=$SECONDS; shift
+  echo "== $title"
+  "$@"
+  echo "== $title: $((SECONDS - t0)) s"
+}
 
-echo "== C++ tests (ctest)"
-ctest --test-dir "$BUILD_DIR" -j "$JOBS" --output-on-failure --timeout 900
-
-echo "== Python tests (pytest)"
+timed "nvcc compile check of kernels/" "$ROOT/scripts/check_kernels.sh"
+timed "C++ tests (ctest)" ctest --test-dir "$BUILD_DIR" -j "$JOBS" --output-on-failure --timeout 900
 # Run from outside the source tree so the installed package is what gets imported.
-cd "$ROOT/tests/python"
-python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/python" "$@"
+(cd "$ROOT/tests/python" && timed "Python tests (pytest)" python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/python" "$@")
+timed "CUDA build against torch 2.11 (scripts/check_cuda_build.sh)" "$ROOT/scripts/check_cuda_build.sh"
