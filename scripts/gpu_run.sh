@@ -4,7 +4,7 @@
 #   bash scripts/gpu_run.sh     # OUT=... (default ./gpu_out) receives run.log, results.json, verdict.txt
 # It builds nothing and needs no network: the artifact's library and C++ test binaries, the installed
 # torch (the one the artifact was built against: checked), python/ from the working tree. Steps, each
-# under its own time limit so the whole call fits in about 8 minutes:
+# under its own time limit; the limits add up to 8 minutes (480 s):
 #   artifact  the artifact matches this working tree and this torch          (scripts/gpu_artifact.py)
 #   gtest     the C++ tests (CUDA cases included) from the artifact's binaries
 #   pytest    every CUDA case of tests/python (-k cuda): the float64 reference, CPU-vs-CUDA for every
@@ -74,16 +74,16 @@ pytest_workers() {  # pytest-xdist when the machine has it (the GPU image does),
   if "$PY" -c 'import xdist' >/dev/null 2>&1; then echo "-n ${PYTEST_WORKERS:-8}"; fi
 }
 
-step artifact 60 "$PY" scripts/gpu_artifact.py check "$ART"
-step gtest 90 bash -c run_gtests
+step artifact 30 "$PY" scripts/gpu_artifact.py check "$ART"
+step gtest 60 bash -c run_gtests
 # shellcheck disable=SC2046
-step pytest 210 "$PY" -m pytest -q -p no:cacheprovider -rfE $(pytest_workers) -k "cuda or registration" \
+step pytest 180 "$PY" -m pytest -q -p no:cacheprovider -rfE $(pytest_workers) -k "cuda or registration" \
   tests/python
 # Sizes 2^20, 2^24, 2^28; the JSON is rewritten after every size, so a timeout keeps what was measured.
 # shellcheck disable=SC2086
 step bench 150 "$PY" scripts/benchmark_gpu.py --device cuda --min-log2 20 --max-log2 28 --step 4 \
   --json "$OUT/benchmark_gpu.json" ${BENCH_ARGS:-}
-step vgg 60 "$PY" scripts/benchmark_vgg_step.py --device cuda --steps 30 --json "$OUT/benchmark_vgg_step.json"
+step vgg 45 "$PY" scripts/benchmark_vgg_step.py --device cuda --steps 30 --json "$OUT/benchmark_vgg_step.json"
 
 {
   echo "step rc"
@@ -91,7 +91,7 @@ step vgg 60 "$PY" scripts/benchmark_vgg_step.py --device cuda --steps 30 --json 
 } | column -t | tee -a "$OUT/run.log"
 # The verdict reads the benchmarks' JSON and the steps' status, writes results.json + verdict.txt.
 printf '%s\n' "${STEP_NAMES[@]}" | paste -d' ' - <(printf '%s\n' "${STEP_RCS[@]}") >"$TMP/steps.txt"
-step verdict 30 "$PY" scripts/gpu_verdict.py --out "$OUT" --steps "$TMP/steps.txt"
+step verdict 15 "$PY" scripts/gpu_verdict.py --out "$OUT" --steps "$TMP/steps.txt"
 cat "$OUT/verdict.txt" 2>/dev/null
 fail=0
 for rc in "${STEP_RCS[@]}"; do [ "$rc" = 0 ] || fail=1; done
