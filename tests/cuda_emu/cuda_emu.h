@@ -10,7 +10,7 @@
 //   __shfl_xor_sync(...)     a warp exchange: every lane publishes its value, waits for all 32
 //                           lanes of its warp, reads its partner's, waits again
 // Blocks of a grid run one after another, so a `__shared__` variable can simply be a function
-// `static` (one copy, used by one block at a time). Dynamic shared memory is one buffer,
+// `static` (one copy, used by one block at a time). Dynamic shared memory is one buffer per launch,
 // refilled with 0xFF bytes (NaN for float/double) before every block, so a kernel that reads
 // bins it never wrote produces NaN instead of passing by luck.
 //
@@ -25,6 +25,12 @@
 // atomics, cooperative groups, streams (launches run at once, in order). The kernels here use
 // none of these; the shim fails loudly (a message and abort) if a mask other than all lanes or a
 // block size that is not a multiple of 32 reaches a shuffle.
+//
+// Out-of-bounds accesses: the *_asan test binaries (CMakeLists.txt here) compile the kernels and
+// this emulator with AddressSanitizer + UBSan. For that, every memory a kernel touches is a guarded
+// object of exactly its size: global buffers are DeviceBuffers (below), dynamic shared memory is
+// a heap block per launch, a static `__shared__` array is a global with ASan redzones, and the
+// fiber switches are announced to ASan (switch_context).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -32,16 +38,40 @@
 #include <cuda_runtime.h>
 #include <ucontext.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <new>
+#include <stdexcept>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CUDA_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CUDA_EMU_ASAN 1
+#endif
+#endif
+#ifdef CUDA_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+// A static __shared__ array (a .bss global) has an ASan redzone after it, and before it the
+// redzone of the global before, unless it is the first of this file's .bss: then it follows the
+// previous object file's unguarded bytes (crtbegin.o's). Hence 32 poisoned bytes first in .bss
+// (GCC emits top-level asm before any variable).
+__asm__(".bss\n.p2align 5\ncuda_emu_bss_guard:\n.zero 32\n.previous");
+extern "C" char cuda_emu_bss_guard[];
+__attribute__((constructor)) static void cuda_emu_poison_bss_guard() {
+  ASAN_POISON_MEMORY_REGION(cuda_emu_bss_guard, 32);
+}
+#endif
 
 // Float overloads of the math functions the kernels call unqualified (fabs(float) must stay
 // float, as on the device).
@@ -51,13 +81,15 @@ using std::exp;
 using std::log;
 
 // The CUDA keywords, for the host compiler. __shared__ becomes a function static (see above).
+// Kernels are `static`: a function static of a template with external linkage is a COMDAT global,
+// which GCC's ASan leaves without redzones; with internal linkage the __shared__ arrays get them.
 #undef __global__
 #undef __device__
 #undef __host__
 #undef __shared__
 #undef __constant__
 #undef __launch_bounds__
-#define __global__
+#define __global__ static
 #define __device__
 #define __host__
 #define __shared__ static
@@ -116,15 +148,46 @@ namespace cuda_emu {
 
 enum class Schedule { Forward, Reverse };
 
+// ASan's view of memory (no-ops without ASan): poisoned bytes are reported when accessed.
+inline void poison(const void* p, size_t bytes) {
+#ifdef CUDA_EMU_ASAN
+  ASAN_POISON_MEMORY_REGION(p, bytes);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+inline void unpoison(const void* p, size_t bytes) {
+#ifdef CUDA_EMU_ASAN
+  ASAN_UNPOISON_MEMORY_REGION(p, bytes);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
+// A context's stack and, under ASan, its saved fake stack: what ASan must be told about the
+// stack a switch goes to (switch_context). The scheduler's own (OS thread) stack is learnt when
+// the first fiber starts (fiber_started).
+struct StackInfo {
+  const void* bottom = nullptr;
+  size_t size = 0;
+  void* fake_stack = nullptr;
+};
+
 #ifdef CUDA_EMU_ASM_SWITCH
-struct Context {
+struct Context : StackInfo {
   void* sp = nullptr;
 };
-inline void switch_context(Context& from, Context& to) { cuda_emu_switch(&from.sp, to.sp); }
+inline void raw_switch(Context& from, Context& to) { cuda_emu_switch(&from.sp, to.sp); }
 // A fresh fiber whose first switch-in "returns" into entry (which must never return).
 inline void make_context(Context& c, std::vector<char>& stack, void (*entry)(), Context* /*link*/) {
+  c.bottom = stack.data();
+  c.size = stack.size();
+  constexpr int kWords = 9;  // return slot, entry, 6 registers, control words: popped by the switch
   uintptr_t top = reinterpret_cast<uintptr_t>(stack.data() + stack.size()) & ~uintptr_t(15);
   auto* sp = reinterpret_cast<uint64_t*>(top);
+  // A reused stack may still carry the poisoned redzones of its last fiber's outermost frame
+  // (fiber_entry never returns); this initial frame is written over them.
+  unpoison(sp - kWords, kWords * sizeof(uint64_t));
   *--sp = 0;                                     // as if entry had been called: rsp % 16 == 8
   *--sp = reinterpret_cast<uint64_t>(entry);     // the `ret` of cuda_emu_switch lands here
   for (int r = 0; r < 6; ++r) *--sp = 0;         // rbp, rbx, r12-r15
@@ -138,11 +201,13 @@ inline void make_context(Context& c, std::vector<char>& stack, void (*entry)(), 
   c.sp = sp;
 }
 #else
-struct Context {
+struct Context : StackInfo {
   ucontext_t uc;
 };
-inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+inline void raw_switch(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
 inline void make_context(Context& c, std::vector<char>& stack, void (*entry)(), Context* link) {
+  c.bottom = stack.data();
+  c.size = stack.size();
   getcontext(&c.uc);
   c.uc.uc_stack.ss_sp = stack.data();
   c.uc.uc_stack.ss_size = stack.size();
@@ -150,6 +215,32 @@ inline void make_context(Context& c, std::vector<char>& stack, void (*entry)(), 
   makecontext(&c.uc, entry, 0);
 }
 #endif
+
+// Switches from the running context to `to`; returns when something switches back. Under ASan
+// the switch is announced before (the stack that runs next, so that ASan attributes frames to
+// the right stack and its no-return handling, before an abort or a throw, unpoisons that stack)
+// and completed after; `from_exits`: `from` never runs again, its fake stack is released.
+inline void switch_context(Context& from, Context& to, bool from_exits = false) {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(from_exits ? nullptr : &from.fake_stack, to.bottom, to.size);
+#else
+  (void)from_exits;
+#endif
+  raw_switch(from, to);
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(from.fake_stack, nullptr, nullptr);
+#endif
+}
+
+// The first thing a new fiber runs: completes the switch that started it (it did not return
+// through switch_context) and records the stack it came from, the scheduler's.
+inline void fiber_started(Context& scheduler) {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &scheduler.bottom, &scheduler.size);
+#else
+  (void)scheduler;
+#endif
+}
 
 struct State {
   dim3 grid{1, 1, 1}, block{1, 1, 1};
@@ -246,6 +337,7 @@ T shfl(unsigned mask, T v, int src_of_lane_xor, bool is_xor) {
 
 inline void fiber_entry() {
   State& s = state();
+  fiber_started(s.main_ctx);
   s.body();
   s.done[s.current] = 1;
   ++s.done_count;
@@ -257,7 +349,7 @@ inline void fiber_entry() {
     ++s.block_generation;
   }
   // Back to the scheduler for good (a finished fiber is never resumed).
-  switch_context(s.ctx[s.current], s.main_ctx);
+  switch_context(s.ctx[s.current], s.main_ctx, /*from_exits=*/true);
   fail("a finished fiber was resumed");
 }
 
@@ -308,15 +400,49 @@ void launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t dynamic_smem
     if (st.size() != s.stack_bytes) st.assign(s.stack_bytes, 0);
   s.slots.assign(16 * threads, 0);
   s.body = [&] { std::apply(kernel, params); };
+  // A heap block of exactly the launch's size (not a buffer kept across launches): an access
+  // past its end is an ASan report, not a read of the previous launch's bytes.
+  s.dynamic_shared = std::vector<unsigned char>(dynamic_smem);
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x) {
         s.block_idx = uint3{x, y, z};
-        s.dynamic_shared.assign(dynamic_smem, 0xFF);
+        std::fill(s.dynamic_shared.begin(), s.dynamic_shared.end(), 0xFF);
         run_block();
       }
   s.body = nullptr;
 }
+
+// Global (device) memory for a kernel's buffers: an allocation of exactly `bytes` per buffer, so
+// that under ASan an access one element past its end hits the allocator's redzone. The data
+// start `misalign` bytes into the allocation (0, or 8: a pointer 8- but not 16-byte aligned, which
+// the launch plans must send to their scalar paths); those bytes are poisoned, so an access one
+// element before the start is reported as well. (ASan tracks whole 8-byte granules from an
+// allocation's start: a start 2 or 4 bytes past a 16-byte boundary could not be guarded.)
+class DeviceBuffer {
+ public:
+  DeviceBuffer(size_t bytes, size_t misalign) : misalign_(misalign), bytes_(bytes) {
+    if (misalign != 0 && misalign != 8)
+      throw std::invalid_argument("cuda_emu::DeviceBuffer: misalign must be 0 or 8 bytes (an ASan granule)");
+    base_ = static_cast<char*>(::operator new(misalign + bytes, std::align_val_t(16)));
+    poison(base_, misalign);
+  }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : base_(o.base_), misalign_(o.misalign_), bytes_(o.bytes_) { o.base_ = nullptr; }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(DeviceBuffer&&) = delete;
+  ~DeviceBuffer() {
+    if (base_ == nullptr) return;
+    unpoison(base_, misalign_);
+    ::operator delete(base_, std::align_val_t(16));
+  }
+  void* data() const { return base_ + misalign_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  char* base_;
+  size_t misalign_, bytes_;
+};
 
 }  // namespace cuda_emu
 

@@ -7,7 +7,10 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cuda_emu.h"
 #include "cuda_utils.cuh"
@@ -46,14 +49,41 @@ inline std::string dtype_name(torch::Dtype d) {
   }
 }
 
-template <typename T>
-const T* cptr(const torch::Tensor& t) {
-  return t.defined() ? reinterpret_cast<const T*>(t.const_data_ptr()) : nullptr;
-}
-template <typename T>
-T* mptr(torch::Tensor& t) {
-  return t.defined() ? reinterpret_cast<T*>(t.mutable_data_ptr()) : nullptr;
-}
+// The buffers of one test's launches in emulated device memory (cuda_emu::DeviceBuffer): every
+// tensor handed to a kernel is copied into an allocation of exactly its bytes, at its address
+// modulo 16 (the launch plans look at the alignment), and copy_back() copies the outputs back.
+// Not the tensor's own memory: a view (with_offset, a slice) lies inside a larger allocation,
+// where an access past its end would go unnoticed under ASan. Undefined tensors give nullptr.
+class DeviceTensors {
+ public:
+  template <typename T>
+  const T* in(const torch::Tensor& t) {
+    return static_cast<const T*>(copy(t));
+  }
+  // Copied in as well: partials and gradients start as NaN so that unwritten slots show.
+  template <typename T>
+  T* out(const torch::Tensor& t) {
+    T* p = static_cast<T*>(copy(t));
+    if (p != nullptr) outputs_.emplace_back(t, buffers_.size() - 1);
+    return p;
+  }
+  void copy_back() const {
+    for (const auto& [t, i] : outputs_) std::memcpy(t.mutable_data_ptr(), buffers_[i].data(), buffers_[i].bytes());
+  }
+
+ private:
+  void* copy(const torch::Tensor& t) {
+    if (!t.defined()) return nullptr;
+    // Dense: the elements are the numel() * itemsize bytes from data_ptr(), whatever the strides.
+    TORCH_CHECK(t.is_non_overlapping_and_dense(), "a kernel argument must be non-overlapping and dense");
+    const size_t bytes = t.numel() * t.element_size();
+    buffers_.emplace_back(bytes, reinterpret_cast<uintptr_t>(t.const_data_ptr()) % kc::kVecBytes);
+    std::memcpy(buffers_.back().data(), t.const_data_ptr(), bytes);
+    return buffers_.back().data();
+  }
+  std::vector<cuda_emu::DeviceBuffer> buffers_;
+  std::vector<std::pair<torch::Tensor, size_t>> outputs_;  // tensor, index into buffers_
+};
 
 // x (non-overlapping and dense) seen as [outer][groups][span] in memory order, groups along
 // channel_dim, as the CUDA glue does.
@@ -77,13 +107,17 @@ inline bool aligned16(std::initializer_list<const void*> ptrs) {
 }
 
 // A tensor like x (same sizes and strides) whose data starts `offset` elements into a larger
-// buffer: offset 1 makes a misaligned but dense tensor.
+// buffer: a misaligned but dense tensor.
 inline torch::Tensor with_offset(const torch::Tensor& x, int64_t offset) {
-  auto buf = torch::empty({x.numel() + offset + 8}, x.options());
+  auto buf = torch::empty({x.numel() + offset}, x.options());
   auto t = buf.as_strided(x.sizes(), x.strides(), offset);
   t.copy_(x);
   return t;
 }
+
+// The misalignment of Layout::Misaligned: not a multiple of the 16-byte vector, but a whole ASan
+// granule, so that the device copy's lead can be poisoned (cuda_emu::DeviceBuffer).
+constexpr int64_t kMisalignBytes = 8;
 
 // Largest |got - want| relative to 1 + max |want| (both as float64).
 inline double rel_err(const torch::Tensor& got, const torch::Tensor& want) {
@@ -104,7 +138,7 @@ enum class Layout {
   Grouped,       // NCHW, 2 channels per group, H*W = 16: vectorised runs
   GroupedOdd,    // NCHW, H*W = 9: scalar loop (double: vectorised pairs + tails)
   ChannelsLast,  // per-channel groups on channels_last: runs of one element
-  Misaligned,    // G = 1, data one element past a 16-byte boundary: scalar loop
+  Misaligned,    // G = 1, data kMisalignBytes past a 16-byte boundary: scalar loop
   FewGridRows,   // Grouped with gridDim.y = 2 < 3 groups: blocks loop over groups
   ManyBlocks,    // [4, 6, 32, 32], 3 groups, 4 SMs, gridDim.y = 2: several blocks per group, looping
   RowsNhwc,      // per-channel groups on channels_last, 64 channels (the rational rows kernels)
@@ -141,7 +175,8 @@ inline Case make_case(Layout layout, torch::Dtype dtype, const torch::Tensor& x6
     case Layout::GroupedOdd: return {x64_4d.narrow(3, 0, 3).narrow(2, 0, 3).contiguous().to(dtype), 3, 0, 1};
     case Layout::ChannelsLast:
       return {x64_4d.narrow(3, 0, 3).to(dtype).contiguous(torch::MemoryFormat::ChannelsLast), 6, 0, 1};
-    case Layout::Misaligned: return {with_offset(x64_flat.to(dtype), 1), 1, 0, 2};
+    case Layout::Misaligned:
+      return {with_offset(x64_flat.to(dtype), kMisalignBytes / torch::elementSize(dtype)), 1, 0, 2};
     case Layout::FewGridRows: return {x64_4d.to(dtype), 3, 2, 1};
     case Layout::ManyBlocks: return {x64_4d.repeat({2, 1, 8, 8}).to(dtype), 3, 2, 4};
     case Layout::RowsNhwc:

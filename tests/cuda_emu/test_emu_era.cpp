@@ -30,9 +30,10 @@ torch::Tensor packed(const torch::Tensor& lin, const torch::Tensor& fr) {
   return torch::cat({lin.reshape({G, 2}), fr.reshape({G, -1})}, 1).contiguous();
 }
 
-// Fills the parameters as csrc/ops/cuda/era_kernel.cu (fill_common) does.
+// Fills the parameters as csrc/ops/cuda/era_kernel.cu (fill_common) does; ptrs: the element
+// buffers in device memory (the plan looks at their alignment); params is copied to `dev`.
 template <typename T>
-kc::EraCudaParams<T> make_params(const Case& s, const torch::Tensor& params, int n, double eps,
+kc::EraCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const torch::Tensor& params, int n, double eps,
                                  std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
   constexpr int VEC = kc::VecSize<T>::value;
@@ -41,7 +42,7 @@ kc::EraCudaParams<T> make_params(const Case& s, const torch::Tensor& params, int
   p.outer = v.outer;
   p.groups = v.groups;
   p.span = v.span;
-  p.params = cptr<acc_t>(params);
+  p.params = dev.in<acc_t>(params);
   p.n = n;
   p.eps = static_cast<acc_t>(eps);
   const kc::GroupedLaunch plan =
@@ -68,32 +69,37 @@ Result run(const Case& s, const torch::Tensor& lin, const torch::Tensor& fr, dou
   dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     using acc_t = typename kc::OpMath<T>::type;
+    DeviceTensors dev;
+    const T* x = dev.in<T>(s.x);
     r.y = torch::empty_like(s.x);
-    auto pf = make_params<T>(s, params, n, eps, {s.x.const_data_ptr(), r.y.const_data_ptr()});
-    pf.x = cptr<T>(s.x);
-    pf.out = mptr<T>(r.y);
+    T* y = dev.out<T>(r.y);
+    auto pf = make_params<T>(s, dev, params, n, eps, {x, y});
+    pf.x = x;
+    pf.out = y;
     r.vectorised = pf.vectorised;
     kc::launch_era_forward<T>(pf, nullptr);
 
     torch::Tensor gin = gy.to(s.x.scalar_type());
     if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
     if (want_x) r.grad_x = torch::empty_like(s.x);
-    auto pb = make_params<T>(s, params, n, eps,
-                             {s.x.const_data_ptr(), gin.const_data_ptr(), want_x ? r.grad_x.const_data_ptr() : nullptr});
-    pb.x = cptr<T>(s.x);
-    pb.grad_y = cptr<T>(gin);
-    pb.out = want_x ? mptr<T>(r.grad_x) : nullptr;
+    const T* grad_y = dev.in<T>(gin);
+    T* grad_x = dev.out<T>(r.grad_x);
+    auto pb = make_params<T>(s, dev, params, n, eps, {x, grad_y, grad_x});
+    pb.x = x;
+    pb.grad_y = grad_y;
+    pb.out = grad_x;
     r.backward_blocks = pb.blocks_per_group;
     const int64_t K = kr::era_params_per_group(n);
     torch::Tensor partials;
     if (want_params) {
       partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), params.options());
       r.param_grad = torch::full({s.groups, K}, std::nan(""), params.options());
-      pb.partials = mptr<acc_t>(partials);
-      pb.param_grad = mptr<acc_t>(r.param_grad);
+      pb.partials = dev.out<acc_t>(partials);
+      pb.param_grad = dev.out<acc_t>(r.param_grad);
     }
     kc::launch_era_backward<T>(pb, nullptr);
     if (want_params) kc::launch_era_finish<T>(pb, nullptr);
+    dev.copy_back();
   });
   return r;
 }

@@ -30,9 +30,10 @@ struct Params {
   int n() const { return static_cast<int>(h.size(1)) - 1; }
 };
 
-// Fills the parameters as csrc/ops/cuda/pwlu_kernel.cu (fill_pwlu_params) does.
+// Fills the parameters as csrc/ops/cuda/pwlu_kernel.cu (fill_pwlu_params) does; ptrs: the
+// element buffers in device memory (the plan looks at their alignment); q is copied to `dev`.
 template <typename T>
-kc::PwluCudaParams<T> make_params(const Case& s, const Params& q, int threads,
+kc::PwluCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const Params& q, int threads,
                                   std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
   constexpr int VEC = kc::VecSize<T>::value;
@@ -41,9 +42,9 @@ kc::PwluCudaParams<T> make_params(const Case& s, const Params& q, int threads,
   p.outer = v.outer;
   p.groups = v.groups;
   p.span = v.span;
-  p.heights = cptr<acc_t>(q.h);
-  p.bounds = cptr<acc_t>(q.b);
-  p.slopes = cptr<acc_t>(q.s);
+  p.heights = dev.in<acc_t>(q.h);
+  p.bounds = dev.in<acc_t>(q.b);
+  p.slopes = dev.in<acc_t>(q.s);
   p.n = q.n();
   const kc::GroupedLaunch plan =
       kc::plan_grouped_launch(v.outer, v.groups, v.span, VEC, aligned16(ptrs), threads, s.multiprocessors);
@@ -66,32 +67,37 @@ Result run(const Case& s, const Params& q, const torch::Tensor& gy, bool want_x 
   dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     using acc_t = typename kc::OpMath<T>::type;
+    DeviceTensors dev;
+    const T* x = dev.in<T>(s.x);
     r.y = torch::empty_like(s.x);
-    auto pf = make_params<T>(s, q, kc::kPwluForwardThreads, {s.x.const_data_ptr(), r.y.const_data_ptr()});
-    pf.x = cptr<T>(s.x);
-    pf.out = mptr<T>(r.y);
+    T* y = dev.out<T>(r.y);
+    auto pf = make_params<T>(s, dev, q, kc::kPwluForwardThreads, {x, y});
+    pf.x = x;
+    pf.out = y;
     r.vectorised = pf.vectorised;
     kc::launch_pwlu_forward<T>(pf, nullptr);
 
     torch::Tensor gin = gy.to(s.x.scalar_type());
     if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
     if (want_x) r.grad_x = torch::empty_like(s.x);
-    auto pb = make_params<T>(s, q, kc::kPwluBackwardThreads,
-                             {s.x.const_data_ptr(), gin.const_data_ptr(), want_x ? r.grad_x.const_data_ptr() : nullptr});
-    pb.x = cptr<T>(s.x);
-    pb.grad_y = cptr<T>(gin);
-    pb.out = want_x ? mptr<T>(r.grad_x) : nullptr;
+    const T* grad_y = dev.in<T>(gin);
+    T* grad_x = dev.out<T>(r.grad_x);
+    auto pb = make_params<T>(s, dev, q, kc::kPwluBackwardThreads, {x, grad_y, grad_x});
+    pb.x = x;
+    pb.grad_y = grad_y;
+    pb.out = grad_x;
     r.backward_blocks = pb.blocks_per_group;
     const int64_t K = kr::pwlu_grad_slots(q.n());
     torch::Tensor partials;
     if (want_params) {
       partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), q.h.options());
       r.param_grad = torch::full({s.groups, K}, std::nan(""), q.h.options());
-      pb.partials = mptr<acc_t>(partials);
-      pb.param_grad = mptr<acc_t>(r.param_grad);
+      pb.partials = dev.out<acc_t>(partials);
+      pb.param_grad = dev.out<acc_t>(r.param_grad);
     }
     kc::launch_pwlu_backward<T>(pb, nullptr);
     if (want_params) kc::launch_pwlu_finish<T>(pb, nullptr);
+    dev.copy_back();
   });
   return r;
 }

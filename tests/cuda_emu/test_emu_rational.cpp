@@ -29,11 +29,12 @@ using torch_rational::parse_basis;
 using torch_rational::parse_version;
 
 // Fills the parameters as csrc/ops/cuda/rational_kernel.cu does (pointers first: the plan looks
-// at their alignment).
+// at their alignment); a and b are copied to `dev`.
 template <typename T>
-kc::RationalCudaParams<T> make_params(const Case& s, const torch::Tensor& a, const torch::Tensor& b, int m,
-                                      const std::string& version, const std::string& basis, double noise,
-                                      uint64_t seed, const T* x, const T* grad_y, T* out) {
+kc::RationalCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const torch::Tensor& a,
+                                      const torch::Tensor& b, int m, const std::string& version,
+                                      const std::string& basis, double noise, uint64_t seed, const T* x,
+                                      const T* grad_y, T* out) {
   using acc_t = typename kc::OpMath<T>::type;
   kc::RationalCudaParams<T> p;
   const View v = make_view(s.x, s.groups, 1);
@@ -43,8 +44,8 @@ kc::RationalCudaParams<T> make_params(const Case& s, const torch::Tensor& a, con
   p.outer = v.outer;
   p.groups = v.groups;
   p.span = v.span;
-  p.a = cptr<acc_t>(a);
-  p.b = cptr<acc_t>(b);
+  p.a = dev.in<acc_t>(a);
+  p.b = dev.in<acc_t>(b);
   p.m = m;
   p.nb = static_cast<int>(b.size(-1));
   p.version = parse_version(version);
@@ -77,26 +78,28 @@ Result run(const Case& s, const torch::Tensor& a, const torch::Tensor& b, int m,
   dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
     using T = decltype(tag);
     using acc_t = typename kc::OpMath<T>::type;
+    DeviceTensors dev;
+    const T* x = dev.in<T>(s.x);
     r.y = torch::empty_like(s.x);
-    auto pf = make_params<T>(s, a, b, m, version, basis, noise, seed, cptr<T>(s.x), nullptr, mptr<T>(r.y));
+    auto pf = make_params<T>(s, dev, a, b, m, version, basis, noise, seed, x, nullptr, dev.out<T>(r.y));
     r.rows = pf.rows;
     kc::launch_rational_forward<T>(pf, nullptr);
 
     torch::Tensor gin = gy.to(s.x.scalar_type());
     if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
     if (want_x) r.grad_x = torch::empty_like(s.x);
-    auto pb = make_params<T>(s, a, b, m, version, basis, noise, seed, cptr<T>(s.x), cptr<T>(gin),
-                             want_x ? mptr<T>(r.grad_x) : nullptr);
+    auto pb = make_params<T>(s, dev, a, b, m, version, basis, noise, seed, x, dev.in<T>(gin), dev.out<T>(r.grad_x));
     const int64_t K = m + 1 + b.size(-1);
     torch::Tensor partials;
     if (want_coefs) {
       partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), a.options());
       r.coef_grad = torch::full({s.groups, K}, std::nan(""), a.options());
-      pb.partials = mptr<acc_t>(partials);
-      pb.coef_grad = mptr<acc_t>(r.coef_grad);
+      pb.partials = dev.out<acc_t>(partials);
+      pb.coef_grad = dev.out<acc_t>(r.coef_grad);
     }
     kc::launch_rational_backward<T>(pb, nullptr);
     if (want_coefs) kc::launch_rational_finish<T>(pb, nullptr);
+    dev.copy_back();
   });
   return r;
 }

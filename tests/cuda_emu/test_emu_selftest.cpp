@@ -120,6 +120,56 @@ TEST(CudaEmuDeathTest, ReportsDeadlocksAndBadLaunches) {
   EXPECT_DEATH(kc::launch_kernel(&read_dynamic_shared, dim3(1), dim3(32), 64 * 1024, nullptr, fout.data()), "48 KiB");
 }
 
+#ifdef CUDA_EMU_ASAN
+// The guards of the sanitized build (cuda_emu.h): one element before or after a global buffer,
+// the dynamic shared memory or a static __shared__ array is an ASan report. The store goes
+// through a pointer, as in the kernels' reductions (UBSan's bounds check sees only array syntax).
+__device__ __noinline__ void store_one(float* p, int i) { p[i] = 1.0f; }
+__global__ void store_global(float* p, int i) { store_one(p, i); }
+__global__ void store_dynamic_shared(int i) {
+  TR_DYNAMIC_SHARED(float, s);
+  store_one(s, i);
+}
+__global__ void store_static_shared(int i) {
+  __shared__ float s[40];
+  store_one(s, i);
+}
+__global__ void load_vector_of(const float* p, float* out) { out[threadIdx.x] = kc::load_vector<4>(p, 0).val[0]; }
+
+void launch_one_warp(void (*k)(int), size_t smem, int i) { kc::launch_kernel(k, dim3(1), dim3(32), smem, nullptr, i); }
+
+TEST(CudaEmuAsanDeathTest, OneElementOutOfBoundsIsReported) {
+  for (size_t misalign : {0, 8}) {
+    cuda_emu::DeviceBuffer buf(10 * sizeof(float), misalign);
+    float* p = static_cast<float*>(buf.data());
+    kc::launch_kernel(&store_global, dim3(1), dim3(32), 0, nullptr, p, 0);
+    kc::launch_kernel(&store_global, dim3(1), dim3(32), 0, nullptr, p, 9);
+    EXPECT_DEATH(kc::launch_kernel(&store_global, dim3(1), dim3(32), 0, nullptr, p, 10), "heap-buffer-overflow");
+    // Before the start: the allocator's redzone, or the poisoned lead of a misaligned buffer.
+    EXPECT_DEATH(kc::launch_kernel(&store_global, dim3(1), dim3(32), 0, nullptr, p, -1),
+                 misalign == 0 ? "heap-buffer-overflow" : "use-after-poison");
+  }
+  launch_one_warp(&store_dynamic_shared, 64, 15);
+  EXPECT_DEATH(launch_one_warp(&store_dynamic_shared, 64, 16), "heap-buffer-overflow");
+  EXPECT_DEATH(launch_one_warp(&store_dynamic_shared, 64, -1), "heap-buffer-overflow");
+  launch_one_warp(&store_static_shared, 0, 0);
+  launch_one_warp(&store_static_shared, 0, 39);
+  EXPECT_DEATH(launch_one_warp(&store_static_shared, 0, 40), "global-buffer-overflow");
+  EXPECT_DEATH(launch_one_warp(&store_static_shared, 0, -1), "global-buffer-overflow");
+}
+
+// UBSan checks the alignment of the 16-byte vector accesses (which the launch plans allow only on
+// aligned pointers).
+TEST(CudaEmuAsanDeathTest, MisalignedVectorAccessIsReported) {
+  cuda_emu::DeviceBuffer buf(8 * sizeof(float), 0);
+  std::vector<float> out(32);
+  const float* p = static_cast<const float*>(buf.data());
+  kc::launch_kernel(&load_vector_of, dim3(1), dim3(32), 0, nullptr, p, out.data());
+  EXPECT_DEATH(kc::launch_kernel(&load_vector_of, dim3(1), dim3(32), 0, nullptr, p + 1, out.data()),
+               "misaligned address");
+}
+#endif
+
 template <int K>
 __global__ void block_sums(const double* in, int per_thread, double* out) {
   __shared__ double smem[32 * K];
