@@ -194,10 +194,12 @@ __device__ __forceinline__ void finish_partials(const Acc* __restrict__ partials
   }
 }
 
-// The finish as a ready kernel (launch e.g. <<<ceil(G*K/256), 256, 0, stream>>>).
+// The finish as a ready kernel, launched with kFinishThreads per block (launch_finish_partials).
+constexpr int kFinishThreads = 128;
 template <typename Acc>
-__global__ void finish_partials_kernel(const Acc* __restrict__ partials, int64_t groups, int64_t num_blocks,
-                                       int K, Acc* __restrict__ out) {
+__global__ void __launch_bounds__(kFinishThreads)
+    finish_partials_kernel(const Acc* __restrict__ partials, int64_t groups, int64_t num_blocks, int K,
+                           Acc* __restrict__ out) {
   finish_partials<Acc>(partials, groups, num_blocks, K, out);
 }
 
@@ -289,11 +291,10 @@ inline void launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_
 template <typename Acc>
 inline void launch_finish_partials(const Acc* partials, int64_t groups, int64_t num_blocks, int K, Acc* out,
                                    cudaStream_t stream) {
-  const int threads = 128;
   const int64_t total = groups * K;
-  const int64_t blocks = (total + threads - 1) / threads;
+  const int64_t blocks = (total + kFinishThreads - 1) / kFinishThreads;
   launch_kernel(&finish_partials_kernel<Acc>, dim3(static_cast<unsigned>(blocks < 65535 ? blocks : 65535)),
-                dim3(threads), 0, stream, partials, groups, num_blocks, K, out);
+                dim3(kFinishThreads), 0, stream, partials, groups, num_blocks, K, out);
 }
 
 }  // namespace cuda

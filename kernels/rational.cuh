@@ -462,8 +462,8 @@ __global__ void __launch_bounds__(kRationalThreads) rational_backward_rpau_kerne
 // Rows kernels: per-channel groups with the channel innermost (span == 1: channels_last NCHW, or
 // [batch, features] after a Linear). The grouped loop above would give each block one group and
 // make a warp read 32 elements C apart (one 32-byte sector per 4-byte element). Here memory is
-// [outer rows][groups columns]: thread (tx, ty) of block (bx, by) owns the RowLanes<T> adjacent
-// columns starting at (by * 32 + tx) * lanes for its whole life, so its coefficients (per lane)
+// [outer rows][groups columns]: thread (tx, ty) of block (bx, by) owns the RowLanes<T, kBackward>
+// adjacent columns starting at (by * 32 + tx) * lanes for its whole life, so its coefficients (per lane)
 // and its gradient accumulators stay in registers, and walks the rows
 // bx * 8 + ty, + gridDim.x * 8, ...; a warp reads 32 * lanes consecutive elements of one row.
 // Backward: the 8 row-threads of a column are summed in shared memory in ty order, one partial per
@@ -473,17 +473,30 @@ __global__ void __launch_bounds__(kRationalThreads) rational_backward_rpau_kerne
 constexpr int kRowsThreadsX = kWarpSize;
 constexpr int kRowsThreadsY = kRationalThreads / kWarpSize;
 
-// Columns per thread: the 16-byte vector, at most 4 (8 per-lane coefficient sets of halves would
-// not fit in registers); a warp still reads 32 * 4 * sizeof(T) contiguous bytes.
-template <typename T>
+// Columns per thread. Forward: the 16-byte vector, at most 4 (8 per-lane coefficient sets of
+// halves would not fit in registers); a warp reads 32 * 4 * sizeof(T) contiguous bytes.
+// Backward: half of that (2 for float, half and bfloat16, 1 for double). A backward column keeps
+// 2 (M + N + 2) values in registers (coefficients and gradient accumulators); with the forward's
+// 4 float columns ptxas (nvcc 13.0, sm_90) gave it 139-169 registers at (5,4) and up to 255 at
+// (7,6), one 256-thread block per SM, and capping that at 128 spilled up to 424 bytes at (7,6).
+// With half the columns every fixed degree, basis and dtype fits kRowsBackwardMinBlocks blocks
+// per SM without spills (checked by scripts/check_registers.py), and a warp still reads 256
+// contiguous bytes of a row (128 for half and bfloat16).
+template <typename T, bool kBackward>
 struct RowLanes {
-  static constexpr int value = VecSize<T>::value < 4 ? VecSize<T>::value : 4;
+  static constexpr int forward = VecSize<T>::value < 4 ? VecSize<T>::value : 4;
+  static constexpr int value = kBackward ? forward / 2 : forward;
 };
 
+// Resident blocks per SM the rows backward is compiled for (__launch_bounds__: at most
+// 65536 / (2 * 256) = 128 registers per thread).
+constexpr int kRowsBackwardMinBlocks = 2;
+
 template <int M, int N, bool kPower, typename T>
-__global__ void __launch_bounds__(kRationalThreads) rational_forward_rows_kernel(const RationalCudaParams<T> p) {
+__global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY)
+    rational_forward_rows_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int L = RowLanes<T>::value;
+  constexpr int L = RowLanes<T, false>::value;
   const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
   if (g0 >= p.groups) return;  // no barrier in this kernel
   acc_t a[L][M + 1], bp[L][N + 1];
@@ -509,9 +522,10 @@ __global__ void __launch_bounds__(kRationalThreads) rational_forward_rows_kernel
 }
 
 template <int M, int N, bool kPower, typename T>
-__global__ void __launch_bounds__(kRationalThreads) rational_backward_rows_kernel(const RationalCudaParams<T> p) {
+__global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMinBlocks)
+    rational_backward_rows_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int L = RowLanes<T>::value;
+  constexpr int L = RowLanes<T, true>::value;
   constexpr int KF = M + N + 2;  // accumulators by power, as in rational_backward_fixed_kernel
   __shared__ acc_t red[kRowsThreadsY][kRowsThreadsX * L];
   const bool coefs = p.partials != nullptr;
@@ -549,7 +563,8 @@ __global__ void __launch_bounds__(kRationalThreads) rational_backward_rows_kerne
     }
   }
   if (coefs) {  // uniform over the grid: every thread reaches the barriers
-#pragma unroll 1
+    // Unrolled: acc[l][t] with a run-time t would put acc in local memory (a stack frame).
+#pragma unroll
     for (int t = 0; t < KF; ++t) {
 #pragma unroll
       for (int l = 0; l < L; ++l) red[threadIdx.y][threadIdx.x * L + l] = acc[l][t];
@@ -697,18 +712,22 @@ inline bool rational_fixed_degree(int m, int n) {
 }
 
 // Launch shape for p (outer, groups, span, degrees, noise and the x / grad_y / out pointers set):
-// fills p.vectorised, p.rows, p.blocks_per_group and p.grid_groups. Host only; the glue and the
-// emulator tests both call it. multiprocessors: the device's SM count.
+// fills p.vectorised, p.rows, p.blocks_per_group and p.grid_groups. p.grad_y set means the
+// backward's plan (the rows backward has fewer columns per thread: RowLanes). Host only; the glue
+// and the emulator tests both call it. multiprocessors: the device's SM count.
 template <typename T>
 void plan_rational_launch(RationalCudaParams<T>& p, int multiprocessors) {
   constexpr int VEC = VecSize<T>::value;
-  constexpr int L = RowLanes<T>::value;
+  const bool backward = p.grad_y != nullptr;
+  const int lanes = backward ? RowLanes<T, true>::value : RowLanes<T, false>::value;
   const bool aligned = (p.x == nullptr || is_aligned(p.x, kVecBytes)) &&
                        (p.grad_y == nullptr || is_aligned(p.grad_y, kVecBytes)) &&
                        (p.out == nullptr || is_aligned(p.out, kVecBytes));
-  const int64_t col_tiles = (p.groups + kRowsThreadsX * L - 1) / (kRowsThreadsX * L);
-  p.rows = p.span == 1 && p.outer > 1 && p.noise == 0 && p.groups % L == 0 && aligned && col_tiles <= 65535 &&
-           rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
+  const int64_t col_tiles = (p.groups + kRowsThreadsX * lanes - 1) / (kRowsThreadsX * lanes);
+  // Groups filling the forward's lanes (a multiple of the backward's), for both directions: the
+  // two passes of an op take the same path (below 65535 tiles of either, 4 million groups).
+  p.rows = p.span == 1 && p.outer > 1 && p.noise == 0 && p.groups % RowLanes<T, false>::value == 0 && aligned &&
+           col_tiles <= 65535 && rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
   if (p.rows) {
     // About 8 blocks per SM in all; never more row blocks than rows / 8.
     const int64_t target = int64_t(multiprocessors > 1 ? multiprocessors : 1) * 8;
