@@ -18,6 +18,7 @@ timed() {  # timed TITLE command...: runs it with a header and its wall time
 }
 
 timed "nvcc compile check of kernels/" "$ROOT/scripts/check_kernels.sh"
+timed "register and spill budget of every CUDA kernel (sm_90)" python3 "$ROOT/scripts/check_registers.py"
 timed "C++ tests (ctest)" ctest --test-dir "$BUILD_DIR" -j "$JOBS" --output-on-failure --timeout 900
 # Run from outside the source tree so the installed package is what gets imported.
 (cd "$ROOT/tests/python" && timed "Python tests (pytest)" python3 -m pytest -q -p no:cacheprovider "$ROOT/tests/python" "$@")
