@@ -13,6 +13,7 @@
 //   load_vector<N>(p, i) / store_vector<N>(p, i, v)   vector i (elements i*N .. i*N+N-1)
 //   warp_reduce_sum(v)               sum over the 32 lanes; every lane gets the (same) total
 //   block_reduce_sum_many<K>(v, smem) K sums over the block in a fixed order
+//   block_any(pred, flags)           whether pred holds in any thread of the block (every thread)
 //   finish_partials(...)             fixed-order sum of per-block partials (second kernel body)
 //   finish_partials_kernel<Acc>      the same as a __global__ kernel
 //   grid_stride_begin()/grid_stride_step()   64-bit grid-stride loop bounds
@@ -21,6 +22,7 @@
 //   launch_kernel(kernel, grid, block, smem, stream, args...)   kernel<<<grid, block, smem, stream>>>(args...)
 //   launch_finish_partials<Acc>(...) the finish kernel with its launch shape
 //   TR_DYNAMIC_SHARED(type, name)    `type* name` pointing at the dynamic shared memory
+//   TR_BLOCK_SIZE(threads)           the block size a kernel is launched with, without __launch_bounds__
 //
 // Every launch goes through launch_kernel and every dynamic shared buffer through
 // TR_DYNAMIC_SHARED, so that the same kernels and launch code also run under the host emulator of
@@ -42,6 +44,15 @@
   extern __shared__ __align__(16) unsigned char name##_raw_[]; \
   type* name = reinterpret_cast<type*>(name##_raw_)
 #endif
+
+// TR_BLOCK_SIZE(threads), in place of __launch_bounds__(threads) in a kernel's declaration: says
+// (to readers and to scripts/check_registers.py) which block size the launcher uses, and expands to
+// nothing. For kernels with a rare out-of-line path, a bare __launch_bounds__(threads) made ptxas
+// (nvcc 13.0, sm_90) aim at a register count of its own (48-80) and spill to local memory, in the
+// rare path and in the hot loops; without it the same kernels compile without spills, at register
+// counts that scripts/check_registers.py caps. A kernel that needs a hard cap (a minimum of
+// resident blocks) keeps __launch_bounds__.
+#define TR_BLOCK_SIZE(threads)
 
 namespace torch_rational {
 namespace kernels {
@@ -153,6 +164,22 @@ __device__ __forceinline__ T block_reduce_sum_many(T (&v)[K], T* smem) {
   }
   __syncthreads();  // smem may be reused by the caller right after
   return total;
+}
+
+// Whether pred holds in any thread of the block, returned to every thread: what __syncthreads_or
+// does, in warp shuffles and barriers that the emulator of tests/cuda_emu runs too. Every thread
+// of the block must call it (barriers); 1-, 2- or 3-D blocks whose size is a multiple of 32.
+// flags: a __shared__ array of (threads / 32) ints, free for the call's duration.
+__device__ __forceinline__ bool block_any(bool pred, int* flags) {
+  const int t = static_cast<int>(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+  const int num_warps = static_cast<int>(blockDim.x * blockDim.y * blockDim.z) / kWarpSize;
+  const int w = warp_reduce_sum(pred ? 1 : 0);
+  if (t % kWarpSize == 0) flags[t / kWarpSize] = w;
+  __syncthreads();
+  int any = 0;
+  for (int i = 0; i < num_warps; ++i) any |= flags[i];
+  __syncthreads();  // flags may be reused by the caller right after
+  return any != 0;
 }
 
 // Runtime-count variant for the generic-degree path: count <= max_count values per thread in

@@ -228,20 +228,67 @@ __device__ __noinline__ ElementOut<Acc> rational_element_large(Acc x, const Acc*
   return out;
 }
 
-// backward_fixed's contract on the large-|x| path: returns g * dy/dx and, when coefs, adds
-// g * dy/dcoef to acc by power (numerator j at j, denominator power k at M + 1 + k); b is dense.
+// ------------------------------------------------------------------------------------------------
+// The large-|x| path of the fixed-degree, RPAU and rows kernels: a second pass, out of the hot loop.
+//
+// Why. The call to rational_element_large used to sit inside the hot element loops. Under the call
+// ABI everything live across it (the group's coefficients, the other lanes of the vector, the
+// gradient accumulators) had to sit in callee-saved registers or be spilled: ptxas (nvcc 13.0,
+// sm_90) settled on 48-80 registers and spilled up to 60 bytes in 30 kernels, in their hot loops.
+// Neither one copy of the function per kernel nor inlining it removed the spills. Now:
+//   - Pass 1 (the hot loop) makes no call. An element with |x| > p.threshold only sets the
+//     thread's flag. The flag is a byte in shared memory (large_s), not a register: a predicated
+//     store on the rare path, nothing held across the loop (a register flag cost the (7,6) float64
+//     backward 40 registers more). The forward writes a don't-care value there, which pass 2
+//     overwrites. The backward evaluates that element as x = 0, g = 0: an exact zero for every
+//     accumulator, and finite (no NaN from 0 * inf). The backward then writes the block partials
+//     of its groups as before.
+//   - Pass 2 runs after pass 1 of all the block's groups, so that nothing of pass 1 is live across
+//     its calls. It runs only when this thread saw a large element or, in a backward with
+//     coefficient gradients, when any thread of the block did (block_any), so that the barriers
+//     of its block reduction stay uniform. It walks the same elements again (scalar loads, one
+//     call site) and evaluates the large ones with rational_large_element. It writes their output:
+//     the same thread wrote that element in pass 1, so there is no race. The backward accumulates
+//     their coefficient gradients in acc2 (local memory: stack frame, not spills, touched only on
+//     this path), sums acc2 over the block in the same fixed order as pass 1, and the thread that
+//     wrote each partial adds that sum to it. Every partial is a fixed-order sum: bitwise
+//     reproducible.
+//   - The kernels are declared with TR_BLOCK_SIZE, not a bare __launch_bounds__(256) (see
+//     cuda_utils.cuh): with it, ptxas still spilled in the rare path (and around its call).
+// Result (scripts/check_registers.py): no spills in any fixed-degree, rows or RPAU kernel.
+
+// One large-|x| element of pass 2. a: the M + 1 numerator coefficients, b: the nb dense
+// denominator coefficients of its group (global memory, as the glue passes them). noise > 0
+// (RPAU): times the element's noise multipliers, drawn from (seed, index) as pass 1 draws them.
+// grad false (forward): returns y. grad true: returns g * dy/dx and, when acc is not null, adds
+// g * dy/dcoef to acc by power as backward_fixed does (numerator j at acc[j], denominator power k
+// at acc[M + 1 + k]); under noise times the coefficient's multiplier (d/da of a (1 + u) is 1 + u).
 template <int M, int N, typename Acc>
-__device__ __forceinline__ Acc backward_large(Acc x, Acc g, const Acc* a, const Acc* b, int nb, Version v, bool coefs,
-                                              Acc (&acc)[M + N + 2]) {
-  Acc da[M + 1], db[N + 1];
-  const ElementOut<Acc> r = rational_element_large<Acc>(x, a, M, b, nb, v, da, db);
+__device__ __forceinline__ Acc rational_large_element(Acc x, Acc g, const Acc* a, const Acc* b, int nb, Version v,
+                                                   Acc noise, uint64_t seed, uint64_t index, bool grad, Acc* acc) {
+  constexpr int KF = M + N + 2;
+  const int k0 = first_den_power(v);
+  const bool noisy = noise > Acc(0);
+  Acc mult[KF], an[M + 1], bn[N + 1], da[M + 1], db[N + 1];
+  if (noisy) {
+    noise_multipliers<Acc>(seed, index, KF, noise, mult);
+  } else {
+    for (int k = 0; k < KF; ++k) mult[k] = Acc(1);
+  }
+  for (int j = 0; j <= M; ++j) an[j] = a[j] * mult[j];
+  for (int i = 0; i < nb; ++i) bn[i] = b[i] * mult[M + 1 + i];
+  const bool coefs = grad && acc != nullptr;
+  const ElementOut<Acc> r =
+      rational_element_large<Acc>(x, an, M, bn, nb, v, coefs ? da : nullptr, coefs ? db : nullptr);
+  if (!grad) return r.y;
   if (coefs) {
-    const int k0 = first_den_power(v);
-#pragma unroll
-    for (int j = 0; j <= M; ++j) acc[j] += g * da[j];
-#pragma unroll
-    for (int k = 0; k <= N; ++k)
-      if (k >= k0) acc[M + 1 + k] += g * db[k - k0];
+    if (noisy) {
+      for (int j = 0; j <= M; ++j) acc[j] += (g * da[j]) * mult[j];
+      for (int i = 0; i < nb; ++i) acc[M + 1 + k0 + i] += (g * db[i]) * mult[M + 1 + i];
+    } else {
+      for (int j = 0; j <= M; ++j) acc[j] += g * da[j];
+      for (int i = 0; i < nb; ++i) acc[M + 1 + k0 + i] += g * db[i];
+    }
   }
   return g * r.dydx;
 }
@@ -255,6 +302,23 @@ __device__ __forceinline__ void for_group_elements(const RationalCudaParams<T>& 
   const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
   for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
+}
+
+// Pass 2 of the grouped kernels: large(x, i) for every element i of group g that this thread
+// owns (the elements of pass 1) with |x| > p.threshold; scalar loads, no unrolling (rare path).
+template <int VEC, typename T, typename Large>
+__device__ __forceinline__ void for_large_group_elements(const RationalCudaParams<T>& p, int64_t g, Large&& large) {
+  auto one = [&](int64_t i) {
+    const typename OpMath<T>::type x = to_opmath(p.x[i]);
+    if (fabs(x) > p.threshold) large(x, i);
+  };
+  for_group_elements<VEC>(
+      p, g,
+      [&](int64_t iv) {
+#pragma unroll 1
+        for (int l = 0; l < VEC; ++l) one(iv * VEC + l);
+      },
+      one);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -276,10 +340,11 @@ __device__ __forceinline__ void load_group_coefs(const RationalCudaParams<T>& p,
 // written as this block's partial of group g: accumulator t -> coefficient column (numerator
 // j = t; denominator power k -> M + 1 + k - first_den_power). Every thread of the block must call
 // it (block_reduce_sum_many has barriers); smem holds kRationalWarps * (M + N + 2) values.
+// add: adds the block sums to the partial instead (pass 2; the same thread wrote it).
 template <int M, int N, typename T>
 __device__ __forceinline__ void write_fixed_partials(const RationalCudaParams<T>& p, int64_t g,
                                                      typename OpMath<T>::type (&acc)[M + N + 2],
-                                                     typename OpMath<T>::type* smem) {
+                                                     typename OpMath<T>::type* smem, bool add = false) {
   using acc_t = typename OpMath<T>::type;
   constexpr int KF = M + N + 2;
   const int k0 = first_den_power(p.version);
@@ -288,24 +353,70 @@ __device__ __forceinline__ void write_fixed_partials(const RationalCudaParams<T>
   const int t = threadIdx.x;
   if (t < KF) {
     const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
-    if (col >= 0) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + col] = total;
+    if (col >= 0) {
+      acc_t& partial = p.partials[(g * p.blocks_per_group + blockIdx.x) * K + col];
+      partial = add ? partial + total : total;
+    }
+  }
+}
+
+// Pass 2 of the grouped forward kernels (fixed and RPAU), after pass 1 of all the block's groups,
+// by a thread that saw a large element: its large elements' y.
+template <int M, int N, typename T>
+__device__ __forceinline__ void forward_large_pass(const RationalCudaParams<T>& p, typename OpMath<T>::type noise) {
+  using acc_t = typename OpMath<T>::type;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    const acc_t* ga = p.a + g * (M + 1);
+    const acc_t* gb = p.b + g * p.nb;
+    for_large_group_elements<VecSize<T>::value>(p, g, [&](acc_t x, int64_t i) {
+      p.out[i] = from_opmath<T>(rational_large_element<M, N, acc_t>(
+          x, acc_t(0), ga, gb, p.nb, p.version, noise, p.seed, static_cast<uint64_t>(i), /*grad=*/false, nullptr));
+    });
+  }
+}
+
+// Pass 2 of the grouped backward kernels, after pass 1 of all the block's groups (whose partials
+// are written): the large elements' grad_x, and their coefficient gradients summed over the block
+// and added to the partial of each group. large: this thread saw a large element. With
+// coefficient gradients every thread of the block calls it (barriers), when any thread saw one.
+template <int M, int N, typename T>
+__device__ __forceinline__ void backward_large_pass(const RationalCudaParams<T>& p, typename OpMath<T>::type noise,
+                                                 bool large, typename OpMath<T>::type* smem) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int KF = M + N + 2;
+  const bool coefs = p.partials != nullptr;
+  for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
+    acc_t acc2[KF];  // local memory: rational_large_element adds to it through a pointer
+#pragma unroll
+    for (int k = 0; k < KF; ++k) acc2[k] = acc_t(0);
+    if (large) {
+      const acc_t* ga = p.a + g * (M + 1);
+      const acc_t* gb = p.b + g * p.nb;
+      for_large_group_elements<VecSize<T>::value>(p, g, [&](acc_t x, int64_t i) {
+        const acc_t gx = rational_large_element<M, N, acc_t>(x, to_opmath(p.grad_y[i]), ga, gb, p.nb,
+                                                                      p.version, noise, p.seed,
+                                                                      static_cast<uint64_t>(i), /*grad=*/true,
+                                                                      coefs ? acc2 : nullptr);
+        if (p.out != nullptr) p.out[i] = from_opmath<T>(gx);
+      });
+    }
+    if (coefs) write_fixed_partials<M, N>(p, g, acc2, smem, /*add=*/true);
   }
 }
 
 template <int M, int N, bool kPower, typename T>
-__global__ void __launch_bounds__(kRationalThreads)
+__global__ void TR_BLOCK_SIZE(kRationalThreads)
     rational_forward_fixed_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int VEC = VecSize<T>::value;
+  __shared__ bool large_s[kRationalThreads];  // pass 1's per-thread flag (see rational_large_element)
+  volatile bool& large = large_s[threadIdx.x];
+  if (kPower) large = false;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     acc_t a[M + 1], bp[N + 1];
     load_group_coefs<M, N, T>(p, g, a, bp);
-    const acc_t* ga = p.a + g * (M + 1);
-    const acc_t* gb = p.b + g * p.nb;
     auto element = [&](acc_t x) -> acc_t {
-      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow Acc
-        return rational_element_large<acc_t>(x, ga, M, gb, p.nb, p.version, nullptr, nullptr).y;
-      }
+      if (kPower && fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
       return forward_fixed<M, N, kPower, acc_t>(x, a, bp, p.version, p.basis);
     };
     for_group_elements<VEC>(
@@ -318,27 +429,33 @@ __global__ void __launch_bounds__(kRationalThreads)
         },
         [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]))); });
   }
+  if (kPower && large) forward_large_pass<M, N>(p, acc_t(0));
 }
 
 template <int M, int N, bool kPower, typename T>
-__global__ void __launch_bounds__(kRationalThreads)
+__global__ void TR_BLOCK_SIZE(kRationalThreads)
     rational_backward_fixed_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int VEC = VecSize<T>::value;
   constexpr int KF = M + N + 2;  // accumulators by power (denominator power 0 included)
   __shared__ acc_t smem[kRationalWarps * KF];
+  __shared__ int flags[kRationalWarps];
   const bool coefs = p.partials != nullptr;
+  __shared__ bool large_s[kRationalThreads];  // pass 1's per-thread flag (see rational_large_element)
+  volatile bool& large = large_s[threadIdx.x];
+  if (kPower) large = false;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     acc_t a[M + 1], bp[N + 1];
     load_group_coefs<M, N, T>(p, g, a, bp);
-    const acc_t* ga = p.a + g * (M + 1);
-    const acc_t* gb = p.b + g * p.nb;
     acc_t acc[KF];
 #pragma unroll
     for (int k = 0; k < KF; ++k) acc[k] = acc_t(0);
     auto element = [&](acc_t x, acc_t gy) -> acc_t {
-      if (kPower && fabs(x) > p.threshold)  // rare: x^(D+2) would overflow Acc
-        return backward_large<M, N, acc_t>(x, gy, ga, gb, p.nb, p.version, coefs, acc);
+      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
+        large = true;
+        x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
+        gy = acc_t(0);
+      }
       return backward_fixed<M, N, kPower, acc_t>(x, gy, a, bp, p.version, p.basis, coefs, acc);
     };
     for_group_elements<VEC>(
@@ -357,6 +474,10 @@ __global__ void __launch_bounds__(kRationalThreads)
         });
     if (coefs) write_fixed_partials<M, N>(p, g, acc, smem);  // uniform over the grid
   }
+  // coefs is uniform over the grid, so every thread reaches block_any and pass 2's reductions.
+  const bool any_large = kPower && large;  // large_s is left unset without kPower
+  if (kPower && (coefs ? block_any(any_large, flags) : any_large))
+    backward_large_pass<M, N>(p, acc_t(0), any_large, smem);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -380,18 +501,20 @@ __device__ __forceinline__ void noisy_coefs(uint64_t seed, uint64_t index,
 }
 
 template <int M, int N, typename T>
-__global__ void __launch_bounds__(kRationalThreads) rational_forward_rpau_kernel(const RationalCudaParams<T> p) {
+__global__ void TR_BLOCK_SIZE(kRationalThreads) rational_forward_rpau_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int VEC = VecSize<T>::value;
   const int k0 = first_den_power(p.version);
+  __shared__ bool large_s[kRationalThreads];  // pass 1's per-thread flag (see rational_large_element)
+  volatile bool& large = large_s[threadIdx.x];
+  large = false;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     acc_t a[M + 1], bp[N + 1];
     load_group_coefs<M, N, T>(p, g, a, bp);
     auto element = [&](acc_t x, int64_t index) -> acc_t {
       acc_t mult[M + N + 2], an[M + 1], bn[N + 1];
       noisy_coefs<M, N, acc_t>(p.seed, static_cast<uint64_t>(index), p.noise, k0, a, bp, mult, an, bn);
-      if (fabs(x) > p.threshold)  // rare: x^(D+2) would overflow acc_t; bn + k0 is the dense b
-        return rational_element_large<acc_t>(x, an, M, bn + k0, p.nb, p.version, nullptr, nullptr).y;
+      if (fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
       return forward_fixed<M, N, true, acc_t>(x, an, bn, p.version, Basis::Power);
     };
     for_group_elements<VEC>(
@@ -404,16 +527,21 @@ __global__ void __launch_bounds__(kRationalThreads) rational_forward_rpau_kernel
         },
         [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]), i)); });
   }
+  if (large) forward_large_pass<M, N>(p, p.noise);
 }
 
 template <int M, int N, typename T>
-__global__ void __launch_bounds__(kRationalThreads) rational_backward_rpau_kernel(const RationalCudaParams<T> p) {
+__global__ void TR_BLOCK_SIZE(kRationalThreads) rational_backward_rpau_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int VEC = VecSize<T>::value;
   constexpr int KF = M + N + 2;
   __shared__ acc_t smem[kRationalWarps * KF];
+  __shared__ int flags[kRationalWarps];
   const bool coefs = p.partials != nullptr;
   const int k0 = first_den_power(p.version);
+  __shared__ bool large_s[kRationalThreads];  // pass 1's per-thread flag (see rational_large_element)
+  volatile bool& large = large_s[threadIdx.x];
+  large = false;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     acc_t a[M + 1], bp[N + 1];
     load_group_coefs<M, N, T>(p, g, a, bp);
@@ -421,15 +549,18 @@ __global__ void __launch_bounds__(kRationalThreads) rational_backward_rpau_kerne
 #pragma unroll
     for (int k = 0; k < KF; ++k) acc[k] = acc_t(0);
     auto element = [&](acc_t x, acc_t gy, int64_t index) -> acc_t {
+      if (fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
+        large = true;
+        x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
+        gy = acc_t(0);
+      }
       acc_t mult[KF], an[M + 1], bn[N + 1];
       noisy_coefs<M, N, acc_t>(p.seed, static_cast<uint64_t>(index), p.noise, k0, a, bp, mult, an, bn);
       // d/da_j of a_j (1 + u_j) is (1 + u_j): the element's gradients are scaled by its multipliers.
       acc_t local[KF];
 #pragma unroll
       for (int k = 0; k < KF; ++k) local[k] = acc_t(0);
-      const acc_t gx = fabs(x) > p.threshold  // rare: x^(D+2) would overflow acc_t
-                           ? backward_large<M, N, acc_t>(x, gy, an, bn + k0, p.nb, p.version, coefs, local)
-                           : backward_fixed<M, N, true, acc_t>(x, gy, an, bn, p.version, Basis::Power, coefs, local);
+      const acc_t gx = backward_fixed<M, N, true, acc_t>(x, gy, an, bn, p.version, Basis::Power, coefs, local);
       if (coefs) {
 #pragma unroll
         for (int j = 0; j <= M; ++j) acc[j] += local[j] * mult[j];
@@ -456,6 +587,9 @@ __global__ void __launch_bounds__(kRationalThreads) rational_backward_rpau_kerne
         });
     if (coefs) write_fixed_partials<M, N>(p, g, acc, smem);  // uniform over the grid
   }
+  // coefs is uniform over the grid, so every thread reaches block_any and pass 2's reductions.
+  const bool any_large = large;
+  if (coefs ? block_any(any_large, flags) : any_large) backward_large_pass<M, N>(p, p.noise, any_large, smem);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -492,13 +626,37 @@ struct RowLanes {
 // 65536 / (2 * 256) = 128 registers per thread).
 constexpr int kRowsBackwardMinBlocks = 2;
 
-template <int M, int N, bool kPower, typename T>
-__global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY)
-    rational_forward_rows_kernel(const RationalCudaParams<T> p) {
+// The rows kernels' pass 2 (see rational_large_element): this thread's large elements, walking
+// its rows and columns again.
+template <int M, int N, typename T>
+__device__ __forceinline__ void rows_forward_large_pass(const RationalCudaParams<T>& p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, false>::value;
   const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+#pragma unroll 1
+    for (int l = 0; l < L; ++l) {
+      const int64_t i = r * p.groups + g0 + l;
+      const acc_t x = to_opmath(p.x[i]);
+      if (fabs(x) > p.threshold)
+        p.out[i] = from_opmath<T>(rational_large_element<M, N, acc_t>(x, acc_t(0), p.a + (g0 + l) * (M + 1),
+                                                                      p.b + (g0 + l) * p.nb, p.nb, p.version,
+                                                                      acc_t(0), 0, 0, /*grad=*/false, nullptr));
+    }
+  }
+}
+
+template <int M, int N, bool kPower, typename T>
+__global__ void TR_BLOCK_SIZE(kRowsThreadsX * kRowsThreadsY)
+    rational_forward_rows_kernel(const RationalCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T, false>::value;
+  __shared__ bool large_s[kRowsThreadsX * kRowsThreadsY];  // pass 1's per-thread flag (see rational_large_element)
+  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
   if (g0 >= p.groups) return;  // no barrier in this kernel
+  volatile bool& large = large_s[threadIdx.y * kRowsThreadsX + threadIdx.x];
+  if (kPower) large = false;
   acc_t a[L][M + 1], bp[L][N + 1];
 #pragma unroll
   for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
@@ -509,16 +667,86 @@ __global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY)
 #pragma unroll
     for (int l = 0; l < L; ++l) {
       const acc_t x = to_opmath(xv.val[l]);
-      acc_t y;
-      if (kPower && fabs(x) > p.threshold)  // rare: x^(D+2) would overflow acc_t
-        y = rational_element_large<acc_t>(x, p.a + (g0 + l) * (M + 1), M, p.b + (g0 + l) * p.nb, p.nb, p.version,
-                                          nullptr, nullptr).y;
-      else
-        y = forward_fixed<M, N, kPower, acc_t>(x, a[l], bp[l], p.version, p.basis);
-      xv.val[l] = from_opmath<T>(y);
+      if (kPower && fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
+      xv.val[l] = from_opmath<T>(forward_fixed<M, N, kPower, acc_t>(x, a[l], bp[l], p.version, p.basis));
     }
     store_vector<L>(p.out, iv, xv);
   }
+  if (kPower && large) rows_forward_large_pass<M, N>(p);
+}
+
+// The rows backward's shared-memory rows of column sums (kRowsThreadsY of them).
+template <typename T>
+using RowsRed = typename OpMath<T>::type[kRowsThreadsX * RowLanes<T, true>::value];
+
+// Column sums of the rows backward: v[l][t] of the block's 8 row-threads of a column, summed in
+// shared memory (red) in threadIdx.y order, written (add: added) as the partial of group g0 + l
+// and row block blockIdx.x by the thread with threadIdx.y == 0. Every thread of the block calls
+// it (barriers); active: this thread's columns exist.
+template <int M, int N, typename T>
+__device__ __forceinline__ void rows_write_partials(
+    const RationalCudaParams<T>& p, const typename OpMath<T>::type (&v)[RowLanes<T, true>::value][M + N + 2],
+    RowsRed<T>* red, bool active, bool add) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T, true>::value;
+  constexpr int KF = M + N + 2;
+  const int k0 = first_den_power(p.version);
+  const int K = M + 1 + p.nb;
+  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  // Unrolled: v[l][t] with a run-time t would put the accumulators in local memory in pass 1.
+#pragma unroll
+  for (int t = 0; t < KF; ++t) {
+#pragma unroll
+    for (int l = 0; l < L; ++l) red[threadIdx.y][threadIdx.x * L + l] = v[l][t];
+    __syncthreads();
+    // Accumulator t -> coefficient column (as in rational_backward_fixed_kernel).
+    const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
+    if (threadIdx.y == 0 && active && col >= 0) {
+#pragma unroll
+      for (int l = 0; l < L; ++l) {
+        acc_t sum = acc_t(0);
+        for (int y = 0; y < kRowsThreadsY; ++y) sum += red[y][threadIdx.x * L + l];
+        acc_t& partial = p.partials[((g0 + l) * p.blocks_per_group + blockIdx.x) * K + col];
+        partial = add ? partial + sum : sum;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// The rows backward's pass 2 (see rational_large_element and backward_large_pass): with
+// coefficient gradients every thread of the block calls it (barriers), when any thread saw a
+// large element; large: this thread did (only active threads can).
+template <int M, int N, typename T>
+__device__ __forceinline__ void rows_backward_large_pass(const RationalCudaParams<T>& p, bool large,
+                                                         RowsRed<T>* red) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T, true>::value;
+  constexpr int KF = M + N + 2;
+  const bool coefs = p.partials != nullptr;
+  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  acc_t acc2[L][KF];
+#pragma unroll
+  for (int l = 0; l < L; ++l)
+#pragma unroll
+    for (int k = 0; k < KF; ++k) acc2[l][k] = acc_t(0);
+  if (large) {
+    const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+    for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+#pragma unroll 1
+      for (int l = 0; l < L; ++l) {
+        const int64_t i = r * p.groups + g0 + l;
+        const acc_t x = to_opmath(p.x[i]);
+        if (fabs(x) > p.threshold) {
+          const acc_t gx = rational_large_element<M, N, acc_t>(
+              x, to_opmath(p.grad_y[i]), p.a + (g0 + l) * (M + 1), p.b + (g0 + l) * p.nb, p.nb, p.version, acc_t(0),
+              0, 0, /*grad=*/true, coefs ? acc2[l] : nullptr);
+          if (p.out != nullptr) p.out[i] = from_opmath<T>(gx);
+        }
+      }
+    }
+  }
+  if (coefs) rows_write_partials<M, N, T>(p, acc2, red, g0 < p.groups, /*add=*/true);
 }
 
 template <int M, int N, bool kPower, typename T>
@@ -528,9 +756,11 @@ __global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMi
   constexpr int L = RowLanes<T, true>::value;
   constexpr int KF = M + N + 2;  // accumulators by power, as in rational_backward_fixed_kernel
   __shared__ acc_t red[kRowsThreadsY][kRowsThreadsX * L];
+  __shared__ int flags[kRowsThreadsY];  // block_any: one per warp
+  __shared__ bool large_s[kRowsThreadsX * kRowsThreadsY];  // pass 1's per-thread flag (see rational_large_element)
+  volatile bool& large = large_s[threadIdx.y * kRowsThreadsX + threadIdx.x];
+  if (kPower) large = false;
   const bool coefs = p.partials != nullptr;
-  const int k0 = first_den_power(p.version);
-  const int K = M + 1 + p.nb;
   const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
   const bool active = g0 < p.groups;  // inactive threads still take part in the barriers below
   acc_t acc[L][KF];
@@ -550,38 +780,23 @@ __global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMi
       AlignedVector<T, L> ov;
 #pragma unroll
       for (int l = 0; l < L; ++l) {
-        const acc_t x = to_opmath(xv.val[l]), gy = to_opmath(gv.val[l]);
-        acc_t gx;
-        if (kPower && fabs(x) > p.threshold)  // rare: x^(D+2) would overflow acc_t
-          gx = backward_large<M, N, acc_t>(x, gy, p.a + (g0 + l) * (M + 1), p.b + (g0 + l) * p.nb, p.nb, p.version,
-                                           coefs, acc[l]);
-        else
-          gx = backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]);
-        ov.val[l] = from_opmath<T>(gx);
+        acc_t x = to_opmath(xv.val[l]), gy = to_opmath(gv.val[l]);
+        if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
+          large = true;
+          x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
+          gy = acc_t(0);
+        }
+        ov.val[l] = from_opmath<T>(
+            backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]));
       }
       if (p.out != nullptr) store_vector<L>(p.out, iv, ov);
     }
   }
-  if (coefs) {  // uniform over the grid: every thread reaches the barriers
-    // Unrolled: acc[l][t] with a run-time t would put acc in local memory (a stack frame).
-#pragma unroll
-    for (int t = 0; t < KF; ++t) {
-#pragma unroll
-      for (int l = 0; l < L; ++l) red[threadIdx.y][threadIdx.x * L + l] = acc[l][t];
-      __syncthreads();
-      // Accumulator t -> coefficient column (as in rational_backward_fixed_kernel).
-      const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
-      if (threadIdx.y == 0 && active && col >= 0) {
-#pragma unroll
-        for (int l = 0; l < L; ++l) {
-          acc_t sum = acc_t(0);
-          for (int y = 0; y < kRowsThreadsY; ++y) sum += red[y][threadIdx.x * L + l];
-          p.partials[((g0 + l) * p.blocks_per_group + blockIdx.x) * K + col] = sum;
-        }
-      }
-      __syncthreads();
-    }
-  }
+  // coefs is uniform over the grid: every thread (active or not) reaches the barriers.
+  if (coefs) rows_write_partials<M, N, T>(p, acc, red, active, /*add=*/false);
+  const bool any_large = kPower && large;  // large_s is left unset without kPower
+  if (kPower && (coefs ? block_any(any_large, flags) : any_large))
+    rows_backward_large_pass<M, N>(p, any_large, red);
 }
 
 // ------------------------------------------------------------------------------------------------
