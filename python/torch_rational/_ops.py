@@ -37,9 +37,19 @@ def _num_groups(numerator: torch.Tensor) -> int:
     return numerator.shape[0] if numerator.dim() == 2 else 1
 
 
+def _check_same_device(op: str, x: torch.Tensor, **tensors: torch.Tensor) -> None:
+    """Every tensor argument on x's device. A meta tensor among CPU ones sends the call to these
+    fake kernels (Meta outranks CPU in dispatch), which would otherwise return an uninitialised
+    CPU tensor as if it had been computed."""
+    for name, t in tensors.items():
+        message = f"torch_rational.{op}: {name} is on {t.device} but x is on {x.device}"
+        torch._check_value(t.device == x.device, lambda message=message: message)
+
+
 @torch.library.register_fake("torch_rational::rational")
 def _rational_fake(x, numerator, denominator, version="A", basis="power", channel_dim=1, noise=0.0,
                    noise_seed=None):
+    _check_same_device("rational", x, numerator=numerator, denominator=denominator)
     torch._check(x.dtype.is_floating_point, lambda: "torch_rational: x must be a floating point tensor")
     torch._check(numerator.dim() in (1, 2), lambda: "torch_rational: numerator must be 1-D or 2-D")
     torch._check(numerator.dim() == denominator.dim(),
@@ -54,6 +64,7 @@ def _rational_fake(x, numerator, denominator, version="A", basis="power", channe
 @torch.library.register_fake("torch_rational::rational_backward")
 def _rational_backward_fake(grad_output, x, numerator, denominator, version, basis, channel_dim, noise,
                             noise_seed, output_mask):
+    _check_same_device("rational_backward", x, grad_output=grad_output, numerator=numerator, denominator=denominator)
     gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
     gn = torch.empty_like(numerator, memory_format=torch.contiguous_format) if output_mask[1] \
         else numerator.new_empty((0,))
@@ -64,6 +75,7 @@ def _rational_backward_fake(grad_output, x, numerator, denominator, version, bas
 
 @torch.library.register_fake("torch_rational::pwlu")
 def _pwlu_fake(x, heights, bounds, slopes, channel_dim=1):
+    _check_same_device("pwlu", x, heights=heights, bounds=bounds, slopes=slopes)
     torch._check(x.dtype.is_floating_point, lambda: "torch_rational.pwlu: x must be a floating point tensor")
     torch._check(heights.dim() in (1, 2), lambda: "torch_rational.pwlu: heights must be 1-D or 2-D")
     torch._check(heights.shape[-1] >= 2, lambda: "torch_rational.pwlu: heights must have N+1 >= 2 entries")
@@ -76,6 +88,7 @@ def _pwlu_fake(x, heights, bounds, slopes, channel_dim=1):
 
 @torch.library.register_fake("torch_rational::pwlu_backward")
 def _pwlu_backward_fake(grad_output, x, heights, bounds, slopes, channel_dim, output_mask):
+    _check_same_device("pwlu_backward", x, grad_output=grad_output, heights=heights, bounds=bounds, slopes=slopes)
     def grad_of(t, wanted):
         return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty((0,))
 
@@ -89,6 +102,7 @@ def _era_groups(linear: torch.Tensor) -> int:
 
 @torch.library.register_fake("torch_rational::era")
 def _era_fake(x, linear, fractions, eps=1e-6, channel_dim=1):
+    _check_same_device("era", x, linear=linear, fractions=fractions)
     torch._check(x.dtype.is_floating_point, lambda: "torch_rational.era: x must be a floating point tensor")
     torch._check(linear.dim() in (1, 2) and linear.shape[-1] == 2,
                  lambda: "torch_rational.era: linear must have shape (2,) or (groups, 2)")
@@ -104,6 +118,7 @@ def _era_fake(x, linear, fractions, eps=1e-6, channel_dim=1):
 
 @torch.library.register_fake("torch_rational::era_backward")
 def _era_backward_fake(grad_output, x, linear, fractions, eps, channel_dim, output_mask):
+    _check_same_device("era_backward", x, grad_output=grad_output, linear=linear, fractions=fractions)
     def grad_of(t, wanted):
         return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty((0,))
 

@@ -124,6 +124,24 @@ def test_coefficients_on_another_device(where):
         rational(x, num, den)
 
 
+# A meta tensor among CPU ones: Meta outranks CPU in dispatch, so the call lands in the fake kernel,
+# which must refuse (it used to return an uninitialised CPU tensor as if computed).
+@pytest.mark.parametrize("op,args,meta_arg", [
+    ("rational", lambda: [_x(), _num(), _den()], 1),
+    ("rational", lambda: [_x(), _num(), _den()], 2),
+    ("era", lambda: [_x(), torch.tensor([1.0, 0.0]), torch.tensor([[0.5, 0.1, 0.2, 1.0]])], 2),
+    ("pwlu", lambda: [_x(), torch.linspace(-1, 1, 5), torch.tensor([-2.0, 2.0]), torch.tensor([0.1, 1.0])], 3),
+    ("rational_backward", lambda: [_x(), _x(), _num(), _den(), "A", "power", 1, 0.0, None, [True, True, True]], 0),
+])
+def test_meta_argument_with_cpu_x_is_refused(op, args, meta_arg):
+    names = {"rational": ["x", "numerator", "denominator"], "era": ["x", "linear", "fractions"],
+             "pwlu": ["x", "heights", "bounds", "slopes"], "rational_backward": ["grad_output"]}
+    a = args()
+    a[meta_arg] = a[meta_arg].to("meta")
+    with pytest.raises(ValueError, match=rf"{names[op][meta_arg]} is on meta but x is on cpu"):
+        getattr(torch.ops.torch_rational, op)(*a)
+
+
 # ------------------------------------------------------------------------------------------------
 # Modules: errors may come from the constructor or from the first forward; both count.
 
