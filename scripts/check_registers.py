@@ -2,7 +2,9 @@
 """Register and spill budget of every CUDA kernel the glue launches, on sm_90.
 
 Compiles the ATen glue csrc/ops/cuda/*.cu (which instantiates exactly the kernels the glue can
-launch) as scripts/check_kernels.sh's step 2 does, but to sm_90 code so that ptxas runs, with
+launch) against the installed torch's headers, even a CPU-only torch (its wheel ships the c10/cuda
+headers but the generated c10/cuda/impl/cuda_cmake_macros.h, stubbed here), to sm_90 code so that
+ptxas runs, with
 `-Xptxas -v`; in parallel and through ccache when present (ccache replays ptxas's report on a
 hit). Prints one row per kernel: registers, spill stores / loads, stack frame, shared memory,
 block size, and the blocks per SM and occupancy that follow on sm_90; then checks every kernel
@@ -21,8 +23,8 @@ Dynamic shared memory: where the launcher requests it (the PWLU backward's bins)
 pwlu_backward_window's formula for PWLU_PIECES pieces.
 
 Usage: scripts/check_registers.py [--markdown FILE] [--jobs N]
-Skips (exit 0) without nvcc or torch, unless CI=true. NVCC, JOBS and NO_CCACHE=1 as for
-check_kernels.sh. Needs Python 3 only (and c++filt or nvcc's cu++filt).
+Skips (exit 0) without nvcc or torch, unless CI=true. NVCC: the compiler; JOBS: parallel compiles;
+NO_CCACHE=1: without ccache. Needs Python 3 only (and c++filt or nvcc's cu++filt).
 """
 
 import argparse
@@ -215,8 +217,8 @@ def torch_info():
 
 
 def glue_flags(torch_dir, abi):
-    """check_kernels.sh's glue flags (step 2; a copy, keep the two in step), with sm_90 code
-    instead of PTX only."""
+    """The glue's flags as the CMake build gives them (kernels/ and csrc/ on the include path, the
+    CUDA half/bfloat16 conversions hidden), with sm_90 code."""
     stub = os.path.join(WORK, "stub")
     if not os.path.exists(os.path.join(torch_dir, "include/c10/cuda/impl/cuda_cmake_macros.h")):
         # What torch's CUDA build generates (shared libraries build); a CPU wheel lacks it.
