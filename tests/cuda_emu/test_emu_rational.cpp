@@ -306,17 +306,23 @@ INSTANTIATE_TEST_SUITE_P(Layouts, EmuRpauTest,
                                             ::testing::Values("A"),
                                             ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::ManyBlocks)));
 
+// float x of shape [2, 2, 40], one group, with 3e9, -7e12 and 1e30 in every row: above the
+// float overflow threshold of the power basis (the double path), among ordinary values.
+inline Case large_input_case(uint64_t seed) {
+  torch::manual_seed(seed);
+  auto x64 = torch::randn({2, 2, 40}, torch::TensorOptions().dtype(torch::kDouble)) * 2;
+  x64.select(2, 0).fill_(3e9);
+  x64.select(2, 1).fill_(-7e12);
+  x64.select(2, 5).fill_(1e30);
+  return Case{x64.to(torch::kFloat), 1, 0, 1};
+}
+
 // |x| above the overflow threshold of the math type takes the double path (scaled form only
 // where double would overflow too), in the fixed-degree kernels and the generic one (2,3).
 TEST(EmuRational, LargeInputsMatchTheReference) {
   for (const auto& [m, n] : {std::make_pair(5, 4), std::make_pair(7, 6), std::make_pair(3, 2), std::make_pair(2, 3)}) {
     auto opts = torch::TensorOptions().dtype(torch::kDouble);
-    torch::manual_seed(11);
-    auto x64 = torch::randn({2, 2, 40}, opts) * 2;
-    x64.select(2, 0).fill_(3e9);
-    x64.select(2, 1).fill_(-7e12);
-    x64.select(2, 5).fill_(1e30);
-    const Case s{x64.to(torch::kFloat), 1, 0, 1};
+    const Case s = large_input_case(11);
     const auto a = (torch::rand({1, m + 1}, opts) + 0.5).to(torch::kFloat);
     const auto b = (torch::rand({1, n}, opts) + 0.5).to(torch::kFloat);
     const auto gy = torch::ones_like(s.x);
@@ -345,12 +351,7 @@ TEST(EmuRational, LargeInputsMatchTheReference) {
 TEST(EmuRational, LargeInputsInTheRpauKernelsMatchTheCpuOp) {
   for (const auto& [m, n] : {std::make_pair(5, 4), std::make_pair(3, 2), std::make_pair(2, 3)}) {
     auto opts = torch::TensorOptions().dtype(torch::kDouble);
-    torch::manual_seed(13);
-    auto x64 = torch::randn({2, 2, 40}, opts) * 2;
-    x64.select(2, 0).fill_(3e9);
-    x64.select(2, 1).fill_(-7e12);
-    x64.select(2, 5).fill_(1e30);
-    const Case s{x64.to(torch::kFloat), 1, 0, 1};
+    const Case s = large_input_case(13);
     const auto a = (torch::rand({1, m + 1}, opts) + 0.5).to(torch::kFloat);
     const auto b = (torch::rand({1, n}, opts) + 0.5).to(torch::kFloat);
     const auto gy = torch::randn(s.x.sizes(), opts).to(torch::kFloat);
