@@ -144,4 +144,21 @@ TEST(RationalOp, NoiseIsReproducibleFromTheSeed) {
   EXPECT_LE((y1 - y0).abs().max().item<double>(), 1.0 + y0.abs().max().item<double>());
 }
 
+// A C++ caller differentiates the gradient again (create_graph): y = x / (1 + |b| |x|) has
+// y' = (1 + b|x|)^-2, y'' = -2 b sign(x) (1 + b|x|)^-3 and d y' / db = -2 |x| (1 + b|x|)^-3 (b > 0).
+TEST(RationalOp, SecondDerivativesFromCpp) {
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  auto x = torch::tensor({-2.5, -0.3, 0.7, 1.9}, opts).requires_grad_(true);
+  auto a = torch::tensor({0.0, 1.0}, opts);
+  auto b = torch::tensor({0.8}, opts).requires_grad_(true);
+  auto y = torch_rational::rational(x, a, b, "A", "power");
+  auto gx = torch::autograd::grad({y.sum()}, {x}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+  auto second = torch::autograd::grad({gx.sum()}, {x, b});
+  auto xd = x.detach();
+  auto q = 1.0 + 0.8 * xd.abs();
+  EXPECT_TRUE(torch::allclose(gx.detach(), q.pow(-2), 1e-13, 0.0));
+  EXPECT_TRUE(torch::allclose(second[0], -2.0 * 0.8 * xd.sign() * q.pow(-3), 1e-13, 0.0));
+  EXPECT_NEAR(second[1].item<double>(), (-2.0 * xd.abs() * q.pow(-3)).sum().item<double>(), 1e-13);
+}
+
 }  // namespace

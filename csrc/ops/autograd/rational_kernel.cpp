@@ -1,10 +1,12 @@
-// Autograd of the rational op, in C++ at the Autograd key, so C++ callers (the training
+// Autograd of the rational ops, in C++ at the Autograd key, so C++ callers (the training
 // binaries, torch::nn modules) get backward from the same dispatcher call as Python.
-// Backward is its own op (rational_backward), visible to torch.compile and dispatchable to CUDA.
+// Backward is its own op (rational_backward), visible to torch.compile and dispatchable to CUDA;
+// higher derivatives and torch.func: see elementwise_autograd.h.
 #include <torch/autograd.h>
 #include <torch/library.h>
 
-#include "ops/autograd/backward_op_autograd.h"
+#include "ops/autograd/elementwise_autograd.h"
+#include "ops/composite/composite.h"
 #include "ops/rational.h"
 
 namespace torch_rational {
@@ -50,19 +52,30 @@ class RationalFunction : public torch::autograd::Function<RationalFunction> {
 at::Tensor rational_autograd(const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
                              c10::string_view version, c10::string_view basis, int64_t channel_dim, double noise,
                              const std::optional<at::Tensor>& noise_seed) {
+  if (needs_composite(x, numerator, denominator))
+    return rational_composite(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
   return RationalFunction::apply(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
 }
 
-struct RationalBackwardOp {
-  static constexpr const char* name = "rational_backward";
-  static constexpr auto op = &rational_backward;
-};
+std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_autograd(
+    const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& numerator,
+    const at::Tensor& denominator, c10::string_view version, c10::string_view basis, int64_t channel_dim,
+    double noise, const std::optional<at::Tensor>& noise_seed, std::array<bool, 3> output_mask) {
+  return backward_op_autograd<3>(
+      [&] {
+        return rational_backward(grad_output, x, numerator, denominator, version, basis, channel_dim, noise,
+                                 noise_seed, output_mask);
+      },
+      grad_output, {x, numerator, denominator}, output_mask, [&](const std::array<at::Tensor, 3>& in) {
+        return rational_composite(in[0], in[1], in[2], version, basis, channel_dim, noise, noise_seed);
+      });
+}
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
   m.impl("rational", &rational_autograd);
-  register_backward_op_autograd<RationalBackwardOp>(m);
+  m.impl("rational_backward", &rational_backward_autograd);
 }
 
 }  // namespace torch_rational
