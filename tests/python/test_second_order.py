@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import torch_rational
-from conftest import make_case, make_generator
+from conftest import make_case, make_generator, requires_cuda
 from reference import rational_reference
 from reference_era import era_reference
 from test_pwlu import away_from_breakpoints, make_params, pwlu_reference
@@ -353,3 +353,27 @@ def test_cpp_autograd_path_is_used_outside_transforms():
     ins = leaves(inputs)
     y = op(*ins)
     assert "Rational" in type(y.grad_fn).__name__ or "CppFunction" in type(y.grad_fn).__name__, y.grad_fn
+
+
+# ------------------------------------------------------------------------------------------------
+# CUDA: the composite runs on the GPU's ATen kernels; results match the CPU ones.
+
+
+@requires_cuda
+@pytest.mark.parametrize("family", ["rational", "rational_noise", "era", "pwlu"])
+def test_second_derivatives_on_cuda_match_cpu(family):
+    if family == "rational_noise":
+        op, _, inputs = rational_case("A", "legendre", noise=0.2)
+    else:
+        op, _, inputs = FAMILY_CASES[family]()
+    go = random_like([inputs[0]], 21)[0]
+    weights = random_like(inputs, 22)
+    cpu = second_order_vjp(op, inputs, go, weights)
+    cuda = second_order_vjp(op, [t.cuda() for t in inputs], go.cuda(), [w.cuda() for w in weights])
+    for k, (c, g) in enumerate(zip(cpu, cuda)):
+        assert (c is None) == (g is None), k
+        if c is not None:
+            assert g.device.type == "cuda"
+            assert_close(g.cpu(), c, f"d/d input {k}", rtol=1e-12)
+    jac = torch.func.jacrev(op)(*[t.cuda() for t in inputs])
+    assert_close(jac.cpu(), torch.func.jacrev(op)(*inputs), "jacrev", rtol=1e-12)
