@@ -30,13 +30,28 @@ at::Tensor pwlu_composite(const at::Tensor& x, const at::Tensor& heights, const 
   // not taken stay finite and pass exact zero gradients through at::where.
   const at::Tensor x_below = at::where(below, xm, left), x_above = at::where(above, xm, right);
   const at::Tensor x_inside = at::where(inside, xm, left);
-  // kernels/pwlu_math.h: inv_width = 1 / (R - L), u = (x - L) * (N inv_width), the piece
-  // i = clamp(floor(u), 0, N - 1) (0 for NaN), t = u - i.
-  const at::Tensor inv_width = (right - left).reciprocal();
-  const at::Tensor u = (x_inside - left) * (inv_width * static_cast<double>(n));
-  const at::Tensor fl = u.detach().floor();
-  const at::Tensor piece = at::where(fl >= 0, fl, at::zeros_like(fl)).clamp_max(static_cast<double>(n - 1));
-  const at::Tensor t = u - piece;
+  // kernels/pwlu_math.h (pwlu_locate): a first guess i = clamp(floor(u), 0, N - 1) from
+  // u = (x - L) * (N inv_width), corrected by one piece by comparing x with the breakpoints
+  // x_k = L + k d, d = (R - L) / N; then t = (x - x_i) * (N inv_width). The kernels round x_k once
+  // (an FMA), which ATen has no op for: in float32 it is computed in float64 and rounded once (the
+  // same value), in float64 with two roundings, so an x exactly on a float64 breakpoint may take the
+  // piece to its left here (docs/DESIGN.md). The piece is constant, so it carries no gradient.
+  const at::Tensor inv_d = (right - left).reciprocal() * static_cast<double>(n);
+  const at::Tensor d = (right - left) / static_cast<double>(n);
+  at::Tensor piece;
+  {
+    at::NoGradGuard no_grad;
+    const at::Tensor xs = x_inside.detach(), l = left.detach(), dd = d.detach();
+    auto breakpoint = [&](const at::Tensor& k) {
+      if (math == at::kDouble) return l + k * dd;
+      return (l.to(at::kDouble) + k.to(at::kDouble) * dd.to(at::kDouble)).to(math);
+    };
+    const at::Tensor fl = ((xs - l) * inv_d.detach()).floor();
+    piece = at::where(fl >= 0, fl, at::zeros_like(fl)).clamp_max(static_cast<double>(n - 1));
+    piece = at::where(at::logical_and(xs < breakpoint(piece), piece > 0), piece - 1,
+                      at::where(at::logical_and(xs >= breakpoint(piece + 1), piece + 1 < n), piece + 1, piece));
+  }
+  const at::Tensor t = (x_inside - (left + piece * d)) * inv_d;
   // Heights of the element's group at the piece's ends: h[group, i] and h[group, i + 1] (advanced
   // indexing, which torch.vmap batches).
   const at::Tensor group = per_channel(at::arange(cfg.groups, x.options().dtype(at::kLong)));
