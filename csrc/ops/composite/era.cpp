@@ -17,14 +17,22 @@ at::Tensor era_composite(const at::Tensor& x, const at::Tensor& linear, const at
   auto per_channel = [&](const at::Tensor& per_group) {
     return composite::per_channel(per_group, x, cfg.groups, cfg.channel_dim);
   };
-  // The kernels' evaluation order (kernels/era_math.h): c (x / D) + d / D, D = (x - e)^2 + (f^2 + eps).
-  at::Tensor y = per_channel(lin.select(1, 0)) * xm + per_channel(lin.select(1, 1));
+  // The kernels' evaluation order and limits (kernels/era_math.h): c (x / D) + d / D with
+  // D = (x - e)^2 + (f^2 + eps); where D overflows to inf (|x| -> inf) the fraction is its limit 0,
+  // and a x is b's alone when a == 0 and x is infinite. Each masked branch is evaluated at a finite
+  // stand-in (x = e, x = 0), so no inf * 0 reaches autograd's products and the masks pass exact
+  // zeros.
+  const at::Tensor a = per_channel(lin.select(1, 0)), b = per_channel(lin.select(1, 1));
+  const at::Tensor line_x = at::where(at::logical_and(a == 0, xm.isinf()), at::zeros_like(xm), xm);
+  at::Tensor y = a * line_x + b;
   for (int i = 0; i < cfg.n; ++i) {
     const at::Tensor row = fr.select(1, i);
     const at::Tensor c = per_channel(row.select(1, 0)), d = per_channel(row.select(1, 1));
     const at::Tensor e = per_channel(row.select(1, 2)), f = per_channel(row.select(1, 3));
-    const at::Tensor inv = ((xm - e).square() + (f * f + eps)).reciprocal();
-    y = y + (c * (xm * inv) + d * inv);
+    const at::Tensor vanish = ((xm - e).square() + (f * f + eps)).detach().isinf();
+    const at::Tensor xf = at::where(vanish, e, xm);
+    const at::Tensor inv = ((xf - e).square() + (f * f + eps)).reciprocal();
+    y = y + at::where(vanish, at::zeros_like(xm), c * (xf * inv) + d * inv);
   }
   return y.to(x.scalar_type());
 }
