@@ -205,8 +205,10 @@ __device__ __forceinline__ T block_reduce_sum_runtime(const T* v, int count, T* 
 // Fixed-order finish of per-block partials laid out as partials[(g * num_blocks + blk) * K + k]
 // for g < G, blk < num_blocks, k < K: out[g * K + k] = sum over blk in increasing order.
 // One thread per (g, k); call from a kernel launched with any 1-D grid (grid-stride over G * K).
-// The sum is sequential on purpose: num_blocks is small (a few per SM per group), and a fixed
-// sequential order is what makes the result bitwise reproducible.
+// The sum is sequential on purpose: a fixed sequential order is what makes the result bitwise
+// reproducible. It is accumulated in double whatever Acc is: num_blocks reaches 8 per SM (1056 on
+// an H100 for one group), and a float sum of that many partials lost up to ~1e-6 relative, several
+// times the error of the per-element terms (tests/cuda_emu: CoefficientGradientsOfManyBlocks).
 template <typename Acc>
 __device__ __forceinline__ void finish_partials(const Acc* __restrict__ partials, int64_t groups,
                                                 int64_t num_blocks, int K, Acc* __restrict__ out) {
@@ -215,9 +217,9 @@ __device__ __forceinline__ void finish_partials(const Acc* __restrict__ partials
     const int64_t g = t / K;
     const int64_t k = t % K;
     const Acc* p = partials + g * num_blocks * K + k;
-    Acc s = Acc(0);
-    for (int64_t blk = 0; blk < num_blocks; ++blk) s += p[blk * K];
-    out[t] = s;
+    double s = 0.0;
+    for (int64_t blk = 0; blk < num_blocks; ++blk) s += static_cast<double>(p[blk * K]);
+    out[t] = static_cast<Acc>(s);
   }
 }
 

@@ -87,23 +87,30 @@ struct BasisValues {
 };
 
 template <typename T>
-TR_HOST_DEVICE void eval_basis(Basis basis, T x, int D, bool scaled, BasisValues<T>& bv) {
+TR_HOST_DEVICE void eval_basis(Basis basis, T x, int D, bool scaled, BasisValues<T>& bv, int Ds = -1) {
   if (scaled) {
-    // Power basis only, |x| > 1: t_j = sign(x)^j |z|^(D-j) with z = 1/x; everything (P, Q and
-    // their derivatives) is the true value times |z|^D, which cancels in y = P/Q.
-    const T az = T(1) / (x < T(0) ? -x : x);
+    // Power basis only, |x| > 1: t_j = sign(x)^j |z|^(Ds-j) with z = 1/x; everything (P, Q and
+    // their derivatives) is the true value times |z|^Ds, which cancels in y = P/Q. Ds (default D)
+    // is the highest power with a nonzero coefficient (see rational_element): scaling by a power
+    // whose terms are all zero would underflow the leading terms that are there. Powers above Ds
+    // (zero coefficients; only their coefficient gradients use them) are sign(x)^j |x|^(j-Ds).
+    if (Ds < 0) Ds = D;
+    const T ax = x < T(0) ? -x : x;
+    const T az = T(1) / ax;
     const T s = x < T(0) ? T(-1) : T(1);
     T pw[kMaxDegree + 1];
     pw[0] = T(1);
-    for (int i = 1; i <= D; ++i) pw[i] = pw[i - 1] * az;
+    for (int i = 1; i <= Ds; ++i) pw[i] = pw[i - 1] * az;
     T sj = T(1);
+    T up = T(1);
     for (int j = 0; j <= D; ++j) {
-      bv.f[j] = sj * pw[D - j];
+      if (j > Ds) up *= ax;
+      bv.f[j] = sj * (j <= Ds ? pw[Ds - j] : up);
       sj *= s;
     }
     bv.df[0] = T(0);
     for (int j = 1; j <= D; ++j) bv.df[j] = T(j) * bv.f[j - 1];
-    bv.one = pw[D];
+    bv.one = pw[Ds];
     return;
   }
   bv.one = T(1);
@@ -136,28 +143,116 @@ struct ElementOut {
   T dydx;
 };
 
+// Limit of c |x|^e as |x| -> inf: c * inf (e > 0), c (e == 0), a zero with the sign of c
+// (e < 0); 0 when c is 0 (the function is identically 0).
+template <typename T>
+TR_HOST_DEVICE T limit_term(T c, int e) {
+  if (c == T(0) || e < 0) return c * T(0);
+  return e == 0 ? c : c * T(INFINITY);
+}
+
+// x = +-inf, power basis: the limits as x -> +-inf of y, dy/dx, dy/da_j and dy/db_i (da/db
+// as in rational_element). With s = sign(x), p the highest power with a_p != 0 and q that of Q:
+// on the half-line Q = L |x|^q + lower powers with L = |b_q| (A, B, C), b_q s^q (N), or, when
+// no b_k (k >= 1) is nonzero, the constant (1; C: 0.1 + |b_0|). Then
+//   y      ~ (a_p s^p / L) |x|^(p-q)
+//   dy/dx  ~ (a_p s^p / L) (p-q) s |x|^(p-q-1)      (0 when p == q: the leading terms cancel)
+//   dy/da_j = x^j / Q ~ (s^j / L) |x|^(j-q)
+//   dy/db_k = -(P / Q^2) dQ/db_k ~ -(a_p s^p / L^2) c_k |x|^(p-2q+k),
+//             c_k = sign(b_k) (A), sign(S) s^k (B, C; sign(S) = sign(b_q s^q)), s^k (N)
+// each taken to its limit by limit_term. P == 0 (all a_j zero): y and every derivative but
+// dy/da are 0.
+template <typename T>
+TR_HOST_DEVICE ElementOut<T> rational_element_at_inf(T x, const T* a, int m, const T* b, int nb, Version v,
+                                                     T* da, T* db) {
+  const T s = x < T(0) ? T(-1) : T(1);
+  const int k0 = first_den_power(v);
+  int p = -1;
+  for (int j = m; j >= 0; --j) {
+    if (a[j] != T(0)) {
+      p = j;
+      break;
+    }
+  }
+  int q = 0;
+  T L = den_constant<T>(v);
+  T sgnS = T(0);
+  for (int i = nb - 1; i >= 0; --i) {
+    if (b[i] != T(0)) {
+      q = i + k0;
+      const T bq = b[i];
+      const T sq = (q % 2 != 0) ? s : T(1);
+      const T abq = bq < T(0) ? -bq : bq;
+      sgnS = sign_of(bq) * sq;
+      if (q == 0) {
+        L = L + abq;  // C with only b_0: Q = 0.1 + |b_0|
+      } else {
+        L = v == Version::N ? bq * sq : abq;
+      }
+      break;
+    }
+  }
+  ElementOut<T> out;
+  // c_y = a_p s^p / L: the coefficient of |x|^(p-q) in y.
+  const T cy = p < 0 ? T(0) : a[p] * ((p % 2 != 0) ? s : T(1)) / L;
+  out.y = p < 0 ? T(0) : limit_term(cy, p - q);
+  out.dydx = p < 0 ? T(0) : limit_term(cy * T(p - q) * s, p - q - 1);
+  if (da != nullptr) {
+    for (int j = 0; j <= m; ++j) da[j] = limit_term(((j % 2 != 0) ? s : T(1)) / L, j - q);
+    for (int i = 0; i < nb; ++i) {
+      const int k = i + k0;
+      const T sk = (k % 2 != 0) ? s : T(1);
+      const T ck = v == Version::A ? sign_of(b[i]) : (v == Version::N ? sk : sgnS * sk);
+      db[i] = p < 0 ? T(0) : limit_term(-(cy / L) * ck, p - 2 * q + k);
+    }
+  }
+  return out;
+}
+
 // Forward value (and optionally all derivatives) of one element, runtime degrees.
 // a: m+1 numerator coefs; b: nb denominator coefs (dense, see first_den_power).
 // If da/db are non-null they receive dy/da_j and dy/db_i (not multiplied by the upstream grad).
+// scaled (power basis, |x| above the overflow threshold): the scaled form of eval_basis, by the
+// highest power with a nonzero coefficient; x = +-inf: the limits of rational_element_at_inf.
 template <typename T>
 TR_HOST_DEVICE ElementOut<T> rational_element(
     T x, const T* a, int m, const T* b, int nb, Version v, Basis basis, bool scaled, T* da, T* db) {
   const int k0 = first_den_power(v);
   const int n_top = nb - 1 + k0;  // highest denominator power
   const int D = m > n_top ? m : n_top;
+  int Ds = D;  // powers above Ds have zero coefficients (scaled form only)
+  if (scaled) {
+    if (x == x && x - x != x - x) return rational_element_at_inf<T>(x, a, m, b, nb, v, da, db);  // +-inf
+    int p = 0, q = 0;
+    for (int j = m; j > 0; --j) {
+      if (a[j] != T(0)) {
+        p = j;
+        break;
+      }
+    }
+    for (int i = nb - 1; i >= 0; --i) {
+      if (b[i] != T(0)) {
+        q = i + k0;
+        break;
+      }
+    }
+    Ds = p > q ? p : q;
+  }
   BasisValues<T> bv;
-  eval_basis<T>(basis, x, D, scaled, bv);
+  eval_basis<T>(basis, x, D, scaled, bv, Ds);
+  const int mt = m < Ds ? m : Ds;  // terms above Ds are zero: skip them (0 * inf would be NaN)
   T P = T(0), dP = T(0);
-  for (int j = 0; j <= m; ++j) {
+  for (int j = 0; j <= mt; ++j) {
     P += a[j] * bv.f[j];
     dP += a[j] * bv.df[j];
   }
+  const int nbt = Ds - k0 + 1 < nb ? Ds - k0 + 1 : nb;
   T Q, dQ;
   T sgnS = T(0);
   if (v == Version::A) {
     Q = bv.one;
     dQ = T(0);
-    for (int i = 0; i < nb; ++i) {
+    for (int i = 0; i < nbt; ++i) {
       const int k = i + k0;
       const T ab = b[i] < T(0) ? -b[i] : b[i];
       const T fk = bv.f[k];
@@ -166,7 +261,7 @@ TR_HOST_DEVICE ElementOut<T> rational_element(
     }
   } else {
     T S = T(0), dS = T(0);
-    for (int i = 0; i < nb; ++i) {
+    for (int i = 0; i < nbt; ++i) {
       const int k = i + k0;
       S += b[i] * bv.f[k];
       dS += b[i] * bv.df[k];
@@ -199,7 +294,8 @@ TR_HOST_DEVICE ElementOut<T> rational_element(
       } else {
         dQdb = sgnS * fk;
       }
-      db[i] = -yrQ * dQdb;
+      // Above Ds (scaled only) fk may be inf with a zero factor: the true derivative is 0.
+      db[i] = (k > Ds && (dQdb != dQdb || yrQ == T(0))) ? T(0) : -yrQ * dQdb;
     }
   }
   return out;

@@ -419,6 +419,116 @@ TEST(EmuRational, NanStaysInItsElement) {
   EXPECT_TRUE(torch::isnan(r.coef_grad).all().item<bool>());
 }
 
+// x = +-inf with the power basis: the limits as x -> +-inf (docs/DESIGN.md, Math; the Python
+// tests check the CPU op against exact limits). y = x^2 / (1 - x), version N, written at (5,4)
+// with zero leading coefficients (the fixed kernels) and at (2,1) (the generic kernel): -inf at
+// +inf, +inf at -inf, slope -1 at both; in the grouped and the rows kernels, float and double.
+TEST(EmuRational, InfinityGivesTheLimitVersionN) {
+  for (const auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (const auto& [m, n] : {std::make_pair(5, 4), std::make_pair(2, 1)}) {
+      for (const bool rows : {false, true}) {
+        if (rows && m == 2) continue;  // the rows kernels take fixed degrees only
+        auto opts = torch::TensorOptions().dtype(torch::kDouble);
+        const int64_t G = rows ? 8 : 1;
+        auto x64 = torch::rand({rows ? 20 : 3, rows ? 8 : 37}, opts) - 0.5;
+        x64.select(0, 1).fill_(INFINITY);
+        x64.select(0, 2).fill_(-INFINITY);
+        const Case s{x64.to(dtype), G, 0, 1};
+        auto a = torch::zeros({G, m + 1}, opts);
+        a.select(1, 2).fill_(1.0);
+        auto b = torch::zeros({G, n}, opts);
+        b.select(1, 0).fill_(-1.0);
+        const Result r = run(s, a.to(dtype), b.to(dtype), m, "N", "power", torch::ones_like(s.x));
+        EXPECT_EQ(r.rows, rows);
+        SCOPED_TRACE(std::string(dtype == torch::kFloat ? "float" : "double") + " m=" + std::to_string(m) + (rows ? " rows" : ""));
+        const auto y = r.y.to(torch::kDouble), gx = r.grad_x.to(torch::kDouble);
+        EXPECT_TRUE((y.select(0, 1) == -INFINITY).all().item<bool>()) << y.select(0, 1);
+        EXPECT_TRUE((y.select(0, 2) == INFINITY).all().item<bool>()) << y.select(0, 2);
+        EXPECT_TRUE((gx.select(0, 1) == -1).all().item<bool>()) << gx.select(0, 1);
+        EXPECT_TRUE((gx.select(0, 2) == -1).all().item<bool>()) << gx.select(0, 2);
+        // The finite rows are untouched by the infinite ones.
+        auto keep = torch::cat({x64.narrow(0, 0, 1), x64.narrow(0, 3, x64.size(0) - 3)});
+        auto yref = keep * keep / (1 - keep);
+        auto ykeep = torch::cat({y.narrow(0, 0, 1), y.narrow(0, 3, y.size(0) - 3)});
+        EXPECT_LE(((ykeep - yref).abs() / (1 + yref.abs())).max().item<double>(), 1e-5);
+      }
+    }
+  }
+}
+
+// All versions, zero leading coefficients included, +-inf among finite values: the same values
+// as the CPU op (checked against exact limits by tests/python/test_rational_edges.py), in the
+// fixed-degree, generic and rows kernels; NaN only where the CPU op has NaN.
+TEST(EmuRational, InfinityMatchesTheCpuOp) {
+  for (const char* version : {"A", "B", "C", "N"}) {
+    for (const auto& [m, n] : {std::make_pair(5, 4), std::make_pair(3, 2), std::make_pair(2, 3)}) {
+      for (const int zero_top : {0, 1, 2}) {
+        for (const bool rows : {false, true}) {
+          auto opts = torch::TensorOptions().dtype(torch::kDouble);
+          torch::manual_seed(100 + m + zero_top);
+          const int64_t G = 8;
+          // |x| < 1 and, for N, |S| < 0.8: no pole of 1 + S among the finite elements.
+          auto x64 = (rows ? torch::rand({20, 8}, opts) : torch::rand({2, 8, 21}, opts)) * 2 - 1;
+          x64.select(0, 1).select(0, 3).fill_(INFINITY);
+          x64.select(0, 1).select(0, 6).fill_(-INFINITY);
+          const Case s{x64.to(torch::kFloat), G, 0, 1};
+          const int nb = std::string(version) == "C" ? n + 1 : n;
+          auto a = torch::randn({G, m + 1}, opts).to(torch::kFloat);
+          auto b = (torch::rand({G, nb}, opts) * 0.4 - 0.2).to(torch::kFloat);
+          if (zero_top > 0) a.narrow(1, m + 1 - std::min(zero_top, m + 1), std::min(zero_top, m + 1)).zero_();
+          if (zero_top > 1) b.narrow(1, nb - 1, 1).zero_();
+          const auto gy = torch::ones_like(s.x);
+          const Result r = run(s, a, b, m, version, "power", gy);
+          const auto y_cpu = torch_rational::rational(s.x, a, b, version, "power", 1);
+          const auto [gx_cpu, ga_cpu, gb_cpu] = torch_rational::rational_backward(
+              gy, s.x, a, b, version, "power", 1, 0.0, std::nullopt, {true, true, true});
+          const auto same = [](const torch::Tensor& u, const torch::Tensor& v) {
+            const auto uu = u.to(torch::kDouble), vv = v.to(torch::kDouble);
+            // Finite elements away from the poles of N (there float rounding is amplified).
+            const auto fin = torch::isfinite(vv) & (vv.abs() < 1e3);
+            return torch::equal(torch::isnan(uu), torch::isnan(vv)) &&
+                   torch::equal(uu.masked_select(torch::isinf(vv)), vv.masked_select(torch::isinf(vv))) &&
+                   torch::equal(torch::isfinite(uu), torch::isfinite(vv)) &&
+                   ((uu - vv).abs() / (1 + vv.abs())).masked_select(fin).max().item<double>() <= 1e-4;
+          };
+          const std::string what = std::string(version) + " m=" + std::to_string(m) + " zero_top=" +
+                                   std::to_string(zero_top) + (rows ? " rows" : "");
+          EXPECT_TRUE(same(r.y, y_cpu)) << what;
+          EXPECT_TRUE(same(r.grad_x, gx_cpu)) << what;
+          EXPECT_TRUE(same(r.coef_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1))) << what;
+        }
+      }
+    }
+  }
+}
+
+// Coefficient gradients summed over many blocks (float, (5,4), one group, 2^18 elements, the
+// launch of a 132-SM GPU: 256 block partials) are within 4 float ulps of the scale
+// sum |g dy/dcoef| of the float64 reference. The finish used to sum the partials in float.
+TEST(EmuRational, CoefficientGradientsOfManyBlocks) {
+  auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  torch::manual_seed(21);
+  const auto x64 = torch::randn({1, 1, 1 << 18}, opts) * 2;
+  Case s{x64.to(torch::kFloat), 1, 0, 132};
+  const auto a = torch::tensor({0.0299, 0.6169, 2.3770, 2.5767, 1.1998, 0.1528}, opts).reshape({1, 6}).to(torch::kFloat);
+  const auto b = torch::tensor({1.2198, 4.4400, 0.3886, 0.6060}, opts).reshape({1, 4}).to(torch::kFloat);
+  const auto gy = torch::ones_like(s.x);
+  const Result r = run(s, a, b, 5, "A", "power", gy);
+  auto xr = s.x.to(torch::kDouble).flatten();
+  auto ar = a.to(torch::kDouble)[0], br = b.to(torch::kDouble)[0];
+  // The terms g dy/dcoef of the float64 formula, and their sums and absolute sums.
+  torch::Tensor P = torch::zeros_like(xr), Q = torch::ones_like(xr);
+  for (int j = 0; j <= 5; ++j) P = P + ar[j] * xr.pow(j);
+  for (int k = 1; k <= 4; ++k) Q = Q + br[k - 1].abs() * xr.abs().pow(k);
+  std::vector<torch::Tensor> terms;
+  for (int j = 0; j <= 5; ++j) terms.push_back(xr.pow(j) / Q);
+  for (int k = 1; k <= 4; ++k) terms.push_back(-P / (Q * Q) * br[k - 1].sign() * xr.abs().pow(k));
+  const auto t = torch::stack(terms, 1);
+  const auto ref = t.sum(0), scale = t.abs().sum(0);
+  const auto err = ((r.coef_grad[0].to(torch::kDouble) - ref).abs() / scale).max().item<double>();
+  EXPECT_LE(err, 4 * 0x1p-24) << "max |error| / scale = " << err;
+}
+
 // The plan never launches a block without work and caps gridDim.y.
 TEST(EmuRational, LaunchPlanShapes) {
   const auto p1 = kc::plan_grouped_launch(1, 1, 1003, 4, true, 256, 132);
