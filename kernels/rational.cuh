@@ -206,19 +206,21 @@ TR_HOST_DEVICE Acc backward_fixed(Acc x, Acc g, const Acc (&a)[M + 1], const Acc
 // underflow for very large |x| (|x| = 1e30 at degree (5,4)), which silently loses the
 // denominator's share of dy/dx (found by tests/cuda_emu). Out of line on purpose: its
 // kMaxDegree-sized arrays would otherwise live in the stack frame of the hot loops.
-template <typename Acc>
-__device__ __noinline__ ElementOut<Acc> rational_element_large(Acc x, const Acc* a, int m, const Acc* b, int nb,
-                                                               Version v, Acc* da, Acc* db) {
+// kGrads: whether da / db are wanted. Two instantiations, because an out-of-line function's
+// registers count towards every kernel that calls it: the forward kernels call the one without the
+// coefficient-gradient code (and its share of the x = +-inf limits), and keep their budget.
+template <typename Acc, bool kGrads>
+__device__ __noinline__ ElementOut<Acc> rational_element_large_impl(Acc x, const Acc* a, int m, const Acc* b, int nb,
+                                                                    Version v, Acc* da, Acc* db) {
   double a64[kMaxDegree + 1], b64[kMaxDegree + 1], da64[kMaxDegree + 1], db64[kMaxDegree + 1];
   for (int j = 0; j <= m; ++j) a64[j] = static_cast<double>(a[j]);
   for (int i = 0; i < nb; ++i) b64[i] = static_cast<double>(b[i]);
   const int n_top = nb - 1 + first_den_power(v);
   const double x64 = static_cast<double>(x);
   const bool scaled = fabs(x64) > overflow_threshold<double>(m > n_top ? m : n_top, DBL_MAX);
-  const bool grads = da != nullptr;
   const ElementOut<double> r = rational_element<double>(x64, a64, m, b64, nb, v, Basis::Power, scaled,
-                                                        grads ? da64 : nullptr, grads ? db64 : nullptr);
-  if (grads) {
+                                                        kGrads ? da64 : nullptr, kGrads ? db64 : nullptr);
+  if (kGrads) {
     for (int j = 0; j <= m; ++j) da[j] = static_cast<Acc>(da64[j]);
     for (int i = 0; i < nb; ++i) db[i] = static_cast<Acc>(db64[i]);
   }
@@ -226,6 +228,13 @@ __device__ __noinline__ ElementOut<Acc> rational_element_large(Acc x, const Acc*
   out.y = static_cast<Acc>(r.y);
   out.dydx = static_cast<Acc>(r.dydx);
   return out;
+}
+
+template <typename Acc>
+__device__ __forceinline__ ElementOut<Acc> rational_element_large(Acc x, const Acc* a, int m, const Acc* b, int nb,
+                                                                  Version v, Acc* da, Acc* db) {
+  if (da != nullptr) return rational_element_large_impl<Acc, true>(x, a, m, b, nb, v, da, db);
+  return rational_element_large_impl<Acc, false>(x, a, m, b, nb, v, nullptr, nullptr);
 }
 
 // ------------------------------------------------------------------------------------------------

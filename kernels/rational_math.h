@@ -98,19 +98,16 @@ TR_HOST_DEVICE void eval_basis(Basis basis, T x, int D, bool scaled, BasisValues
     const T ax = x < T(0) ? -x : x;
     const T az = T(1) / ax;
     const T s = x < T(0) ? T(-1) : T(1);
-    T pw[kMaxDegree + 1];
-    pw[0] = T(1);
-    for (int i = 1; i <= Ds; ++i) pw[i] = pw[i - 1] * az;
-    T sj = T(1);
-    T up = T(1);
-    for (int j = 0; j <= D; ++j) {
-      if (j > Ds) up *= ax;
-      bv.f[j] = sj * (j <= Ds ? pw[Ds - j] : up);
-      sj *= s;
-    }
+    // f_Ds = s^Ds, then one power of |z| (and of s) per step down, one power of |x| per step up:
+    // no table of powers, which would cost registers in every kernel that inlines this.
+    T top = T(1);
+    for (int j = 0; j < Ds; ++j) top *= s;
+    bv.f[Ds] = top;
+    for (int j = Ds - 1; j >= 0; --j) bv.f[j] = bv.f[j + 1] * (az * s);
+    for (int j = Ds + 1; j <= D; ++j) bv.f[j] = bv.f[j - 1] * (ax * s);
     bv.df[0] = T(0);
     for (int j = 1; j <= D; ++j) bv.df[j] = T(j) * bv.f[j - 1];
-    bv.one = pw[Ds];
+    bv.one = bv.f[0] < T(0) ? -bv.f[0] : bv.f[0];  // |z|^Ds
     return;
   }
   bv.one = T(1);
@@ -165,88 +162,56 @@ TR_HOST_DEVICE T limit_term(T c, int e) {
 template <typename T>
 TR_HOST_DEVICE ElementOut<T> rational_element_at_inf(T x, const T* a, int m, const T* b, int nb, Version v,
                                                      T* da, T* db) {
-  const T s = x < T(0) ? T(-1) : T(1);
+  // Signs as integers and one division: this runs inside rational_element_large, whose registers
+  // count towards every CUDA kernel that calls it (scripts/check_registers.py).
+  const bool neg = x < T(0);
+  auto s_pow = [neg](int j) { return neg && (j & 1) ? -1 : 1; };  // sign(x)^j
   const int k0 = first_den_power(v);
-  int p = -1;
-  for (int j = m; j >= 0; --j) {
-    if (a[j] != T(0)) {
-      p = j;
-      break;
-    }
-  }
-  int q = 0;
+  int p = m;
+  while (p >= 0 && a[p] == T(0)) --p;
+  int i_q = nb - 1;
+  while (i_q >= 0 && b[i_q] == T(0)) --i_q;
+  const int q = i_q < 0 ? 0 : i_q + k0;
+  int sgn_s = 0;  // sign of S's leading term b_q s^q (B, C)
   T L = den_constant<T>(v);
-  T sgnS = T(0);
-  for (int i = nb - 1; i >= 0; --i) {
-    if (b[i] != T(0)) {
-      q = i + k0;
-      const T bq = b[i];
-      const T sq = (q % 2 != 0) ? s : T(1);
-      const T abq = bq < T(0) ? -bq : bq;
-      sgnS = sign_of(bq) * sq;
-      if (q == 0) {
-        L = L + abq;  // C with only b_0: Q = 0.1 + |b_0|
-      } else {
-        L = v == Version::N ? bq * sq : abq;
-      }
-      break;
-    }
+  if (i_q >= 0) {
+    const T bq = b[i_q];
+    sgn_s = (bq < T(0) ? -1 : 1) * s_pow(q);
+    const T abq = bq < T(0) ? -bq : bq;
+    if (q == 0) L += abq;  // C with only b_0: Q = 0.1 + |b_0|
+    else L = v == Version::N ? bq * T(s_pow(q)) : abq;
   }
-  ElementOut<T> out;
+  const T inv_l = T(1) / L;
   // c_y = a_p s^p / L: the coefficient of |x|^(p-q) in y.
-  const T cy = p < 0 ? T(0) : a[p] * ((p % 2 != 0) ? s : T(1)) / L;
+  const T cy = p < 0 ? T(0) : a[p] * T(s_pow(p)) * inv_l;
+  ElementOut<T> out;
   out.y = p < 0 ? T(0) : limit_term(cy, p - q);
-  out.dydx = p < 0 ? T(0) : limit_term(cy * T(p - q) * s, p - q - 1);
+  out.dydx = p < 0 ? T(0) : limit_term(cy * T((p - q) * (neg ? -1 : 1)), p - q - 1);
   if (da != nullptr) {
-    for (int j = 0; j <= m; ++j) da[j] = limit_term(((j % 2 != 0) ? s : T(1)) / L, j - q);
+    for (int j = 0; j <= m; ++j) da[j] = limit_term(T(s_pow(j)) * inv_l, j - q);
+    const T cb = -cy * inv_l;
     for (int i = 0; i < nb; ++i) {
       const int k = i + k0;
-      const T sk = (k % 2 != 0) ? s : T(1);
-      const T ck = v == Version::A ? sign_of(b[i]) : (v == Version::N ? sk : sgnS * sk);
-      db[i] = p < 0 ? T(0) : limit_term(-(cy / L) * ck, p - 2 * q + k);
+      const int ck = v == Version::A ? (b[i] > T(0) ? 1 : (b[i] < T(0) ? -1 : 0))
+                                     : (v == Version::N ? s_pow(k) : sgn_s * s_pow(k));
+      db[i] = p < 0 ? T(0) : limit_term(cb * T(ck), p - 2 * q + k);
     }
   }
   return out;
 }
 
-// Forward value (and optionally all derivatives) of one element, runtime degrees.
-// a: m+1 numerator coefs; b: nb denominator coefs (dense, see first_den_power).
-// If da/db are non-null they receive dy/da_j and dy/db_i (not multiplied by the upstream grad).
-// scaled (power basis, |x| above the overflow threshold): the scaled form of eval_basis, by the
-// highest power with a nonzero coefficient; x = +-inf: the limits of rational_element_at_inf.
+// y, dy/dx (and optionally dy/da_j, dy/db_i) of one element from its basis values. The sums of
+// P and Q use the terms up to mt / nbt (coefficients above are zero: the scaled form skips them, as
+// 0 * inf would be NaN); the coefficient gradients use all of them.
 template <typename T>
-TR_HOST_DEVICE ElementOut<T> rational_element(
-    T x, const T* a, int m, const T* b, int nb, Version v, Basis basis, bool scaled, T* da, T* db) {
+TR_HOST_DEVICE ElementOut<T> rational_from_basis(const BasisValues<T>& bv, const T* a, int m, int mt, const T* b,
+                                                 int nb, int nbt, Version v, T* da, T* db) {
   const int k0 = first_den_power(v);
-  const int n_top = nb - 1 + k0;  // highest denominator power
-  const int D = m > n_top ? m : n_top;
-  int Ds = D;  // powers above Ds have zero coefficients (scaled form only)
-  if (scaled) {
-    if (x == x && x - x != x - x) return rational_element_at_inf<T>(x, a, m, b, nb, v, da, db);  // +-inf
-    int p = 0, q = 0;
-    for (int j = m; j > 0; --j) {
-      if (a[j] != T(0)) {
-        p = j;
-        break;
-      }
-    }
-    for (int i = nb - 1; i >= 0; --i) {
-      if (b[i] != T(0)) {
-        q = i + k0;
-        break;
-      }
-    }
-    Ds = p > q ? p : q;
-  }
-  BasisValues<T> bv;
-  eval_basis<T>(basis, x, D, scaled, bv, Ds);
-  const int mt = m < Ds ? m : Ds;  // terms above Ds are zero: skip them (0 * inf would be NaN)
   T P = T(0), dP = T(0);
   for (int j = 0; j <= mt; ++j) {
     P += a[j] * bv.f[j];
     dP += a[j] * bv.df[j];
   }
-  const int nbt = Ds - k0 + 1 < nb ? Ds - k0 + 1 : nb;
   T Q, dQ;
   T sgnS = T(0);
   if (v == Version::A) {
@@ -294,11 +259,58 @@ TR_HOST_DEVICE ElementOut<T> rational_element(
       } else {
         dQdb = sgnS * fk;
       }
-      // Above Ds (scaled only) fk may be inf with a zero factor: the true derivative is 0.
-      db[i] = (k > Ds && (dQdb != dQdb || yrQ == T(0))) ? T(0) : -yrQ * dQdb;
+      // Beyond nbt (powers above Ds, scaled form only) fk may be inf with a zero factor: the true
+      // derivative is 0.
+      db[i] = (i >= nbt && (dQdb != dQdb || yrQ == T(0))) ? T(0) : -yrQ * dQdb;
     }
   }
   return out;
+}
+
+// The scaled form (power basis, |x| above the overflow threshold), by the highest power with a
+// nonzero coefficient, Ds; x = +-inf: the limits of rational_element_at_inf. A function of its
+// own so that the plain evaluation (scaled = false, a constant in the kernels that call it) carries
+// none of its registers; on the GPU only the out-of-line rational_element_large reaches it.
+template <typename T>
+TR_HOST_DEVICE ElementOut<T> rational_element_scaled(T x, const T* a, int m, const T* b, int nb,
+                                                     Version v, T* da, T* db) {
+  if (x == x && x - x != x - x) return rational_element_at_inf<T>(x, a, m, b, nb, v, da, db);  // +-inf
+  const int k0 = first_den_power(v);
+  const int n_top = nb - 1 + k0;
+  const int D = m > n_top ? m : n_top;
+  int p = 0, q = 0;
+  for (int j = m; j > 0; --j) {
+    if (a[j] != T(0)) {
+      p = j;
+      break;
+    }
+  }
+  for (int i = nb - 1; i >= 0; --i) {
+    if (b[i] != T(0)) {
+      q = i + k0;
+      break;
+    }
+  }
+  const int Ds = p > q ? p : q;
+  BasisValues<T> bv;
+  eval_basis<T>(Basis::Power, x, D, true, bv, Ds);
+  const int mt = m < Ds ? m : Ds;
+  const int nbt = Ds - k0 + 1 < nb ? Ds - k0 + 1 : nb;
+  return rational_from_basis<T>(bv, a, m, mt, b, nb, nbt, v, da, db);
+}
+
+// Forward value (and optionally all derivatives) of one element, runtime degrees.
+// a: m+1 numerator coefs; b: nb denominator coefs (dense, see first_den_power).
+// If da/db are non-null they receive dy/da_j and dy/db_i (not multiplied by the upstream grad).
+// scaled (power basis, |x| above the overflow threshold): rational_element_scaled.
+template <typename T>
+TR_HOST_DEVICE ElementOut<T> rational_element(
+    T x, const T* a, int m, const T* b, int nb, Version v, Basis basis, bool scaled, T* da, T* db) {
+  if (scaled) return rational_element_scaled<T>(x, a, m, b, nb, v, da, db);
+  const int n_top = nb - 1 + first_den_power(v);
+  BasisValues<T> bv;
+  eval_basis<T>(basis, x, m > n_top ? m : n_top, false, bv);
+  return rational_from_basis<T>(bv, a, m, m, b, nb, nb, v, da, db);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -80,8 +80,12 @@ BUDGET = {
     "rational_backward_fixed_kernel": Budget(
         "rational fixed bwd", ("deg", "deg", "power", "dtype"), 128, 2560,
         "coefficients and M+N+2 accumulators in registers (float: 64-80, 3-4 blocks)",
-        exceptions=(("rational fixed bwd (7,6) power double", 136,
-                     "the hot loop alone takes 128; the pass-2 call's stack pointer tips it over: 1 block"),)),
+        exceptions=(("rational fixed bwd (7,6) power double", 160,
+                     "the hot loop alone takes 128; the pass-2 call (large |x|, +-inf limits) tips it over: 1 block"),
+                    ("rational fixed bwd (5,4) power double", 136,
+                     "128 in the hot loop; the pass-2 call's +-inf limits (rational_element_at_inf) add 6: 1 block"),
+                    ("rational fixed bwd (4,4) power double", 136,
+                     "128 in the hot loop; the pass-2 call's +-inf limits (rational_element_at_inf) add 4: 1 block"))),
     "rational_forward_rows_kernel": Budget(
         "rational rows fwd", ("deg", "deg", "power", "dtype"), 128, 2560,
         "4 columns (2 double) of coefficients per thread; 2 blocks of 256 per SM"),
@@ -99,7 +103,7 @@ BUDGET = {
         "runtime degree <= 32: per-element arrays in local memory (stack), by design", max_spill=64),
     "rational_backward_generic_kernel": Budget(
         "rational generic bwd", ("dtype",), 128, 5120,
-        "runtime degree <= 32: per-element arrays and accumulators in local memory, by design", max_spill=128),
+        "runtime degree <= 32: per-element arrays and accumulators in local memory, by design", max_spill=256),
     "finish_partials_kernel": Budget(
         "finish partials", ("dtype",), 32, 0,
         "a sequential sum per (group, coefficient); 16 blocks of 128 per SM (full occupancy)"),
