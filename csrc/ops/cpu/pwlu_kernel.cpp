@@ -156,9 +156,7 @@ inline void pwlu_backward_span_f64(const PwluGroup<double>& p, const double* x, 
       bin = p.n + 1;
       v = xi - p.right;
     } else {  // NaN x too: piece 0, v = NaN
-      const double u = (xi - p.left) * p.inv_d;
-      const int j = kernels::pwlu_piece(u, p.n);
-      v = u - j;
+      const int j = kernels::pwlu_locate(p, xi, v);
       dydx = xi == xi ? (p.heights[j + 1] - p.heights[j]) * p.inv_d : xi;
       bin = j;
     }
