@@ -269,9 +269,9 @@ def _ok():
     ("channel_dim_range", IndexError, "channel_dim 5 is out of range"),
     ("negative_eps", ValueError, "eps must be finite and >= 0"),
     ("nan_eps", ValueError, "eps must be finite and >= 0"),
-    ("int_x", TypeError, "x must be a floating point tensor"),
-    ("int_linear", TypeError, "linear must be a floating point tensor"),
-    ("int_fractions", TypeError, "fractions must be a floating point tensor"),
+    ("int_x", TypeError, "era: x has dtype Int; supported: float16, bfloat16, float32, float64"),
+    ("int_linear", TypeError, "era: linear has dtype Long; supported: float16"),
+    ("int_fractions", TypeError, "era: fractions has dtype Long; supported: float16"),
     ("grouped_scalar_x", ValueError, "x must have a channel dimension"),
 ])
 def test_bad_input(case, exc, pattern):
