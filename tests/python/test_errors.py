@@ -246,3 +246,25 @@ def test_module_groups_not_dividing_channels():
     module = torch_rational.Rational(num_groups=3)
     with pytest.raises(ERRORS, match=r"num_groups|channel_dim|groups"):
         module(torch.randn(2, 4, 3))
+
+
+# ------------------------------------------------------------------------------------------------
+# replace_activations and friends: a wrong type names the argument.
+
+
+@pytest.mark.parametrize("call,pattern", [
+    (lambda: torch_rational.replace_activations(42), r"replace_activations: model must be an nn.Module, got int"),
+    (lambda: torch_rational.replace_activations("resnet18"), r"model must be an nn.Module, got str"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU, verbose=False), r"model must be an nn.Module"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), inplace="yes"), r"inplace must be True or False"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), verbose=1), r"verbose must be True or False"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), targets="ReLU"), r"targets must be"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), targets=[3]), r"targets must hold"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), factory=3), r"factory must be"),
+    (lambda: torch_rational.find_activations(None), r"find_activations: model must be an nn.Module"),
+    (lambda: torch_rational.param_groups([torch.nn.Parameter(torch.ones(1))]), r"param_groups: model must be"),
+], ids=["int_model", "str_model", "class_model", "inplace", "verbose", "str_targets", "int_targets", "factory",
+        "find_activations", "param_groups"])
+def test_rewrite_argument_types(call, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        call()
