@@ -91,25 +91,16 @@ TR_HOST_DEVICE int pwlu_piece(T u, int n) {
 // by a few ulps relative, below 1/4 piece for N <= 2^20 in float), and one comparison with a
 // breakpoint corrects it. Narrower pieces (several x_k rounding to the same value) get a piece
 // within one of the guess, the same on every backend. Sets t = (x - x_i) / d (0 on a breakpoint,
-// NaN for NaN x, whose piece is 0). The CPU vector path (pwlu_kernel_vec.cpp) does the same steps
-// lane-wise.
+// NaN for NaN x, whose piece is 0). Branch-free (the two comparisons cannot both hold, the x_k
+// being non-decreasing in k): with an if/else, ptxas spilled in the float64 CUDA backward. The CPU
+// vector path (pwlu_kernel_vec.cpp) does the same steps lane-wise.
 template <typename T>
 TR_HOST_DEVICE int pwlu_locate(const PwluGroup<T>& p, T x, T& t) {
-  int i = pwlu_piece((x - p.left) * p.inv_d, p.n);
-  T xi = pwlu_breakpoint(p, i);
-  if (x < xi) {
-    if (i > 0) {
-      --i;
-      xi = pwlu_breakpoint(p, i);
-    }
-  } else if (i + 1 < p.n) {
-    const T next = pwlu_breakpoint(p, i + 1);
-    if (x >= next) {
-      ++i;
-      xi = next;
-    }
-  }
-  t = (x - xi) * p.inv_d;
+  const int guess = pwlu_piece((x - p.left) * p.inv_d, p.n);
+  const bool down = guess > 0 && x < pwlu_breakpoint(p, guess);
+  const bool up = guess + 1 < p.n && x >= pwlu_breakpoint(p, guess + 1);
+  const int i = guess + (up ? 1 : 0) - (down ? 1 : 0);
+  t = (x - pwlu_breakpoint(p, i)) * p.inv_d;
   return i;
 }
 
