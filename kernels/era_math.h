@@ -9,6 +9,12 @@
 //   dy/dx = a + sum (c - 2 u r) / D
 //   dy/da = x, dy/db = 1, dy/dc = x / D, dy/dd = 1 / D, dy/de = 2 u r / D, dy/df = -2 f r / D
 // D >= eps > 0, so for eps > 0 there is no pole whatever the parameters are.
+//
+// Infinite x (and any x where D overflows to inf, e.g. |x - e| > 1.8e19 in float): the fractions
+// and all their partial derivatives are taken at their limit, 0 (x / D, 1 / D, u r / D -> 0 as
+// |x| -> inf), instead of inf * 0 = NaN; the linear part a x + b is +-inf, or b when a == 0 (the
+// limit of the line, not 0 * inf). So y(+-inf) = a x + b, dy/dx = a, dy/da = x (+-inf, as for the
+// line: g * x), dy/db = 1, dy/d(c, d, e, f) = 0. A NaN x still gives NaN (D is NaN, not inf).
 #pragma once
 
 #include <cmath>
@@ -29,16 +35,24 @@ constexpr int kMaxEraFractions = 32;
 // Per-group parameter count: 2 linear + 4 per fraction.
 TR_HOST_DEVICE int era_params_per_group(int n) { return 2 + 4 * n; }
 
+// a x + b, with the limit b for a == 0 (a x would be 0 * inf = NaN at x = +-inf).
+template <typename T>
+TR_HOST_DEVICE T era_linear(T x, T a, T b) {
+  return a == T(0) ? b : a * x + b;
+}
+
 template <typename T>
 TR_HOST_DEVICE T era_forward_element(T x, T a, T b, const T* fr, int n, T eps) {
-  T y = a * x + b;
+  T y = era_linear(x, a, b);
   for (int i = 0; i < n; ++i) {
     const T c = fr[4 * i], d = fr[4 * i + 1], e = fr[4 * i + 2], f = fr[4 * i + 3];
     const T u = x - e;
     const T inv = T(1) / (u * u + (f * f + eps));
     // c (x / D) + d / D rather than (c x + d) / D: for |x| near the float max, c x overflows to inf
-    // while D is already inf, and inf / inf would be NaN; this way the fraction is 0 there.
-    y += c * (x * inv) + d * inv;
+    // while D is already inf, and inf / inf would be NaN; this way the fraction is 0 there. D = inf
+    // (inv = 0) with an infinite x: x / D is inf * 0, so the limit 0 is taken explicitly.
+    const T x_inv = inv == T(0) ? T(0) : x * inv;
+    y += c * x_inv + d * inv;
   }
   return y;
 }
@@ -53,10 +67,12 @@ TR_HOST_DEVICE T era_backward_element(T x, T g, T a, const T* fr, int n, T eps, 
     const T c = fr[4 * i], d = fr[4 * i + 1], e = fr[4 * i + 2], f = fr[4 * i + 3];
     const T u = x - e;
     const T inv = T(1) / (u * u + (f * f + eps));
-    const T x_inv = x * inv;
+    const bool vanish = inv == T(0);  // D = inf: the limit 0 of every term, see era_forward_element
+    const T x_inv = vanish ? T(0) : x * inv;
     const T r = c * x_inv + d * inv;  // overflow-safe form, see era_forward_element
     const T two_r_inv = T(2) * r * inv;
-    const T ur = u * r;  // bounded by ~|c| + |d| / |u|, unlike 2 u, which can overflow
+    // bounded by ~|c| + |d| / |u|, unlike 2 u, which can overflow; inf * 0 for an infinite u
+    const T ur = vanish ? T(0) : u * r;
     dydx += (c - T(2) * ur) * inv;
     if (dlin) {
       const T gi = g * inv;

@@ -5,7 +5,13 @@
 // N uniform pieces on [L, R], d = (R - L) / N, heights Y_0..Y_N, outer slopes K_L, K_R:
 //   x <  L: y = Y_0 + (x - L) K_L
 //   x >= R: y = Y_N + (x - R) K_R
-//   else:   u = (x - L) / d, i = clamp(floor(u), 0, N - 1), t = u - i, y = Y_i + t (Y_{i+1} - Y_i)
+//   else:   piece i = the k in [0, N - 1] with x_k <= x < x_{k+1}, t = (x - x_i) / d,
+//           y = Y_i + t (Y_{i+1} - Y_i)
+// The breakpoints are defined in the math type T (float for half/bf16/float x, double for double):
+//   d = (R - L) / N   (one rounding),   x_k = fma(k, d, L) = L + k d with one rounding,
+// and the piece is chosen by comparing x with them (pwlu_locate), so x exactly on a breakpoint x_k
+// (1 <= k <= N - 1) takes piece k, the right one, on every backend (CPU scalar, CPU vector, CUDA).
+// u = (x - L) N / (R - L) only gives a first guess, which can be one piece off at a breakpoint.
 #pragma once
 
 #include <cmath>
@@ -32,6 +38,7 @@ struct PwluGroup {
   const T* heights;  // Y_0..Y_N
   T left, right;     // L, R (L < R, checked by the callers)
   T slope_left, slope_right;
+  T d;         // (R - L) / N: the breakpoints are x_k = fma(k, d, L)
   T inv_d;      // N / (R - L)
   T inv_width;  // 1 / (R - L)
   int n;        // N
@@ -47,6 +54,7 @@ TR_HOST_DEVICE PwluGroup<T> make_pwlu_group(const T* heights, T left, T right, T
   p.slope_left = slope_left;
   p.slope_right = slope_right;
   p.inv_width = T(1) / (right - left);
+  p.d = (right - left) / T(n);
   p.inv_d = T(n) * p.inv_width;
   p.n = n;
   return p;
@@ -56,6 +64,16 @@ TR_HOST_DEVICE PwluGroup<T> make_pwlu_group(const T* heights, T left, T right, T
 // on every toolkit).
 TR_HOST_DEVICE float pwlu_floor(float v) { return floorf(v); }
 TR_HOST_DEVICE double pwlu_floor(double v) { return floor(v); }
+// Fused multiply-add (one rounding) on host and device alike: the breakpoint x_k must not depend on
+// whether a compiler contracts k * d + L into an FMA or not.
+TR_HOST_DEVICE float pwlu_fma(float a, float b, float c) { return fmaf(a, b, c); }
+TR_HOST_DEVICE double pwlu_fma(double a, double b, double c) { return fma(a, b, c); }
+
+// Breakpoint x_k = L + k d, rounded once to T (x_0 = L exactly).
+template <typename T>
+TR_HOST_DEVICE T pwlu_breakpoint(const PwluGroup<T>& p, int k) {
+  return pwlu_fma(T(k), p.d, p.left);
+}
 
 // Piece index clamp(floor(u), 0, N - 1). Written so that a NaN u gives 0 (a float -> int
 // conversion of NaN is undefined behaviour), and u == N (x just below R after rounding) gives N - 1.
@@ -67,14 +85,32 @@ TR_HOST_DEVICE int pwlu_piece(T u, int n) {
   return static_cast<int>(f);
 }
 
+// Piece of an x with L <= x < R (or NaN): the i in [0, N - 1] with x_i <= x < x_{i+1} (x_N taken
+// as R). The guess clamp(floor(u), 0, N - 1) is off by at most one piece when a piece is wider
+// than the rounding of the breakpoints (d above ~2 ulp of max(|L|, |R|) in T; u and d are rounded
+// by a few ulps relative, below 1/4 piece for N <= 2^20 in float), and one comparison with a
+// breakpoint corrects it. Narrower pieces (several x_k rounding to the same value) get a piece
+// within one of the guess, the same on every backend. Sets t = (x - x_i) / d (0 on a breakpoint,
+// NaN for NaN x, whose piece is 0). Branch-free (the two comparisons cannot both hold, the x_k
+// being non-decreasing in k): with an if/else, ptxas spilled in the float64 CUDA backward. The CPU
+// vector path (pwlu_kernel_vec.cpp) does the same steps lane-wise.
+template <typename T>
+TR_HOST_DEVICE int pwlu_locate(const PwluGroup<T>& p, T x, T& t) {
+  const int guess = pwlu_piece((x - p.left) * p.inv_d, p.n);
+  const bool down = guess > 0 && x < pwlu_breakpoint(p, guess);
+  const bool up = guess + 1 < p.n && x >= pwlu_breakpoint(p, guess + 1);
+  const int i = guess + (up ? 1 : 0) - (down ? 1 : 0);
+  t = (x - pwlu_breakpoint(p, i)) * p.inv_d;
+  return i;
+}
+
 template <typename T>
 TR_HOST_DEVICE T pwlu_forward_element(const PwluGroup<T>& p, T x) {
   if (x < p.left) return p.heights[0] + (x - p.left) * p.slope_left;
   if (x >= p.right) return p.heights[p.n] + (x - p.right) * p.slope_right;
   // NaN x falls through to here and gives NaN (t is NaN).
-  const T u = (x - p.left) * p.inv_d;
-  const int i = pwlu_piece(u, p.n);
-  const T t = u - T(i);
+  T t;
+  const int i = pwlu_locate(p, x, t);
   const T y0 = p.heights[i];
   return y0 + t * (p.heights[i + 1] - y0);
 }
@@ -112,9 +148,9 @@ TR_HOST_DEVICE PwluElementGrad<T> pwlu_backward_element(const PwluGroup<T>& p, T
     r.d_right = -p.slope_right;
     r.d_slope_right = x - p.right;
   } else {
-    const T u = (x - p.left) * p.inv_d;
-    const int i = pwlu_piece(u, p.n);
-    const T t = u - T(i);
+    T t;
+    const int i = pwlu_locate(p, x, t);
+    const T u = T(i) + t;
     const T s = p.heights[i + 1] - p.heights[i];
     // A NaN x gets a NaN input gradient (not the slope of piece 0): the NaN stays visible in its
     // own element in backward as in forward.
@@ -122,7 +158,7 @@ TR_HOST_DEVICE PwluElementGrad<T> pwlu_backward_element(const PwluGroup<T>& p, T
     r.i = i;
     r.w_lo = T(1) - t;
     r.w_hi = t;
-    // The piece i is locally constant, so dy/dbound = s du/dbound with u = (x - L) N / (R - L):
+    // The piece i is locally constant, so dy/dbound = s du/dbound with u = i + t = (x - L) N / (R - L):
     // du/dL = (u - N) / (R - L), du/dR = -u / (R - L).
     r.d_left = s * (u - T(p.n)) * p.inv_width;
     r.d_right = -s * u * p.inv_width;

@@ -6,6 +6,8 @@
 
 #include <cmath>
 
+#include "ops/arg_checks.h"
+
 namespace torch_rational {
 
 struct PwluConfig {
@@ -21,17 +23,12 @@ struct PwluConfig {
 constexpr int64_t kPwluMaxPieces = 1 << 20;
 
 inline PwluConfig check_pwlu_args(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
-                                  const at::Tensor& slopes, int64_t channel_dim) {
+                                  const at::Tensor& slopes, int64_t channel_dim, const char* op = "pwlu") {
   PwluConfig cfg;
-  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()),
-                   "torch_rational.pwlu: x must be a floating point tensor (float16, bfloat16, float32, float64), "
-                   "got ", x.scalar_type());
-  TORCH_CHECK_TYPE(at::isFloatingType(heights.scalar_type()),
-                   "torch_rational.pwlu: heights must be a floating point tensor, got ", heights.scalar_type());
-  TORCH_CHECK_TYPE(at::isFloatingType(bounds.scalar_type()),
-                   "torch_rational.pwlu: bounds must be a floating point tensor, got ", bounds.scalar_type());
-  TORCH_CHECK_TYPE(at::isFloatingType(slopes.scalar_type()),
-                   "torch_rational.pwlu: slopes must be a floating point tensor, got ", slopes.scalar_type());
+  check_supported_dtype(op, "x", x);
+  check_supported_dtype(op, "heights", heights);
+  check_supported_dtype(op, "bounds", bounds);
+  check_supported_dtype(op, "slopes", slopes);
   TORCH_CHECK_VALUE(heights.dim() == 1 || heights.dim() == 2,
                     "torch_rational.pwlu: heights must have shape (N+1,) or (groups, N+1), got ", heights.sizes());
   const int64_t groups = heights.dim() == 2 ? heights.size(0) : 1;
@@ -49,25 +46,20 @@ inline PwluConfig check_pwlu_args(const at::Tensor& x, const at::Tensor& heights
                           : (slopes.dim() == 2 && slopes.size(0) == groups && slopes.size(1) == 2),
                     "torch_rational.pwlu: slopes must have shape ", one_d ? "(2,)" : "(groups, 2)",
                     " like heights ", heights.sizes(), ", got ", slopes.sizes());
-  TORCH_CHECK_VALUE(heights.device() == x.device(), "torch_rational.pwlu: heights is on ", heights.device(),
-                    " but x is on ", x.device());
-  TORCH_CHECK_VALUE(bounds.device() == x.device(), "torch_rational.pwlu: bounds is on ", bounds.device(),
-                    " but x is on ", x.device());
-  TORCH_CHECK_VALUE(slopes.device() == x.device(), "torch_rational.pwlu: slopes is on ", slopes.device(),
-                    " but x is on ", x.device());
+  check_same_device(op, "heights", heights, x);
+  check_same_device(op, "bounds", bounds, x);
+  check_same_device(op, "slopes", slopes, x);
   cfg.groups = groups;
   cfg.n = static_cast<int>(n);
-  if (groups > 1) {
-    TORCH_CHECK_VALUE(x.dim() >= 1, "torch_rational.pwlu: x must have a channel dimension when num_groups > 1");
-    TORCH_CHECK_INDEX(channel_dim >= -x.dim() && channel_dim < x.dim(), "torch_rational.pwlu: channel_dim ",
-                      channel_dim, " is out of range for x with ", x.dim(), " dimensions");
-    cfg.channel_dim = channel_dim < 0 ? channel_dim + x.dim() : channel_dim;
-    cfg.channels = x.size(cfg.channel_dim);
-    TORCH_CHECK_VALUE(cfg.channels % groups == 0, "torch_rational.pwlu: x.size(channel_dim=", channel_dim,
-                      ") = ", cfg.channels, " is not divisible by the number of groups (num_groups = ", groups, ")");
-    cfg.channels_per_group = cfg.channels / groups;
-  }
+  const GroupSplit split = check_group_split(op, x, groups, channel_dim);
+  cfg.channel_dim = split.channel_dim;
+  cfg.channels = split.channels;
+  cfg.channels_per_group = split.channels_per_group;
   return cfg;
+}
+
+inline void check_pwlu_grad_output(const at::Tensor& grad_output, const at::Tensor& x) {
+  check_grad_output("pwlu_backward", grad_output, x);
 }
 
 // Checks L < R (both finite) for every group and returns the bounds as a contiguous float64 CPU

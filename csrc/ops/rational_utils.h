@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "ops/arg_checks.h"
 #include "rational_math.h"
 
 namespace torch_rational {
@@ -49,18 +50,14 @@ struct RationalConfig {
 inline RationalConfig check_rational_args(const at::Tensor& x, const at::Tensor& numerator,
                                           const at::Tensor& denominator, c10::string_view version,
                                           c10::string_view basis, int64_t channel_dim, double noise,
-                                          const std::optional<at::Tensor>& noise_seed) {
+                                          const std::optional<at::Tensor>& noise_seed,
+                                          const char* op = "rational") {
   RationalConfig cfg;
   cfg.version = parse_version(version);
   cfg.basis = parse_basis(basis);
-  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()),
-                   "torch_rational: x must be a floating point tensor (float16, bfloat16, float32, "
-                   "float64), got ", x.scalar_type());
-  TORCH_CHECK_TYPE(at::isFloatingType(numerator.scalar_type()),
-                   "torch_rational: numerator must be a floating point tensor, got ", numerator.scalar_type());
-  TORCH_CHECK_TYPE(at::isFloatingType(denominator.scalar_type()),
-                   "torch_rational: denominator must be a floating point tensor, got ",
-                   denominator.scalar_type());
+  check_supported_dtype(op, "x", x);
+  check_supported_dtype(op, "numerator", numerator);
+  check_supported_dtype(op, "denominator", denominator);
   TORCH_CHECK_VALUE(numerator.dim() == 1 || numerator.dim() == 2,
                     "torch_rational: numerator must have shape (m+1,) or (groups, m+1), got ",
                     numerator.sizes());
@@ -95,27 +92,26 @@ inline RationalConfig check_rational_args(const at::Tensor& x, const at::Tensor&
     TORCH_CHECK_VALUE(noise_seed->scalar_type() == at::kLong && noise_seed->numel() == 1,
                       "torch_rational: noise_seed must be an int64 tensor with one element, got ",
                       noise_seed->scalar_type(), " with ", noise_seed->numel(), " elements");
-    TORCH_CHECK_VALUE(noise_seed->device().is_cpu(), "torch_rational: noise_seed must be a CPU tensor");
+    TORCH_CHECK_VALUE(noise_seed->device().is_cpu(), "torch_rational.", op, ": noise_seed is on ",
+                      noise_seed->device(), " but must be a CPU tensor (x is on ", x.device(), ")");
   }
-  TORCH_CHECK_VALUE(numerator.device() == x.device(), "torch_rational: numerator is on ", numerator.device(),
-                    " but x is on ", x.device());
-  TORCH_CHECK_VALUE(denominator.device() == x.device(), "torch_rational: denominator is on ",
-                    denominator.device(), " but x is on ", x.device());
+  check_same_device(op, "numerator", numerator, x);
+  check_same_device(op, "denominator", denominator, x);
   cfg.groups = gn;
   cfg.m = static_cast<int>(na - 1);
   cfg.nb = static_cast<int>(nb);
-  if (gn > 1) {
-    TORCH_CHECK_VALUE(x.dim() >= 1, "torch_rational: x must have a channel dimension when num_groups > 1");
-    TORCH_CHECK_INDEX(channel_dim >= -x.dim() && channel_dim < x.dim(), "torch_rational: channel_dim ",
-                      channel_dim, " is out of range for x with ", x.dim(), " dimensions");
-    cfg.channel_dim = channel_dim < 0 ? channel_dim + x.dim() : channel_dim;
-    cfg.channels = x.size(cfg.channel_dim);
-    TORCH_CHECK_VALUE(cfg.channels % gn == 0, "torch_rational: x.size(channel_dim=", channel_dim, ") = ",
-                      cfg.channels, " is not divisible by the number of groups (num_groups = ", gn, ")");
-    cfg.channels_per_group = cfg.channels / gn;
-  }
+  const GroupSplit split = check_group_split(op, x, gn, channel_dim);
+  cfg.channel_dim = split.channel_dim;
+  cfg.channels = split.channels;
+  cfg.channels_per_group = split.channels_per_group;
   // With one group channel_dim is ignored, so a bare PAU works on any shape, like nn.ReLU.
   return cfg;
+}
+
+// grad_output of rational_backward (dtype, device, shape, as x). For the backends' backward entry
+// points, right after check_rational_args(..., "rational_backward").
+inline void check_rational_grad_output(const at::Tensor& grad_output, const at::Tensor& x) {
+  check_grad_output("rational_backward", grad_output, x);
 }
 
 inline uint64_t read_noise_seed(double noise, const std::optional<at::Tensor>& noise_seed) {

@@ -37,6 +37,27 @@ def _num_groups(numerator: torch.Tensor) -> int:
     return numerator.shape[0] if numerator.dim() == 2 else 1
 
 
+_SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check_dtypes(op: str, **tensors: torch.Tensor) -> None:
+    """Every tensor argument in a dtype the kernels support, as the C++ checks
+    (csrc/ops/arg_checks.h): TypeError naming the argument and its dtype."""
+    for name, t in tensors.items():
+        message = (f"torch_rational.{op}: {name} has dtype {str(t.dtype).replace('torch.', '')}; "
+                   "supported: float16, bfloat16, float32, float64")
+        torch._check_type(t.dtype in _SUPPORTED_DTYPES, lambda message=message: message)
+
+
+def _check_noise_seed(op: str, x: torch.Tensor, noise_seed) -> None:
+    """noise_seed is read on the host: a CPU tensor (a meta one only when x is meta too)."""
+    if noise_seed is None:
+        return
+    ok = noise_seed.device.type == "cpu" or (noise_seed.device.type == "meta" and x.device.type == "meta")
+    message = f"torch_rational.{op}: noise_seed is on {noise_seed.device} but must be a CPU tensor (x is on {x.device})"
+    torch._check_value(ok, lambda: message)
+
+
 def _check_same_device(op: str, x: torch.Tensor, **tensors: torch.Tensor) -> None:
     """Every tensor argument on x's device. A meta tensor among CPU ones sends the call to these
     fake kernels (Meta outranks CPU in dispatch), which would otherwise return an uninitialised
@@ -49,8 +70,9 @@ def _check_same_device(op: str, x: torch.Tensor, **tensors: torch.Tensor) -> Non
 @torch.library.register_fake("torch_rational::rational")
 def _rational_fake(x, numerator, denominator, version="A", basis="power", channel_dim=1, noise=0.0,
                    noise_seed=None):
+    _check_dtypes("rational", x=x, numerator=numerator, denominator=denominator)
     _check_same_device("rational", x, numerator=numerator, denominator=denominator)
-    torch._check(x.dtype.is_floating_point, lambda: "torch_rational: x must be a floating point tensor")
+    _check_noise_seed("rational", x, noise_seed)
     torch._check(numerator.dim() in (1, 2), lambda: "torch_rational: numerator must be 1-D or 2-D")
     torch._check(numerator.dim() == denominator.dim(),
                  lambda: "torch_rational: numerator and denominator must both be 1-D or both 2-D")
@@ -64,7 +86,9 @@ def _rational_fake(x, numerator, denominator, version="A", basis="power", channe
 @torch.library.register_fake("torch_rational::rational_backward")
 def _rational_backward_fake(grad_output, x, numerator, denominator, version, basis, channel_dim, noise,
                             noise_seed, output_mask):
+    _check_dtypes("rational_backward", grad_output=grad_output, x=x, numerator=numerator, denominator=denominator)
     _check_same_device("rational_backward", x, grad_output=grad_output, numerator=numerator, denominator=denominator)
+    _check_noise_seed("rational_backward", x, noise_seed)
     gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
     gn = torch.empty_like(numerator, memory_format=torch.contiguous_format) if output_mask[1] \
         else numerator.new_empty((0,))
@@ -75,8 +99,8 @@ def _rational_backward_fake(grad_output, x, numerator, denominator, version, bas
 
 @torch.library.register_fake("torch_rational::pwlu")
 def _pwlu_fake(x, heights, bounds, slopes, channel_dim=1):
+    _check_dtypes("pwlu", x=x, heights=heights, bounds=bounds, slopes=slopes)
     _check_same_device("pwlu", x, heights=heights, bounds=bounds, slopes=slopes)
-    torch._check(x.dtype.is_floating_point, lambda: "torch_rational.pwlu: x must be a floating point tensor")
     torch._check(heights.dim() in (1, 2), lambda: "torch_rational.pwlu: heights must be 1-D or 2-D")
     torch._check(heights.shape[-1] >= 2, lambda: "torch_rational.pwlu: heights must have N+1 >= 2 entries")
     g = heights.shape[0] if heights.dim() == 2 else 1
@@ -88,6 +112,7 @@ def _pwlu_fake(x, heights, bounds, slopes, channel_dim=1):
 
 @torch.library.register_fake("torch_rational::pwlu_backward")
 def _pwlu_backward_fake(grad_output, x, heights, bounds, slopes, channel_dim, output_mask):
+    _check_dtypes("pwlu_backward", grad_output=grad_output, x=x, heights=heights, bounds=bounds, slopes=slopes)
     _check_same_device("pwlu_backward", x, grad_output=grad_output, heights=heights, bounds=bounds, slopes=slopes)
     def grad_of(t, wanted):
         return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty((0,))
@@ -102,8 +127,8 @@ def _era_groups(linear: torch.Tensor) -> int:
 
 @torch.library.register_fake("torch_rational::era")
 def _era_fake(x, linear, fractions, eps=1e-6, channel_dim=1):
+    _check_dtypes("era", x=x, linear=linear, fractions=fractions)
     _check_same_device("era", x, linear=linear, fractions=fractions)
-    torch._check(x.dtype.is_floating_point, lambda: "torch_rational.era: x must be a floating point tensor")
     torch._check(linear.dim() in (1, 2) and linear.shape[-1] == 2,
                  lambda: "torch_rational.era: linear must have shape (2,) or (groups, 2)")
     torch._check(fractions.dim() == linear.dim() + 1 and fractions.shape[-1] == 4,
@@ -118,6 +143,7 @@ def _era_fake(x, linear, fractions, eps=1e-6, channel_dim=1):
 
 @torch.library.register_fake("torch_rational::era_backward")
 def _era_backward_fake(grad_output, x, linear, fractions, eps, channel_dim, output_mask):
+    _check_dtypes("era_backward", grad_output=grad_output, x=x, linear=linear, fractions=fractions)
     _check_same_device("era_backward", x, grad_output=grad_output, linear=linear, fractions=fractions)
     def grad_of(t, wanted):
         return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty((0,))

@@ -198,7 +198,22 @@ def _make_builder(factory: Factory, kwargs: dict) -> Tuple[Callable[[nn.Module],
                     f"class or a callable, got {factory!r}")
 
 
+def _check_model(function: str, model) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"torch_rational.{function}: model must be an nn.Module, got {type(model).__name__} "
+                        f"({model!r:.80})")
+
+
+def _check_flag(function: str, name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"torch_rational.{function}: {name} must be True or False, got {type(value).__name__} "
+                        f"({value!r:.80})")
+
+
 def _check_targets(targets) -> Tuple[type, ...]:
+    if isinstance(targets, str):  # a str is a sequence too, of one-character strings
+        raise TypeError(f"torch_rational.replace_activations: targets must be a module type or a sequence "
+                        f"of module types, got the string {targets!r}")
     if isinstance(targets, type):
         targets = (targets,)
     try:
@@ -236,6 +251,7 @@ def find_activations(model: nn.Module, targets: Sequence[Type[nn.Module]] = DEFA
                      ) -> List[Tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every module of ``model`` that ``replace_activations`` would
     replace with these ``targets`` (torch_rational modules themselves are never targets)."""
+    _check_model("find_activations", model)
     targets = _check_targets(targets)
     learnable = _learnable_types()
     return [(n, m) for n, m in model.named_modules(remove_duplicate=False)
@@ -281,6 +297,9 @@ def replace_activations(
     Returns:
         the model (a copy when ``inplace=False``) with the activations replaced.
     """
+    _check_model("replace_activations", model)
+    _check_flag("replace_activations", "inplace", inplace)
+    _check_flag("replace_activations", "verbose", verbose)
     targets = _check_targets(targets)
     build, factory_name = _make_builder(factory, kwargs)
     if not inplace:
@@ -430,6 +449,7 @@ def replace_functional_activations(
     """
     import torch.fx
 
+    _check_flag("replace_functional_activations", "verbose", verbose)
     targets = _check_targets(targets)
     _make_builder(factory, kwargs)  # validate the factory before tracing
     gm = torch.fx.symbolic_trace(copy.deepcopy(model))
@@ -466,6 +486,7 @@ def replace_functional_activations(
 
 def activation_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every torch_rational activation in ``model`` (each instance once)."""
+    _check_model("activation_modules", model)
     learnable = _learnable_types()
     return [(n, m) for n, m in model.named_modules() if isinstance(m, learnable)]
 
@@ -490,6 +511,7 @@ def param_groups(model: nn.Module, **activation_options) -> List[dict]:
         opt = torch.optim.AdamW(torch_rational.param_groups(model, weight_decay=0.0), lr=1e-3, weight_decay=1e-2)
 
     An empty group is left out (PyTorch optimizers reject empty groups)."""
+    _check_model("param_groups", model)
     acts = activation_parameters(model)
     ids = {id(p) for p in acts}
     others = [p for p in model.parameters() if id(p) not in ids]

@@ -249,6 +249,43 @@ TEST(EmuEra, LargeInputsMatchTheReference) {
   }
 }
 
+// x = +-inf (docs/era.md): y = a x + b (b when a == 0), dy/dx = a, dy/da = x, dy/db = 1, every
+// fraction gradient 0. Group 0 sees only +inf, group 1 only -inf; n = 1, 2 (register kernels) and
+// 5 (generic kernels); values from that definition, not from the CPU op.
+TEST(EmuEra, InfiniteInputsTakeTheLimitOfTheLine) {
+  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kBFloat16}) {
+    for (int n : {1, 2, 5}) {
+      for (double a : {1.5, 0.0}) {
+        auto opts = torch::TensorOptions().dtype(torch::kDouble);
+        torch::manual_seed(11 + n);
+        const auto x64 = torch::cat({torch::full({2, 1, 37}, INFINITY, opts), torch::full({2, 1, 37}, -INFINITY, opts)}, 1);
+        const auto x = x64.to(dtype);
+        auto [lin64, fr64] = random_params(2, n);
+        lin64.select(1, 0).fill_(a);
+        const auto acc = acc_dtype(dtype);
+        const auto lin = lin64.to(acc), fr = fr64.to(acc);
+        const auto gy = (torch::rand(x.sizes(), opts) + 0.5).to(dtype);
+        const Result r = run(Case{x, 2, 0, 1}, lin, fr, 1e-6, gy);
+        const std::string what = dtype_name(dtype) + " n=" + std::to_string(n) + " a=" + std::to_string(a);
+        const auto lin_d = lin.to(torch::kDouble), g64 = gy.to(torch::kDouble);
+        for (int grp = 0; grp < 2; ++grp) {
+          const double sign = grp == 0 ? 1.0 : -1.0, b = lin_d[grp][1].item<double>();
+          const double want_y = a == 0.0 ? b : sign * a * INFINITY;
+          const auto yg = r.y.select(1, grp).to(torch::kDouble);
+          EXPECT_TRUE(torch::equal(yg, torch::full_like(yg, want_y).to(dtype).to(torch::kDouble))) << what;
+          const auto gxg = r.grad_x.select(1, grp).to(torch::kDouble);
+          const auto want_gx = (g64.select(1, grp) * a).to(dtype).to(torch::kDouble);
+          EXPECT_TRUE(torch::allclose(gxg, want_gx, 1e-6, 0)) << what;
+          const auto pg = r.param_grad[grp].to(torch::kDouble);
+          EXPECT_EQ(pg[0].item<double>(), sign * INFINITY) << what;  // sum g x, g > 0
+          EXPECT_NEAR(pg[1].item<double>(), g64.select(1, grp).sum().item<double>(), 1e-3) << what;
+          EXPECT_TRUE(torch::equal(pg.narrow(0, 2, 4 * n), torch::zeros({4 * n}, pg.options()))) << what << pg;
+        }
+      }
+    }
+  }
+}
+
 // A NaN in one element stays in that element (forward and grad_x); every parameter grad but
 // dy/db = 1 becomes NaN (the sums include it), as on CPU.
 TEST(EmuEra, NanStaysInItsElement) {

@@ -10,8 +10,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "ops/pwlu.h"
 #include "references.h"
@@ -285,6 +287,85 @@ TEST(EmuPwlu, BreakpointsAndBoundsMatchTheCpuOp) {
         EXPECT_NEAR(r.y[0][1][3 * k].item<double>(), h64[1][k].item<double>(),
                     dtype == torch::kBFloat16 ? 2e-2 : dtype == torch::kHalf ? 4e-3 : 1e-6)
             << what << " k=" << k;
+    }
+  }
+}
+
+// Breakpoints that are not exact in binary (docs/pwlu.md: d = (R - L) / N and x_k = fma(k, d, L)
+// in the math type): x = x_k takes piece k, the right one, for every k = 1..N-1; x = L piece 0,
+// x = R the right line. Expected values from the formula in float64 (y = Y_k, dy/dx = the slope
+// of piece k, dY_k += g, dL += g s (k - N) / (R - L), dR -= g s k / (R - L)), not from the CPU op.
+TEST(EmuPwlu, EveryBreakpointTakesTheRightPiece) {
+  struct Bounds { double L, R; int n; };
+  for (auto dtype : {torch::kFloat, torch::kDouble}) {
+    for (const Bounds& c : {Bounds{-0.7, 3.1, 5}, Bounds{0.1, 0.7, 3}, Bounds{-2.3, 1.9, 16}, Bounds{-1e-3, 5.0, 13},
+                            Bounds{-5.5, -1.25, 100}}) {
+      const int n = c.n;
+      auto opts = torch::TensorOptions().dtype(torch::kDouble);
+      torch::manual_seed(21 + n);
+      std::vector<double> pts;  // in the math type: x_0 = L, x_1 .. x_{N-1}, then R
+      double L, R;
+      if (dtype == torch::kFloat) {
+        const float l = static_cast<float>(c.L), r = static_cast<float>(c.R), d = (r - l) / static_cast<float>(n);
+        for (int k = 0; k < n; ++k) pts.push_back(std::fma(static_cast<float>(k), d, l));
+        pts.push_back(r);
+        L = l;
+        R = r;
+      } else {
+        const double d = (c.R - c.L) / n;
+        for (int k = 0; k < n; ++k) pts.push_back(std::fma(static_cast<double>(k), d, c.L));
+        pts.push_back(c.R);
+        L = c.L;
+        R = c.R;
+      }
+      const int reps = 37;
+      const int64_t len = static_cast<int64_t>(pts.size()) * reps;
+      const auto x = torch::tensor(pts, opts).repeat({reps}).to(dtype);
+      Params q;
+      q.h = (torch::randn({1, n + 1}, opts) * 2).to(dtype);
+      q.b = torch::tensor({L, R}, opts).reshape({1, 2}).to(dtype);
+      q.s = torch::tensor({0.75, -1.5}, opts).reshape({1, 2}).to(dtype);
+      const auto gy = (torch::rand({len}, opts) + 0.5).to(dtype);
+      const Result r = run(Case{x, 1, 0, 2}, q, gy);
+      const auto h = q.h.to(torch::kDouble)[0];
+      const double W = R - L, d = W / n, kr_ = q.s[0][1].item<double>();
+      const double tol = dtype == torch::kDouble ? 1e-12 : 2e-6;
+      std::vector<double> want_h(n + 1, 0.0);
+      double want_l = 0, want_r = 0, abs_l = 0, abs_r = 0;
+      const std::string what = dtype_name(dtype) + " L=" + std::to_string(c.L) + " n=" + std::to_string(n);
+      int bad_y = 0, bad_gx = 0;
+      for (int64_t i = 0; i < len; ++i) {
+        const int k = static_cast<int>(i % (n + 1));
+        const double g = gy[i].item<double>();
+        double want_y, want_gx, dl, dr;
+        if (k == n) {
+          want_y = h[n].item<double>();
+          want_gx = g * kr_;
+          dl = 0;
+          dr = -g * kr_;
+        } else {
+          const double sk = h[k + 1].item<double>() - h[k].item<double>();
+          want_y = h[k].item<double>();
+          want_gx = g * sk / d;
+          dl = g * sk * (k - n) / W;
+          dr = -g * sk * k / W;
+        }
+        want_h[k] += g;
+        want_l += dl;
+        want_r += dr;
+        abs_l += std::abs(dl);
+        abs_r += std::abs(dr);
+        if (r.y[i].item<double>() != want_y) ++bad_y;
+        if (std::abs(r.grad_x[i].item<double>() - want_gx) > tol * std::abs(want_gx) + tol) ++bad_gx;
+      }
+      EXPECT_EQ(bad_y, 0) << what << ": y != Y_k at a breakpoint";
+      EXPECT_EQ(bad_gx, 0) << what << ": dy/dx is not the slope of the right piece";
+      const auto pg = r.param_grad[0].to(torch::kDouble);
+      for (int k = 0; k <= n; ++k) EXPECT_NEAR(pg[k].item<double>(), want_h[k], tol * len) << what << " dY_" << k;
+      EXPECT_NEAR(pg[n + 1].item<double>(), want_l, tol * abs_l + 1e-12) << what << " dL";
+      EXPECT_NEAR(pg[n + 2].item<double>(), want_r, tol * abs_r + 1e-12) << what << " dR";
+      EXPECT_EQ(pg[n + 3].item<double>(), 0.0) << what;
+      EXPECT_EQ(pg[n + 4].item<double>(), 0.0) << what;
     }
   }
 }

@@ -269,9 +269,9 @@ def _ok():
     ("channel_dim_range", IndexError, "channel_dim 5 is out of range"),
     ("negative_eps", ValueError, "eps must be finite and >= 0"),
     ("nan_eps", ValueError, "eps must be finite and >= 0"),
-    ("int_x", TypeError, "x must be a floating point tensor"),
-    ("int_linear", TypeError, "linear must be a floating point tensor"),
-    ("int_fractions", TypeError, "fractions must be a floating point tensor"),
+    ("int_x", TypeError, "era: x has dtype Int; supported: float16, bfloat16, float32, float64"),
+    ("int_linear", TypeError, "era: linear has dtype Long; supported: float16"),
+    ("int_fractions", TypeError, "era: fractions has dtype Long; supported: float16"),
     ("grouped_scalar_x", ValueError, "x must have a channel dimension"),
 ])
 def test_bad_input(case, exc, pattern):
@@ -321,6 +321,62 @@ def test_bad_grad_output():
 
 # ------------------------------------------------------------------------------------------------
 # NaN locality, determinism
+
+
+# x = +-inf (docs/era.md): y = a x + b (+-inf with the sign of a x; b when a == 0), the fractions at
+# their limit 0; dy/dx = a, dy/da = x, dy/db = 1, every fraction gradient 0. The expected values
+# are written from that definition, not from the op.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=dtype_id)
+@pytest.mark.parametrize("n", NUM_FRACTIONS)
+@pytest.mark.parametrize("a", [1.5, -0.75, 0.0])
+@pytest.mark.parametrize("length", [1, 67], ids=["scalar", "vector"])
+def test_infinite_x_takes_the_limit_of_the_line(a, n, dtype, length):
+    gen = torch.Generator().manual_seed(seed_of("inf", a, n))
+    lin, fr = make_params(1, n, gen=gen, dtype=torch.float64, one_d=True)
+    lin[0] = a
+    pdtype = torch.float32 if dtype == torch.bfloat16 else dtype
+    lin, fr = lin.to(pdtype), fr.to(pdtype)
+    b = lin[1].item()
+    for sign in (1.0, -1.0):
+        x = torch.full((length,), sign * float("inf"), dtype=dtype)
+        g = (torch.rand(length, generator=gen, dtype=torch.float64) + 0.5).to(dtype)
+        y = raw_era(x, lin, fr, 1e-6, 1)
+        want = b if a == 0.0 else sign * a * float("inf")
+        want_y = torch.full((length,), want, dtype=torch.float64).to(dtype)
+        assert torch.equal(y, want_y), (sign, y, want_y)
+        gx, glin, gfr = raw_era_backward(g, x, lin, fr, 1e-6, 1, [True, True, True])
+        g64 = g.to(torch.float64)
+        assert torch.equal(gx, (g64 * a).to(dtype)), (gx, g64 * a)
+        assert glin[0].item() == sign * float("inf")  # sum g x, g > 0
+        assert glin[1].item() == pytest.approx(g64.sum().item(), rel=1e-6)
+        assert torch.equal(gfr, torch.zeros_like(gfr)), gfr
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+@pytest.mark.parametrize("n", NUM_FRACTIONS)
+def test_infinite_and_nan_x_among_finite(n, dtype):
+    """Infinite elements leave the finite ones exact (the reference), a NaN only its own element."""
+    x, lin, fr, g = make_case((1, 1, 70), 1, n, seed=seed_of("inf-mix", n), dtype=dtype)
+    special = {5: float("inf"), 23: float("-inf"), 40: float("nan"), 66: float("inf")}
+    for i, v in special.items():
+        x[0, 0, i] = v
+    y = raw_era(x, lin, fr, 1e-6, 1)
+    gx, glin, gfr = raw_era_backward(g, x, lin, fr, 1e-6, 1, [True, False, False])
+    finite = torch.isfinite(x)
+    a, b = lin.reshape(-1)[0].item(), lin.reshape(-1)[1].item()
+    y64, gx64 = y.to(torch.float64), gx.to(torch.float64)
+    assert torch.isnan(y).sum() == 1 and torch.isnan(y[0, 0, 40])
+    assert torch.isnan(gx).sum() == 1 and torch.isnan(gx[0, 0, 40])
+    for i, v in special.items():
+        if v != v:
+            continue
+        assert y64[0, 0, i].item() == (b if a == 0 else a * v)
+        assert gx64[0, 0, i].item() == pytest.approx(g[0, 0, i].item() * a, rel=1e-6)
+    xf = x[finite].reshape(1, 1, -1)
+    want_y, want_gx, _, _ = era_reference_grads(xf, lin, fr, g[finite].reshape(1, 1, -1), eps=1e-6)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(y64[finite], want_y.reshape(-1), rtol=tol, atol=tol)
+    torch.testing.assert_close(gx64[finite], want_gx.reshape(-1), rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)

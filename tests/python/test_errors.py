@@ -126,20 +126,86 @@ def test_coefficients_on_another_device(where):
 
 # A meta tensor among CPU ones: Meta outranks CPU in dispatch, so the call lands in the fake kernel,
 # which must refuse (it used to return an uninitialised CPU tensor as if computed).
-@pytest.mark.parametrize("op,args,meta_arg", [
-    ("rational", lambda: [_x(), _num(), _den()], 1),
-    ("rational", lambda: [_x(), _num(), _den()], 2),
-    ("era", lambda: [_x(), torch.tensor([1.0, 0.0]), torch.tensor([[0.5, 0.1, 0.2, 1.0]])], 2),
-    ("pwlu", lambda: [_x(), torch.linspace(-1, 1, 5), torch.tensor([-2.0, 2.0]), torch.tensor([0.1, 1.0])], 3),
-    ("rational_backward", lambda: [_x(), _x(), _num(), _den(), "A", "power", 1, 0.0, None, [True, True, True]], 0),
-])
-def test_meta_argument_with_cpu_x_is_refused(op, args, meta_arg):
-    names = {"rational": ["x", "numerator", "denominator"], "era": ["x", "linear", "fractions"],
-             "pwlu": ["x", "heights", "bounds", "slopes"], "rational_backward": ["grad_output"]}
-    a = args()
-    a[meta_arg] = a[meta_arg].to("meta")
-    with pytest.raises(ValueError, match=rf"{names[op][meta_arg]} is on meta but x is on cpu"):
+# Valid arguments of every op (CPU, float32) and the names of its tensor arguments by position.
+def _op_args(op):
+    era_p = [torch.tensor([1.0, 0.0]), torch.tensor([[0.5, 0.1, 0.2, 1.0]])]
+    pwlu_p = [torch.linspace(-1, 1, 5), torch.tensor([-2.0, 2.0]), torch.tensor([0.1, 1.0])]
+    return {
+        "rational": [_x(), _num(), _den(), "A", "power", 1, 0.1, _seed()],
+        "rational_backward": [_x(), _x(), _num(), _den(), "A", "power", 1, 0.1, _seed(), [True, True, True]],
+        "era": [_x(), *era_p, 1e-6, 1],
+        "era_backward": [_x(), _x(), *era_p, 1e-6, 1, [True, True, True]],
+        "pwlu": [_x(), *pwlu_p, 1],
+        "pwlu_backward": [_x(), _x(), *pwlu_p, 1, [True, True, True, True]],
+    }[op]
+
+
+TENSOR_ARGS = {
+    "rational": {"x": 0, "numerator": 1, "denominator": 2},
+    "rational_backward": {"grad_output": 0, "x": 1, "numerator": 2, "denominator": 3},
+    "era": {"x": 0, "linear": 1, "fractions": 2},
+    "era_backward": {"grad_output": 0, "x": 1, "linear": 2, "fractions": 3},
+    "pwlu": {"x": 0, "heights": 1, "bounds": 2, "slopes": 3},
+    "pwlu_backward": {"grad_output": 0, "x": 1, "heights": 2, "bounds": 3, "slopes": 4},
+}
+OP_ARG_CASES = [(op, arg) for op, args in TENSOR_ARGS.items() for arg in args]
+
+
+@pytest.mark.parametrize("op,arg", [c for c in OP_ARG_CASES if c[1] != "x"]
+                         + [("rational", "noise_seed"), ("rational_backward", "noise_seed")])
+def test_meta_argument_with_cpu_x_is_refused(op, arg):
+    a = _op_args(op)
+    pos = {"rational": 7, "rational_backward": 8}[op] if arg == "noise_seed" else TENSOR_ARGS[op][arg]
+    a[pos] = a[pos].to("meta")
+    pattern = rf"torch_rational\.{op}: {arg} is on meta but (x is on cpu|must be a CPU tensor)"
+    with pytest.raises(ValueError, match=pattern):
         getattr(torch.ops.torch_rational, op)(*a)
+
+
+# Unsupported dtypes: (dtype, its name in the C++ message, its name in the fake kernels' message).
+BAD_DTYPES = [
+    (torch.float8_e4m3fn, "Float8_e4m3fn", "float8_e4m3fn"),
+    (torch.int64, "Long", "int64"),
+    (torch.int32, "Int", "int32"),
+    (torch.bool, "Bool", "bool"),
+    (torch.complex64, "ComplexFloat", "complex64"),
+]
+SUPPORTED = "; supported: float16, bfloat16, float32, float64"
+
+
+def _with_dtype(t, dtype):
+    return t.to(dtype) if dtype != torch.bool else t > 0
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+@pytest.mark.parametrize("dtype,cname,pyname", BAD_DTYPES, ids=[b[2] for b in BAD_DTYPES])
+@pytest.mark.parametrize("op,arg", OP_ARG_CASES)
+def test_unsupported_dtype_names_the_argument(op, arg, dtype, cname, pyname, device):
+    """x, grad_output and every parameter tensor: a TypeError naming the op, the argument, its dtype
+    and the supported ones, from the C++ checks (cpu) and from the fake kernels (meta). A backward
+    op's grad_output in a supported dtype other than x's names both."""
+    a = [t.to(device) if isinstance(t, torch.Tensor) and t.dtype != torch.int64 else t for t in _op_args(op)]
+    if device == "meta" and op.startswith("rational"):
+        a[7 if op == "rational" else 8] = _seed()  # noise_seed stays a CPU tensor
+    pos = TENSOR_ARGS[op][arg]
+    a[pos] = _with_dtype(a[pos], dtype)
+    name = cname if device == "cpu" else pyname
+    if op == "rational_backward" and arg == "grad_output" and device == "cpu":
+        # csrc/ops/cpu/rational_kernel.cpp checks grad_output against x's dtype itself (not this
+        # branch's file): the message names grad_output and its dtype, not the supported list.
+        pattern = rf"torch_rational(\.\w+)?: grad_output has dtype {name}\b"
+    else:
+        op_names = "(rational|rational_backward)" if op == "rational_backward" and arg != "grad_output" else op
+        pattern = rf"torch_rational\.{op_names}: {arg} has dtype {name}{SUPPORTED}"
+    with pytest.raises(TypeError, match=pattern):
+        getattr(torch.ops.torch_rational, op)(*a)
+
+
+@pytest.mark.parametrize("op", ["rational", "era", "pwlu"])
+def test_supported_dtypes_pass_the_check(op):
+    for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        a = [t.to(dtype) if isinstance(t, torch.Tensor) and t.dtype != torch.int64 else t for t in _op_args(op)]
+        assert getattr(torch.ops.torch_rational, op)(*a).dtype == dtype
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,3 +246,25 @@ def test_module_groups_not_dividing_channels():
     module = torch_rational.Rational(num_groups=3)
     with pytest.raises(ERRORS, match=r"num_groups|channel_dim|groups"):
         module(torch.randn(2, 4, 3))
+
+
+# ------------------------------------------------------------------------------------------------
+# replace_activations and friends: a wrong type names the argument.
+
+
+@pytest.mark.parametrize("call,pattern", [
+    (lambda: torch_rational.replace_activations(42), r"replace_activations: model must be an nn.Module, got int"),
+    (lambda: torch_rational.replace_activations("resnet18"), r"model must be an nn.Module, got str"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU, verbose=False), r"model must be an nn.Module"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), inplace="yes"), r"inplace must be True or False"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), verbose=1), r"verbose must be True or False"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), targets="ReLU"), r"targets must be"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), targets=[3]), r"targets must hold"),
+    (lambda: torch_rational.replace_activations(torch.nn.ReLU(), factory=3), r"factory must be"),
+    (lambda: torch_rational.find_activations(None), r"find_activations: model must be an nn.Module"),
+    (lambda: torch_rational.param_groups([torch.nn.Parameter(torch.ones(1))]), r"param_groups: model must be"),
+], ids=["int_model", "str_model", "class_model", "inplace", "verbose", "str_targets", "int_targets", "factory",
+        "find_activations", "param_groups"])
+def test_rewrite_argument_types(call, pattern):
+    with pytest.raises(TypeError, match=pattern):
+        call()

@@ -238,6 +238,107 @@ def test_exact_breakpoints_and_bounds(n, device):
     torch.testing.assert_close(y, torch.stack([heights[0] - 0.25, heights[n] - 0.5]))
 
 
+# Breakpoints defined in the math type (docs/pwlu.md): d = (R - L) / N rounded once, x_k = L + k d
+# rounded once (an FMA). Computed here exactly with fractions and rounded to nearest-even by hand,
+# independently of the kernels.
+def _round_exact(value, dtype):
+    import numpy as np
+    from fractions import Fraction
+
+    if dtype == torch.float64:
+        return float(value)  # Fraction -> float is correctly rounded
+    c = np.float32(float(value))  # may be off by double rounding: look at the neighbours
+    best = c
+    for cand in (np.nextafter(c, np.float32(-np.inf)), np.nextafter(c, np.float32(np.inf))):
+        e_c, e_b = abs(Fraction(float(cand)) - value), abs(Fraction(float(best)) - value)
+        if e_c < e_b or (e_c == e_b and int(cand.view(np.int32)) % 2 == 0):
+            best = cand
+    return float(best)
+
+
+def _math_breakpoints(left, right, n, dtype):
+    from fractions import Fraction
+
+    width = _round_exact(Fraction(right) - Fraction(left), dtype)
+    d = _round_exact(Fraction(width) / n, dtype)
+    return [_round_exact(Fraction(left) + k * Fraction(d), dtype) for k in range(n + 1)]
+
+
+BREAKPOINT_CASES = [(-0.7, 3.1, 5), (-3.0, 3.0, 7), (0.1, 0.7, 3), (-2.3, 1.9, 16), (-1e-3, 5.0, 13),
+                    (-5.5, -1.25, 100)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=dtype_id)
+@pytest.mark.parametrize("left,right,n", BREAKPOINT_CASES)
+def test_every_breakpoint_takes_the_right_piece(left, right, n, dtype):
+    """x exactly on x_k (k = 1..N-1) is in piece k: y = Y_k exactly, dy/dx = the slope of piece k, the
+    bounds gradients of piece k; x = L is in piece 0, x = R on the right line. Checked on the scalar
+    path (one element per call) and on the vector path (a long tensor, per-lane bins)."""
+    gen = make_generator(n)
+    left, right = (torch.tensor(v, dtype=dtype).item() for v in (left, right))
+    xs = _math_breakpoints(left, right, n, dtype)
+    assert xs[0] == left
+    # Heights with slopes that differ a lot from piece to piece, so the left piece is visibly wrong.
+    heights = (torch.randn(n + 1, generator=gen, dtype=torch.float64) * 2).to(dtype)
+    bounds = torch.tensor([left, right], dtype=dtype)
+    slopes = torch.tensor([0.75, -1.5], dtype=dtype)
+    points = xs[:n] + [right]  # x_0 = L .. x_{N-1}, then R (x_N may differ from R by rounding)
+
+    # float64 reference from the formula, piece k at x_k, the right line at R.
+    h = heights.to(torch.float64).tolist()
+    width = right - left
+    d = width / n
+
+    def expected(k, g):
+        if k == n:  # x = R: y = Y_N + (x - R) K_R
+            return dict(y=h[n], gx=g * slopes[1].item(), gh={n: g}, gl=0.0, gr=-g * slopes[1].item(),
+                        gs=(0.0, 0.0))
+        s = h[k + 1] - h[k]
+        return dict(y=h[k], gx=g * s / d, gh={k: g}, gl=g * s * (k - n) / width, gr=-g * s * k / width,
+                    gs=(0.0, 0.0))
+
+    tol = 1e-12 if dtype == torch.float64 else 2e-6
+    for k, xk in enumerate(points):
+        x = torch.tensor([xk], dtype=dtype)
+        y = pwlu(x, heights, bounds, slopes)
+        e = expected(k, 1.0)
+        assert y.item() == e["y"], f"y at breakpoint k={k}: {y.item()!r} != Y_k = {e['y']!r}"
+        gx, gh, gb, gs = ops.pwlu_backward(torch.ones_like(x), x, heights, bounds, slopes, 1,
+                                           [True, True, True, True])
+        assert gx.item() == pytest.approx(e["gx"], rel=tol, abs=tol), f"dy/dx at k={k}"
+        want_h = torch.zeros(n + 1, dtype=torch.float64)
+        for j, v in e["gh"].items():
+            want_h[j] = v
+        torch.testing.assert_close(gh.to(torch.float64), want_h, rtol=0, atol=tol, msg=f"dy/dheights at k={k}")
+        scale = max(1.0, abs(e["gl"]), abs(e["gr"]))
+        torch.testing.assert_close(gb.to(torch.float64), torch.tensor([e["gl"], e["gr"]], dtype=torch.float64),
+                                   rtol=tol, atol=tol * scale, msg=f"dy/dbounds at k={k}")
+        torch.testing.assert_close(gs.to(torch.float64), torch.zeros(2, dtype=torch.float64), rtol=0, atol=0)
+
+    # Vector path: every point many times (lengths that give whole vectors, per-lane bins and a tail).
+    reps = 8 * 16 * (n + 2) + 3
+    x = torch.tensor(points, dtype=dtype).repeat(reps)
+    g = torch.rand(x.shape, generator=gen, dtype=torch.float64).to(dtype) + 0.5
+    y = pwlu(x, heights, bounds, slopes)
+    gx, gh, gb, gs = ops.pwlu_backward(g, x, heights, bounds, slopes, 1, [True, True, True, True])
+    want_y = torch.tensor([expected(k, 1.0)["y"] for k in range(n + 1)], dtype=torch.float64).repeat(reps)
+    assert torch.equal(y.to(torch.float64), want_y), "y at the breakpoints (vector path)"
+    gl = g.to(torch.float64).tolist()
+    ex = [expected(i % (n + 1), gl[i]) for i in range(x.numel())]
+    want_gx = torch.tensor([e["gx"] for e in ex], dtype=torch.float64)
+    torch.testing.assert_close(gx.to(torch.float64), want_gx, rtol=tol, atol=tol, msg="dy/dx (vector path)")
+    want_h = torch.zeros(n + 1, dtype=torch.float64)
+    want_b = torch.zeros(2, dtype=torch.float64)
+    abs_b = torch.zeros(2, dtype=torch.float64)
+    for e in ex:
+        for j, v in e["gh"].items():
+            want_h[j] += v
+        want_b += torch.tensor([e["gl"], e["gr"]], dtype=torch.float64)
+        abs_b += torch.tensor([abs(e["gl"]), abs(e["gr"])], dtype=torch.float64)
+    torch.testing.assert_close(gh.to(torch.float64), want_h, rtol=tol, atol=tol * float(g.sum()))
+    assert ((gb.to(torch.float64) - want_b).abs() <= tol * abs_b + 1e-12).all(), (gb, want_b)
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_one_d_parameters_any_shape(device):
     heights, bounds, slopes = make_params(1, 5, gen=make_generator(7), dtype=torch.float64, one_d=True)
@@ -397,8 +498,8 @@ def _good():
     (lambda a: a.update(slopes=torch.ones(2)), ValueError, "slopes"),
     (lambda a: a.update(x=torch.randn(2, 3, 3)), ValueError, "channel_dim"),
     (lambda a: a.update(channel_dim=5), IndexError, "channel_dim"),
-    (lambda a: a.update(x=torch.ones(2, 4, dtype=torch.int64)), TypeError, "x must be a floating"),
-    (lambda a: a.update(heights=torch.zeros(2, 5, dtype=torch.int32)), TypeError, "heights"),
+    (lambda a: a.update(x=torch.ones(2, 4, dtype=torch.int64)), TypeError, "x has dtype Long; supported"),
+    (lambda a: a.update(heights=torch.zeros(2, 5, dtype=torch.int32)), TypeError, "heights has dtype Int"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_input_raises_naming_the_argument(change, exc, match):
     x, h, b, s = _good()

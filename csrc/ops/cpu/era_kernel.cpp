@@ -160,7 +160,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cpu(const at::Tensor
                                                                 const at::Tensor& linear,
                                                                 const at::Tensor& fractions, double eps,
                                                                 int64_t channel_dim, std::array<bool, 3> output_mask) {
-  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim);
+  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim, "era_backward");
   check_era_grad_output(grad_output, x);
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   at::Tensor gin = grad_output;

@@ -23,8 +23,9 @@ template <int N>
 struct VecEra {
   fVec a, b;
   fVec c[N], d[N], e[N], f[N], fe[N];  // fe = f^2 + eps
+  bool a_zero;  // the line is b alone (era_linear: no 0 * inf at x = +-inf)
 
-  explicit VecEra(const EraGroupParams& p) : a(p.lin[0]), b(p.lin[1]) {
+  explicit VecEra(const EraGroupParams& p) : a(p.lin[0]), b(p.lin[1]), a_zero(p.lin[0] == 0.0f) {
     for (int i = 0; i < N; ++i) {
       c[i] = fVec(p.fr[4 * i]);
       d[i] = fVec(p.fr[4 * i + 1]);
@@ -35,12 +36,15 @@ struct VecEra {
   }
 
   inline fVec forward(fVec x) const {
-    fVec y = at::vec::fmadd(a, x, b);
+    fVec y = a_zero ? b : at::vec::fmadd(a, x, b);
+    const fVec zero(0.f);
     for (int i = 0; i < N; ++i) {
       const fVec u = x - e[i];
       const fVec inv = fVec(1.f) / at::vec::fmadd(u, u, fe[i]);
-      // c (x / D) + d / D: finite for |x| near the float max, where c x / D would be inf / inf.
-      y = y + at::vec::fmadd(c[i], x * inv, d[i] * inv);
+      // c (x / D) + d / D: finite for |x| near the float max, where c x / D would be inf / inf;
+      // D = inf (inv = 0, e.g. x = +-inf): x / D is taken as its limit 0 (era_forward_element).
+      const fVec x_inv = fVec::blendv(x * inv, zero, inv == zero);
+      y = y + at::vec::fmadd(c[i], x_inv, d[i] * inv);
     }
     return y;
   }
@@ -51,13 +55,15 @@ struct VecEra {
   template <bool COEFS>
   inline fVec backward(fVec x, fVec g, fVec* acc) const {
     fVec dydx = a;
+    const fVec zero(0.f);
     for (int i = 0; i < N; ++i) {
       const fVec u = x - e[i];
       const fVec inv = fVec(1.f) / at::vec::fmadd(u, u, fe[i]);
-      const fVec x_inv = x * inv;
+      const fVec vanish = inv == zero;  // D = inf: every term at its limit 0, as era_backward_element
+      const fVec x_inv = fVec::blendv(x * inv, zero, vanish);
       const fVec r = at::vec::fmadd(c[i], x_inv, d[i] * inv);  // overflow-safe, as in forward
       const fVec two_r_inv = (r + r) * inv;
-      const fVec ur = u * r;  // bounded, unlike u + u which can overflow
+      const fVec ur = fVec::blendv(u * r, zero, vanish);  // bounded, unlike u + u which can overflow
       dydx = at::vec::fmadd(c[i] - (ur + ur), inv, dydx);
       if (COEFS) {
         const fVec gi = g * inv;

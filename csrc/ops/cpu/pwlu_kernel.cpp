@@ -156,9 +156,7 @@ inline void pwlu_backward_span_f64(const PwluGroup<double>& p, const double* x, 
       bin = p.n + 1;
       v = xi - p.right;
     } else {  // NaN x too: piece 0, v = NaN
-      const double u = (xi - p.left) * p.inv_d;
-      const int j = kernels::pwlu_piece(u, p.n);
-      v = u - j;
+      const int j = kernels::pwlu_locate(p, xi, v);
       dydx = xi == xi ? (p.heights[j + 1] - p.heights[j]) * p.inv_d : xi;
       bin = j;
     }
@@ -242,13 +240,8 @@ void finish_bins(const PwluGroup<T>& p, const double* bins, double* out) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
     const at::Tensor& slopes, int64_t channel_dim, std::array<bool, 4> output_mask) {
-  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim);
-  TORCH_CHECK_VALUE(grad_output.sizes() == x.sizes(), "torch_rational.pwlu: grad_output has shape ",
-                    grad_output.sizes(), " but x has shape ", x.sizes());
-  TORCH_CHECK_TYPE(grad_output.scalar_type() == x.scalar_type(), "torch_rational.pwlu: grad_output has dtype ",
-                   grad_output.scalar_type(), " but x has dtype ", x.scalar_type());
-  TORCH_CHECK_VALUE(grad_output.device() == x.device(), "torch_rational.pwlu: grad_output is on ",
-                    grad_output.device(), " but x is on ", x.device());
+  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim, "pwlu_backward");
+  check_pwlu_grad_output(grad_output, x);
   const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   at::Tensor gin = grad_output;

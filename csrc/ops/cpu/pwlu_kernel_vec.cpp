@@ -2,7 +2,8 @@
 // (CPU_CAPABILITY is DEFAULT, AVX2 or AVX512, with the matching -m flags), like
 // rational_kernel_vec.cpp.
 //
-// The piece index is computed lane-wise and the heights fetched with a lane permute (N <= lanes) or a
+// The piece index is computed lane-wise (a guess from u, corrected against the breakpoints as in
+// kernels::pwlu_locate) and the heights fetched with a lane permute (N <= lanes) or a
 // gather (HeightTable); the three regions (left line, pieces, right line) are computed for every
 // lane and blended.
 //
@@ -15,6 +16,8 @@
 // per-bin sums (pwlu_kernel.cpp, finish_bins), so no vector accumulators are needed at all.
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
+
+#include <cmath>
 
 #include "ops/cpu/pwlu_kernel_vec.h"
 
@@ -72,8 +75,44 @@ inline fVec piece_of(const fVec& u, const fVec& zero, const fVec& top) {
   return fVec::blendv(f, zero, f.isnan());
 }
 
+// a * b + c with one rounding in every lane, as pwlu_fma: the breakpoints x_k = fma(k, d, L) must be
+// the bits of the scalar path's. AVX2 / AVX-512 have the instruction; the DEFAULT build's
+// at::vec::fmadd is a * b + c with two roundings, so it goes lane by lane through std::fma.
+inline fVec fma_exact(const fVec& a, const fVec& b, const fVec& c) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+  return at::vec::fmadd(a, b, c);
+#else
+  alignas(64) float av[kLanes], bv[kLanes], cv[kLanes];
+  a.store(av);
+  b.store(bv);
+  c.store(cv);
+  for (int l = 0; l < kLanes; ++l) av[l] = std::fma(av[l], bv[l], cv[l]);
+  return fVec::loadu(av);
+#endif
+}
+
+// The piece of kernels::pwlu_locate, lane-wise: the guess f = piece_of(u), then one step to the
+// neighbour when x < x_f (f > 0) or x >= x_{f+1} (f < N - 1), with x_k = fma(k, d, L). Returns the
+// piece as a float and sets t = (x - x_f) / d. Lanes outside [L, R) get some piece in [0, N - 1]
+// (blended away by the callers); NaN lanes piece 0 and t = NaN.
+inline fVec locate(const fVec& xv, const fVec& u, const fVec& left, const fVec& d, const fVec& inv_d,
+                   const fVec& zero, const fVec& top, fVec& t) {
+  const fVec one(1.0f);
+  fVec f = piece_of(u, zero, top);
+  const fVec x_f = fma_exact(f, d, left);
+  const fVec x_next = fma_exact(f + one, d, left);
+  const fVec down = (xv < x_f) & (f > zero);
+  const fVec up = (xv >= x_next) & (f < top);
+  f = fVec::blendv(f, f - one, down);
+  f = fVec::blendv(f, f + one, up);
+  fVec x_i = fVec::blendv(x_f, x_next, up);
+  x_i = fVec::blendv(x_i, fma_exact(f, d, left), down);
+  t = (xv - x_i) * inv_d;
+  return f;
+}
+
 void forward_f32(const kernels::PwluGroup<float>& p, const float* x, float* y, int64_t n) {
-  const fVec left(p.left), right(p.right), inv_d(p.inv_d), k_left(p.slope_left), k_right(p.slope_right);
+  const fVec left(p.left), right(p.right), d(p.d), inv_d(p.inv_d), k_left(p.slope_left), k_right(p.slope_right);
   const fVec y_first(p.heights[0]), y_last(p.heights[p.n]);
   const fVec zero(0.0f), top(static_cast<float>(p.n - 1));
   const HeightTable table(p.heights, p.n);
@@ -81,11 +120,11 @@ void forward_f32(const kernels::PwluGroup<float>& p, const float* x, float* y, i
   for (; i + kLanes <= n; i += kLanes) {
     const fVec xv = fVec::loadu(x + i);
     const fVec u = (xv - left) * inv_d;
-    const fVec f = piece_of(u, zero, top);
+    fVec t;
+    const fVec f = locate(xv, u, left, d, inv_d, zero, top, t);
     const iVec idx = at::vec::convert_to_int_of_same_size(f);
     fVec y_i, y_next;
     table.fetch(idx, y_i, y_next);
-    const fVec t = u - f;
     const fVec inner = y_i + t * (y_next - y_i);
     const fVec outer_left = y_first + (xv - left) * k_left;
     const fVec outer_right = y_last + (xv - right) * k_right;
@@ -101,13 +140,14 @@ void forward_f32(const kernels::PwluGroup<float>& p, const float* x, float* y, i
 template <bool WANT_X, bool WANT_BINS>
 inline void backward_vector(const kernels::PwluGroup<float>& p, const HeightTable& table, const float* x,
                             const float* g, float* gx, int count, double* bins, int64_t lane_stride) {
-  const fVec left(p.left), right(p.right), inv_d(p.inv_d);
+  const fVec left(p.left), right(p.right), d(p.d), inv_d(p.inv_d);
   const fVec zero(0.0f), top(static_cast<float>(p.n - 1));
   const fVec xv = count == kLanes ? fVec::loadu(x) : fVec::loadu(x, count);
   const fVec gv = count == kLanes ? fVec::loadu(g) : fVec::loadu(g, count);
   const fVec xl = xv - left;
   const fVec u = xl * inv_d;
-  const fVec f = piece_of(u, zero, top);
+  fVec t;
+  const fVec f = locate(xv, u, left, d, inv_d, zero, top, t);
   const fVec is_left = xv < left, is_right = xv >= right;  // both false for NaN x
   if constexpr (WANT_X) {
     const iVec idx = at::vec::convert_to_int_of_same_size(f);
@@ -129,7 +169,7 @@ inline void backward_vector(const kernels::PwluGroup<float>& p, const HeightTabl
     // of L, N + 1 right of R; v: t inside, x - L / x - R outside.
     fVec bin = fVec::blendv(f, fVec(static_cast<float>(p.n)), is_left);
     bin = fVec::blendv(bin, fVec(static_cast<float>(p.n + 1)), is_right);
-    fVec v = fVec::blendv(u - f, xl, is_left);
+    fVec v = fVec::blendv(t, xl, is_left);
     v = fVec::blendv(v, xv - right, is_right);
     alignas(64) int32_t bi[kLanes];
     alignas(64) float gs[kLanes], vs[kLanes];

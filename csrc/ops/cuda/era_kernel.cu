@@ -86,9 +86,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tenso
                                                                  const at::Tensor& fractions, double eps,
                                                                  int64_t channel_dim,
                                                                  std::array<bool, 3> output_mask) {
-  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim);
+  // Every argument against x first (a CUDA grad_output with a CPU x lands here too: the error
+  // names grad_output), then x itself.
+  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim, "era_backward");
   check_era_grad_output(grad_output, x);
-  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.era: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
+  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.era_backward: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const Launch l = make_launch(x, cfg);
   at::Tensor gin = grad_output;

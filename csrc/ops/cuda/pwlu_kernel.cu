@@ -95,15 +95,12 @@ at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
     const at::Tensor& slopes, int64_t channel_dim, std::array<bool, 4> output_mask) {
-  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim);
-  TORCH_CHECK_VALUE(grad_output.sizes() == x.sizes(), "torch_rational.pwlu: grad_output has shape ",
-                    grad_output.sizes(), " but x has shape ", x.sizes());
-  TORCH_CHECK_TYPE(grad_output.scalar_type() == x.scalar_type(), "torch_rational.pwlu: grad_output has dtype ",
-                   grad_output.scalar_type(), " but x has dtype ", x.scalar_type());
-  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.pwlu: x must be a CUDA tensor for the CUDA kernel, got ",
+  // Every argument against x first (a CUDA grad_output with a CPU x lands here too: the error
+  // names grad_output), then x itself.
+  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim, "pwlu_backward");
+  check_pwlu_grad_output(grad_output, x);
+  TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.pwlu_backward: x must be a CUDA tensor for the CUDA kernel, got ",
                     x.device());
-  TORCH_CHECK_VALUE(grad_output.device() == x.device(), "torch_rational.pwlu: grad_output is on ",
-                    grad_output.device(), " but x is on ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
   check_rounded_bounds(bounds64, cfg.groups, x.scalar_type() != at::kDouble);
