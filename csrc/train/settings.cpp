@@ -12,7 +12,9 @@ using nlohmann::json;
 namespace rational_train {
 
 namespace {
-constexpr double kInf = std::numeric_limits<double>::infinity();
+// Learning rates, weight decays and the step factor reach torch as float scalars: 1e6 keeps them
+// far from float overflow (torch's "cannot be converted to type float without overflow").
+constexpr double kMaxRate = 1e6;
 using K = SettingKind;
 
 Setting S(std::string flag, std::string cli, std::string key, K kind, std::optional<double> lo,
@@ -22,7 +24,7 @@ Setting S(std::string flag, std::string cli, std::string key, K kind, std::optio
 }  // namespace
 
 const std::vector<Setting>& settings() {
-  // Limits: degrees and ERA fractions as the kernels take them (kMaxDegree = 32), PWLU pieces up
+  // Limits: rates up to kMaxRate; degrees and ERA fractions as the kernels take them (kMaxDegree = 32), PWLU pieces up
   // to 2^20 (kPwluMaxPieces); sizes and counts bounded to catch typos (1e30) before they run.
   static const std::vector<Setting> table = {
       S("--model", "--model,-m", "model", K::String, {}, {}, false, true, "model: lenet, vgg8, mobilenetv2"),
@@ -57,20 +59,20 @@ const std::vector<Setting>& settings() {
         "pwlu: number of pieces"),
       S("--act-realign-steps", "--act-realign-steps", "activation_options.realign_steps", K::Int, 0, {}, false, true,
         "pwlu: realign steps"),
-      S("--act-lr", "--act-lr", "act_lr", K::OptionalDouble, 0, {}, true, true,
+      S("--act-lr", "--act-lr", "act_lr", K::OptionalDouble, 0, kMaxRate, true, true,
         "learning rate of the activation parameters (null / not given: --lr)"),
-      S("--act-weight-decay", "--act-weight-decay", "act_weight_decay", K::Double, 0, {}, false, true,
+      S("--act-weight-decay", "--act-weight-decay", "act_weight_decay", K::Double, 0, kMaxRate, false, true,
         "weight decay of the activation parameters"),
       S("--optimizer", "--optimizer", "optimizer", K::String, {}, {}, false, true, "adam, adamw or sgd"),
-      S("--lr", "--lr", "lr", K::Double, 0, {}, true, true, "learning rate"),
+      S("--lr", "--lr", "lr", K::Double, 0, kMaxRate, true, true, "learning rate"),
       S("--momentum", "--momentum", "momentum", K::Double, 0, 1, false, true, "SGD momentum, in [0, 1]"),
       S("--nesterov", "--nesterov,!--no-nesterov", "nesterov", K::Bool, {}, {}, false, true,
         "SGD Nesterov momentum (needs --momentum > 0)"),
-      S("--weight-decay", "--weight-decay", "weight_decay", K::Double, 0, {}, false, true,
+      S("--weight-decay", "--weight-decay", "weight_decay", K::Double, 0, kMaxRate, false, true,
         "weight decay of the network weights"),
       S("--lr-schedule", "--lr-schedule", "lr_schedule", K::String, {}, {}, false, true, "none, step or cosine (per epoch)"),
       S("--lr-step", "--lr-step", "lr_step", K::Int, 1, {}, false, true, "step schedule: epochs per step"),
-      S("--lr-gamma", "--lr-gamma", "lr_gamma", K::Double, 0, {}, true, true, "step schedule: factor per step (> 0)"),
+      S("--lr-gamma", "--lr-gamma", "lr_gamma", K::Double, 0, kMaxRate, true, true, "step schedule: factor per step (> 0)"),
       S("--clip-grad-norm", "--clip-grad-norm", "clip_grad_norm", K::Double, 0, {}, false, true,
         "max gradient L2 norm (0: off)"),
       S("--batch-size", "--batch-size,-b", "batch_size", K::Int, 1, 1000000, false, true, "training batch size"),

@@ -193,6 +193,11 @@ std::string metrics_csv(const std::vector<EpochMetrics>& rows) {
 
 namespace {
 
+// What a stopped run leaves behind, for its error message.
+std::string kept_checkpoint(int64_t epoch) {
+  return epoch > 1 ? fmt::format("the checkpoint of epoch {} is kept", epoch - 1) : std::string("no checkpoint written");
+}
+
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
@@ -304,8 +309,8 @@ EvalResult evaluate(Net& model, const Dataset& test, const TrainConfig& c, const
   return {loss_sum / n, double(correct) / n};
 }
 
-// The first parameter or buffer (BatchNorm statistics) with a NaN or inf, as "name (nan)"; empty
-// when all are finite.
+}  // namespace
+
 std::string first_non_finite(torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
   for (auto& p : model.named_parameters())
@@ -316,6 +321,8 @@ std::string first_non_finite(torch::nn::Module& model) {
       return b.key() + (torch::isnan(b.value()).any().item<bool>() ? " (nan)" : " (inf)");
   return "";
 }
+
+namespace {
 
 // Serialises into memory (torch's stream writer then cannot fail half-way on a full disk, nor
 // throw from its destructor), then writes the bytes with checked POSIX calls (checkpoint.h).
@@ -535,13 +542,13 @@ json run_training(const TrainConfig& config, std::ostream& log) {
       loss.backward();
       double l = loss.item<double>();
       if (!std::isfinite(l))
-        throw std::runtime_error(fmt::format("training diverged: loss {} at epoch {} step {} (the checkpoint of "
-                                             "epoch {} is kept)", l, epoch, step + 1, epoch - 1));
+        throw std::runtime_error(
+            fmt::format("training diverged: loss {} at epoch {} step {} ({})", l, epoch, step + 1, kept_checkpoint(epoch)));
       if (c.clip_grad_norm > 0) {
         double norm = torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip_grad_norm);
         if (!std::isfinite(norm))
-          throw std::runtime_error(fmt::format("training diverged: gradient norm {} at epoch {} step {} (the "
-                                               "checkpoint of epoch {} is kept)", norm, epoch, step + 1, epoch - 1));
+          throw std::runtime_error(fmt::format("training diverged: gradient norm {} at epoch {} step {} ({})", norm,
+                                               epoch, step + 1, kept_checkpoint(epoch)));
       }
       opt->step();
       const int64_t bs = y.size(0);
@@ -554,12 +561,12 @@ json run_training(const TrainConfig& config, std::ostream& log) {
     const double train_seconds = since(t_train);
     // A NaN or inf in any parameter or statistic stops the run before it reaches a checkpoint.
     if (auto bad = first_non_finite(*model); !bad.empty())
-      throw std::runtime_error(fmt::format("training diverged: {} is not finite after epoch {} (the checkpoint of "
-                                           "epoch {} is kept)", bad, epoch, epoch - 1));
+      throw std::runtime_error(fmt::format("training diverged: {} is not finite after epoch {} ({})", bad, epoch,
+                                           kept_checkpoint(epoch)));
     EvalResult ev = evaluate(*model, test, c, topt, device);
     if (!std::isfinite(ev.loss))
-      throw std::runtime_error(fmt::format("training diverged: test loss {} after epoch {} (the checkpoint of epoch "
-                                           "{} is kept)", ev.loss, epoch, epoch - 1));
+      throw std::runtime_error(
+          fmt::format("training diverged: test loss {} after epoch {} ({})", ev.loss, epoch, kept_checkpoint(epoch)));
 
     EpochMetrics m;
     m.epoch = epoch;

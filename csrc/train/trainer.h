@@ -3,6 +3,7 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
 
 #include <cstdint>
 #include <optional>
@@ -79,6 +80,10 @@ void from_json(const nlohmann::json& j, EpochMetrics& m);
 
 extern const char* const kMetricsHeader;
 std::string metrics_csv(const std::vector<EpochMetrics>& rows);
+
+// The first parameter or buffer (BatchNorm statistics) of `model` holding a NaN or inf, as
+// "name (nan)" / "name (inf)"; empty when all are finite.
+std::string first_non_finite(torch::nn::Module& model);
 
 // Runs (or resumes) a training run; writes the run directory and returns the summary.
 nlohmann::json run_training(const TrainConfig& config, std::ostream& log);

@@ -68,6 +68,7 @@ bad gamma_nan '--lr-gamma' --lr-gamma nan
 bad momentum_nan '--momentum' --momentum nan --optimizer sgd
 bad lr_inf '--lr' --lr inf
 bad lr_zero '--lr' --lr 0
+bad lr_huge '--lr' --lr 1e300
 bad lr_text '--lr' --lr fast
 bad epochs_zero '--epochs' --epochs 0
 bad epochs_fraction '--epochs' --epochs 1.5
