@@ -4,6 +4,9 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -20,26 +23,40 @@ using namespace rational_train;
 
 namespace {
 
-// Writes to two stream buffers (stdout and DIR/log.txt).
+// Writes to two stream buffers (stdout and DIR/log.txt). A failing log file (disk full) does not
+// silence stdout: the tee stops writing to the file, remembers the errno, and main reports it.
 class TeeBuf : public std::streambuf {
  public:
   TeeBuf(std::streambuf* a, std::streambuf* b) : a_(a), b_(b) {}
+  bool file_failed() const { return file_failed_; }
+  int file_errno() const { return file_errno_; }
+  // Flushes the file; false (and file_failed()) when that fails.
+  bool flush_file() {
+    if (b_ && !file_failed_ && b_->pubsync() != 0) fail_file();
+    return !file_failed_;
+  }
 
  protected:
   int overflow(int ch) override {
     if (ch == EOF) return !EOF;
     if (a_->sputc(char(ch)) == EOF) return EOF;
-    if (b_ && b_->sputc(char(ch)) == EOF) return EOF;
+    if (b_ && !file_failed_ && b_->sputc(char(ch)) == EOF) fail_file();
     return ch;
   }
   int sync() override {
     int r = a_->pubsync();
-    if (b_) b_->pubsync();
+    flush_file();
     return r;
   }
 
  private:
+  void fail_file() {
+    file_failed_ = true;
+    file_errno_ = errno;
+  }
   std::streambuf *a_, *b_;
+  bool file_failed_ = false;
+  int file_errno_ = 0;
 };
 
 std::string join(const std::vector<std::string>& v) {
@@ -69,6 +86,9 @@ std::string default_text(const Setting& s, const json& defaults) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Past a file-size limit (ulimit -f) write() then fails with EFBIG, reported like a full disk,
+  // instead of SIGXFSZ killing the process mid-write.
+  std::signal(SIGXFSZ, SIG_IGN);
   // Sub-commands (e.g. a later `rational_train prune ...`) can register the same settings table on
   // their own CLI::App; the default command trains.
   CLI::App app{
@@ -133,15 +153,31 @@ int main(int argc, char** argv) {
     c = resolve(c);  // every check before the run directory is touched
 
     std::filesystem::create_directories(c.output);
-    std::ofstream logfile((std::filesystem::path(c.output) / "log.txt"), std::ios::app);
-    TeeBuf tee(std::cout.rdbuf(), logfile ? logfile.rdbuf() : nullptr);
+    const std::string log_path = (std::filesystem::path(c.output) / "log.txt").string();
+    std::ofstream logfile(log_path, std::ios::app);
+    if (!logfile) throw std::runtime_error(log_path + ": cannot open for appending: " + std::strerror(errno));
+    TeeBuf tee(std::cout.rdbuf(), logfile.rdbuf());
     std::ostream log(&tee);
-    json summary = run_training(c, log);
+    // Whatever run_training throws, the log file's own failure is reported too.
+    auto check_log = [&]() {
+      if (!tee.flush_file())
+        throw std::runtime_error(log_path + ": write failed: " + std::strerror(tee.file_errno()) +
+                                 " (the console output above is complete)");
+    };
+    json summary;
+    try {
+      summary = run_training(c, log);
+    } catch (...) {
+      if (!tee.flush_file())
+        std::cerr << "error: " << log_path << ": write failed: " << std::strerror(tee.file_errno()) << std::endl;
+      throw;
+    }
     log << fmt::format("test accuracy {:.4f} (best {:.4f} at epoch {}), {} epochs in {:.1f} s\n",
                        summary["test_accuracy"].get<double>(), summary["best_test_accuracy"].get<double>(),
                        summary["best_epoch"].get<int64_t>(), summary["epochs"].get<int64_t>(),
                        summary["seconds"].get<double>());
     log << "summary: " << (std::filesystem::path(c.output) / "summary.json").string() << "\n" << std::flush;
+    check_log();
     return 0;
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << std::endl;

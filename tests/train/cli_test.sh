@@ -176,10 +176,11 @@ done
 
 # ---- failed writes: exit 1 with a message, no temp file, the previous checkpoint intact --------
 # (a) a real kernel error: a file-size limit (EFBIG) below the checkpoint's size (LeNet + Adam:
-#     ~740 KB), above summary.json's; SIGXFSZ ignored so that write() returns the error.
+#     ~800 KB), above summary.json's (~65 KB). rational_train ignores SIGXFSZ itself, so that
+#     write() returns the error instead of the signal killing it (exit 153).
 cp -r "$WORK/good" "$WORK/fsize"
 sum_before=$(sha256sum < "$WORK/fsize/checkpoint.pt")
-( ulimit -f 300; trap '' XFSZ; exec "$BIN" "${SMALL[@]}" --output "$WORK/fsize" --resume --epochs 3 ) \
+( ulimit -f 300; exec "$BIN" "${SMALL[@]}" --output "$WORK/fsize" --resume --epochs 3 ) \
   > "$WORK/fsize.out" 2> "$WORK/fsize.err"
 rc=$?
 [ "$rc" = 1 ] || fail "a write past the file-size limit exited $rc, expected 1: $(tail -3 "$WORK/fsize.err")"
@@ -212,5 +213,15 @@ inject full_metrics metrics.csv:1 metrics.csv "No space left"
 inject full_summary summary.json:1 summary.json "No space left"
 inject perm_ckpt checkpoint.pt:1:EACCES checkpoint.pt "Permission denied"
 inject eio_ckpt checkpoint.pt:1:EIO checkpoint.pt "Input/output error"
+
+# (c) log.txt on a full device (/dev/full): stdout keeps the whole console output, the results are
+#     written, and the failed log is an error.
+mkdir -p "$WORK/fulllog" && ln -s /dev/full "$WORK/fulllog/log.txt"
+"$BIN" "${SMALL[@]}" --epochs 1 --output "$WORK/fulllog" > "$WORK/fulllog.out" 2> "$WORK/fulllog.err"
+rc=$?
+[ "$rc" = 1 ] || fail "fulllog: exited $rc, expected 1: $(cat "$WORK/fulllog.err")"
+grep -q "error: .*log.txt: write failed: No space left" "$WORK/fulllog.err" || fail "fulllog: message: $(cat "$WORK/fulllog.err")"
+grep -q "^test accuracy" "$WORK/fulllog.out" || fail "fulllog: stdout lost the console output: $(cat "$WORK/fulllog.out")"
+[ -f "$WORK/fulllog/summary.json" ] || fail "fulllog: no summary.json"
 
 echo "cli_test: all passed"
