@@ -95,7 +95,7 @@ const std::vector<Setting>& settings() {
       S("--batch-norm", "--batch-norm,!--no-batch-norm", "batch_norm", K::Bool, {}, {}, false, true,
         "VGG-8: BatchNorm after every conv"),
       S("--device", "--device", "device", K::String, {}, {}, false, false, "auto, cpu or cuda"),
-      S("--threads", "--threads", "threads", K::Int, 0, 1024, false, false, "CPU threads (0: all cores)"),
+      S("--threads", "--threads", "threads", K::Int, 0, 65536, false, false, "CPU threads (0: all cores)"),
       S("--workers", "--workers", "workers", K::Int, 0, 256, false, false,
         "data loader threads (0: in the training thread)"),
       S("--output", "--output,-o", "output", K::String, {}, {}, false, false, "run directory"),
