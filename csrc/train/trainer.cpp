@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <chrono>
 #include <cmath>
@@ -350,10 +351,24 @@ void save_checkpoint(const std::string& path, Net& model, torch::optim::Optimize
   }
 }
 
-// Reads and verifies the checkpoint, refuses it when it was trained with other settings, then
-// loads model and optimizer. Returns the training state.
+// Which samples a run trains and tests on: counts and CRC-32 of the images and labels (after the
+// subsets). A resumed run may read its data from another --data-dir, but not other data.
+json data_fingerprint(const Dataset& train, const Dataset& test) {
+  auto crc = [](uLong crc, const torch::Tensor& t) {
+    if (!t.defined() || t.numel() == 0) return crc;
+    auto c = t.contiguous();
+    return crc32_z(crc, static_cast<const Bytef*>(c.data_ptr()), size_t(c.numel()) * c.element_size());
+  };
+  auto part = [&](const Dataset& d) {
+    return json{{"samples", d.size()}, {"crc32", uint32_t(crc(crc(crc32_z(0L, Z_NULL, 0), d.images), d.labels))}};
+  };
+  return json{{"train", part(train)}, {"test", part(test)}};
+}
+
+// Reads and verifies the checkpoint, refuses it when it was trained with other settings or other
+// data, then loads model and optimizer. Returns the training state.
 json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimizer& opt, const torch::Device& device,
-                     const TrainConfig& c) {
+                     const TrainConfig& c, const json& data) {
   auto refuse = [&](const std::string& why) {
     return std::runtime_error(path + ": cannot resume from this checkpoint: " + why +
                               "\n(start over with another --output, or remove the checkpoint)");
@@ -380,8 +395,15 @@ json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimize
   if (!state.is_object() || !state.contains("config") || !state.contains("epoch"))
     throw refuse("it records no settings");
   auto conflicts = resume_conflicts(state["config"], json(c));
+  for (const char* split : {"train", "test"}) {
+    const json saved = state.contains("data") ? state["data"].value(split, json()) : json();
+    if (saved != data[split])
+      conflicts.push_back(fmt::format("{} data: checkpoint {} samples (CRC-32 {:08x}), now {} samples (CRC-32 {:08x})",
+                                      split, saved.value("samples", int64_t(-1)), saved.value("crc32", uint32_t(0)),
+                                      data[split]["samples"].get<int64_t>(), data[split]["crc32"].get<uint32_t>()));
+  }
   if (!conflicts.empty()) {
-    std::string msg = path + ": cannot resume: this command's settings differ from those the checkpoint was trained with:";
+    std::string msg = path + ": cannot resume: this command's settings or data differ from those the checkpoint was trained with:";
     for (auto& line : conflicts) msg += "\n  " + line;
     msg += "\nResume with the checkpoint's settings (summary.json \"config\"), or start over with another --output.";
     throw std::runtime_error(msg);
@@ -467,9 +489,11 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   for (auto& [name, slot] : slots)
     if (slot->learnable()) init_curves[name] = to_vector(slot->curve(grid));
   state["init_curves"] = init_curves;
+  const json data = data_fingerprint(train, test);
+  state["data"] = data;
 
   if (c.resume && fs::exists(ckpt)) {
-    state = load_checkpoint(ckpt, *model, *opt, device, c);
+    state = load_checkpoint(ckpt, *model, *opt, device, c, data);
     state["config"] = c;  // harmless differences (threads, more epochs) are this run's from now on
     log << fmt::format("resuming {} after epoch {}\n", ckpt, state["epoch"].get<int64_t>());
   } else if (c.resume) {

@@ -149,6 +149,25 @@ grep -q "^1," "$WORK/run/metrics.csv" && ! grep -q "^2," "$WORK/run/metrics.csv"
   "${base[@]}" > "$WORK/resume_ok.out" 2>&1 || fail "a resume with other threads/workers exited $?: $(tail -3 "$WORK/resume_ok.out")"
 grep -q "^2," "$WORK/run/metrics.csv" || fail "the allowed resume did not train epoch 2"
 
+# Another --data-dir with the same data may resume; other data may not (counts + CRC-32 recorded).
+python3 - "$WORK" <<'PY'
+import gzip, pathlib, struct, sys
+def idx(path, dims, data):
+    with gzip.open(path, "wb") as f:
+        f.write(bytes([0, 0, 8, len(dims)]) + b"".join(struct.pack(">I", d) for d in dims) + bytes(data))
+for name, shift in [("mnist_a", 0), ("mnist_a_copy", 0), ("mnist_b", 1)]:
+    d = pathlib.Path(sys.argv[1]) / name
+    d.mkdir()
+    for split, n in [("train", 96), ("t10k", 32)]:
+        idx(d / f"{split}-images-idx3-ubyte.gz", [n, 28, 28], [(i * 7 + shift) % 256 for i in range(n * 784)])
+        idx(d / f"{split}-labels-idx1-ubyte.gz", [n], [i % 10 for i in range(n)])
+PY
+MN=(--dataset mnist --threads 1 --workers 0 --no-progress --output "$WORK/mnist_run")
+"$BIN" "${MN[@]}" --data-dir "$WORK/mnist_a" --epochs 1 > "$WORK/mnist1.out" 2>&1 || fail "mnist run: $(tail -3 "$WORK/mnist1.out")"
+"$BIN" "${MN[@]}" --data-dir "$WORK/mnist_a_copy" --epochs 2 --resume > "$WORK/mnist2.out" 2>&1 \
+  || fail "a resume from a copy of the same data was refused: $(tail -3 "$WORK/mnist2.out")"
+expect_error resume_other_data 1 "train data: checkpoint 96 samples .*now 96 samples" "${MN[@]}" --data-dir "$WORK/mnist_b" --epochs 3 --resume
+
 # ---- damaged, truncated and foreign checkpoints: exit 1, never training from them ------------
 cp -r "$WORK/run" "$WORK/good"
 damage() {  # damage NAME PYTHON-STATEMENTS-ON-bytearray-b
