@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -15,6 +14,7 @@
 
 #include "activations.h"
 #include "models.h"
+#include "setting_flags.h"
 #include "settings.h"
 #include "trainer.h"
 
@@ -67,20 +67,12 @@ std::string join(const std::vector<std::string>& v) {
 
 json read_json_file(const std::string& path) {
   std::ifstream f(path);
-  if (!f) throw std::runtime_error(path + ": cannot open config file");
+  if (!f) throw std::runtime_error(path + ": cannot open the config file: " + std::strerror(errno));
   try {
     return json::parse(f);
   } catch (const json::exception& e) {
     throw std::runtime_error(path + ": invalid JSON (" + e.what() + ")");
   }
-}
-
-// The text --help shows as a setting's default: its value in a default TrainConfig.
-std::string default_text(const Setting& s, const json& defaults) {
-  const json& v = defaults.at(json_pointer(s));
-  if (s.kind == SettingKind::OptionalDouble && v.is_null()) return "";  // help says what it falls back to
-  if ((v.is_string() && v.get<std::string>().empty()) || (v.is_array() && v.empty())) return "";
-  return format_value(s, v);
 }
 
 }  // namespace
@@ -98,33 +90,12 @@ int main(int argc, char** argv) {
       "Activations: " + join(activation_names()) + "\nModels: " + join(model_names())};
   app.set_version_flag("--version", "rational_train 0.1.0");
   std::string config_path;
-  app.add_option("--config", config_path, "JSON config file (e.g. configs/lenet_fashion_mnist.json); flags override it")
-      ->check(CLI::ExistingFile);
+  // A missing config file is a bad value (exit 1, read_json_file names it), not a parse error.
+  app.add_option("--config", config_path, "JSON config file (e.g. configs/lenet_fashion_mnist.json); flags override it");
 
   // Every setting of the table: values are taken as text and converted strictly after parsing
   // (so '-1' for a count or 'nan' for a rate is an error naming the flag, not a wrapped value).
-  const json defaults = TrainConfig{};
-  struct Bound {
-    const Setting* setting;
-    CLI::Option* option;
-    std::string text;
-    bool flag_value = false;
-  };
-  std::deque<Bound> bound;  // stable addresses for CLI11's references
-  for (auto& s : settings()) {
-    bound.push_back(Bound{&s, nullptr, "", false});
-    Bound& b = bound.back();
-    if (s.kind == SettingKind::Bool) {
-      b.option = app.add_flag(s.cli_names, b.flag_value,
-                              s.help + " (default: " + format_value(s, defaults.at(json_pointer(s))) + ")");
-    } else {
-      // Given twice, the last one counts (as for a flag after --config).
-      b.option = app.add_option(s.cli_names, b.text, s.help)
-                     ->type_name(type_label(s))
-                     ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-      b.option->default_str(default_text(s, defaults));
-    }
-  }
+  SettingFlags flags(app, TrainConfig{});
 
   try {
     app.parse(argc, argv);
@@ -142,12 +113,7 @@ int main(int argc, char** argv) {
         throw std::invalid_argument(config_path + ": " + e.what());
       }
     }
-    json merged = c;
-    for (auto& b : bound) {
-      if (b.option->count() == 0) continue;
-      merged[json_pointer(*b.setting)] =
-          b.setting->kind == SettingKind::Bool ? json(b.flag_value) : parse_flag_value(*b.setting, b.text);
-    }
+    json merged = flags.apply(c);
     c = TrainConfig{};
     from_json(merged, c);
     c = resolve(c);  // every check before the run directory is touched

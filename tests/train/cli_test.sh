@@ -98,6 +98,7 @@ config_bad() {  # config_bad NAME 'REGEX' 'JSON'
   expect_error "config_$1" 1 "error: .*$2" "${SMALL[@]}" --config "$WORK/config_$1.json" --output "$WORK/config_$1"
   [ ! -e "$WORK/config_$1/checkpoint.pt" ] || fail "config_$1: trained anyway"
 }
+expect_error config_missing 1 "error: .*no-such-config.json.*No such file" "${SMALL[@]}" --config "$WORK/no-such-config.json" --output "$WORK/config_missing"
 config_bad epochs_fraction 'epochs' '{"epochs": 1.5}'
 config_bad epochs_huge 'epochs' '{"epochs": 1e30}'
 config_bad seed_negative 'seed' '{"seed": -1}'
