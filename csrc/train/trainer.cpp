@@ -135,7 +135,8 @@ TrainConfig resolve(TrainConfig c) {
   check(c.act.den_degree >= 1, fmt::format("{}: the denominator degree must be >= 1, got {}",
                                            named("activation_options.degrees"), c.act.den_degree));
   check(c.act.groups == -1 || c.act.groups >= 1,
-        fmt::format("{}: must be -1 (one per channel) or >= 1, got {}", named("activation_options.groups"), c.act.groups));
+        fmt::format("{}: must be -1 (one per channel) or >= 1, got {}", named("activation_options.groups"),
+                    c.act.groups));
   check(!c.nesterov || c.optimizer != "sgd" || c.momentum > 0,
         fmt::format("{} needs {} > 0", named("nesterov"), named("momentum")));
   check(!c.output.empty(), named("output") + ": must not be empty");
@@ -196,7 +197,8 @@ namespace {
 
 // What a stopped run leaves behind, for its error message.
 std::string kept_checkpoint(int64_t epoch) {
-  return epoch > 1 ? fmt::format("the checkpoint of epoch {} is kept", epoch - 1) : std::string("no checkpoint written");
+  return epoch > 1 ? fmt::format("the checkpoint of epoch {} is kept", epoch - 1)
+                   : std::string("no checkpoint written");
 }
 
 using Clock = std::chrono::steady_clock;
@@ -403,7 +405,8 @@ json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimize
                                       data[split]["samples"].get<int64_t>(), data[split]["crc32"].get<uint32_t>()));
   }
   if (!conflicts.empty()) {
-    std::string msg = path + ": cannot resume: this command's settings or data differ from those the checkpoint was trained with:";
+    std::string msg =
+        path + ": cannot resume: this command's settings or data differ from those the checkpoint was trained with:";
     for (auto& line : conflicts) msg += "\n  " + line;
     msg += "\nResume with the checkpoint's settings (summary.json \"config\"), or start over with another --output.";
     throw std::runtime_error(msg);
@@ -566,8 +569,8 @@ json run_training(const TrainConfig& config, std::ostream& log) {
       loss.backward();
       double l = loss.item<double>();
       if (!std::isfinite(l))
-        throw std::runtime_error(
-            fmt::format("training diverged: loss {} at epoch {} step {} ({})", l, epoch, step + 1, kept_checkpoint(epoch)));
+        throw std::runtime_error(fmt::format("training diverged: loss {} at epoch {} step {} ({})", l, epoch,
+                                             step + 1, kept_checkpoint(epoch)));
       if (c.clip_grad_norm > 0) {
         double norm = torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip_grad_norm);
         if (!std::isfinite(norm))

@@ -122,7 +122,8 @@ TEST(CheckpointFormat, ForeignAndNewerFilesAreRefused) {
     zip.append(static_cast<const char*>(d), n);
     return n;
   });
-  EXPECT_NE(error_of([&] { decode_checkpoint("ckpt", zip); }).find("not a rational_train checkpoint"), std::string::npos);
+  EXPECT_NE(error_of([&] { decode_checkpoint("ckpt", zip); }).find("not a rational_train checkpoint"),
+            std::string::npos);
   EXPECT_NE(error_of([&] { decode_checkpoint("ckpt", "hello\n"); }).find("not a rational_train checkpoint"),
             std::string::npos);
   auto newer = encode_checkpoint("abc");
@@ -135,7 +136,8 @@ TEST(CheckpointWrite, FailedWritesKeepThePreviousCheckpoint) {
   const auto path = (d / "checkpoint.pt").string();
   const auto first = random_bytes(100000, 4), second = random_bytes(100000, 5);
   write_checkpoint(path, first);
-  for (auto [spec, reason] : {std::pair{"checkpoint.pt:1", "No space left"}, std::pair{"checkpoint.pt:1:EACCES", "Permission denied"},
+  for (auto [spec, reason] : {std::pair{"checkpoint.pt:1", "No space left"},
+                              std::pair{"checkpoint.pt:1:EACCES", "Permission denied"},
                               std::pair{"checkpoint.pt:1:EIO", "Input/output error"}}) {
     FailWrite fault(spec);
     auto msg = error_of([&] { write_checkpoint(path, second); });
@@ -252,7 +254,8 @@ TEST(Settings, ConfigValuesAreCheckedAndNamed) {
   EXPECT_NE(msg_of({{"epochs", 1e30}}).find("--epochs"), std::string::npos);
   EXPECT_NE(msg_of({{"seed", -1}}).find("--seed"), std::string::npos);
   EXPECT_NE(msg_of({{"act_degrees", {3, 2}}}).find("unknown key 'act_degrees'"), std::string::npos);
-  EXPECT_NE(msg_of({{"activation_options", {{"degree", {3, 2}}}}}).find("activation_options.degree"), std::string::npos);
+  EXPECT_NE(msg_of({{"activation_options", {{"degree", {3, 2}}}}}).find("activation_options.degree"),
+            std::string::npos);
   EXPECT_NE(msg_of({{"hflip", 1}}).find("--hflip"), std::string::npos);
   EXPECT_NE(msg_of({{"std", {0.0}}}).find("--std"), std::string::npos);
   EXPECT_TRUE(msg_of({{"epochs", 2.0}, {"act_lr", nullptr}, {"source", "x"}, {"_note", 1}}).empty());
