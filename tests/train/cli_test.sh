@@ -234,6 +234,18 @@ inject full_summary summary.json:1 summary.json "No space left"
 inject perm_ckpt checkpoint.pt:1:EACCES checkpoint.pt "Permission denied"
 inject eio_ckpt checkpoint.pt:1:EIO checkpoint.pt "Input/output error"
 
+# (b2) a really full disk: a 1200 KB tmpfs holding the run (~870 KB) has no room for the next
+#     checkpoint (~800 KB); see full_disk.sh. Skipped where no mount namespace is allowed.
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+mkdir -p "$WORK/tmpfs"
+if command -v unshare > /dev/null && unshare -rm true 2> /dev/null; then
+  result=$(unshare -rm bash "$HERE/full_disk.sh" 1200k "$WORK/tmpfs" "$WORK/good" "$WORK/tmpfs_run" "$BIN" "${SMALL[@]}")
+  rc=$?
+  if [ "$rc" = 77 ]; then echo "cli_test: full tmpfs skipped (cannot mount)"; else [ "$rc" = 0 ] || fail "full tmpfs: $result"; fi
+else
+  echo "cli_test: full tmpfs skipped (no unshare -rm)"
+fi
+
 # (c) log.txt on a full device (/dev/full): stdout keeps the whole console output, the results are
 #     written, and the failed log is an error.
 mkdir -p "$WORK/fulllog" && ln -s /dev/full "$WORK/fulllog/log.txt"
