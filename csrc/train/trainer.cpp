@@ -166,12 +166,16 @@ TrainConfig resolve(TrainConfig c) {
 
 std::vector<std::string> resume_conflicts(const json& saved, const json& now) {
   std::vector<std::string> out;
+  // A setting added after a checkpoint was written is not in it: that run used the default.
+  const json defaults = TrainConfig{};
   for (auto& s : settings()) {
     const auto ptr = json_pointer(s);
     const bool cosine_epochs = s.key == "epochs" && now.value("lr_schedule", "") == "cosine";
     if (!s.defines_run && !cosine_epochs) continue;
     if (!saved.contains(ptr)) {
-      out.push_back(fmt::format("{}: not recorded in the checkpoint, now {}", s.flag, format_value(s, now.at(ptr))));
+      if (defaults.at(ptr) != now.at(ptr))
+        out.push_back(fmt::format("{}: not recorded in the checkpoint (so the default {}), now {}", s.flag,
+                                  format_value(s, defaults.at(ptr)), format_value(s, now.at(ptr))));
       continue;
     }
     if (saved.at(ptr) == now.at(ptr)) continue;

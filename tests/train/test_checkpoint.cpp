@@ -221,6 +221,16 @@ TEST(Resume, ConflictsNameEachSettingWithBothValues) {
   h.test_batch_size = 10;
   h.output = "elsewhere";
   EXPECT_TRUE(resume_conflicts(saved, json(resolve(h))).empty());
+  // A setting the checkpoint does not record (added later) counts as its default.
+  json older = saved;
+  older["activation_options"].erase("pieces");
+  EXPECT_TRUE(resume_conflicts(older, saved).empty());
+  TrainConfig p = a;
+  p.act.pieces = 8;
+  lines = resume_conflicts(older, json(resolve(p)));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0].find("--act-pieces: not recorded in the checkpoint (so the default 16), now 8"), std::string::npos)
+      << lines[0];
   // Except the epochs under the cosine schedule, which depends on them.
   a.lr_schedule = h.lr_schedule = "cosine";
   lines = resume_conflicts(json(resolve(a)), json(resolve(h)));
