@@ -91,7 +91,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "rational_train 0.1.0");
   std::string config_path;
   // A missing config file is a bad value (exit 1, read_json_file names it), not a parse error.
-  app.add_option("--config", config_path, "JSON config file (e.g. configs/lenet_fashion_mnist.json); flags override it");
+  app.add_option("--config", config_path,
+                 "JSON config file (e.g. configs/lenet_fashion_mnist.json); flags override it");
 
   // Every setting of the table: values are taken as text and converted strictly after parsing
   // (so '-1' for a count or 'nan' for a rate is an error naming the flag, not a wrapped value).
@@ -133,7 +134,11 @@ int main(int argc, char** argv) {
     json summary;
     try {
       summary = run_training(c, log);
-    } catch (...) {
+    } catch (const std::exception& e) {
+      // The run's error goes to log.txt as well (main prints it on stderr); then the log's own failure.
+      const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
+      if (!tee.file_failed())
+        logfile << "error: " << (torch_error ? torch_error->what_without_backtrace() : e.what()) << "\n";
       if (!tee.flush_file())
         std::cerr << "error: " << log_path << ": write failed: " << std::strerror(tee.file_errno()) << std::endl;
       throw;

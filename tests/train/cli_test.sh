@@ -145,6 +145,7 @@ expect_error resume_seed 1 "--seed.*0.*3" "${SMALL[@]}" "${base[@]}" --seed 3
 expect_error resume_activation 1 "--activation.*pau.*relu" "${SMALL[@]}" "${base[@]}" --activation relu
 expect_error resume_many 1 "--act-degrees.*--batch-size" "${SMALL[@]}" "${base[@]}" --act-degrees 3,2 --batch-size 16
 grep -q "^1," "$WORK/run/metrics.csv" && ! grep -q "^2," "$WORK/run/metrics.csv" || fail "a refused resume trained"
+grep -q "error: .*cannot resume: this command's settings" "$WORK/run/log.txt" || fail "the refused resume's error is not in log.txt"
 # Threads, workers, progress and more epochs are harmless.
 "$BIN" --synthetic --synthetic-train-size 128 --synthetic-test-size 32 --threads 2 --workers 1 --progress \
   "${base[@]}" > "$WORK/resume_ok.out" 2>&1 || fail "a resume with other threads/workers exited $?: $(tail -3 "$WORK/resume_ok.out")"
