@@ -4,6 +4,8 @@
 #include "torch_rational.h"  // csrc/ is on torch_rational's include path
 
 #include <sstream>
+
+#include "settings.h"
 #include <stdexcept>
 
 #if __has_include("modules/era.h")
@@ -30,11 +32,16 @@ void to_json(nlohmann::json& j, const ActivationOptions& o) {
 }
 
 void from_json(const nlohmann::json& j, ActivationOptions& o) {
+  if (!j.is_object())
+    throw std::invalid_argument("config key activation_options: expected a JSON object, got " + j.dump());
   for (auto it = j.begin(); it != j.end(); ++it) {
     const auto& k = it.key();
-    const auto& v = it.value();
+    const Setting* s = setting_by_key("activation_options." + k);
+    if (!s)
+      throw std::invalid_argument("config: unknown key 'activation_options." + k +
+                                  "' (the keys are listed in docs/training.md)");
+    const auto v = check_config_value(*s, it.value());  // type, integer-ness, range
     if (k == "degrees") {
-      if (!v.is_array() || v.size() != 2) throw std::invalid_argument("activation_options.degrees: expected [m, n]");
       o.num_degree = v[0].get<int64_t>();
       o.den_degree = v[1].get<int64_t>();
     } else if (k == "version") o.version = v.get<std::string>();
@@ -45,7 +52,7 @@ void from_json(const nlohmann::json& j, ActivationOptions& o) {
     else if (k == "fractions") o.fractions = v.get<int64_t>();
     else if (k == "pieces") o.pieces = v.get<int64_t>();
     else if (k == "realign_steps") o.realign_steps = v.get<int64_t>();
-    else throw std::invalid_argument("activation_options: unknown key '" + k + "'");
+    else throw std::logic_error("settings table key activation_options." + k + " has no ActivationOptions member");
   }
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <chrono>
 #include <cmath>
@@ -12,10 +13,14 @@
 #include <set>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 
+#include "checkpoint.h"
 #include "data.h"
+#include "fit/fit.h"
 #include "models.h"
 #include "rng.h"
+#include "settings.h"
 #include "transforms.h"
 
 namespace fs = std::filesystem;
@@ -24,11 +29,11 @@ using nlohmann::json;
 namespace rational_train {
 
 // ---------------------------------------------------------------------------------------------
-// Settings <-> JSON. One table of (key, member) so the config file, the summary and the
-// checkpoint all use the same names.
+// Settings <-> JSON. The keys, types and ranges are the table of settings.h; one list of
+// (key, member) here so the config file, the summary and the checkpoint all use the same names.
 #define RT_FIELDS(X)                                                                                    \
   X(model) X(dataset) X(data_dir) X(synthetic) X(synthetic_train_size) X(synthetic_test_size) X(activation) \
-  X(act_lr) X(act_weight_decay) X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(lr_schedule) \
+  X(act_weight_decay) X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(lr_schedule)           \
   X(lr_step) X(lr_gamma) X(clip_grad_norm) X(batch_size) X(test_batch_size) X(drop_last) X(epochs) X(seed)  \
   X(device) X(threads) X(workers) X(train_subset) X(test_subset) X(rotation) X(crop_padding) X(hflip)      \
   X(mean) X(std) X(batch_norm) X(output) X(resume) X(progress)
@@ -38,30 +43,40 @@ void to_json(json& j, const TrainConfig& c) {
 #define X(f) j[#f] = c.f;
   RT_FIELDS(X)
 #undef X
+  j["act_lr"] = c.act_lr ? json(*c.act_lr) : json(nullptr);
   j["activation_options"] = c.act;
 }
 
+namespace {
+bool is_documentation_key(const std::string& k) {
+  return k == "source" || k == "comment" || (!k.empty() && k[0] == '_');
+}
+}  // namespace
+
 void from_json(const json& j, TrainConfig& c) {
-  if (!j.is_object()) throw std::invalid_argument("config: expected a JSON object");
+  if (!j.is_object()) throw std::invalid_argument("config: expected a JSON object, got " + std::string(j.type_name()));
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& k = it.key();
-    try {
-      if (k == "activation_options") {
-        from_json(it.value(), c.act);
-        continue;
-      }
-      if (k == "source" || k == "comment" || (!k.empty() && k[0] == '_')) continue;
-#define X(f)                             \
-  if (k == #f) {                         \
-    it.value().get_to(c.f);              \
-    continue;                            \
-  }
-      RT_FIELDS(X)
-#undef X
-    } catch (const json::exception& e) {
-      throw std::invalid_argument("config key '" + k + "': " + e.what());
+    if (is_documentation_key(k)) continue;
+    if (k == "activation_options") {
+      from_json(it.value(), c.act);
+      continue;
     }
-    throw std::invalid_argument("config: unknown key '" + k + "'");
+    const Setting* s = setting_by_key(k);
+    if (!s) throw std::invalid_argument("config: unknown key '" + k + "' (the keys are listed in docs/training.md)");
+    const json v = check_config_value(*s, it.value());
+    if (k == "act_lr") {
+      c.act_lr = v.is_null() ? std::nullopt : std::optional<double>(v.get<double>());
+      continue;
+    }
+#define X(f)            \
+  if (k == #f) {        \
+    v.get_to(c.f);      \
+    continue;           \
+  }
+    RT_FIELDS(X)
+#undef X
+    throw std::logic_error("settings table key '" + k + "' has no TrainConfig member");
   }
 }
 
@@ -82,13 +97,17 @@ void from_json(const json& j, EpochMetrics& m) {
 }
 
 namespace {
+std::string named(const std::string& key) {
+  const Setting* s = setting_by_key(key);
+  return s ? describe(*s) : key;
+}
 template <typename T>
-void check_in(const std::string& flag, const T& v, const std::vector<T>& allowed) {
+void check_in(const std::string& key, const T& v, const std::vector<T>& allowed) {
   for (auto& a : allowed)
     if (a == v) return;
   std::string list;
   for (auto& a : allowed) list += (list.empty() ? "" : ", ") + fmt::format("{}", a);
-  throw std::invalid_argument(fmt::format("{}: '{}' is not one of {}", flag, v, list));
+  throw std::invalid_argument(fmt::format("{}: '{}' is not one of {}", named(key), v, list));
 }
 void check(bool ok, const std::string& msg) {
   if (!ok) throw std::invalid_argument(msg);
@@ -96,46 +115,75 @@ void check(bool ok, const std::string& msg) {
 }  // namespace
 
 TrainConfig resolve(TrainConfig c) {
-  check_in<std::string>("--dataset", c.dataset, {"mnist", "fashion-mnist", "cifar10"});
-  check_in<std::string>("--model", c.model, model_names());
-  check_in<std::string>("--activation", c.activation, activation_names());
-  check_in<std::string>("--optimizer", c.optimizer, {"adam", "adamw", "sgd"});
-  check_in<std::string>("--lr-schedule", c.lr_schedule, {"none", "step", "cosine"});
-  check_in<std::string>("--device", c.device, {"auto", "cpu", "cuda"});
-  check(c.epochs >= 1, fmt::format("--epochs must be >= 1, got {}", c.epochs));
-  check(c.batch_size >= 1, fmt::format("--batch-size must be >= 1, got {}", c.batch_size));
-  check(c.test_batch_size >= 1, fmt::format("--test-batch-size must be >= 1, got {}", c.test_batch_size));
-  check(c.lr > 0, fmt::format("--lr must be > 0, got {}", c.lr));
-  check(c.threads >= 0, fmt::format("--threads must be >= 0, got {}", c.threads));
-  check(c.workers >= 0, fmt::format("--workers must be >= 0, got {}", c.workers));
-  check(c.rotation >= 0 && c.rotation <= 180, fmt::format("--rotation must be in [0, 180], got {}", c.rotation));
-  check(c.crop_padding >= 0, fmt::format("--crop-padding must be >= 0, got {}", c.crop_padding));
-  check(c.lr_step >= 1, fmt::format("--lr-step must be >= 1, got {}", c.lr_step));
-  check(c.synthetic_train_size >= 1 && c.synthetic_test_size >= 1, "synthetic sizes must be >= 1");
-  check(!c.output.empty(), "--output must not be empty");
-  if (c.data_dir.empty()) c.data_dir = default_data_dir(c.dataset);
-  if (c.mean.empty() && c.std.empty()) {
-    if (c.dataset == "cifar10") {
-      c.mean = {0.4914, 0.4822, 0.4465};
-      c.std = {0.2470, 0.2435, 0.2616};
-    } else if (c.dataset == "fashion-mnist") {
-      c.mean = {0.2860};
-      c.std = {0.3530};
-    } else {
-      c.mean = {0.1307};
-      c.std = {0.3081};
-    }
+  // Types, finiteness and single-value ranges: every value goes through the settings table, also
+  // a TrainConfig filled in C++ (tests, a future sub-command).
+  {
+    const json j = c;
+    for (auto& s : settings()) check_config_value(s, j.at(json_pointer(s)));
   }
-  int64_t ch = dataset_channels(c.dataset);
-  check((c.mean.size() == 1 || int64_t(c.mean.size()) == ch) && c.std.size() == c.mean.size(),
-        fmt::format("--mean/--std need 1 or {} values each", ch));
-  for (double s : c.std) check(s > 0, "--std values must be > 0");
+  check_in<std::string>("dataset", c.dataset, {"mnist", "fashion-mnist", "cifar10"});
+  check_in<std::string>("model", c.model, model_names());
+  check_in<std::string>("activation", c.activation, activation_names());
+  check_in<std::string>("optimizer", c.optimizer, {"adam", "adamw", "sgd"});
+  check_in<std::string>("lr_schedule", c.lr_schedule, {"none", "step", "cosine"});
+  check_in<std::string>("device", c.device, {"auto", "cpu", "cuda"});
+  check_in<std::string>("activation_options.version", c.act.version, {"A", "B", "C", "N"});
+  check_in<std::string>("activation_options.basis", c.act.basis,
+                        {"", "power", "chebyshev_t", "chebyshev_u", "hermite", "hermite_e", "laguerre", "legendre"});
+  check(c.act.init.empty() || c.act.init == "random" || torch_rational::is_named_function(c.act.init),
+        fmt::format("{}: unknown function '{}'", named("activation_options.init"), c.act.init));
+  check(c.act.den_degree >= 1, fmt::format("{}: the denominator degree must be >= 1, got {}",
+                                           named("activation_options.degrees"), c.act.den_degree));
+  check(c.act.groups == -1 || c.act.groups >= 1,
+        fmt::format("{}: must be -1 (one per channel) or >= 1, got {}", named("activation_options.groups"),
+                    c.act.groups));
+  check(!c.nesterov || c.optimizer != "sgd" || c.momentum > 0,
+        fmt::format("{} needs {} > 0", named("nesterov"), named("momentum")));
+  check(!c.output.empty(), named("output") + ": must not be empty");
+  if (c.data_dir.empty()) c.data_dir = default_data_dir(c.dataset);
+  const int64_t ch = dataset_channels(c.dataset);
+  std::vector<double> mean = {0.1307}, std = {0.3081};
+  if (c.dataset == "cifar10") {
+    mean = {0.4914, 0.4822, 0.4465};
+    std = {0.2470, 0.2435, 0.2616};
+  } else if (c.dataset == "fashion-mnist") {
+    mean = {0.2860};
+    std = {0.3530};
+  }
+  const std::string counts = ch == 1 ? "1 value" : fmt::format("1 or {} values (one per channel)", ch);
+  for (auto [key, values, dataset_values] : {std::tuple{"mean", &c.mean, &mean}, std::tuple{"std", &c.std, &std}}) {
+    if (values->empty()) *values = *dataset_values;
+    check(values->size() == 1 || int64_t(values->size()) == ch,
+          fmt::format("{}: {} needs {}, got {}", named(key), c.dataset, counts, values->size()));
+  }
   if (c.threads == 0) c.threads = std::max(1u, std::thread::hardware_concurrency());
   if (c.device == "auto") c.device = torch::cuda::is_available() ? "cuda" : "cpu";
   if (c.device == "cuda" && !torch::cuda::is_available())
-    throw std::invalid_argument("--device cuda: no CUDA device is available to this torch build");
-  if (c.act_lr < 0) c.act_lr = c.lr;
+    throw std::invalid_argument(named("device") + ": cuda, but no CUDA device is available to this torch build");
+  if (!c.act_lr) c.act_lr = c.lr;
   return c;
+}
+
+std::vector<std::string> resume_conflicts(const json& saved, const json& now) {
+  std::vector<std::string> out;
+  // A setting added after a checkpoint was written is not in it: that run used the default.
+  const json defaults = TrainConfig{};
+  for (auto& s : settings()) {
+    const auto ptr = json_pointer(s);
+    const bool cosine_epochs = s.key == "epochs" && now.value("lr_schedule", "") == "cosine";
+    if (!s.defines_run && !cosine_epochs) continue;
+    if (!saved.contains(ptr)) {
+      if (defaults.at(ptr) != now.at(ptr))
+        out.push_back(fmt::format("{}: not recorded in the checkpoint (so the default {}), now {}", s.flag,
+                                  format_value(s, defaults.at(ptr)), format_value(s, now.at(ptr))));
+      continue;
+    }
+    if (saved.at(ptr) == now.at(ptr)) continue;
+    out.push_back(fmt::format("{}: checkpoint {}, now {}{}", s.flag, format_value(s, saved.at(ptr)),
+                              format_value(s, now.at(ptr)),
+                              cosine_epochs ? " (the cosine schedule is a function of the epochs)" : ""));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -149,21 +197,13 @@ std::string metrics_csv(const std::vector<EpochMetrics>& rows) {
   return s;
 }
 
-void write_file_atomic(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw std::runtime_error(tmp + ": cannot open for writing");
-    f << content;
-    f.flush();
-    if (!f) throw std::runtime_error(tmp + ": write failed");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw std::runtime_error(path + ": rename from " + tmp + " failed: " + ec.message());
-}
-
 namespace {
+
+// What a stopped run leaves behind, for its error message.
+std::string kept_checkpoint(int64_t epoch) {
+  return epoch > 1 ? fmt::format("the checkpoint of epoch {} is kept", epoch - 1)
+                   : std::string("no checkpoint written");
+}
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -216,18 +256,18 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c, st
                                  SGDOptions(c.lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(c.weight_decay)));
     if (!act.empty())
       groups.emplace_back(act, std::make_unique<SGDOptions>(
-                                   SGDOptions(c.act_lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(c.act_weight_decay)));
+                                   SGDOptions(*c.act_lr).momentum(c.momentum).nesterov(c.nesterov).weight_decay(c.act_weight_decay)));
     return std::make_unique<SGD>(groups, SGDOptions(c.lr));
   }
   if (c.optimizer == "adamw") {
     groups.emplace_back(net, std::make_unique<AdamWOptions>(AdamWOptions(c.lr).weight_decay(c.weight_decay)));
     if (!act.empty())
-      groups.emplace_back(act, std::make_unique<AdamWOptions>(AdamWOptions(c.act_lr).weight_decay(c.act_weight_decay)));
+      groups.emplace_back(act, std::make_unique<AdamWOptions>(AdamWOptions(*c.act_lr).weight_decay(c.act_weight_decay)));
     return std::make_unique<AdamW>(groups, AdamWOptions(c.lr));
   }
   groups.emplace_back(net, std::make_unique<AdamOptions>(AdamOptions(c.lr).weight_decay(c.weight_decay)));
   if (!act.empty())
-    groups.emplace_back(act, std::make_unique<AdamOptions>(AdamOptions(c.act_lr).weight_decay(c.act_weight_decay)));
+    groups.emplace_back(act, std::make_unique<AdamOptions>(AdamOptions(*c.act_lr).weight_decay(c.act_weight_decay)));
   return std::make_unique<Adam>(groups, AdamOptions(c.lr));
 }
 
@@ -276,35 +316,117 @@ EvalResult evaluate(Net& model, const Dataset& test, const TrainConfig& c, const
   return {loss_sum / n, double(correct) / n};
 }
 
-void save_checkpoint(const std::string& dir, Net& model, torch::optim::Optimizer& opt, const json& state) {
-  torch::serialize::OutputArchive ar, model_ar, opt_ar;
-  model.save(model_ar);
-  opt.save(opt_ar);
-  ar.write("model", model_ar);
-  ar.write("optimizer", opt_ar);
-  ar.write("state", c10::IValue(state.dump()));
-  std::string path = (fs::path(dir) / "checkpoint.pt").string();
-  std::string tmp = path + ".tmp";
-  ar.save_to(tmp);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw std::runtime_error(path + ": rename from " + tmp + " failed: " + ec.message());
+}  // namespace
+
+std::string first_non_finite(torch::nn::Module& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model.named_parameters())
+    if (p.value().is_floating_point() && !torch::isfinite(p.value()).all().item<bool>())
+      return p.key() + (torch::isnan(p.value()).any().item<bool>() ? " (nan)" : " (inf)");
+  for (auto& b : model.named_buffers())
+    if (b.value().is_floating_point() && !torch::isfinite(b.value()).all().item<bool>())
+      return b.key() + (torch::isnan(b.value()).any().item<bool>() ? " (nan)" : " (inf)");
+  return "";
 }
 
-json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimizer& opt, const torch::Device& device) {
-  torch::serialize::InputArchive ar, model_ar, opt_ar;
+namespace {
+
+// Serialises into memory (torch's stream writer then cannot fail half-way on a full disk, nor
+// throw from its destructor), then writes the bytes with checked POSIX calls (checkpoint.h).
+void save_checkpoint(const std::string& path, Net& model, torch::optim::Optimizer& opt, const json& state) {
+  std::string payload;
   try {
-    ar.load_from(path, device);
+    torch::serialize::OutputArchive ar, model_ar, opt_ar;
+    model.save(model_ar);
+    opt.save(opt_ar);
+    ar.write("model", model_ar);
+    ar.write("optimizer", opt_ar);
+    ar.write("state", c10::IValue(state.dump()));
+    ar.save_to([&payload](const void* data, size_t n) -> size_t {
+      payload.append(static_cast<const char*>(data), n);
+      return n;
+    });
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(path + ": cannot serialise the checkpoint: " + e.what_without_backtrace());
+  }
+  try {
+    write_checkpoint(path, payload);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(fmt::format("cannot write the checkpoint of epoch {} (the previous {} is kept): {}",
+                                         state["epoch"].get<int64_t>(), path, e.what()));
+  }
+}
+
+// Which samples a run trains and tests on: counts and CRC-32 of the images and labels (after the
+// subsets). A resumed run may read its data from another --data-dir, but not other data.
+json data_fingerprint(const Dataset& train, const Dataset& test) {
+  auto crc = [](uLong crc, const torch::Tensor& t) {
+    if (!t.defined() || t.numel() == 0) return crc;
+    auto c = t.contiguous();
+    return crc32_z(crc, static_cast<const Bytef*>(c.data_ptr()), size_t(c.numel()) * c.element_size());
+  };
+  auto part = [&](const Dataset& d) {
+    return json{{"samples", d.size()}, {"crc32", uint32_t(crc(crc(crc32_z(0L, Z_NULL, 0), d.images), d.labels))}};
+  };
+  return json{{"train", part(train)}, {"test", part(test)}};
+}
+
+// Reads and verifies the checkpoint, refuses it when it was trained with other settings or other
+// data, then loads model and optimizer. Returns the training state.
+json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimizer& opt, const torch::Device& device,
+                     const TrainConfig& c, const json& data) {
+  auto refuse = [&](const std::string& why) {
+    return std::runtime_error(path + ": cannot resume from this checkpoint: " + why +
+                              "\n(start over with another --output, or remove the checkpoint)");
+  };
+  std::string payload;
+  try {
+    payload = read_checkpoint(path);  // magic, version, size, CRC-32
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string(e.what()) +
+                             "\n--resume does not train from it (start over with another --output, or remove it)");
+  }
+  torch::serialize::InputArchive ar;
+  json state;
+  try {
+    ar.load_from(payload.data(), payload.size(), device);
+    c10::IValue state_value;
+    ar.read("state", state_value);
+    state = json::parse(state_value.toStringRef());
+  } catch (const c10::Error& e) {
+    throw refuse(std::string("its archive cannot be read (") + e.what_without_backtrace() + ")");
+  } catch (const json::exception& e) {
+    throw refuse(std::string("its state is not valid JSON (") + e.what() + ")");
+  }
+  if (!state.is_object() || !state.contains("config") || !state.contains("epoch"))
+    throw refuse("it records no settings");
+  auto conflicts = resume_conflicts(state["config"], json(c));
+  for (const char* split : {"train", "test"}) {
+    const json saved = state.contains("data") ? state["data"].value(split, json()) : json();
+    if (saved != data[split])
+      conflicts.push_back(fmt::format("{} data: checkpoint {} samples (CRC-32 {:08x}), now {} samples (CRC-32 {:08x})",
+                                      split, saved.value("samples", int64_t(-1)), saved.value("crc32", uint32_t(0)),
+                                      data[split]["samples"].get<int64_t>(), data[split]["crc32"].get<uint32_t>()));
+  }
+  if (!conflicts.empty()) {
+    std::string msg =
+        path + ": cannot resume: this command's settings or data differ from those the checkpoint was trained with:";
+    for (auto& line : conflicts) msg += "\n  " + line;
+    msg += "\nResume with the checkpoint's settings (summary.json \"config\"), or start over with another --output.";
+    throw std::runtime_error(msg);
+  }
+  try {
+    torch::serialize::InputArchive model_ar, opt_ar;
     ar.read("model", model_ar);
     ar.read("optimizer", opt_ar);
     model.load(model_ar);
     opt.load(opt_ar);
-    c10::IValue state;
-    ar.read("state", state);
-    return json::parse(state.toStringRef());
   } catch (const c10::Error& e) {
-    throw std::runtime_error(path + ": cannot resume from this checkpoint (" + e.what_without_backtrace() + ")");
+    throw refuse(std::string("model or optimizer state does not fit (") + e.what_without_backtrace() + ")");
   }
+  auto bad = first_non_finite(model);
+  if (!bad.empty()) throw refuse("parameter " + bad + " is not finite");
+  return state;
 }
 
 }  // namespace
@@ -340,7 +462,14 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   ModelOptions mopt;
   mopt.in_channels = channels;
   mopt.batch_norm = c.batch_norm;
-  auto model = make_model(c.model, mopt, [&](int64_t ch) { return make_activation(c.activation, c.act, ch); });
+  std::shared_ptr<Net> model;
+  try {
+    model = make_model(c.model, mopt, [&](int64_t ch) { return make_activation(c.activation, c.act, ch); });
+  } catch (const c10::Error& e) {
+    // The activation modules check their options too (torch_rational's messages).
+    throw std::invalid_argument(fmt::format("--activation {} with these --act-* options: {}", c.activation,
+                                            e.what_without_backtrace()));
+  }
   model->to(device);
   auto slots = model->activation_slots();
   auto grid = torch::linspace(-4.0, 4.0, 201, torch::kFloat64);
@@ -362,14 +491,17 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   const std::string ckpt = (fs::path(c.output) / "checkpoint.pt").string();
 
   json state = {{"epoch", 0}, {"best_test_accuracy", 0.0}, {"best_epoch", 0}, {"metrics", json::array()},
-                {"seconds", 0.0}};
+                {"seconds", 0.0}, {"config", c}};
   json init_curves = json::object();
   for (auto& [name, slot] : slots)
     if (slot->learnable()) init_curves[name] = to_vector(slot->curve(grid));
   state["init_curves"] = init_curves;
+  const json data = data_fingerprint(train, test);
+  state["data"] = data;
 
   if (c.resume && fs::exists(ckpt)) {
-    state = load_checkpoint(ckpt, *model, *opt, device);
+    state = load_checkpoint(ckpt, *model, *opt, device, c, data);
+    state["config"] = c;  // harmless differences (threads, more epochs) are this run's from now on
     log << fmt::format("resuming {} after epoch {}\n", ckpt, state["epoch"].get<int64_t>());
   } else if (c.resume) {
     log << fmt::format("--resume: no {} yet, starting from scratch\n", ckpt);
@@ -424,7 +556,7 @@ json run_training(const TrainConfig& config, std::ostream& log) {
     const double factor = lr_factor(c, epoch);
     auto& groups = opt->param_groups();
     groups[0].options().set_lr(c.lr * factor);
-    if (groups.size() > 1) groups[1].options().set_lr(c.act_lr * factor);
+    if (groups.size() > 1) groups[1].options().set_lr(*c.act_lr * factor);
 
     model->train();
     BatchLoader loader(train, epoch_permutation(train.size(), c.seed, epoch), c.batch_size, topt, true, c.seed,
@@ -439,11 +571,18 @@ json run_training(const TrainConfig& config, std::ostream& log) {
       auto loss = torch::nn::functional::cross_entropy(out, y);
       opt->zero_grad();
       loss.backward();
-      if (c.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip_grad_norm);
+      double l = loss.item<double>();
+      if (!std::isfinite(l))
+        throw std::runtime_error(fmt::format("training diverged: loss {} at epoch {} step {} ({})", l, epoch,
+                                             step + 1, kept_checkpoint(epoch)));
+      if (c.clip_grad_norm > 0) {
+        double norm = torch::nn::utils::clip_grad_norm_(model->parameters(), c.clip_grad_norm);
+        if (!std::isfinite(norm))
+          throw std::runtime_error(fmt::format("training diverged: gradient norm {} at epoch {} step {} ({})", norm,
+                                               epoch, step + 1, kept_checkpoint(epoch)));
+      }
       opt->step();
       const int64_t bs = y.size(0);
-      double l = loss.item<double>();
-      if (!std::isfinite(l)) throw std::runtime_error(fmt::format("training diverged: loss {} at epoch {} step {}", l, epoch, step));
       loss_sum += l * double(bs);
       correct += out.argmax(1).eq(y).sum().item<int64_t>();
       seen += bs;
@@ -451,7 +590,14 @@ json run_training(const TrainConfig& config, std::ostream& log) {
       bar.update(step, loss_sum / double(seen), double(correct) / double(seen), double(seen) / since(t_train));
     }
     const double train_seconds = since(t_train);
+    // A NaN or inf in any parameter or statistic stops the run before it reaches a checkpoint.
+    if (auto bad = first_non_finite(*model); !bad.empty())
+      throw std::runtime_error(fmt::format("training diverged: {} is not finite after epoch {} ({})", bad, epoch,
+                                           kept_checkpoint(epoch)));
     EvalResult ev = evaluate(*model, test, c, topt, device);
+    if (!std::isfinite(ev.loss))
+      throw std::runtime_error(
+          fmt::format("training diverged: test loss {} after epoch {} ({})", ev.loss, epoch, kept_checkpoint(epoch)));
 
     EpochMetrics m;
     m.epoch = epoch;
@@ -471,14 +617,21 @@ json run_training(const TrainConfig& config, std::ostream& log) {
     state["epoch"] = epoch;
     state["metrics"] = metrics;
     state["seconds"] = seconds_total;
+    state["config"] = c;
     log << fmt::format("epoch {}/{}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} | {:.1f} s, {:.0f} img/s\n",
                        epoch, c.epochs, m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy, m.seconds,
                        m.images_per_second)
         << std::flush;
 
-    write_file_atomic((fs::path(c.output) / "metrics.csv").string(), metrics_csv(metrics));
-    save_checkpoint(c.output, *model, *opt, state);
-    write_file_atomic((fs::path(c.output) / "summary.json").string(), summary_of().dump(2) + "\n");
+    // The checkpoint first: metrics.csv and summary.json are rewritten from it on --resume.
+    save_checkpoint(ckpt, *model, *opt, state);
+    try {
+      write_file_atomic((fs::path(c.output) / "metrics.csv").string(), metrics_csv(metrics));
+      write_file_atomic((fs::path(c.output) / "summary.json").string(), summary_of().dump(2) + "\n");
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(fmt::format("{}\n(the checkpoint of epoch {} is saved: --resume rewrites this file)",
+                                           e.what(), epoch));
+    }
   }
   if (first_epoch > c.epochs) {
     // Nothing left to train (resume of a finished run): rewrite the outputs from the checkpoint.

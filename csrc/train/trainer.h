@@ -3,13 +3,16 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <torch/nn/module.h>
 
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "activations.h"
+#include "io.h"
 
 namespace rational_train {
 
@@ -21,7 +24,7 @@ struct TrainConfig {
   int64_t synthetic_train_size = 1024, synthetic_test_size = 256;
   std::string activation = "pau";
   ActivationOptions act;
-  double act_lr = -1;             // < 0: same as lr
+  std::optional<double> act_lr;   // unset (JSON null): same as lr
   double act_weight_decay = 0.0;  // the papers: no decay on activation parameters
   std::string optimizer = "adam";  // adam, adamw, sgd
   double lr = 2e-3;
@@ -50,12 +53,22 @@ struct TrainConfig {
   bool progress = true;
 };
 
+// Keys and value types are those of settings.h (the config file format, also used in
+// summary.json "config" and in the checkpoint).
 void to_json(nlohmann::json& j, const TrainConfig& c);
-// Reads only the keys present (so a config file overrides defaults); "source", "comment" and keys
-// starting with "_" are documentation; any other unknown key throws naming it.
+// Reads only the keys present (so a config file overrides defaults), each checked for type,
+// integer-ness, finiteness and range (settings.h); "source", "comment" and keys starting with "_"
+// are documentation; any other key throws std::invalid_argument naming it.
 void from_json(const nlohmann::json& j, TrainConfig& c);
-// Fills data_dir, mean/std, threads from the dataset / machine, and checks values (naming them).
+// Checks the settings that depend on each other (choices, counts, --nesterov, ...) and fills
+// data_dir, mean/std, threads, device and act_lr from the dataset / machine. Throws
+// std::invalid_argument naming the flag and config key.
 TrainConfig resolve(TrainConfig c);
+
+// The settings of a resumed run that differ from those its checkpoint was trained with, one
+// line per setting ("--act-degrees: checkpoint 5,4, now 3,2"); empty when it may resume.
+// Both configs resolved (JSON as to_json writes it).
+std::vector<std::string> resume_conflicts(const nlohmann::json& checkpoint_config, const nlohmann::json& current);
 
 struct EpochMetrics {
   int64_t epoch = 0;
@@ -65,11 +78,12 @@ struct EpochMetrics {
 void to_json(nlohmann::json& j, const EpochMetrics& m);
 void from_json(const nlohmann::json& j, EpochMetrics& m);
 
-// Writes `content` to path + ".tmp" and renames it over `path`, so readers never see half a file.
-void write_file_atomic(const std::string& path, const std::string& content);
-
 extern const char* const kMetricsHeader;
 std::string metrics_csv(const std::vector<EpochMetrics>& rows);
+
+// The first parameter or buffer (BatchNorm statistics) of `model` holding a NaN or inf, as
+// "name (nan)" / "name (inf)"; empty when all are finite.
+std::string first_non_finite(torch::nn::Module& model);
 
 // Runs (or resumes) a training run; writes the run directory and returns the summary.
 nlohmann::json run_training(const TrainConfig& config, std::ostream& log);
