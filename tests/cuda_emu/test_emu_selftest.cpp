@@ -204,9 +204,9 @@ TEST(CudaEmu, FinishPartialsSumsBlocksInOrder) {
   kc::launch_finish_partials(partials.data(), groups, blocks, K, out.data(), nullptr);
   for (int64_t g = 0; g < groups; ++g)
     for (int k = 0; k < K; ++k) {
-      float want = 0.f;  // the same order: bitwise equal
+      double want = 0.0;  // the same order, in double as finish_partials sums: bitwise equal
       for (int64_t b = 0; b < blocks; ++b) want += partials[(g * blocks + b) * K + k];
-      ASSERT_EQ(out[g * K + k], want);
+      ASSERT_EQ(out[g * K + k], static_cast<float>(want));
     }
 }
 
