@@ -212,12 +212,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
     c10::string_view version, c10::string_view basis, int64_t channel_dim, double noise,
     const std::optional<at::Tensor>& noise_seed, std::array<bool, 3> output_mask) {
-  const RationalConfig cfg =
-      check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
-  TORCH_CHECK_VALUE(grad_output.sizes() == x.sizes(), "torch_rational: grad_output has shape ", grad_output.sizes(),
-                    " but x has shape ", x.sizes());
-  TORCH_CHECK_TYPE(grad_output.scalar_type() == x.scalar_type(), "torch_rational: grad_output has dtype ",
-                   grad_output.scalar_type(), " but x has dtype ", x.scalar_type());
+  const RationalConfig cfg = check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise,
+                                                 noise_seed, "rational_backward");
+  check_rational_grad_output(grad_output, x);
   const at::Tensor xin = (noise > 0.0 || !x.is_non_overlapping_and_dense()) ? x.contiguous() : x;
   at::Tensor gin = grad_output;
   if (gin.strides() != xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()

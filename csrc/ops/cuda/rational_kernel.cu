@@ -87,15 +87,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
     c10::string_view version, c10::string_view basis, int64_t channel_dim, double noise,
     const std::optional<at::Tensor>& noise_seed, std::array<bool, 3> output_mask) {
-  const RationalConfig cfg =
-      check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
-  TORCH_CHECK_VALUE(grad_output.sizes() == x.sizes(), "torch_rational: grad_output has shape ", grad_output.sizes(),
-                    " but x has shape ", x.sizes());
-  TORCH_CHECK_TYPE(grad_output.scalar_type() == x.scalar_type(), "torch_rational: grad_output has dtype ",
-                   grad_output.scalar_type(), " but x has dtype ", x.scalar_type());
+  const RationalConfig cfg = check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise,
+                                                 noise_seed, "rational_backward");
+  check_rational_grad_output(grad_output, x);
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
-  TORCH_CHECK_VALUE(grad_output.device() == x.device(), "torch_rational: grad_output is on ", grad_output.device(),
-                    " but x is on ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const Launch l = make_launch(x, cfg, /*force_contiguous=*/noise > 0.0);
   at::Tensor gin = grad_output;
