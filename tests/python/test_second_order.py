@@ -19,7 +19,7 @@ import torch_rational
 from conftest import make_case, make_generator, requires_cuda
 from reference import rational_reference
 from reference_era import era_reference
-from test_pwlu import away_from_breakpoints, make_params, pwlu_reference
+from test_pwlu import BREAKPOINT_CASES, _math_breakpoints, away_from_breakpoints, make_params, pwlu_reference
 from torch_rational.functional import BASES, VERSIONS
 
 ops = torch.ops.torch_rational
@@ -210,6 +210,50 @@ def test_create_graph_first_derivative_matches_fused(family, dtype):
     for k, (c, f) in enumerate(zip(composite, fused)):
         assert c.dtype == f.dtype and c.shape == f.shape
         assert_close(c, f, f"gradient {k}", rtol)
+
+
+# ------------------------------------------------------------------------------------------------
+# The edges (docs/DESIGN.md "Math"): the composite takes the kernels' piece at a PWLU breakpoint and
+# ERA's limits at +-inf, so the create_graph path gives the fused first derivatives there too.
+
+
+def fused_and_composite_grads(op, inputs, go):
+    ins = leaves(inputs)
+    fused = torch.autograd.grad(op(*ins), ins, go)
+    composite = torch.autograd.grad(op(*ins), ins, go, create_graph=True)
+    return fused, composite
+
+
+@pytest.mark.parametrize("left,right,n", BREAKPOINT_CASES)
+def test_pwlu_create_graph_at_every_breakpoint_takes_the_kernels_piece(left, right, n):
+    # float32: the composite rounds the breakpoints as the kernels do (float64 differs by design,
+    # see docs/DESIGN.md).
+    dtype = torch.float32
+    left, right = (torch.tensor(v, dtype=dtype).item() for v in (left, right))
+    x = torch.tensor(_math_breakpoints(left, right, n, dtype), dtype=dtype)
+    heights = (torch.randn(n + 1, generator=make_generator(n), dtype=torch.float64) * 2).to(dtype)
+    inputs = [x, heights, torch.tensor([left, right], dtype=dtype), torch.tensor([0.75, -1.5], dtype=dtype)]
+    fused, composite = fused_and_composite_grads(lambda *a: ops.pwlu(*a, 0), inputs, torch.ones_like(x))
+    for k, (c, f) in enumerate(zip(composite, fused)):
+        assert_close(c, f, f"gradient {k}", rtol=2e-5)
+
+
+@pytest.mark.parametrize("a", [1.5, -0.75, 0.0])
+def test_era_create_graph_at_infinity_takes_the_kernels_limits(a):
+    x = torch.tensor([float("inf"), -float("inf"), 0.5], dtype=torch.float64)
+    linear = torch.tensor([a, 0.25], dtype=torch.float64)
+    fractions = torch.tensor([[0.5, -0.2, 0.3, 1.1], [-1.0, 0.7, -0.4, 0.6]], dtype=torch.float64)
+    op = lambda *t: ops.era(*t, 1e-6, 1)  # noqa: E731
+    ins = leaves([x, linear, fractions])
+    assert torch.equal(op(*ins), ops.era(x, linear, fractions, 1e-6, 1))
+    fused, composite = fused_and_composite_grads(op, [x, linear, fractions], torch.ones_like(x))
+    assert torch.equal(composite[0][:2], fused[0][:2]) and composite[0][0] == a  # dy/dx = a at +-inf
+    assert_close(composite[0][2:], fused[0][2:], "dy/dx at 0.5", rtol=1e-14)
+    # The fractions' gradients vanish at +-inf: all that is left is the finite element's.
+    assert_close(composite[2], fused[2], "fractions", rtol=1e-14)
+    assert composite[1][1] == fused[1][1] == 3  # dy/db = 1 per element
+    if a != 0:  # dy/da = x: +inf and -inf summed, NaN in both (a == 0: see docs/DESIGN.md)
+        assert composite[1][0].isnan() and fused[1][0].isnan()
 
 
 # ------------------------------------------------------------------------------------------------
