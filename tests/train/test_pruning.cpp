@@ -240,3 +240,42 @@ TEST(Pruning, ResumeContinuesTheRoundExactly) {
   fs::remove_all(a);
   fs::remove_all(b);
 }
+
+// VGG-8 and MobileNetV2 (the paper's two models): every Conv2d gets a mask (depthwise and shortcut
+// convs included) and the BatchNorm after it is masked with it.
+TEST(Pruning, EveryConvOfVgg8AndMobileNetV2AndItsBatchNorm) {
+  for (std::string name : {"vgg8", "mobilenetv2"}) {
+    torch::manual_seed(1);
+    ModelOptions mopt;
+    mopt.in_channels = 3;
+    auto model = make_model(name, mopt, [](int64_t ch) { return make_activation("relu", ActivationOptions{}, ch); });
+    FilterPruner pruner(*model);
+    int64_t convs = 0, filters = 0, expected_alive = 0;
+    for (auto& m : model->named_modules("", false))
+      if (auto* conv = m.value()->as<torch::nn::Conv2d>()) {
+        ++convs;
+        filters += conv->weight.size(0);
+        expected_alive += conv->weight.size(0) - std::llround(0.5 * double(conv->weight.size(0)));
+      }
+    EXPECT_EQ(int64_t(pruner.names().size()), convs) << name;
+    EXPECT_EQ(pruner.total_filters(), filters) << name;
+    if (name == "vgg8") EXPECT_EQ(filters, 64 + 128 + 2 * 256 + 4 * 512);
+    pruner.prune(0.5);
+    pruner.apply();
+    EXPECT_EQ(pruner.alive_filters(), expected_alive) << name;
+    // Each BatchNorm2d follows a conv of as many filters: its zero gammas are that conv's zero filters.
+    auto modules = model->named_modules("", false);
+    int64_t bns = 0;
+    for (size_t i = 1; i < modules.size(); ++i)
+      if (auto* bn = modules[i].value()->as<torch::nn::BatchNorm2d>()) {
+        auto* conv = modules[i - 1].value()->as<torch::nn::Conv2d>();
+        ASSERT_TRUE(conv) << name << " " << modules[i].key();
+        auto zero_filter = conv->weight.detach().reshape({conv->weight.size(0), -1}).abs().sum(1).eq(0);
+        EXPECT_TRUE(torch::equal(bn->weight.detach().eq(0), zero_filter)) << modules[i].key();
+        EXPECT_TRUE(torch::equal(bn->bias.detach().eq(0) | zero_filter.logical_not(), torch::ones_like(zero_filter)))
+            << modules[i].key();
+        ++bns;
+      }
+    EXPECT_EQ(bns, convs) << name;  // VGG-8 with BatchNorm, MobileNetV2: a BatchNorm after every conv
+  }
+}
