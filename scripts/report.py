@@ -6,6 +6,8 @@ writes, into --output:
   results.md           mean ± sample std over seeds per (model, dataset, activation), printed as well
   accuracy_curves.png  test accuracy vs epoch, mean over seeds, one panel per model/dataset
   activations.png      learned activation shapes (solid) against their initialisation (dashed)
+  pruning.png          when runs have pruning.csv (rational_train --prune-rounds): test accuracy against the
+                       fraction of conv filters pruned, mean over seeds, one line per activation
 
     python3 scripts/report.py runs/sweep_lenet --output runs/sweep_lenet/report
     python3 scripts/report.py runs/sweep_lenet runs/sweep_vgg8 runs/demo --output runs/report
@@ -32,6 +34,7 @@ LEARNABLE = ("pau", "rational", "rpau", "opau", "hp1", "hp2", "era", "pwlu", "pr
 FIXED = ("relu", "relu6", "leaky_relu", "rrelu", "elu", "celu", "swish", "silu", "gelu")
 METRICS_HEADER = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds",
                   "images_per_second"]
+PRUNING_HEADER = ["round", "pruned_fraction", "test_accuracy", "test_loss", "alive_filters", "total_filters"]
 RUN_FILES = ("metrics.csv", "checkpoint.pt", "checkpoint.pt.tmp", "log.txt")
 MANIFEST = "sweep.json"
 MAX_SLOTS_PER_PANEL = 6  # MobileNetV2 has dozens of slots; more lines than this are unreadable
@@ -44,6 +47,7 @@ class RunResult:
     summary: dict
     epochs_curve: list[int] = field(default_factory=list)  # from metrics.csv
     test_acc_curve: list[float] = field(default_factory=list)
+    pruning: dict[int, tuple[float, float]] = field(default_factory=dict)  # round -> (pruned fraction, test acc)
 
     @property
     def model(self) -> str:
@@ -132,6 +136,29 @@ def read_metrics(path: Path) -> tuple[list[int], list[float], str | None]:
     return ordered, [by_epoch[e] for e in ordered], warning
 
 
+def read_pruning(path: Path) -> tuple[dict[int, tuple[float, float]], str | None]:
+    """round -> (pruned fraction, test accuracy) from pruning.csv; {} when there is none."""
+    if not path.is_file():
+        return {}, None
+    rows: dict[int, tuple[float, float]] = {}
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            if not {"round", "pruned_fraction", "test_accuracy"} <= set(header):
+                return {}, f"{path}: unexpected header {','.join(header)}"
+            for row in reader:
+                try:
+                    r, frac, acc = int(row["round"]), float(row["pruned_fraction"]), float(row["test_accuracy"])
+                except (TypeError, ValueError):
+                    continue
+                if math.isfinite(frac) and math.isfinite(acc):
+                    rows[r] = (frac, acc)  # a repeated round (resume): the last row wins
+    except (OSError, csv.Error, UnicodeDecodeError) as e:
+        return {}, f"{path}: unreadable ({e})"
+    return dict(sorted(rows.items())), None
+
+
 def load_run(directory: Path) -> tuple[RunResult | None, str]:
     """(run, "") or (None, why it is incomplete)."""
     try:
@@ -149,6 +176,9 @@ def load_run(directory: Path) -> tuple[RunResult | None, str]:
         return None, f"summary.json lacks {', '.join(missing)}"
     run = RunResult(directory, summary)
     run.epochs_curve, run.test_acc_curve, warning = read_metrics(directory / "metrics.csv")
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    run.pruning, warning = read_pruning(directory / "pruning.csv")
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     return run, ""
@@ -289,7 +319,7 @@ def synthetic_note(runs) -> list[str]:
 
 
 def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_written: bool,
-                   warnings: list[str]) -> str:
+                   warnings: list[str], pruning: list[str] | None = None) -> str:
     devices = sorted({str(r.summary.get("device")) for r in runs if r.summary.get("device")})
     text = ["# Results", "",
             f"{len(runs)} completed run(s) from {', '.join(str(p) for p in paths)}"
@@ -301,6 +331,7 @@ def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_w
             "test accuracy. **best fixed**: the fixed activation with the highest mean; a learnable activation "
             "*beats* it when its mean is higher by more than one std, *matches* it when the means differ by at most "
             "one std (the larger of the two groups' std; 0 for a single seed), else it is *below*."), ""]
+    text += pruning or []
     if warnings:
         text += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
     if incomplete:
@@ -308,6 +339,8 @@ def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_w
     if plots_written:
         text += ["## Figures", "", "![test accuracy vs epoch](accuracy_curves.png)", "",
                  "![learned activations vs initialisation](activations.png)", ""]
+        if pruning:
+            text += ["![test accuracy vs fraction of filters pruned](pruning.png)", ""]
     else:
         text += ["(Plots not written: matplotlib is not installed.)", ""]
     content = "\n".join(text)
@@ -457,6 +490,67 @@ def plot_activations(plt, groups: list[Group], path: Path) -> None:
     plt.close(fig)
 
 
+def pruning_curve(g: Group) -> tuple[list[float], list[float], list[float]]:
+    """(pruned %, mean test accuracy %, std) per round over the group's seeds, rounds every seed reached."""
+    per_round: dict[int, list[tuple[float, float]]] = {}
+    for r in g.runs:
+        for rnd, (frac, acc) in r.pruning.items():
+            per_round.setdefault(rnd, []).append((100 * frac, 100 * acc))
+    xs, means, stds = [], [], []
+    for rnd in sorted(per_round):
+        pts = per_round[rnd]
+        xs.append(statistics.fmean(p[0] for p in pts))
+        accs = [p[1] for p in pts]
+        means.append(statistics.fmean(accs))
+        stds.append(statistics.stdev(accs) if len(accs) > 1 else 0.0)
+    return xs, means, stds
+
+
+def plot_pruning(plt, groups: list[Group], path: Path) -> None:
+    """Test accuracy against the fraction of conv filters pruned (the PAU paper's Fig. 4), one panel per
+    model/dataset, one line per activation (mean over seeds, ±1 std band)."""
+    panels: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        if any(r.pruning for r in g.runs):
+            panels.setdefault((g.model, g.dataset), []).append(g)
+    rows, cols = grid(len(panels), 3)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 4.4 * rows), squeeze=False)
+    for ax, ((model, dataset), members) in zip(axes.flat, panels.items()):
+        for color, g in zip(colors_for(plt, len(members)), members):
+            xs, means, stds = pruning_curve(g)
+            ax.plot(xs, means, "-" if g.learnable else "--", marker="o", markersize=3, color=color,
+                    label=f"{g.label} (n={len(g.runs)})")
+            if any(stds):
+                ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                                color=color, alpha=0.12, linewidth=0)
+        ax.set_title(f"{model} / {dataset}: filter pruning (mean over seeds)")
+        ax.set_xlabel("conv filters pruned (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pruning_table(groups: list[Group]) -> list[str]:
+    """Markdown rows: test accuracy per pruning round, mean ± std over seeds."""
+    lines = []
+    for g in groups:
+        if not any(r.pruning for r in g.runs):
+            continue
+        xs, means, stds = pruning_curve(g)
+        cells = [f"{x:.1f}%: {fmt_pct(m / 100, s / 100 if len(g.runs) > 1 else float('nan'))}"
+                 for x, m, s in zip(xs, means, stds)]
+        lines.append(f"| {g.model} | {g.dataset} | {g.label} | {len(g.runs)} | {' · '.join(cells)} |")
+    if not lines:
+        return []
+    return ["## Filter pruning", "", "Test accuracy (%) after each round, by the fraction of conv filters pruned.",
+            "", "| model | dataset | activation | n | pruned: accuracy |", "|---|---|---|---|---|"] + lines + [""]
+
+
 def import_pyplot():
     """matplotlib.pyplot with the Agg backend (no display needed), or None when matplotlib is missing."""
     try:
@@ -496,14 +590,17 @@ def main(argv: list[str] | None = None) -> int:
     if plt is None and not args.no_plots:
         print("report.py: matplotlib is not installed, so accuracy_curves.png and activations.png are not written "
               "(install it with `python3 -m pip install matplotlib`; results.md is written)", file=sys.stderr)
+    pruned = any(r.pruning for r in runs)
     if plt is not None and runs:
         plot_accuracy_curves(plt, groups, out / "accuracy_curves.png")
         plot_activations(plt, groups, out / "activations.png")
+        if pruned:
+            plot_pruning(plt, groups, out / "pruning.png")
     warnings = duplicate_seeds(groups)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     write_markdown(out, table, runs, incomplete, paths, plots_written=plt is not None and bool(runs),
-                   warnings=warnings)
+                   warnings=warnings, pruning=pruning_table(groups))
 
     if runs:
         print("\n".join(table))
@@ -515,7 +612,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report.py: no completed run (summary.json) below {', '.join(map(str, paths))}", file=sys.stderr)
         return 1
     print(f"\nwrote {out / 'results.md'}" + ("" if plt is None else
-          f", {out / 'accuracy_curves.png'}, {out / 'activations.png'}"))
+          f", {out / 'accuracy_curves.png'}, {out / 'activations.png'}"
+          + (f", {out / 'pruning.png'}" if pruned else "")))
     return 0
 
 

@@ -108,6 +108,11 @@ const std::vector<Setting>& settings() {
       S("--resume", "--resume,!--no-resume", "resume", K::Bool, {}, {}, false, false,
         "continue from DIR/checkpoint.pt (if present) with the same settings"),
       S("--progress", "--progress,!--no-progress", "progress", K::Bool, {}, {}, false, false, "progress bar on stderr"),
+      S("--prune-rounds", "--prune-rounds", "prune_rounds", K::Int, 0, 1000, false, true,
+        "pruning experiment: rounds of prune + rewind + retrain after the first training (0: off)"),
+      Setting{"--prune-fraction", "--prune-fraction", "prune_fraction", K::Double, 0, 1, true, true,
+              "pruning experiment: fraction of each conv's remaining filters pruned per round, in (0, 1)",
+              /*hi_open=*/true},
   };
   return table;
 }
@@ -168,15 +173,15 @@ void check_range(const Setting& s, const json& v, const std::string& name) {
   if (!v.is_number()) return;
   const double x = v.get<double>();
   const bool lo_ok = !s.lo || (s.lo_open ? x > *s.lo : x >= *s.lo);
-  const bool hi_ok = !s.hi || x <= *s.hi;
+  const bool hi_ok = !s.hi || (s.hi_open ? x < *s.hi : x <= *s.hi);
   if (lo_ok && hi_ok) return;
   std::string range;
   if (s.lo && s.hi)
-    range = fmt::format("in [{}, {}]", *s.lo, *s.hi);
+    range = fmt::format("in {}{}, {}{}", s.lo_open ? "(" : "[", *s.lo, *s.hi, s.hi_open ? ")" : "]");
   else if (s.lo)
     range = fmt::format("{} {}", s.lo_open ? ">" : ">=", *s.lo);
   else
-    range = fmt::format("<= {}", *s.hi);
+    range = fmt::format("{} {}", s.hi_open ? "<" : "<=", *s.hi);
   throw std::invalid_argument(fmt::format("{}: must be {}, got {}", name, range, format_value(s, v)));
 }
 

@@ -28,12 +28,13 @@ struct Setting {
   std::string cli_names;  // CLI11 names: "--model,-m", "--hflip,!--no-hflip"
   std::string key;        // config key: "lr", "activation_options.degrees"
   SettingKind kind;
-  // Range of the number(s): lo <= v (lo < v when lo_open) and v <= hi.
+  // Range of the number(s): lo <= v (lo < v when lo_open) and v <= hi (v < hi when hi_open).
   std::optional<double> lo, hi;
   bool lo_open = false;
   // A resumed run must have the same value (it defines the model, its data or its training).
   bool defines_run = true;
   std::string help;
+  bool hi_open = false;
 };
 
 const std::vector<Setting>& settings();

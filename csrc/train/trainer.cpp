@@ -19,6 +19,7 @@
 #include "data.h"
 #include "fit/fit.h"
 #include "models.h"
+#include "pruning.h"
 #include "rng.h"
 #include "settings.h"
 #include "transforms.h"
@@ -36,7 +37,7 @@ namespace rational_train {
   X(act_weight_decay) X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(lr_schedule)           \
   X(lr_step) X(lr_gamma) X(clip_grad_norm) X(batch_size) X(test_batch_size) X(drop_last) X(epochs) X(seed)  \
   X(device) X(threads) X(workers) X(train_subset) X(test_subset) X(rotation) X(crop_padding) X(hflip)      \
-  X(mean) X(std) X(batch_norm) X(output) X(resume) X(progress)
+  X(mean) X(std) X(batch_norm) X(output) X(resume) X(progress) X(prune_rounds) X(prune_fraction)
 
 void to_json(json& j, const TrainConfig& c) {
   j = json::object();
@@ -170,7 +171,10 @@ std::vector<std::string> resume_conflicts(const json& saved, const json& now) {
   const json defaults = TrainConfig{};
   for (auto& s : settings()) {
     const auto ptr = json_pointer(s);
-    const bool cosine_epochs = s.key == "epochs" && now.value("lr_schedule", "") == "cosine";
+    // --epochs defines the run under the cosine schedule (a function of the epochs) and when pruning
+    // (the rounds' boundaries).
+    const bool pruning = now.value("prune_rounds", int64_t(0)) > 0;
+    const bool cosine_epochs = s.key == "epochs" && (now.value("lr_schedule", "") == "cosine" || pruning);
     if (!s.defines_run && !cosine_epochs) continue;
     if (!saved.contains(ptr)) {
       if (defaults.at(ptr) != now.at(ptr))
@@ -181,7 +185,9 @@ std::vector<std::string> resume_conflicts(const json& saved, const json& now) {
     if (saved.at(ptr) == now.at(ptr)) continue;
     out.push_back(fmt::format("{}: checkpoint {}, now {}{}", s.flag, format_value(s, saved.at(ptr)),
                               format_value(s, now.at(ptr)),
-                              cosine_epochs ? " (the cosine schedule is a function of the epochs)" : ""));
+                              !cosine_epochs ? ""
+                              : pruning      ? " (each pruning round trains --epochs epochs)"
+                                             : " (the cosine schedule is a function of the epochs)"));
   }
   return out;
 }
@@ -195,6 +201,29 @@ std::string metrics_csv(const std::vector<EpochMetrics>& rows) {
     s += fmt::format("{},{},{},{},{},{},{},{}\n", m.epoch, m.train_loss, m.train_accuracy, m.test_loss,
                      m.test_accuracy, m.lr, m.seconds, m.images_per_second);
   return s;
+}
+
+const char* const kPruningHeader = "round,pruned_fraction,test_accuracy,test_loss,alive_filters,total_filters";
+
+std::string pruning_csv(const std::vector<PruningRow>& rows) {
+  std::string s = std::string(kPruningHeader) + "\n";
+  for (auto& r : rows)
+    s += fmt::format("{},{},{},{},{},{}\n", r.round, r.pruned_fraction, r.test_accuracy, r.test_loss, r.alive_filters,
+                     r.total_filters);
+  return s;
+}
+
+void to_json(json& j, const PruningRow& r) {
+  j = json{{"round", r.round},         {"pruned_fraction", r.pruned_fraction}, {"test_accuracy", r.test_accuracy},
+           {"test_loss", r.test_loss}, {"alive_filters", r.alive_filters},     {"total_filters", r.total_filters}};
+}
+void from_json(const json& j, PruningRow& r) {
+  j.at("round").get_to(r.round);
+  j.at("pruned_fraction").get_to(r.pruned_fraction);
+  j.at("test_accuracy").get_to(r.test_accuracy);
+  j.at("test_loss").get_to(r.test_loss);
+  j.at("alive_filters").get_to(r.alive_filters);
+  j.at("total_filters").get_to(r.total_filters);
 }
 
 namespace {
@@ -333,14 +362,19 @@ namespace {
 
 // Serialises into memory (torch's stream writer then cannot fail half-way on a full disk, nor
 // throw from its destructor), then writes the bytes with checked POSIX calls (checkpoint.h).
-void save_checkpoint(const std::string& path, Net& model, torch::optim::Optimizer& opt, const json& state) {
+void save_checkpoint(const std::string& path, Net& model, torch::optim::Optimizer& opt, const json& state,
+                     const FilterPruner* pruner) {
   std::string payload;
   try {
-    torch::serialize::OutputArchive ar, model_ar, opt_ar;
+    torch::serialize::OutputArchive ar, model_ar, opt_ar, prune_ar;
     model.save(model_ar);
     opt.save(opt_ar);
     ar.write("model", model_ar);
     ar.write("optimizer", opt_ar);
+    if (pruner) {
+      pruner->save(prune_ar);
+      ar.write("pruning", prune_ar);
+    }
     ar.write("state", c10::IValue(state.dump()));
     ar.save_to([&payload](const void* data, size_t n) -> size_t {
       payload.append(static_cast<const char*>(data), n);
@@ -374,7 +408,7 @@ json data_fingerprint(const Dataset& train, const Dataset& test) {
 // Reads and verifies the checkpoint, refuses it when it was trained with other settings or other
 // data, then loads model and optimizer. Returns the training state.
 json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimizer& opt, const torch::Device& device,
-                     const TrainConfig& c, const json& data) {
+                     const TrainConfig& c, const json& data, FilterPruner* pruner) {
   auto refuse = [&](const std::string& why) {
     return std::runtime_error(path + ": cannot resume from this checkpoint: " + why +
                               "\n(start over with another --output, or remove the checkpoint)");
@@ -424,6 +458,18 @@ json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimize
   } catch (const c10::Error& e) {
     throw refuse(std::string("model or optimizer state does not fit (") + e.what_without_backtrace() + ")");
   }
+  if (pruner) {
+    // The masks of the round in progress (the settings check above makes sure it pruned too).
+    try {
+      torch::serialize::InputArchive prune_ar;
+      ar.read("pruning", prune_ar);
+      pruner->load(prune_ar, state.value("prune_masks", std::vector<std::string>{}));
+    } catch (const c10::Error& e) {
+      throw refuse(std::string("its pruning masks cannot be read (") + e.what_without_backtrace() + ")");
+    } catch (const std::runtime_error& e) {
+      throw refuse(e.what());
+    }
+  }
   auto bad = first_non_finite(model);
   if (!bad.empty()) throw refuse("parameter " + bad + " is not finite");
   return state;
@@ -471,6 +517,17 @@ json run_training(const TrainConfig& config, std::ostream& log) {
                                             e.what_without_backtrace()));
   }
   model->to(device);
+  // Pruning: the masks, and the initial state every round rewinds to (a function of the seed, so a
+  // resumed run rebuilds the same one).
+  std::unique_ptr<FilterPruner> pruner;
+  std::vector<torch::Tensor> init_tensors, live_tensors;
+  if (c.prune_rounds > 0) {
+    pruner = std::make_unique<FilterPruner>(*model);
+    for (auto& p : model->parameters()) live_tensors.push_back(p);
+    for (auto& b : model->buffers()) live_tensors.push_back(b);
+    for (auto& t : live_tensors) init_tensors.push_back(t.detach().clone());
+  }
+  const int64_t total_epochs = c.epochs * (c.prune_rounds + 1);
   auto slots = model->activation_slots();
   auto grid = torch::linspace(-4.0, 4.0, 201, torch::kFloat64);
 
@@ -498,15 +555,20 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   state["init_curves"] = init_curves;
   const json data = data_fingerprint(train, test);
   state["data"] = data;
+  if (pruner) {
+    state["prune_masks"] = pruner->names();
+    state["pruning"] = json::array();
+  }
 
   if (c.resume && fs::exists(ckpt)) {
-    state = load_checkpoint(ckpt, *model, *opt, device, c, data);
+    state = load_checkpoint(ckpt, *model, *opt, device, c, data, pruner.get());
     state["config"] = c;  // harmless differences (threads, more epochs) are this run's from now on
     log << fmt::format("resuming {} after epoch {}\n", ckpt, state["epoch"].get<int64_t>());
   } else if (c.resume) {
     log << fmt::format("--resume: no {} yet, starting from scratch\n", ckpt);
   }
   std::vector<EpochMetrics> metrics = state["metrics"].get<std::vector<EpochMetrics>>();
+  std::vector<PruningRow> pruning_rows = state.value("pruning", json::array()).get<std::vector<PruningRow>>();
   const int64_t first_epoch = state["epoch"].get<int64_t>() + 1;
   double seconds_total = state["seconds"].get<double>();
 
@@ -545,15 +607,24 @@ json run_training(const TrainConfig& config, std::ostream& log) {
                         {"y_init", state["init_curves"].value(name, std::vector<double>{})}});
     }
     s["activation_curves"] = curves;
+    if (pruner) s["pruning"] = pruning_rows;
     return s;
   };
 
-  for (int64_t epoch = first_epoch; epoch <= c.epochs; ++epoch) {
+  auto write_outputs = [&]() {
+    write_file_atomic((fs::path(c.output) / "metrics.csv").string(), metrics_csv(metrics));
+    if (pruner) write_file_atomic((fs::path(c.output) / "pruning.csv").string(), pruning_csv(pruning_rows));
+    write_file_atomic((fs::path(c.output) / "summary.json").string(), summary_of().dump(2) + "\n");
+  };
+
+  // Epochs are counted over all rounds: round r (0 = unpruned) trains epochs r*E+1 .. (r+1)*E.
+  for (int64_t epoch = first_epoch; epoch <= total_epochs; ++epoch) {
+    const int64_t round = (epoch - 1) / c.epochs, round_epoch = (epoch - 1) % c.epochs + 1;
     const auto t_epoch = Clock::now();
     // Everything random in this epoch (RPAU noise seeds, rrelu slopes) from (seed, epoch) alone,
     // so a resumed run draws what the uninterrupted one did.
     torch::manual_seed(mix_seed(c.seed, 0xE90C + uint64_t(epoch)) >> 1);
-    const double factor = lr_factor(c, epoch);
+    const double factor = lr_factor(c, round_epoch);  // each round restarts the schedule
     auto& groups = opt->param_groups();
     groups[0].options().set_lr(c.lr * factor);
     if (groups.size() > 1) groups[1].options().set_lr(*c.act_lr * factor);
@@ -561,7 +632,10 @@ json run_training(const TrainConfig& config, std::ostream& log) {
     model->train();
     BatchLoader loader(train, epoch_permutation(train.size(), c.seed, epoch), c.batch_size, topt, true, c.seed,
                        epoch, int(c.workers), c.drop_last);
-    Progress bar(c.progress, fmt::format("epoch {}/{}", epoch, c.epochs), loader.num_batches());
+    Progress bar(c.progress,
+                 pruner ? fmt::format("round {}/{} epoch {}/{}", round, c.prune_rounds, round_epoch, c.epochs)
+                        : fmt::format("epoch {}/{}", epoch, c.epochs),
+                 loader.num_batches());
     double loss_sum = 0;
     int64_t correct = 0, seen = 0, step = 0;
     const auto t_train = Clock::now();
@@ -582,6 +656,7 @@ json run_training(const TrainConfig& config, std::ostream& log) {
                                                epoch, step + 1, kept_checkpoint(epoch)));
       }
       opt->step();
+      if (pruner) pruner->apply();  // pruned filters stay exactly zero
       const int64_t bs = y.size(0);
       loss_sum += l * double(bs);
       correct += out.argmax(1).eq(y).sum().item<int64_t>();
@@ -619,24 +694,49 @@ json run_training(const TrainConfig& config, std::ostream& log) {
     state["seconds"] = seconds_total;
     state["config"] = c;
     log << fmt::format("epoch {}/{}: train loss {:.4f} acc {:.4f} | test loss {:.4f} acc {:.4f} | {:.1f} s, {:.0f} img/s\n",
-                       epoch, c.epochs, m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy, m.seconds,
+                       epoch, total_epochs, m.train_loss, m.train_accuracy, m.test_loss, m.test_accuracy, m.seconds,
                        m.images_per_second)
         << std::flush;
 
+    if (pruner && round_epoch == c.epochs) {
+      // End of a round: its row; then (unless it was the last) prune, rewind and start a fresh optimizer.
+      PruningRow r;
+      r.round = round;
+      r.pruned_fraction = pruner->pruned_fraction();
+      r.test_accuracy = ev.accuracy;
+      r.test_loss = ev.loss;
+      r.alive_filters = pruner->alive_filters();
+      r.total_filters = pruner->total_filters();
+      pruning_rows.push_back(r);
+      state["pruning"] = pruning_rows;
+      log << fmt::format("round {}/{}: {:.2f}% of the conv filters pruned ({} of {} alive), test acc {:.4f}\n", round,
+                         c.prune_rounds, 100 * r.pruned_fraction, r.alive_filters, r.total_filters, r.test_accuracy);
+      if (round < c.prune_rounds) {
+        pruner->prune(c.prune_fraction);
+        {
+          torch::NoGradGuard no_grad;
+          for (size_t i = 0; i < live_tensors.size(); ++i) live_tensors[i].copy_(init_tensors[i]);
+        }
+        pruner->apply();
+        opt = make_optimizer(c, net_params, act_params);
+        log << fmt::format("pruned: {:.2f}% of the conv filters ({} of {} alive), weights rewound to their init\n",
+                           100 * pruner->pruned_fraction(), pruner->alive_filters(), pruner->total_filters())
+            << std::flush;
+      }
+    }
+
     // The checkpoint first: metrics.csv and summary.json are rewritten from it on --resume.
-    save_checkpoint(ckpt, *model, *opt, state);
+    save_checkpoint(ckpt, *model, *opt, state, pruner.get());
     try {
-      write_file_atomic((fs::path(c.output) / "metrics.csv").string(), metrics_csv(metrics));
-      write_file_atomic((fs::path(c.output) / "summary.json").string(), summary_of().dump(2) + "\n");
+      write_outputs();
     } catch (const std::runtime_error& e) {
       throw std::runtime_error(fmt::format("{}\n(the checkpoint of epoch {} is saved: --resume rewrites this file)",
                                            e.what(), epoch));
     }
   }
-  if (first_epoch > c.epochs) {
+  if (first_epoch > total_epochs) {
     // Nothing left to train (resume of a finished run): rewrite the outputs from the checkpoint.
-    write_file_atomic((fs::path(c.output) / "metrics.csv").string(), metrics_csv(metrics));
-    write_file_atomic((fs::path(c.output) / "summary.json").string(), summary_of().dump(2) + "\n");
+    write_outputs();
   }
   (void)t_start;
   return summary_of();

@@ -51,6 +51,10 @@ struct TrainConfig {
   std::string output = "runs/run";
   bool resume = false;
   bool progress = true;
+  // Pruning experiment (pruning.h): after the first --epochs, R rounds of pruning a fraction F of
+  // every conv's remaining filters, rewinding to the initial weights and retraining --epochs.
+  int64_t prune_rounds = 0;
+  double prune_fraction = 0.2;
 };
 
 // Keys and value types are those of settings.h (the config file format, also used in
@@ -80,6 +84,17 @@ void from_json(const nlohmann::json& j, EpochMetrics& m);
 
 extern const char* const kMetricsHeader;
 std::string metrics_csv(const std::vector<EpochMetrics>& rows);
+
+// One training round of the pruning experiment (round 0: the unpruned network).
+struct PruningRow {
+  int64_t round = 0;
+  double pruned_fraction = 0, test_accuracy = 0, test_loss = 0;
+  int64_t alive_filters = 0, total_filters = 0;
+};
+void to_json(nlohmann::json& j, const PruningRow& r);
+void from_json(const nlohmann::json& j, PruningRow& r);
+extern const char* const kPruningHeader;
+std::string pruning_csv(const std::vector<PruningRow>& rows);
 
 // The first parameter or buffer (BatchNorm statistics) of `model` holding a NaN or inf, as
 // "name (nan)" / "name (inf)"; empty when all are finite.

@@ -248,6 +248,63 @@ def test_report_without_matplotlib(tmp_path, monkeypatch, capsys):
     assert not (out / "accuracy_curves.png").exists()
 
 
+PRUNING_HEADER = "round,pruned_fraction,test_accuracy,test_loss,alive_filters,total_filters"
+
+
+def write_pruning(run_dir: Path, rows):
+    """pruning.csv as rational_train --prune-rounds writes it; rows = [(pruned fraction, test accuracy)]."""
+    with open(run_dir / "pruning.csv", "w", newline="") as f:
+        f.write(PRUNING_HEADER + "\n")
+        for r, (frac, acc) in enumerate(rows):
+            alive = round(142 * (1 - frac))
+            csv.writer(f).writerow([r, frac, acc, 0.5, alive, 142])
+
+
+def test_report_pruning_plot_and_table(tmp_path, capsys, monkeypatch):
+    """Runs with pruning.csv: pruning.png (mean over seeds per activation) and a results.md section."""
+    fracs = [0.0, 0.2, 0.36]
+    accs = {"relu": [[0.86, 0.84, 0.80], [0.88, 0.82, 0.78]], "pau": [[0.87, 0.86, 0.85], [0.89, 0.88, 0.83]]}
+    for act, per_seed in accs.items():
+        for seed, a in enumerate(per_seed):
+            d = write_run(tmp_path / "sweep", "vgg8", "fashion-mnist", act, seed, [a[-1]], learnable=act == "pau")
+            write_pruning(d, list(zip(fracs, a)))
+    # One run without pruning.csv (another experiment in the same tree) is no pruning line.
+    write_run(tmp_path / "sweep", "lenet", "fashion-mnist", "relu", 0, [0.8])
+
+    drawn = []
+    real_plot = report.plot_pruning
+
+    def spy(plt, groups, path):
+        for g in groups:
+            if any(r.pruning for r in g.runs):
+                drawn.append((g.model, g.activation, report.pruning_curve(g)))
+        real_plot(plt, groups, path)
+
+    monkeypatch.setattr(report, "plot_pruning", spy)
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path / "sweep"), "--output", str(out)]) == 0
+    assert_png(out / "pruning.png")
+    assert sorted((m, a) for m, a, _ in drawn) == [("vgg8", "pau"), ("vgg8", "relu")]
+    for model, act, (xs, means, stds) in drawn:
+        arr = 100 * np.array(accs[act])
+        assert xs == pytest.approx([100 * f for f in fracs])
+        assert means == pytest.approx(arr.mean(axis=0).tolist())
+        assert stds == pytest.approx(arr.std(axis=0, ddof=1).tolist())
+    md = (out / "results.md").read_text()
+    assert "## Filter pruning" in md and "pruning.png" in md
+    # Last round: relu 80 and 78 % -> 79.00 ± 1.41; pau 85 and 83 % -> 84.00 ± 1.41.
+    assert "36.0%: 79.00 ± 1.41" in md and "36.0%: 84.00 ± 1.41" in md
+    assert "pruning.png" in capsys.readouterr().out
+
+
+def test_report_without_pruning_writes_no_pruning_plot(tmp_path):
+    fake_sweep(tmp_path / "sweep")
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path / "sweep"), "--output", str(out)]) == 0
+    assert not (out / "pruning.png").exists()
+    assert "Filter pruning" not in (out / "results.md").read_text()
+
+
 def test_report_cli(tmp_path):
     fake_sweep(tmp_path / "sweep")
     out = tmp_path / "report"

@@ -90,6 +90,9 @@ bad basis '--act-basis' --act-basis fourier
 bad init '--act-init' --act-init no_such_function
 bad nesterov_no_momentum '--nesterov' --optimizer sgd --momentum 0 --nesterov
 bad synthetic_size '--synthetic-train-size' --synthetic-train-size 0
+bad prune_fraction_one '--prune-fraction: must be in \(0, 1\)' --prune-fraction 1
+bad prune_fraction_zero '--prune-fraction' --prune-fraction 0
+bad prune_rounds_negative '--prune-rounds' --prune-rounds -1
 grep -q "1 or 1" "$WORK/flag_std_zero.err" && fail "--std message still says '1 or 1 values'"
 
 # Config values: the same checks, naming the key; exactly the documented keys.
@@ -150,6 +153,17 @@ grep -q "error: .*cannot resume: this command's settings" "$WORK/run/log.txt" ||
 "$BIN" --synthetic --synthetic-train-size 128 --synthetic-test-size 32 --threads 2 --workers 1 --progress \
   "${base[@]}" > "$WORK/resume_ok.out" 2>&1 || fail "a resume with other threads/workers exited $?: $(tail -3 "$WORK/resume_ok.out")"
 grep -q "^2," "$WORK/run/metrics.csv" || fail "the allowed resume did not train epoch 2"
+
+# Pruning: pruning.csv gets a row per round; a resume keeps --prune-fraction and --epochs.
+"$BIN" "${SMALL[@]}" --output "$WORK/prune" --prune-rounds 1 --prune-fraction 0.5 > "$WORK/prune.out" 2>&1 \
+  || fail "a pruning run exited $?: $(tail -3 "$WORK/prune.out")"
+[ "$(head -1 "$WORK/prune/pruning.csv")" = "round,pruned_fraction,test_accuracy,test_loss,alive_filters,total_filters" ] \
+  && grep -q "^0,0," "$WORK/prune/pruning.csv" && grep -q "^1,0.5,.*,71,142$" "$WORK/prune/pruning.csv" \
+  || fail "pruning.csv: $(cat "$WORK/prune/pruning.csv")"
+expect_error resume_prune_fraction 1 "--prune-fraction: checkpoint 0.5, now 0.25" "${SMALL[@]}" --output "$WORK/prune" \
+  --resume --prune-rounds 1 --prune-fraction 0.25
+expect_error resume_prune_epochs 1 "--epochs: checkpoint 1, now 2 \(each pruning round" "${SMALL[@]}" --output "$WORK/prune" \
+  --resume --prune-rounds 1 --prune-fraction 0.5 --epochs 2
 
 # Another --data-dir with the same data may resume; other data may not (counts + CRC-32 recorded).
 python3 - "$WORK" <<'PY'
