@@ -157,6 +157,22 @@ def read_summary(directory: Path) -> dict | None:
     return summary if isinstance(summary, dict) else None
 
 
+def pruning_rounds(config: dict, extra: list[str]) -> int:
+    """--prune-rounds of the runs (the config's prune_rounds, or a flag after `--`): a pruning run
+    trains R + 1 rounds of --epochs, and its summary counts them all. 0 when absent or malformed
+    (the binary reports a bad value itself)."""
+    rounds = config_value(config, "prune_rounds")
+    for i, arg in enumerate(extra):
+        if arg == "--prune-rounds" and i + 1 < len(extra):
+            rounds = extra[i + 1]
+        elif arg.startswith("--prune-rounds="):
+            rounds = arg.split("=", 1)[1]
+    try:
+        return max(0, int(rounds)) if rounds is not None else 0
+    except (TypeError, ValueError):
+        return 0
+
+
 def plan_run(run: Run, epochs: int | None) -> None:
     """Decide run / resume / skip from what is already in the run directory."""
     summary = read_summary(run.directory)
@@ -347,6 +363,8 @@ def sweep(args, extra: list[str]) -> int:
         # Only used to decide which runs are complete; the binary reads epochs from its config itself.
         config_epochs = config_value(config, "epochs")
         epochs = config_epochs if isinstance(config_epochs, int) else None
+    if epochs is not None:
+        epochs *= pruning_rounds(config, extra) + 1  # what a complete run's summary.json counts
     activations = parse_list(args.activations, "activations")
     seeds = parse_seeds(args.seeds)
     unknown = [a for a in activations if a not in KNOWN_ACTIVATIONS]

@@ -560,3 +560,24 @@ def test_default_jobs_and_threads(monkeypatch, tmp_path, config, capsys):
         assert f"{jobs} at a time x {threads} threads" in text, text
         assert f"--threads {threads}" in text
     assert math.isclose(len(sweep.parse_seeds("0-3,5")), 5)
+
+
+def test_sweep_counts_the_epochs_of_every_pruning_round(tmp_path, fake_binary):
+    # A pruning run trains prune_rounds + 1 rounds of --epochs: its summary has 3 x 2 epochs when
+    # complete, and a summary with only the first round's 2 is an unfinished run.
+    config = tmp_path / "pruning.json"
+    config.write_text(json.dumps({"model": "vgg8", "dataset": "mnist", "epochs": 2, "prune_rounds": 2}))
+    out = tmp_path / "sweep"
+    write_run(out, "vgg8", "mnist", "pau", 0, [0.5] * 6)
+    write_run(out, "vgg8", "mnist", "relu", 0, [0.5] * 2)
+    (out / "vgg8_mnist_relu_s0" / "checkpoint.pt").write_bytes(b"x")
+    res = run_sweep("--config", config, "--activations", "pau,relu", "--output", out, "--binary", fake_binary,
+                    "--dry-run")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert any(ln.startswith("[skip]") and "vgg8_mnist_pau_s0" in ln for ln in lines), res.stdout
+    assert any(ln.startswith("[resume]") and "vgg8_mnist_relu_s0" in ln for ln in lines), res.stdout
+    # The same from a flag after `--`, which overrides the config.
+    res = run_sweep("--config", config, "--activations", "pau", "--output", out, "--binary", fake_binary,
+                    "--dry-run", "--", "--prune-rounds", "1")
+    assert any(ln.startswith("[run]") and "vgg8_mnist_pau_s0" in ln for ln in res.stdout.splitlines()), res.stdout
