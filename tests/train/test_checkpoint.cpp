@@ -19,35 +19,20 @@
 #include "io.h"
 #include "settings.h"
 #include "trainer.h"
+#include "train_test_utils.h"
 
 namespace fs = std::filesystem;
+using namespace rational_train_test;
 using namespace rational_train;
 using nlohmann::json;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("rational_train_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 std::string random_bytes(size_t n, unsigned seed) {
   std::mt19937 gen(seed);
   std::string s(n, '\0');
   for (auto& c : s) c = char(gen() & 0xFF);
   return s;
-}
-
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // Sets RATIONAL_TRAIN_FAIL_WRITE for one scope, with fresh counters.
@@ -61,20 +46,6 @@ struct FailWrite {
     reset_write_faults();
   }
 };
-
-TrainConfig tiny_config(const fs::path& out) {
-  TrainConfig c;
-  c.synthetic = true;
-  c.synthetic_train_size = 64;
-  c.synthetic_test_size = 32;
-  c.batch_size = 32;
-  c.test_batch_size = 32;
-  c.threads = 1;
-  c.workers = 0;
-  c.output = out.string();
-  c.progress = false;
-  return c;
-}
 
 }  // namespace
 
@@ -172,7 +143,7 @@ TEST(Divergence, NonFiniteParameterOrBufferIsFound) {
 
 TEST(Divergence, DivergedRunStopsWithoutWritingItsEpoch) {
   auto d = temp_dir("diverge");
-  auto c = tiny_config(d);
+  auto c = synthetic_config(d, 64, 32, 1, 0);
   c.optimizer = "sgd";
   c.momentum = 0;
   c.lr = 1e3;  // PAU of the huge activations that follow overflows to NaN within the first epoch

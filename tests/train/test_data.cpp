@@ -9,18 +9,13 @@
 
 #include "data.h"
 #include "transforms.h"
+#include "train_test_utils.h"
 
 namespace fs = std::filesystem;
+using namespace rational_train_test;
 using namespace rational_train;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("rational_train_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
 
 void write_bytes(const fs::path& p, const std::vector<uint8_t>& b) {
   std::ofstream f(p, std::ios::binary);
@@ -47,16 +42,6 @@ std::vector<uint8_t> idx_bytes(const std::vector<uint32_t>& dims) {
   }
   for (size_t i = 0; i < n; ++i) b.push_back(uint8_t((i * 7 + 3) % 256));
   return b;
-}
-
-template <typename F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
 }
 
 void expect_idx_values(const torch::Tensor& t, const std::vector<int64_t>& dims) {

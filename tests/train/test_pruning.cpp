@@ -17,40 +17,14 @@
 #include "pruning.h"
 #include "settings.h"
 #include "trainer.h"
+#include "train_test_utils.h"
 
 namespace fs = std::filesystem;
+using namespace rational_train_test;
 using namespace rational_train;
 using nlohmann::json;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("rational_train_prune_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-TrainConfig small_config(const fs::path& out) {
-  TrainConfig c;
-  c.synthetic = true;
-  c.synthetic_train_size = 256;
-  c.synthetic_test_size = 64;
-  c.batch_size = 32;
-  c.test_batch_size = 64;
-  c.threads = 1;
-  c.workers = 0;
-  c.output = out.string();
-  c.progress = false;
-  return c;
-}
-
-std::string read(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 // Brute force: every alive filter's norm as a plain sum, the k smallest by repeated minimum search.
 std::vector<double> reference_mask(const torch::Tensor& w, std::vector<double> mask, double fraction) {
@@ -148,10 +122,10 @@ TEST(Pruning, SettingsAreCheckedAndNamed) {
 TEST(Pruning, OneRoundPrunesTheLowestFiltersAndKeepsThemZero) {
   auto dense = temp_dir("dense"), pruned = temp_dir("pruned");
   std::ostringstream log;
-  auto cd = small_config(dense);
+  auto cd = synthetic_config(dense, 256, 64, 1, 0);
   run_training(cd, log);  // = round 0 of the pruned run (same seed, epoch 1, threads)
 
-  auto cp = small_config(pruned);
+  auto cp = synthetic_config(pruned, 256, 64, 1, 0);
   cp.prune_rounds = 1;
   cp.prune_fraction = 0.5;
   json s = run_training(cp, log);
@@ -216,12 +190,12 @@ TEST(Pruning, OneRoundPrunesTheLowestFiltersAndKeepsThemZero) {
 TEST(Pruning, ResumeContinuesTheRoundExactly) {
   auto a = temp_dir("straight"), b = temp_dir("resumed");
   std::ostringstream log;
-  auto ca = small_config(a);
+  auto ca = synthetic_config(a, 256, 64, 1, 0);
   ca.prune_rounds = 2;
   ca.prune_fraction = 0.3;
   json sa = run_training(ca, log);
 
-  auto cb = small_config(b);
+  auto cb = synthetic_config(b, 256, 64, 1, 0);
   cb.prune_rounds = 2;
   cb.prune_fraction = 0.3;
   // A run that stops after its first round: write its checkpoint by running the first round only,

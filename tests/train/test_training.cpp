@@ -8,40 +8,14 @@
 #include <sstream>
 
 #include "trainer.h"
+#include "train_test_utils.h"
 
 namespace fs = std::filesystem;
+using namespace rational_train_test;
 using namespace rational_train;
 using nlohmann::json;
 
 namespace {
-
-fs::path temp_dir(const std::string& name) {
-  auto d = fs::temp_directory_path() / ("rational_train_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
-}
-
-TrainConfig small_config(const fs::path& out) {
-  TrainConfig c;
-  c.synthetic = true;
-  c.synthetic_train_size = 384;
-  c.synthetic_test_size = 128;
-  c.batch_size = 32;
-  c.test_batch_size = 128;
-  c.threads = 2;
-  c.workers = 2;
-  c.output = out.string();
-  c.progress = false;
-  return c;
-}
-
-std::string read(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
 
 // metrics.csv without the timing columns (seconds, images_per_second).
 std::vector<std::string> metrics_without_timing(const fs::path& p) {
@@ -65,7 +39,7 @@ std::vector<std::string> metrics_without_timing(const fs::path& p) {
 
 TEST(Training, LossGoesDownOnSyntheticData) {
   auto d = temp_dir("loss");
-  auto c = small_config(d);
+  auto c = synthetic_config(d, 384, 128, 2, 2);
   c.epochs = 3;
   std::ostringstream log;
   json s = run_training(c, log);
@@ -84,7 +58,7 @@ TEST(Training, LossGoesDownOnSyntheticData) {
 TEST(Training, ResumeEqualsUninterruptedRun) {
   auto a = temp_dir("straight"), b = temp_dir("resumed");
   std::ostringstream log;
-  auto ca = small_config(a);
+  auto ca = synthetic_config(a, 384, 128, 2, 2);
   ca.epochs = 2;
   ca.activation = "rpau";  // random noise in training: the resumed run must draw the same
   ca.rotation = 30;
@@ -92,7 +66,7 @@ TEST(Training, ResumeEqualsUninterruptedRun) {
   ca.hflip = true;
   json sa = run_training(ca, log);
 
-  auto cb = small_config(b);
+  auto cb = synthetic_config(b, 384, 128, 2, 2);
   cb.activation = "rpau";
   cb.rotation = 30;
   cb.crop_padding = 2;
