@@ -81,22 +81,6 @@ void from_json(const json& j, TrainConfig& c) {
   }
 }
 
-void to_json(json& j, const EpochMetrics& m) {
-  j = json{{"epoch", m.epoch},         {"train_loss", m.train_loss}, {"train_accuracy", m.train_accuracy},
-           {"test_loss", m.test_loss}, {"test_accuracy", m.test_accuracy}, {"lr", m.lr},
-           {"seconds", m.seconds},     {"images_per_second", m.images_per_second}};
-}
-void from_json(const json& j, EpochMetrics& m) {
-  j.at("epoch").get_to(m.epoch);
-  j.at("train_loss").get_to(m.train_loss);
-  j.at("train_accuracy").get_to(m.train_accuracy);
-  j.at("test_loss").get_to(m.test_loss);
-  j.at("test_accuracy").get_to(m.test_accuracy);
-  j.at("lr").get_to(m.lr);
-  j.at("seconds").get_to(m.seconds);
-  j.at("images_per_second").get_to(m.images_per_second);
-}
-
 namespace {
 std::string named(const std::string& key) {
   const Setting* s = setting_by_key(key);
@@ -211,19 +195,6 @@ std::string pruning_csv(const std::vector<PruningRow>& rows) {
     s += fmt::format("{},{},{},{},{},{}\n", r.round, r.pruned_fraction, r.test_accuracy, r.test_loss, r.alive_filters,
                      r.total_filters);
   return s;
-}
-
-void to_json(json& j, const PruningRow& r) {
-  j = json{{"round", r.round},         {"pruned_fraction", r.pruned_fraction}, {"test_accuracy", r.test_accuracy},
-           {"test_loss", r.test_loss}, {"alive_filters", r.alive_filters},     {"total_filters", r.total_filters}};
-}
-void from_json(const json& j, PruningRow& r) {
-  j.at("round").get_to(r.round);
-  j.at("pruned_fraction").get_to(r.pruned_fraction);
-  j.at("test_accuracy").get_to(r.test_accuracy);
-  j.at("test_loss").get_to(r.test_loss);
-  j.at("alive_filters").get_to(r.alive_filters);
-  j.at("total_filters").get_to(r.total_filters);
 }
 
 namespace {

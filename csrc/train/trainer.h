@@ -79,8 +79,9 @@ struct EpochMetrics {
   double train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0, lr = 0, seconds = 0,
          images_per_second = 0;
 };
-void to_json(nlohmann::json& j, const EpochMetrics& m);
-void from_json(const nlohmann::json& j, EpochMetrics& m);
+// JSON with the member names as keys (summary.json's "epochs" and "pruning" lists).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(EpochMetrics, epoch, train_loss, train_accuracy, test_loss, test_accuracy, lr,
+                                   seconds, images_per_second)
 
 extern const char* const kMetricsHeader;
 std::string metrics_csv(const std::vector<EpochMetrics>& rows);
@@ -91,8 +92,8 @@ struct PruningRow {
   double pruned_fraction = 0, test_accuracy = 0, test_loss = 0;
   int64_t alive_filters = 0, total_filters = 0;
 };
-void to_json(nlohmann::json& j, const PruningRow& r);
-void from_json(const nlohmann::json& j, PruningRow& r);
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(PruningRow, round, pruned_fraction, test_accuracy, test_loss, alive_filters,
+                                   total_filters)
 extern const char* const kPruningHeader;
 std::string pruning_csv(const std::vector<PruningRow>& rows);
 
