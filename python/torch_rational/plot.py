@@ -204,6 +204,76 @@ def _import_figure():
     return Figure
 
 
+# Groups beyond this many share one colour and one legend entry: a legend of 64 "group k" lines says nothing.
+_MAX_LABELLED_GROUPS = 10
+# Overlays are dotted in colours from another palette than the groups' (tab10), so they never pass
+# for a group.
+_OVERLAY_COLORS = ("#7f3b08", "#542788", "#b35806", "#1b7837", "#c51b7d", "#2166ac")
+
+
+def _default_range(acts: List[Tuple[str, nn.Module]], histogram: bool) -> Tuple[float, float]:
+    """The first recorded input histogram's range (when ``histogram``), else (-5, 5)."""
+    hists = [getattr(m, _HIST_ATTR, None) for _, m in acts]
+    hists = [h for h in hists if h is not None and h.total]
+    return hists[0].range if (histogram and hists) else (-5.0, 5.0)
+
+
+def _check_range(range, who: str) -> Tuple[float, float]:
+    lo, hi = (float(r) for r in range)
+    if not lo < hi:
+        raise ValueError(f"{who}: range must satisfy lo < hi, got {range!r}")
+    return lo, hi
+
+
+def _named_functions(names, x: torch.Tensor, argument: str, who: str) -> List[Tuple[str, torch.Tensor]]:
+    """[(name, activation_function(name, x))] for a name or a sequence of names; a ValueError naming
+    ``argument`` for anything else or for a name the package does not know."""
+    if isinstance(names, str):
+        names = (names,)
+    try:
+        names = list(names)
+    except TypeError:
+        raise ValueError(f"{who}: {argument} must be a function name or a sequence of names, got {names!r}") from None
+    curves = []
+    for name in names:
+        if not isinstance(name, str):
+            raise ValueError(f"{who}: {argument} must hold function names (str), got {name!r}")
+        try:
+            curves.append((name, activation_function(name, x.to(torch.float64))))
+        except (RuntimeError, ValueError) as e:
+            raise ValueError(f"{who}: {argument}: unknown function {name!r} ({str(e).splitlines()[0]})") from None
+    return curves
+
+
+def _distinct_columns(curves: torch.Tensor) -> torch.Tensor:
+    """``curves`` (N, G) reduced to one column when every group holds the same curve (a grouped
+    module's init usually does), so it is drawn and labelled once."""
+    if curves.shape[1] > 1 and bool((curves == curves[:, :1]).all()):
+        return curves[:, :1]
+    return curves
+
+
+def _curve_limits(curves: List[torch.Tensor]) -> Optional[Tuple[float, float]]:
+    """(lo, hi) over the finite values of ``curves`` with a 5 % margin, or None when none is finite."""
+    finite = [c[torch.isfinite(c)] for c in curves if c is not None]
+    finite = torch.cat(finite) if finite else torch.empty(0, dtype=torch.float64)
+    if not finite.numel():
+        return None
+    lo, hi = float(finite.min()), float(finite.max())
+    pad = 0.05 * (hi - lo) + 1e-6
+    return lo - pad, hi + pad
+
+
+def _histogram_density(hist: Optional[InputHistogram]):
+    """(left edges, density, bin width) of a recorded histogram, or None when nothing was recorded."""
+    if hist is None or not hist.total or hist.counts is None:
+        return None
+    edges = hist.edges()
+    width = float(edges[1] - edges[0])
+    density = hist.counts.detach().cpu().to(torch.float64) / max(hist.total, 1) / width
+    return edges[:-1], density, width
+
+
 def plot(
     target: nn.Module,
     path: Union[str, Path, None] = None,
@@ -211,6 +281,7 @@ def plot(
     range: Optional[Tuple[float, float]] = None,
     num_points: int = 801,
     histogram: bool = True,
+    overlay: Union[str, Tuple[str, ...], List[str]] = (),
     ncols: int = 3,
     title: Optional[str] = None,
 ):
@@ -224,12 +295,16 @@ def plot(
         range: x range (default: the recorded histogram's range, else (-5, 5)).
         num_points: points on the curve.
         histogram: draw the inputs recorded by :func:`record_inputs`, when there are any.
+        overlay: names of known functions (see :func:`activation_function`, e.g. ``("relu", "gelu")``)
+            drawn dotted in every panel for comparison.
         ncols: panels per row.
         title: figure title.
 
     The init curve is the module's parameters as stored by :func:`remember_init` (done by
     ``replace_activations``), else the named function of its ``init`` argument. Groups (``num_groups``
-    > 1) are drawn as one line each. Curves are evaluated in float64 on the CPU in eval mode.
+    > 1) are drawn as one line each ("group k" in the legend, up to 10 groups; more share one
+    colour and one entry); an init shared by every group is drawn once. Curves are evaluated in
+    float64 on the CPU in eval mode.
 
     Returns:
         the ``matplotlib.figure.Figure``.
@@ -244,72 +319,92 @@ def plot(
             raise ValueError(f"torch_rational.plot: path must end in .png, .svg or .pdf, got {str(path)!r}")
     if int(num_points) < 2:
         raise ValueError(f"torch_rational.plot: num_points must be >= 2, got {num_points!r}")
-    if range is None:
-        hists = [getattr(m, _HIST_ATTR, None) for _, m in acts]
-        hists = [h for h in hists if h is not None and h.total]
-        range = hists[0].range if (histogram and hists) else (-5.0, 5.0)
-    lo, hi = (float(r) for r in range)
-    if not lo < hi:
-        raise ValueError(f"torch_rational.plot: range must satisfy lo < hi, got {range!r}")
+    lo, hi = _check_range(_default_range(acts, histogram) if range is None else range, "torch_rational.plot")
     x = torch.linspace(lo, hi, int(num_points), dtype=torch.float64)
+    overlays = _named_functions(overlay, x, "overlay", "torch_rational.plot")
 
-    ncols = max(1, min(int(ncols), len(acts)))
-    nrows = math.ceil(len(acts) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + (0.4 if title else 0.0)), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, (name, m) in enumerate(acts):
-        ax = axes[i // ncols][i % ncols]
-        _draw_panel(ax, name, m, x, histogram)
-    for j in builtins.range(len(acts), nrows * ncols):
-        axes[j // ncols][j % ncols].set_visible(False)
-    if title:
-        fig.suptitle(title)
+    fig, axes = _panel_figure(Figure, len(acts), ncols, title)
+    for ax, (name, m) in zip(axes, acts):
+        init, init_label = _init_curve(m, x)
+        hist = getattr(m, _HIST_ATTR, None) if histogram else None
+        draw_curves(ax, x, evaluate_curve(m, x), init=init, init_label=init_label, histogram=hist,
+                    overlays=overlays, title=_panel_title(name, m))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     return fig
 
 
+def _panel_figure(Figure, n: int, ncols: int, title: Optional[str]):
+    """A figure with ``n`` visible panels, ``ncols`` a row, and the list of those panels' axes."""
+    ncols = max(1, min(int(ncols), n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + (0.4 if title else 0.0)), layout="constrained")
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return fig, axes[:n]
 
-def _draw_panel(ax, name: str, module: nn.Module, x: torch.Tensor, histogram: bool) -> None:
-    xs = x.numpy()
-    hist = getattr(module, _HIST_ATTR, None) if histogram else None
-    if hist is not None and hist.total and hist.counts is not None:
-        hax = ax.twinx()
-        counts = hist.counts.detach().cpu()
-        edges = hist.edges()
-        width = float(edges[1] - edges[0])
-        density = (counts / max(hist.total, 1) / width).numpy()
-        hax.bar(edges[:-1].numpy(), density, width=width, align="edge", color="0.8", alpha=0.8, zorder=0)
-        outside = int(hist.below.item()) + int(hist.above.item()) if hist.below is not None else 0
-        hax.set_ylabel(f"input density (n={hist.total}" + (f", {outside} outside" if outside else "") + ")",
-                       fontsize=7, color="0.45")
-        hax.tick_params(labelsize=6, colors="0.45")
-        ax.set_zorder(hax.get_zorder() + 1)  # curves above the bars
-        ax.patch.set_visible(False)
-    init, init_label = _init_curve(module, x)
-    learned = evaluate_curve(module, x)
-    g = learned.shape[1]
-    alpha = 1.0 if g <= 8 else max(0.15, 8.0 / g)
-    for k in builtins.range(g):
-        ax.plot(xs, learned[:, k].numpy(), color=f"C{k % 10}" if g <= 10 else "C0", lw=1.6 if g == 1 else 1.0,
-                alpha=alpha, label="learned" if k == 0 else None)
-    if init is not None:  # dashed, on top: visible where the learned curve still equals it
-        ax.plot(xs, init.numpy(), "--", color="black", lw=1.1, label=init_label, zorder=3)
-    finite = learned[torch.isfinite(learned)]
-    if finite.numel():
-        lo, hi = float(finite.min()), float(finite.max())
-        if init is not None and torch.isfinite(init).all():
-            lo, hi = min(lo, float(init.min())), max(hi, float(init.max()))
-        pad = 0.05 * (hi - lo) + 1e-6
-        ax.set_ylim(lo - pad, hi + pad)
-    ax.axhline(0.0, color="0.6", lw=0.5)
-    ax.axvline(0.0, color="0.6", lw=0.5)
+
+def _panel_title(name: str, module: nn.Module) -> str:
     info = getattr(module, _INIT_ATTR, None) or {}
     sub = type(module).__name__ + (f" (was {info['replaced']})" if info.get("replaced") else "")
+    g = int(getattr(module, "num_groups", 1) or 1)
     if g > 1:
         sub += f", {g} groups"
-    ax.set_title(f"module {name!r}\n{sub}" if name else sub, fontsize=9)
+    return f"module {name!r}\n{sub}" if name else sub
+
+
+def draw_curves(ax, x: torch.Tensor, learned: torch.Tensor, *, init: Optional[torch.Tensor] = None,
+                init_label: str = "init", histogram: Optional[InputHistogram] = None,
+                overlays: List[Tuple[str, torch.Tensor]] = (), title: str = "",
+                ylim: Optional[Tuple[float, float]] = None, histogram_top: Optional[float] = None) -> None:
+    """Draws one panel: the ``learned`` (N, G) curves on ``x``, the init dashed, the ``overlays``
+    (name, curve) dotted and the recorded input ``histogram`` as grey bars behind them. ``ylim`` and
+    ``histogram_top`` fix the axes (frames of an animation share them); else they fit the curves.
+    Shared by :func:`plot` and the snapshots of ``torch_rational.monitor``."""
+    xs = x.numpy()
+    density = _histogram_density(histogram)
+    if density is not None:
+        left, dens, width = density
+        hax = ax.twinx()
+        hax.bar(left.numpy(), dens.numpy(), width=width, align="edge", color="0.8", alpha=0.8, zorder=0)
+        outside = int(histogram.below.item()) + int(histogram.above.item()) if histogram.below is not None else 0
+        hax.set_ylabel(f"input density (n={histogram.total}" + (f", {outside} outside" if outside else "") + ")",
+                       fontsize=7, color="0.45")
+        hax.tick_params(labelsize=6, colors="0.45")
+        if histogram_top is not None:
+            hax.set_ylim(0.0, histogram_top)
+        ax.set_zorder(hax.get_zorder() + 1)  # curves above the bars
+        ax.patch.set_visible(False)
+    g = learned.shape[1]
+    labelled = g <= _MAX_LABELLED_GROUPS
+    for k in builtins.range(g):
+        if g == 1:
+            label = "learned"
+        elif labelled:
+            label = f"group {k}"
+        else:
+            label = f"learned ({g} groups)" if k == 0 else None
+        ax.plot(xs, learned[:, k].numpy(), color=f"C{k}" if labelled else "C0", lw=1.6 if g == 1 else 1.0,
+                alpha=1.0 if g <= 8 else max(0.15, 8.0 / g), label=label)
+    if init is not None:  # dashed, on top: visible where the learned curve still equals it
+        init = _distinct_columns(init)
+        for k in builtins.range(init.shape[1]):
+            ax.plot(xs, init[:, k].numpy(), "--", color="black", lw=1.1, zorder=3,
+                    label=init_label if k == 0 else None)
+    for i, (name, curve) in enumerate(overlays):
+        color = _OVERLAY_COLORS[i % len(_OVERLAY_COLORS)]
+        ax.plot(xs, curve.numpy(), ":", color=color, lw=1.5, label=name, zorder=2)
+    limits = ylim or _curve_limits([learned] + ([init] if init is not None else []))
+    if limits is not None:
+        ax.set_ylim(*limits)
+    ax.axhline(0.0, color="0.6", lw=0.5)
+    ax.axvline(0.0, color="0.6", lw=0.5)
+    ax.set_title(title, fontsize=9)
     ax.set_xlabel("x", fontsize=8)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7, loc="upper left")
+    entries = len(ax.get_legend_handles_labels()[1])
+    ax.legend(fontsize=7, loc="upper left", ncol=2 if entries > 6 else 1)
