@@ -340,12 +340,19 @@ def _panel_figure(Figure, n: int, ncols: int, title: Optional[str]):
     ncols = max(1, min(int(ncols), n))
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows + (0.4 if title else 0.0)), layout="constrained")
+    return fig, _panel_axes(fig, n, ncols, title)
+
+
+def _panel_axes(fig, n: int, ncols: int, title: Optional[str]):
+    """``n`` visible panels on ``fig``, ``ncols`` a row (the frames of an animation redraw on one figure)."""
+    ncols = max(1, min(int(ncols), n))
+    nrows = math.ceil(n / ncols)
     axes = list(fig.subplots(nrows, ncols, squeeze=False).flat)
     for ax in axes[n:]:
         ax.set_visible(False)
     if title:
         fig.suptitle(title)
-    return fig, axes[:n]
+    return axes[:n]
 
 
 def _panel_title(name: str, module: nn.Module) -> str:
