@@ -132,3 +132,52 @@ def test_plot_does_not_change_the_module():
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
     assert plot_module.evaluate_curve(model[1], torch.zeros(3)).shape == (3, 1)
+
+
+def _legend_texts(ax) -> list:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_plot_overlays_named_functions():
+    pytest.importorskip("matplotlib")
+    fig = torch_rational.plot(PAU(init="tanh"), range=(-3, 3), num_points=13, histogram=False, overlay=("relu", "gelu"))
+    ax = fig.axes[0]
+    assert _legend_texts(ax) == ["learned", "tanh (init function)", "relu", "gelu"]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)
+    expected = {"relu": x.clamp(min=0), "gelu": 0.5 * x * (1 + torch.erf(x / 2**0.5))}
+    for name, y in expected.items():
+        assert lines[name].get_linestyle() == ":"
+        torch.testing.assert_close(torch.as_tensor(lines[name].get_ydata()), y)
+    assert lines["relu"].get_color() != lines["gelu"].get_color()
+    fig = torch_rational.plot(PAU(), histogram=False, overlay="swish")  # one name is a tuple of one
+    assert _legend_texts(fig.axes[0])[-1] == "swish"
+    with pytest.raises(ValueError, match="overlay.*'nope'"):
+        torch_rational.plot(PAU(), overlay=("relu", "nope"))
+    with pytest.raises(ValueError, match="overlay"):
+        torch_rational.plot(PAU(), overlay=3)
+
+
+def test_grouped_legend_labels_each_group_once_and_the_init_once():
+    pytest.importorskip("matplotlib")
+    act = PAU(init="leaky_relu", num_groups=3)
+    torch_rational.remember_init(act)
+    fig = torch_rational.plot(act, histogram=False)
+    assert _legend_texts(fig.axes[0]) == ["group 0", "group 1", "group 2", "init"]
+    dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1, "an init shared by every group is drawn once"
+    colors = [line.get_color() for line in fig.axes[0].get_lines() if line.get_label().startswith("group")]
+    assert len(set(colors)) == 3
+
+    # Groups that start apart: each init is drawn, the legend still says "init" once.
+    with torch.no_grad():
+        act.numerator[1].mul_(2.0)
+    torch_rational.remember_init(act)
+    fig = torch_rational.plot(act, histogram=False)
+    assert _legend_texts(fig.axes[0]).count("init") == 1
+    assert len([line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]) == 3
+
+    many = PAU(num_groups=12)
+    torch_rational.remember_init(many)
+    fig = torch_rational.plot(many, histogram=False)
+    assert _legend_texts(fig.axes[0]) == ["learned (12 groups)", "init"]
