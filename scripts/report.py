@@ -38,6 +38,8 @@ PRUNING_HEADER = ["round", "pruned_fraction", "test_accuracy", "test_loss", "ali
 RUN_FILES = ("metrics.csv", "checkpoint.pt", "checkpoint.pt.tmp", "log.txt")
 MANIFEST = "sweep.json"
 MAX_SLOTS_PER_PANEL = 6  # MobileNetV2 has dozens of slots; more lines than this are unreadable
+# Below this many seeds in either row, a difference is no evidence: the spread of 2 seeds is itself a guess.
+MIN_SEEDS_FOR_VERDICT = 3
 DASH = "—"
 
 
@@ -80,6 +82,11 @@ class Group:
             return True
         # An unknown name counts as learnable when the binary reported parameters for it.
         return self.activation not in FIXED and any(r.summary.get("activation_parameters") for r in self.runs)
+
+    @property
+    def seeds(self) -> int:
+        """Distinct seeds (a seed counted twice, e.g. the same sweep passed twice, is one piece of evidence)."""
+        return len({str(r.seed) for r in self.runs})
 
     def values(self, key: str) -> list[float]:
         return [float(r.summary[key]) for r in self.runs if is_number(r.summary.get(key))]
@@ -288,11 +295,14 @@ def build_table(groups: list[Group]) -> tuple[list[str], list[Group]]:
         ref = best_fixed.get((g.model, g.dataset))
         if ref is g:
             verdict = "**best fixed**"
+        elif g.learnable and ref is not None and min(g.seeds, ref.seeds) < MIN_SEEDS_FOR_VERDICT:
+            diff = mean - stats[id(ref)][0]
+            verdict = (f"n too small ({100 * diff:+.2f} pp vs. {ref.label}; a verdict needs "
+                       f"≥ {MIN_SEEDS_FOR_VERDICT} seeds in both rows)")
         elif g.learnable and ref is not None:
             ref_mean, ref_std = stats[id(ref)]
             diff = mean - ref_mean
-            # "Within one std": the larger of the two seed spreads (0 where a group has a single run).
-            tol = max(0.0 if math.isnan(std) else std, 0.0 if math.isnan(ref_std) else ref_std)
+            tol = max(std, ref_std)  # "within one std": the larger of the two seed spreads
             # Above by less than the seed spread is a match, not a win.
             if diff > tol:
                 verdict = f"beats {ref.label} ({100 * diff:+.2f} pp)"
@@ -330,7 +340,8 @@ def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_w
             f"deviation (ddof=1; {DASH} for a single seed) over the n seeds. Rows: per model/dataset, by mean "
             "test accuracy. **best fixed**: the fixed activation with the highest mean; a learnable activation "
             "*beats* it when its mean is higher by more than one std, *matches* it when the means differ by at most "
-            "one std (the larger of the two groups' std; 0 for a single seed), else it is *below*."), ""]
+            "one std (the larger of the two groups' std), else it is *below*; with fewer than "
+            f"{MIN_SEEDS_FOR_VERDICT} seeds in either row no verdict is given (*n too small*), only the difference."), ""]
     text += pruning or []
     if warnings:
         text += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]
@@ -372,37 +383,47 @@ def plot_accuracy_curves(plt, groups: list[Group], path: Path) -> None:
     for g in groups:  # groups arrive in table order: best first within each model/dataset
         panels.setdefault((g.model, g.dataset), []).append(g)
     rows, cols = grid(len(panels), 3)
-    fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 4.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(8.4 * cols, 4.4 * rows), squeeze=False)
     for ax, ((model, dataset), members) in zip(axes.flat, panels.items()):
         colors = colors_for(plt, len(members))
-        drawn = 0
-        for color, g in zip(colors, members):
-            per_epoch: dict[int, list[float]] = {}
-            for r in g.runs:
-                for e, a in zip(r.epochs_curve, r.test_acc_curve):
-                    per_epoch.setdefault(e, []).append(100 * a)
-            if not per_epoch:
-                continue
+        curves = [(color, g, accuracy_by_epoch(g)) for color, g in zip(colors, members)]
+        curves = [(color, g, per_epoch) for color, g, per_epoch in curves if per_epoch]
+        all_epochs = sorted({e for _, _, per_epoch in curves for e in per_epoch})
+        # One epoch: a line through one point is a bare dot, and a ±std band has no width. Markers with
+        # error bars instead, spread a little sideways so equal means do not hide each other.
+        single = len(all_epochs) == 1
+        for i, (color, g, per_epoch) in enumerate(curves):
             epochs = sorted(per_epoch)
             means = [statistics.fmean(per_epoch[e]) for e in epochs]
-            style = "-" if g.learnable else "--"
-            ax.plot(epochs, means, style, marker="o", markersize=3, color=color,
-                    label=f"{g.label} ({means[-1]:.2f}%, n={len(g.runs)})")
             stds = [statistics.stdev(per_epoch[e]) if len(per_epoch[e]) > 1 else 0.0 for e in epochs]
+            label = f"{g.label} ({means[-1]:.2f}%, n={len(g.runs)})"
+            if single:
+                offset = (i - (len(curves) - 1) / 2) * min(0.08, 0.6 / len(curves))
+                ax.errorbar([e + offset for e in epochs], means, yerr=stds if any(stds) else None,
+                            fmt="o" if g.learnable else "s", markersize=7, capsize=3, color=color, label=label)
+                continue
+            ax.plot(epochs, means, "-" if g.learnable else "--", marker="o", markersize=3, color=color, label=label)
             if any(stds):
                 ax.fill_between(epochs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                                 color=color, alpha=0.12, linewidth=0)
-            drawn += 1
-        ax.set_title(f"{model} / {dataset}: test accuracy (mean over seeds, ±1 std)")
+        ax.set_title(f"{model} / {dataset}: test accuracy\n(mean over seeds, ±1 std)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if all_epochs:  # whole epochs only, with room for the markers at the ends
+            ax.set_xlim(all_epochs[0] - 0.5, all_epochs[-1] + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(True, alpha=0.3)
-        if drawn:
+        if curves:
             handles, labels = ax.get_legend_handles_labels()
-            handles += [Line2D([], [], color="gray", linestyle="-"), Line2D([], [], color="gray", linestyle="--")]
-            labels += ["(solid: learnable)", "(dashed: fixed)"]
-            ax.legend(handles, labels, fontsize=8, loc="lower right")
+            if single:
+                handles += [Line2D([], [], color="gray", marker="o", linestyle=""),
+                            Line2D([], [], color="gray", marker="s", linestyle="")]
+                labels += ["(circle: learnable)", "(square: fixed)"]
+            else:
+                handles += [Line2D([], [], color="gray", linestyle="-"), Line2D([], [], color="gray", linestyle="--")]
+                labels += ["(solid: learnable)", "(dashed: fixed)"]
+            # Beside the panel: inside, it covers the best curves, which end where a corner legend sits.
+            ax.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
         else:
             ax.text(0.5, 0.5, "no metrics.csv rows", ha="center", va="center", transform=ax.transAxes)
     for ax in list(axes.flat)[len(panels):]:
@@ -410,6 +431,15 @@ def plot_accuracy_curves(plt, groups: list[Group], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def accuracy_by_epoch(g: Group) -> dict[int, list[float]]:
+    """epoch -> test accuracies (%) of the group's runs that reached it."""
+    per_epoch: dict[int, list[float]] = {}
+    for r in g.runs:
+        for e, a in zip(r.epochs_curve, r.test_acc_curve):
+            per_epoch.setdefault(e, []).append(100 * a)
+    return per_epoch
 
 
 def valid_curve(c) -> bool:
@@ -425,6 +455,46 @@ def init_curve(c) -> list | None:
     return y0 if isinstance(y0, list) and len(y0) == len(c["x"]) else None
 
 
+def input_histogram(c) -> tuple[list[float], list[float]] | None:
+    """(edges, counts) of the slot's recorded inputs ("input_histogram": {"edges": [B + 1], "counts": [B]}),
+    or None when the summary has none or it does not parse."""
+    h = c.get("input_histogram")
+    if not isinstance(h, dict):
+        return None
+    edges, counts = h.get("edges"), h.get("counts")
+    if not (isinstance(edges, list) and isinstance(counts, list) and len(edges) == len(counts) + 1 > 1):
+        return None
+    if not all(is_number(v) for v in edges + counts) or sum(counts) <= 0:
+        return None
+    return edges, counts
+
+
+def draw_input_histograms(ax, slots) -> int:
+    """Each (colour, curve)'s input histogram as a shaded density on a second y axis, behind the curves.
+    Returns how many were drawn."""
+    drawn, top = 0, 0.0
+    hax = None
+    for color, c in slots:
+        h = input_histogram(c)
+        if h is None:
+            continue
+        edges, counts = h
+        total = sum(counts)
+        density = [n / total / (hi - lo) if hi > lo else 0.0 for n, lo, hi in zip(counts, edges, edges[1:])]
+        if hax is None:
+            hax = ax.twinx()
+            hax.set_ylabel("input density", fontsize=7, color="0.45")
+            hax.tick_params(labelsize=6, colors="0.45")
+            ax.set_zorder(hax.get_zorder() + 1)  # curves above the shading
+            ax.patch.set_visible(False)
+        hax.stairs(density, edges, fill=True, color=color, alpha=0.18)
+        drawn += 1
+        top = max(top, max(density))
+    if hax is not None and top > 0:
+        hax.set_ylim(0, 2 * top)  # the lower half of the panel: the curves stay readable above
+    return drawn
+
+
 def robust_limits(values: list[float]) -> tuple[float, float] | None:
     """y-limits from the 1st..99th percentile: one pole-like spike should not flatten every other curve."""
     finite = sorted(v for v in values if isinstance(v, (int, float)) and math.isfinite(v))
@@ -437,6 +507,7 @@ def robust_limits(values: list[float]) -> tuple[float, float] | None:
 
 def plot_activations(plt, groups: list[Group], path: Path) -> None:
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     panels = []
     for g in groups:
@@ -454,19 +525,27 @@ def plot_activations(plt, groups: list[Group], path: Path) -> None:
         ax.text(0.5, 0.5, "no activation_curves in the summaries\n(fixed activations only?)",
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
+    any_histogram = False
     for ax, (g, r, curves) in zip(axes.flat, panels):
         shown = curves
         if len(curves) > MAX_SLOTS_PER_PANEL:  # evenly spaced slots, first and last included
             step = (len(curves) - 1) / (MAX_SLOTS_PER_PANEL - 1)
             shown = [curves[round(i * step)] for i in range(MAX_SLOTS_PER_PANEL)]
+        colors = colors_for(plt, len(shown))
         values = []
-        for color, c in zip(colors_for(plt, len(shown)), shown):
+        for color, c in zip(colors, shown):
             ax.plot(c["x"], c["y"], "-", color=color, linewidth=1.6, label=str(c.get("slot", "?")))
             values += c["y"]
-            y0 = init_curve(c)
-            if y0 is not None:
-                ax.plot(c["x"], y0, "--", color=color, linewidth=1.0, alpha=0.8)
-                values += y0
+        inits = [(color, c, init_curve(c)) for color, c in zip(colors, shown)]
+        inits = [(color, c, y0) for color, c, y0 in inits if y0 is not None]
+        # Slots that start as the same function would draw that one curve on top of itself, in the last
+        # slot's colour: draw it once, black. Different starts keep their slot's colour.
+        shared_init = len(inits) > 1 and all(y0 == inits[0][2] and c["x"] == inits[0][1]["x"] for _, c, y0 in inits)
+        for color, c, y0 in inits[:1] if shared_init else inits:
+            ax.plot(c["x"], y0, "--", color="black" if shared_init else color, linewidth=1.0, alpha=0.8, zorder=3)
+            values += y0
+        histograms = draw_input_histograms(ax, zip(colors, shown))
+        any_histogram = any_histogram or bool(histograms)
         limits = robust_limits(values)
         if limits:
             ax.set_ylim(*limits)
@@ -479,12 +558,19 @@ def plot_activations(plt, groups: list[Group], path: Path) -> None:
         ax.axvline(0, color="black", linewidth=0.5, alpha=0.4)
         ax.grid(True, alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
-        handles += [Line2D([], [], color="gray", linestyle="-"), Line2D([], [], color="gray", linestyle="--")]
-        labels += ["learned", "initial"]
+        handles += [Line2D([], [], color="gray", linestyle="-")]
+        labels += ["learned"]
+        if inits:
+            handles.append(Line2D([], [], color="black" if shared_init else "gray", linestyle="--"))
+            labels.append("initial (every slot)" if shared_init else "initial (slot's colour)")
+        if histograms:
+            handles.append(Patch(color="gray", alpha=0.3))
+            labels.append("inputs (density)")
         ax.legend(handles, labels, fontsize=7, loc="upper left")
     for ax in list(axes.flat)[max(1, len(panels)):]:
         ax.set_visible(False)
-    fig.suptitle("Learned activations (solid) vs initialisation (dashed)", fontsize=12)
+    fig.suptitle("Learned activations (solid) vs initialisation (dashed)"
+                 + (", input densities shaded" if any_histogram else ""), fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
