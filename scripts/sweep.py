@@ -10,6 +10,10 @@ continues with --resume. Each run's stdout/stderr is appended to its log.txt.
         --activations relu,leaky_relu,swish,pau,era --seeds 0,1,2 --epochs 3 --output runs/sweep_lenet
     python3 scripts/sweep.py ... --dry-run                     # print the commands, run nothing
     python3 scripts/sweep.py ... -- --train-subset 2000        # everything after -- goes to every run
+    python3 scripts/sweep.py ... -- --act-init tanh             # one init for every run
+
+A config's activation_options.init is the init of the config's own activation family (the rationals, era or
+pwlu); runs of another family start from that family's default (--act-init '') unless --act-init follows `--`.
 
 Exit status: 0 when every run is complete, 1 when any run failed (they are listed), 2 for bad usage.
 """
@@ -37,6 +41,10 @@ KNOWN_ACTIVATIONS = (
     "maxout", "mixture", "apl", "srelu", "pau", "rpau", "opau", "hp1", "hp2", "era", "pwlu",
 )
 MANIFEST = "sweep.json"
+# Activations whose activation_options.init means the same thing (a function the activation starts as, each
+# with its own default: leaky_relu for the rationals, swish for era, relu for pwlu; see --act-init).
+INIT_FAMILIES = {"pau": "rational", "rational": "rational", "rpau": "rational", "opau": "rational",
+                 "hp1": "rational", "hp2": "rational", "era": "era", "pwlu": "pwlu"}
 
 
 class UsageError(Exception):
@@ -188,12 +196,37 @@ def plan_run(run: Run, epochs: int | None) -> None:
         run.reason = "new" if summary is None else f"summary has {done} epochs, {epochs} requested"
 
 
-def build_command(binary: str, args, model: str, dataset: str, run: Run, threads: int, extra: list[str]) -> list[str]:
+def config_init(config: dict) -> str | None:
+    """The init the config names in activation_options (None when it names none)."""
+    options = config.get("activation_options")
+    init = options.get("init") if isinstance(options, dict) else None
+    return init if isinstance(init, str) and init else None
+
+
+def names_init(extra: list[str]) -> bool:
+    """Whether the user set --act-init after `--` (then it holds for every run, as the user asked)."""
+    return any(arg == "--act-init" or arg.startswith("--act-init=") for arg in extra)
+
+
+def uses_family_default_init(config: dict, activation: str, extra: list[str]) -> bool:
+    """Whether `activation`'s run must be told to start from its family's default init (--act-init ''): the
+    config names an init for its own activation's family (a preset's PAU from leaky_relu), and `activation`
+    belongs to another family (ERA would start as leaky_relu instead of its default, swish)."""
+    family = INIT_FAMILIES.get(activation)
+    if family is None or config_init(config) is None or names_init(extra):
+        return False
+    return family != INIT_FAMILIES.get(str(config_value(config, "activation")))
+
+
+def build_command(binary: str, args, model: str, dataset: str, run: Run, threads: int, extra: list[str],
+                  family_default_init: bool = False) -> list[str]:
     cmd = [binary]
     if args.config:
         cmd += ["--config", args.config]
     # Model and dataset always explicit, so the directory name and the run cannot disagree.
     cmd += ["--model", model, "--dataset", dataset, "--activation", run.activation, "--seed", str(run.seed)]
+    if family_default_init:
+        cmd += ["--act-init", ""]  # empty: the family's own default, overriding the config's
     if args.epochs is not None:
         cmd += ["--epochs", str(args.epochs)]
     cmd += ["--output", str(run.directory), "--threads", str(threads)]
@@ -395,7 +428,13 @@ def sweep(args, extra: list[str]) -> int:
         if args.threads_per_job is None:
             threads = max(1, cores // jobs)
     for run in runs:
-        run.command = build_command(binary, args, model, dataset, run, threads, extra)
+        run.command = build_command(binary, args, model, dataset, run, threads, extra,
+                                    uses_family_default_init(config, run.activation, extra))
+    own_default = [a for a in activations if uses_family_default_init(config, a, extra)]
+    if own_default:
+        print(f"note: the config's init {config_init(config)!r} is for {config_value(config, 'activation')}; "
+              f"{', '.join(own_default)} start from their family's default init instead "
+              f"(pass -- --act-init NAME to set one for every run)")
 
     print(f"sweep: {len(runs)} runs ({len(activations)} activations x {len(seeds)} seeds) of {model} on {dataset}, "
           f"{len(runs) - len(todo)} already complete; {jobs} at a time x {threads} threads; output {output}")

@@ -581,3 +581,168 @@ def test_sweep_counts_the_epochs_of_every_pruning_round(tmp_path, fake_binary):
     res = run_sweep("--config", config, "--activations", "pau", "--output", out, "--binary", fake_binary,
                     "--dry-run", "--", "--prune-rounds", "1")
     assert any(ln.startswith("[run]") and "vgg8_mnist_pau_s0" in ln for ln in res.stdout.splitlines()), res.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# report.py: evidence rule and the figures' axes
+
+
+def test_report_gives_no_verdict_below_three_seeds(tmp_path):
+    # pau is 5 pp above relu, far outside any seed spread: only the number of seeds can withhold "beats".
+    relu = [0.80, 0.81, 0.82]
+    for seed, acc in enumerate(relu):
+        write_run(tmp_path / "a", "lenet", "mnist", "relu", seed, [acc])
+    for seed, acc in enumerate([0.86, 0.861]):
+        write_run(tmp_path / "a", "lenet", "mnist", "pau", seed, [acc], learnable=True)
+    write_run(tmp_path / "dup", "lenet", "mnist", "pau", 1, [0.862], learnable=True)  # seed 1 again: still 2 seeds
+    out = tmp_path / "out"
+    assert report.main([str(tmp_path / "a"), str(tmp_path / "dup"), "--output", str(out), "--no-plots"]) == 0
+    md = (out / "results.md").read_text()
+    rows = parse_table(md)
+    diff = 100 * (np.mean([0.86, 0.861, 0.862]) - np.mean(relu))
+    assert rows["pau"]["n"] == "3"
+    assert rows["pau"]["vs. best fixed"] == (f"n too small ({diff:+.2f} pp vs. relu; a verdict needs ≥ 3 seeds "
+                                             "in both rows)")
+    assert "beats" not in rows["pau"]["vs. best fixed"]
+    assert "*n too small*" in md
+    write_run(tmp_path / "b", "lenet", "mnist", "pau", 2, [0.862], learnable=True)  # a third seed
+    assert report.main([str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(out), "--no-plots"]) == 0
+    rows = parse_table((out / "results.md").read_text())
+    assert rows["pau"]["vs. best fixed"] == f"beats relu ({100 * (np.mean([0.86, 0.861, 0.862]) - 0.81):+.2f} pp)"
+
+
+def figures_of(monkeypatch, draw, *args):
+    """The matplotlib figures `draw(plt, ...)` makes (kept open for inspection)."""
+    plt = report.import_pyplot()
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    draw(plt, *args)
+    return kept
+
+
+def test_report_one_epoch_accuracy_axes(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    for seed in range(2):
+        write_run(tmp_path, "lenet", "mnist", "relu", seed, [0.80 + 0.01 * seed])
+        write_run(tmp_path, "lenet", "mnist", "pau", seed, [0.85 + 0.02 * seed], learnable=True)
+    runs, _ = report.collect([tmp_path])
+    _, groups = report.build_table(report.group_runs(runs))
+    (fig,) = figures_of(monkeypatch, report.plot_accuracy_curves, groups, tmp_path / "acc.png")
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert (lo, hi) == (0.5, 1.5)
+    ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert ticks == [1.0], "one epoch: one whole-number tick"
+    # Markers with error bars (a line through one point would be a bare dot), one per activation, both
+    # within the epoch's half-width, with the seeds' std as the bar.
+    assert len(ax.containers) == 2
+    for container, accs in zip(ax.containers, ([85.0, 87.0], [80.0, 81.0])):  # table order: pau, relu
+        line = container.lines[0]
+        assert line.get_marker() in ("o", "s") and line.get_markersize() >= 6
+        assert abs(line.get_xdata()[0] - 1) < 0.5
+        assert line.get_ydata()[0] == pytest.approx(np.mean(accs))
+        segment = container.lines[2][0].get_segments()[0]
+        assert segment[1][1] - segment[0][1] == pytest.approx(2 * np.std(accs, ddof=1))
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "(circle: learnable)" in legend and "(square: fixed)" in legend
+
+    for seed in range(2):  # a second epoch: lines again, still whole-number ticks
+        write_run(tmp_path / "two", "lenet", "mnist", "relu", seed, [0.7, 0.8])
+    runs, _ = report.collect([tmp_path / "two"])
+    _, groups = report.build_table(report.group_runs(runs))
+    (fig,) = figures_of(monkeypatch, report.plot_accuracy_curves, groups, tmp_path / "acc2.png")
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert all(t == int(t) for t in ax.get_xticks() if lo <= t <= hi)
+    assert [list(line.get_xdata()) for line in ax.get_lines()][0] == [1, 2]
+
+
+def test_report_activation_inits_and_input_histograms(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_rgba
+
+    shared = write_run(tmp_path, "lenet", "mnist", "pau", 0, [0.9], learnable=True)  # both slots: one init
+    apart = write_run(tmp_path, "lenet", "mnist", "era", 0, [0.9], learnable=True)
+    summary = json.loads((apart / "summary.json").read_text())
+    x = np.array(summary["activation_curves"][0]["x"])
+    summary["activation_curves"][1]["y_init"] = np.tanh(x).tolist()  # slot act2 starts elsewhere
+    edges = np.linspace(-2, 2, 9)  # bins 0.5 wide
+    counts = [0, 1, 4, 10, 12, 5, 2, 1]
+    summary["activation_curves"][0]["input_histogram"] = {"edges": edges.tolist(), "counts": counts}
+    (apart / "summary.json").write_text(json.dumps(summary))
+    runs, _ = report.collect([shared, apart])
+    _, groups = report.build_table(report.group_runs(runs))
+    (fig,) = figures_of(monkeypatch, report.plot_activations, groups, tmp_path / "acts.png")
+    panels = {ax.get_title().split(": ")[1].split("\n")[0]: ax for ax in fig.axes if ax.get_title()}
+
+    dashed = [line for line in panels["pau"].get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and to_rgba(dashed[0].get_color()) == to_rgba("black")
+    assert "initial (every slot)" in [t.get_text() for t in panels["pau"].get_legend().get_texts()]
+
+    era = panels["era"]
+    solid = {line.get_label(): line for line in era.get_lines() if line.get_label() in ("act1", "act2")}
+    dashed = [line for line in era.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 2
+    assert [to_rgba(d.get_color()) for d in dashed] == [to_rgba(solid[s].get_color()) for s in ("act1", "act2")]
+    np.testing.assert_allclose(dashed[1].get_ydata(), np.tanh(x))
+    # The input density: counts / total / bin width, on a second y axis sharing the panel's x.
+    twins = [ax for ax in fig.axes if ax is not era and ax.bbox.bounds == era.bbox.bounds]
+    assert len(twins) == 1
+    (stairs,) = twins[0].patches
+    np.testing.assert_allclose(stairs.get_data().values, np.array(counts) / sum(counts) / 0.5)
+    np.testing.assert_allclose(stairs.get_data().edges, edges)
+    assert "inputs (density)" in [t.get_text() for t in era.get_legend().get_texts()]
+
+
+# ------------------------------------------------------------------------------------------------
+# sweep.py: each family's own init
+
+
+@pytest.fixture
+def pau_preset(tmp_path):
+    """Like configs/lenet_fashion_mnist.json: a PAU config that names PAU's init (2 epochs: what the fake
+    binary trains when no --epochs is passed)."""
+    path = tmp_path / "pau_preset.json"
+    path.write_text(json.dumps({"model": "lenet", "dataset": "fashion-mnist", "epochs": 2, "activation": "pau",
+                                "activation_options": {"degrees": [5, 4], "init": "leaky_relu"}}))
+    return path
+
+
+def dry_run_commands(res, binary) -> dict[str, list[str]]:
+    commands = [shlex.split(ln.strip()) for ln in res.stdout.splitlines() if ln.strip().startswith(str(binary))]
+    return {c[c.index("--activation") + 1]: c for c in commands}
+
+
+def test_sweep_presets_start_each_family_from_its_own_init(tmp_path, fake_binary, pau_preset):
+    out = tmp_path / "sweep"
+    acts = "relu,pau,rpau,hp1,era,pwlu,prelu"
+    res = run_sweep("--config", pau_preset, "--activations", acts, "--output", out, "--binary", fake_binary,
+                    "--dry-run")
+    assert res.returncode == 0, res.stderr
+    commands = dry_run_commands(res, fake_binary)
+    for act, cmd in commands.items():
+        has_reset = cmd[cmd.index("--seed") + 2:cmd.index("--seed") + 4] == ["--act-init", ""]
+        assert has_reset == (act in ("era", "pwlu")), (act, cmd)  # the rationals keep the preset's init
+        assert cmd.count("--act-init") == has_reset
+    assert "era, pwlu start from their family's default init" in res.stdout
+
+    # The user names an init: it holds for every run, nothing is reset.
+    res = run_sweep("--config", pau_preset, "--activations", acts, "--output", out, "--binary", fake_binary,
+                    "--dry-run", "--", "--act-init", "tanh")
+    for act, cmd in dry_run_commands(res, fake_binary).items():
+        assert cmd.count("--act-init") == 1 and cmd[-2:] == ["--act-init", "tanh"], (act, cmd)
+
+    # An ERA preset: its init is ERA's; the rationals start from theirs.
+    era_preset = tmp_path / "era_preset.json"
+    era_preset.write_text(json.dumps({**json.loads(pau_preset.read_text()), "activation": "era",
+                                      "activation_options": {"init": "tanh"}}))
+    res = run_sweep("--config", era_preset, "--activations", "pau,era", "--output", out, "--binary", fake_binary,
+                    "--dry-run")
+    commands = dry_run_commands(res, fake_binary)
+    assert "--act-init" in commands["pau"] and "--act-init" not in commands["era"]
+
+    # The empty value reaches the binary as an argument of its own.
+    res = run_sweep("--config", pau_preset, "--activations", "era", "--output", out, "--binary", fake_binary)
+    assert res.returncode == 0, res.stderr
+    (argv,) = calls_of(tmp_path)["lenet_fashion-mnist_era_s0"]
+    assert argv[argv.index("--act-init") + 1] == ""
