@@ -341,7 +341,8 @@ def write_markdown(out: Path, table: list[str], runs, incomplete, paths, plots_w
             "test accuracy. **best fixed**: the fixed activation with the highest mean; a learnable activation "
             "*beats* it when its mean is higher by more than one std, *matches* it when the means differ by at most "
             "one std (the larger of the two groups' std), else it is *below*; with fewer than "
-            f"{MIN_SEEDS_FOR_VERDICT} seeds in either row no verdict is given (*n too small*), only the difference."), ""]
+            f"{MIN_SEEDS_FOR_VERDICT} seeds in either row no verdict is given (*n too small*), only the "
+            "difference."), ""]
     text += pruning or []
     if warnings:
         text += ["## Warnings", ""] + [f"- {w}" for w in warnings] + [""]

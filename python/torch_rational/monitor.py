@@ -25,9 +25,9 @@ from .plot import (
     _default_range,
     _histogram_density,
     _import_figure,
-    _panel_axes,
     _init_curve,
     _named_functions,
+    _panel_axes,
     _panel_figure,
     _panel_title,
     draw_curves,
@@ -35,7 +35,7 @@ from .plot import (
     plot,
 )
 
-__all__ = ["Snapshot", "Snapshots", "TensorBoardHook", "BestFit", "best_fit", "KNOWN_FUNCTIONS"]
+__all__ = ["KNOWN_FUNCTIONS", "BestFit", "Snapshot", "Snapshots", "TensorBoardHook", "best_fit"]
 
 #: The candidates :func:`best_fit` compares with by default: the named functions of
 #: :func:`torch_rational.activation_function`, less the aliases (silu is swish, celu is elu).
@@ -161,7 +161,8 @@ def _summary_writer(log_dir: Union[str, Path]):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ImportError("torch_rational.monitor.TensorBoardHook: writing to a log directory needs tensorboard, "
-                          "an optional dependency: `pip install tensorboard` (or pass your own SummaryWriter)") from None
+                          "an optional dependency: `pip install tensorboard` (or pass your own SummaryWriter)"
+                          ) from None
     return SummaryWriter(log_dir=str(log_dir))
 
 
@@ -226,9 +227,9 @@ def _histogram_raw(hist: InputHistogram) -> dict:
     centres = 0.5 * (edges[:-1] + edges[1:])
     filled = torch.nonzero(counts).reshape(-1)
     lo, hi = (int(filled[0]), int(filled[-1])) if filled.numel() else (0, hist.bins - 1)
-    return dict(min=float(edges[lo]), max=float(edges[hi + 1]), num=int(counts.sum()),
-                sum=float((counts * centres).sum()), sum_squares=float((counts * centres**2).sum()),
-                bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist())
+    return {"min": float(edges[lo]), "max": float(edges[hi + 1]), "num": int(counts.sum()),
+            "sum": float((counts * centres).sum()), "sum_squares": float((counts * centres**2).sum()),
+            "bucket_limits": edges[1:].tolist(), "bucket_counts": counts.tolist()}
 
 
 # ------------------------------------------------------------------------------------------------

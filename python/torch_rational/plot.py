@@ -226,18 +226,18 @@ def _check_range(range, who: str) -> Tuple[float, float]:
 
 
 def _named_functions(names, x: torch.Tensor, argument: str, who: str) -> List[Tuple[str, torch.Tensor]]:
-    """[(name, activation_function(name, x))] for a name or a sequence of names; a ValueError naming
-    ``argument`` for anything else or for a name the package does not know."""
+    """[(name, activation_function(name, x))] for a name or a sequence of names; a TypeError naming
+    ``argument`` for anything else, a ValueError for a name the package does not know."""
     if isinstance(names, str):
         names = (names,)
     try:
         names = list(names)
     except TypeError:
-        raise ValueError(f"{who}: {argument} must be a function name or a sequence of names, got {names!r}") from None
+        raise TypeError(f"{who}: {argument} must be a function name or a sequence of names, got {names!r}") from None
     curves = []
     for name in names:
         if not isinstance(name, str):
-            raise ValueError(f"{who}: {argument} must hold function names (str), got {name!r}")
+            raise TypeError(f"{who}: {argument} must hold function names (str), got {name!r}")
         try:
             curves.append((name, activation_function(name, x.to(torch.float64))))
         except (RuntimeError, ValueError) as e:

@@ -11,8 +11,7 @@ from torch import nn
 
 import torch_rational
 from reference import rational_reference
-from torch_rational import PAU, record_inputs
-from torch_rational import monitor
+from torch_rational import PAU, monitor, record_inputs
 
 HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None
 
@@ -161,7 +160,7 @@ def test_tensorboard_hook_logs_curves_and_input_histograms():
     assert [(c[1], c[3]) for c in figures] == [(f"activations/{n}", s) for s in (0, 5, 10) for n in ("1", "3")]
     # The figure's learned line is the module's curve (from the formula) on the recorded range.
     fig = figures[0][2]
-    learned = [line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "learned"][0]
+    learned = next(line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "learned")
     grid = torch.linspace(-4, 4, 9, dtype=torch.float64)
     torch.testing.assert_close(torch.as_tensor(learned.get_ydata()), _expected_curve(model[1], grid).reshape(-1))
     hists = {(c[1], c[3]): c[2] for c in writer.calls if c[0] == "histogram"}

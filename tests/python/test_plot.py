@@ -154,8 +154,10 @@ def test_plot_overlays_named_functions():
     assert _legend_texts(fig.axes[0])[-1] == "swish"
     with pytest.raises(ValueError, match="overlay.*'nope'"):
         torch_rational.plot(PAU(), overlay=("relu", "nope"))
-    with pytest.raises(ValueError, match="overlay"):
+    with pytest.raises(TypeError, match="overlay"):
         torch_rational.plot(PAU(), overlay=3)
+    with pytest.raises(TypeError, match="overlay"):
+        torch_rational.plot(PAU(), overlay=("relu", None))
 
 
 def test_grouped_legend_labels_each_group_once_and_the_init_once():

@@ -654,7 +654,7 @@ def test_report_one_epoch_accuracy_axes(tmp_path, monkeypatch):
     ax = fig.axes[0]
     lo, hi = ax.get_xlim()
     assert all(t == int(t) for t in ax.get_xticks() if lo <= t <= hi)
-    assert [list(line.get_xdata()) for line in ax.get_lines()][0] == [1, 2]
+    assert list(ax.get_lines()[0].get_xdata()) == [1, 2]
 
 
 def test_report_activation_inits_and_input_histograms(tmp_path, monkeypatch):
