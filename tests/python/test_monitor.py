@@ -285,3 +285,9 @@ def test_best_fit_errors():
         act(torch.full((4,), 4.5))
     with pytest.raises(ValueError, match="no recorded input falls in range"):
         monitor.best_fit(act, range=(-1, 1))
+
+
+@pytest.mark.parametrize("family", ["ERA", "PWLU"])
+def test_best_fit_other_families(family):
+    act = getattr(torch_rational, family)(init="tanh")
+    assert monitor.best_fit(act, range=(-3, 3)).name == "tanh"
