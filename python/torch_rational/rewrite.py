@@ -18,18 +18,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .families import (
+    FAMILIES,
+    LEARNABLE_TYPES,
+    activation_parameters,
+    check_model,
+    init_name,
+    remember_init,
+)
 from .fit import fit
-from .modules import HP1, HP2, OPAU, PAU, RPAU, Rational
+from .modules import PAU, Rational
 
 __all__ = [
     "DEFAULT_TARGETS",
     "replace_activations",
     "replace_functional_activations",
     "find_activations",
-    "activation_modules",
-    "activation_parameters",
     "param_groups",
-    "init_name",
 ]
 
 _log = logging.getLogger("torch_rational")
@@ -53,63 +58,6 @@ DEFAULT_TARGETS: Tuple[Type[nn.Module], ...] = (
 )
 
 Factory = Union[None, str, Type[nn.Module], Callable[[nn.Module], Optional[nn.Module]]]
-
-
-def _lazy_classes() -> Dict[str, Type[nn.Module]]:
-    """Factory names -> classes. ERA and PWLU are looked up on the package at call time: they are
-    optional parts of the build and may be added after this module was written."""
-    import torch_rational
-
-    classes: Dict[str, Type[nn.Module]] = {
-        "pau": PAU, "rpau": RPAU, "opau": OPAU, "hp1": HP1, "hp2": HP2, "rational": Rational,
-    }
-    for name in ("ERA", "PWLU"):
-        cls = getattr(torch_rational, name, None)
-        if cls is not None:
-            classes[name.lower()] = cls
-    return classes
-
-
-def _learnable_types() -> Tuple[type, ...]:
-    """Every torch_rational activation module type known to this build."""
-    return tuple({Rational, *_lazy_classes().values()})
-
-
-def init_name(module: nn.Module) -> Optional[str]:
-    """The name of the function (as known to :func:`torch_rational.activation_function`) that
-    ``module`` computes, or ``None`` when there is no exact name (e.g. ``nn.ELU(alpha=0.5)``)."""
-    if isinstance(module, nn.ReLU):
-        return "relu"
-    if isinstance(module, nn.ReLU6):
-        return "relu6"
-    if isinstance(module, nn.LeakyReLU):
-        slope = float(module.negative_slope)
-        return "leaky_relu" if slope == 0.01 else f"leaky_relu_{slope!r}"
-    if isinstance(module, nn.ELU):
-        return "elu" if float(module.alpha) == 1.0 else None
-    if isinstance(module, nn.CELU):
-        return "celu" if float(module.alpha) == 1.0 else None
-    if isinstance(module, nn.SELU):
-        return "selu"
-    if isinstance(module, nn.GELU):
-        return "gelu" if module.approximate == "none" else None
-    if isinstance(module, nn.SiLU):
-        return "swish"
-    if isinstance(module, nn.Mish):
-        return "mish"
-    if isinstance(module, nn.Tanh):
-        return "tanh"
-    if isinstance(module, nn.Sigmoid):
-        return "sigmoid"
-    if isinstance(module, nn.Hardswish):
-        return "hardswish"
-    if isinstance(module, nn.Hardtanh) and not isinstance(module, nn.ReLU6):
-        return "hardtanh" if (module.min_val, module.max_val) == (-1.0, 1.0) else None
-    if isinstance(module, nn.Softplus):
-        return "softplus" if (module.beta, module.threshold) == (1.0, 20.0) else None
-    if isinstance(module, nn.Identity):
-        return "identity"
-    return None
 
 
 def _family_name(module: nn.Module) -> str:
@@ -175,14 +123,11 @@ def _make_builder(factory: Factory, kwargs: dict) -> Tuple[Callable[[nn.Module],
     if factory is None:
         factory = PAU
     if isinstance(factory, str):
-        classes = _lazy_classes()
         key = factory.lower()
-        if key not in classes:
-            known = sorted(classes) + [n for n in ("era", "pwlu") if n not in classes]
-            missing = " (not in this build)" if key in ("era", "pwlu") else ""
-            raise ValueError(f"torch_rational.replace_activations: factory {factory!r} is not available"
-                             f"{missing}; use one of {known}, a module class or a callable")
-        factory = classes[key]
+        if key not in FAMILIES:
+            raise ValueError(f"torch_rational.replace_activations: factory {factory!r} is not available; "
+                             f"use one of {sorted(FAMILIES)}, a module class or a callable")
+        factory = FAMILIES[key]
     if isinstance(factory, type):
         if not issubclass(factory, nn.Module):
             raise TypeError(f"torch_rational.replace_activations: factory must be an nn.Module class, a "
@@ -196,12 +141,6 @@ def _make_builder(factory: Factory, kwargs: dict) -> Tuple[Callable[[nn.Module],
         return factory, getattr(factory, "__name__", repr(factory))
     raise TypeError(f"torch_rational.replace_activations: factory must be None, a name, an nn.Module "
                     f"class or a callable, got {factory!r}")
-
-
-def _check_model(function: str, model) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"torch_rational.{function}: model must be an nn.Module, got {type(model).__name__} "
-                        f"({model!r:.80})")
 
 
 def _check_flag(function: str, name: str, value) -> None:
@@ -241,8 +180,6 @@ def _finish(act: nn.Module, original: nn.Module, ref: Optional[torch.Tensor]) ->
     """Puts the new activation on the model's device / dtype and records its init for plots."""
     if ref is not None:
         act = act.to(device=ref.device, dtype=ref.dtype)
-    from .plot import remember_init  # late: plot.py imports this module
-
     remember_init(act, replaced=_describe(original))
     return act
 
@@ -251,11 +188,10 @@ def find_activations(model: nn.Module, targets: Sequence[Type[nn.Module]] = DEFA
                      ) -> List[Tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every module of ``model`` that ``replace_activations`` would
     replace with these ``targets`` (torch_rational modules themselves are never targets)."""
-    _check_model("find_activations", model)
+    check_model("find_activations", model)
     targets = _check_targets(targets)
-    learnable = _learnable_types()
     return [(n, m) for n, m in model.named_modules(remove_duplicate=False)
-            if isinstance(m, targets) and not isinstance(m, learnable)]
+            if isinstance(m, targets) and not isinstance(m, LEARNABLE_TYPES)]
 
 
 def replace_activations(
@@ -278,7 +214,7 @@ def replace_activations(
               name, e.g. ``nn.ELU(alpha=0.5)``, have the module itself fitted on [-3, 3], and
               ``init`` then names the closest function, the one ``reset_parameters()`` returns to);
             - a name: ``"pau"``, ``"rpau"``, ``"opau"``, ``"hp1"``, ``"hp2"``, ``"rational"``,
-              ``"era"``, ``"pwlu"`` (the last two when this build has them), initialised the same way;
+              ``"era"``, ``"pwlu"`` (:data:`torch_rational.families.FAMILIES`), initialised the same way;
             - an ``nn.Module`` class, constructed as ``cls(init=<name of the replaced function>,
               **kwargs)`` (without ``init`` when the class has no such argument);
             - a callable taking the replaced module and returning its replacement (``None`` keeps it).
@@ -297,7 +233,7 @@ def replace_activations(
     Returns:
         the model (a copy when ``inplace=False``) with the activations replaced.
     """
-    _check_model("replace_activations", model)
+    check_model("replace_activations", model)
     _check_flag("replace_activations", "inplace", inplace)
     _check_flag("replace_activations", "verbose", verbose)
     targets = _check_targets(targets)
@@ -305,7 +241,6 @@ def replace_activations(
     if not inplace:
         model = copy.deepcopy(model)
     ref = _reference_tensor(model)
-    learnable = _learnable_types()
     replaced: Dict[int, nn.Module] = {}  # id(original) -> replacement, to keep shared modules shared
     counts: Counter = Counter()
 
@@ -320,7 +255,7 @@ def replace_activations(
         return replaced[key]
 
     def is_target(m: nn.Module) -> bool:
-        return isinstance(m, targets) and not isinstance(m, learnable)
+        return isinstance(m, targets) and not isinstance(m, LEARNABLE_TYPES)
 
     if is_target(model):
         new = replacement(model)
@@ -343,7 +278,7 @@ def replace_activations(
                     if new is not None:
                         parent._modules[name] = new  # also right for Sequential / ModuleList / ModuleDict keys
                         counts[_describe(child)] += 1
-                elif not isinstance(child, learnable):
+                elif not isinstance(child, LEARNABLE_TYPES):
                     stack.append(child)
 
     total = sum(counts.values())
@@ -484,25 +419,6 @@ def replace_functional_activations(
 # Optimizer parameter groups
 
 
-def activation_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
-    """``(qualified name, module)`` of every torch_rational activation in ``model`` (each instance once)."""
-    _check_model("activation_modules", model)
-    learnable = _learnable_types()
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, learnable)]
-
-
-def activation_parameters(model: nn.Module) -> List[nn.Parameter]:
-    """The parameters of the torch_rational activations in ``model`` (coefficients, heights, ...),
-    each once, in module order."""
-    seen, params = set(), []
-    for _, m in activation_modules(model):
-        for p in m.parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                params.append(p)
-    return params
-
-
 def param_groups(model: nn.Module, **activation_options) -> List[dict]:
     """Two optimizer parameter groups: every other parameter, then the activation parameters with
     ``activation_options`` (e.g. ``lr=...``, ``weight_decay=0.0``), as the PAU / ERA papers train the
@@ -511,7 +427,7 @@ def param_groups(model: nn.Module, **activation_options) -> List[dict]:
         opt = torch.optim.AdamW(torch_rational.param_groups(model, weight_decay=0.0), lr=1e-3, weight_decay=1e-2)
 
     An empty group is left out (PyTorch optimizers reject empty groups)."""
-    _check_model("param_groups", model)
+    check_model("param_groups", model)
     acts = activation_parameters(model)
     ids = {id(p) for p in acts}
     others = [p for p in model.parameters() if id(p) not in ids]
