@@ -320,21 +320,29 @@ def _check_flag(function: str, name: str, value) -> None:
                         f"({value!r:.80})")
 
 
-def _check_targets(targets) -> Tuple[type, ...]:
+def _tuple_of(argument: str, value: object, is_item: Callable[[object], bool], one: str, many: str) -> tuple:
+    """``value``, one item or a sequence of items, as a tuple; a TypeError naming ``argument`` else."""
+    try:
+        items = (value,) if is_item(value) else tuple(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"torch_rational.replace_activations: {argument} must be {one} or a sequence of {many}, "
+                        f"got {value!r}") from None
+    for item in items:
+        if not is_item(item):
+            raise TypeError(f"torch_rational.replace_activations: {argument} must hold {many}, got {item!r}")
+    return items
+
+
+def _check_targets(targets: object) -> Tuple[type, ...]:
     if isinstance(targets, str):  # a str is a sequence too, of one-character strings
         raise TypeError(f"torch_rational.replace_activations: targets must be a module type or a sequence "
                         f"of module types, got the string {targets!r}")
-    if isinstance(targets, type):
-        targets = (targets,)
-    try:
-        targets = tuple(targets)
-    except TypeError:
-        raise TypeError(f"torch_rational.replace_activations: targets must be a module type or a sequence "
-                        f"of module types, got {targets!r}") from None
-    for t in targets:
-        if not (isinstance(t, type) and issubclass(t, nn.Module)):
-            raise TypeError(f"torch_rational.replace_activations: targets must hold nn.Module types, got {t!r}")
-    return targets
+    return _tuple_of("targets", targets, lambda t: isinstance(t, type) and issubclass(t, nn.Module),
+                     "a module type", "nn.Module types")
+
+
+def _check_exclude(exclude: object) -> Tuple[str, ...]:
+    return _tuple_of("exclude", exclude, lambda p: isinstance(p, str), "a name pattern", "name patterns (str)")
 
 
 def _reference_tensor(model: nn.Module) -> Optional[torch.Tensor]:
@@ -353,19 +361,6 @@ def _finish(act: nn.Module, original: nn.Module, ref: Optional[torch.Tensor]) ->
         act = act.to(device=ref.device, dtype=ref.dtype)
     remember_init(act, replaced=_describe(original))
     return act
-
-
-def _check_exclude(exclude) -> Tuple[str, ...]:
-    patterns = (exclude,) if isinstance(exclude, str) else exclude
-    try:
-        patterns = tuple(patterns)
-    except TypeError:
-        raise TypeError(f"torch_rational.replace_activations: exclude must be a name pattern or a sequence of "
-                        f"them, got {exclude!r}") from None
-    for p in patterns:
-        if not isinstance(p, str):
-            raise TypeError(f"torch_rational.replace_activations: exclude must hold name patterns (str), got {p!r}")
-    return patterns
 
 
 def _matcher(targets, exclude) -> _Matcher:
