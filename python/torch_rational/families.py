@@ -38,8 +38,8 @@ FAMILIES: Dict[str, Type[nn.Module]] = {
     "pwlu": PWLU,
 }
 
-#: Every torch_rational activation module is an instance of one of these (PAU ... HP2 are Rationals).
-LEARNABLE_TYPES: Tuple[Type[nn.Module], ...] = (Rational, ERA, PWLU)
+#: Every torch_rational activation module is an instance of one of these.
+LEARNABLE_TYPES: Tuple[Type[nn.Module], ...] = tuple(FAMILIES.values())
 
 #: Attribute holding what :func:`remember_init` stored. A plain attribute, not a buffer: it never
 #: enters the state_dict, so checkpoints stay loadable by code that does not know about it, while

@@ -15,7 +15,7 @@ import inspect
 import logging
 import warnings
 from collections import Counter
-from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 import torch.nn.functional as F
@@ -386,7 +386,7 @@ def replace_activations(
     exclude: Union[str, Sequence[str]] = (),
     inplace: bool = True,
     verbose: bool = True,
-    **kwargs,
+    **kwargs: Any,
 ) -> nn.Module:
     """Replaces the activation modules of ``model`` by learnable ones.
 
@@ -579,7 +579,7 @@ def replace_functional_activations(
     targets: Optional[Sequence[Type[nn.Module]]] = None,
     exclude: Union[str, Sequence[str]] = (),
     verbose: bool = True,
-    **kwargs,
+    **kwargs: Any,
 ) -> "torch.fx.GraphModule":
     """Traces ``model`` with ``torch.fx.symbolic_trace`` and replaces functional activations
     (``F.relu(x)``, ``F.leaky_relu(x, 0.2)``, ``torch.tanh(x)``, ``x.sigmoid()``, ...) as well as
@@ -629,7 +629,7 @@ def replace_functional_activations(
 # Optimizer parameter groups
 
 
-def param_groups(model: nn.Module, **activation_options) -> List[dict]:
+def param_groups(model: nn.Module, **activation_options: Any) -> List[dict]:
     """Two optimizer parameter groups: every other parameter, then the activation parameters with
     ``activation_options`` (e.g. ``lr=...``, ``weight_decay=0.0``), as the PAU / ERA papers train the
     coefficients with their own learning rate and without weight decay::
