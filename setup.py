@@ -77,12 +77,13 @@ class CMakeBuild(build_ext):
         prefix = str(torch_info.pop("cmake_prefix_path"))
         build_dir = Path(os.environ.get("TORCH_RATIONAL_BUILD_DIR", ROOT / "build" / "cmake"))
         # Configure a new directory, or one configured against another torch (a reused build/cmake).
-        if _cached(build_dir, "CMAKE_PREFIX_PATH") != prefix:
+        if not (build_dir / "CMakeCache.txt").exists():
             cmd = ["cmake", "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={prefix}",
                    f"-DPython3_EXECUTABLE={sys.executable}"]
-            if shutil.which("ninja") and not (build_dir / "CMakeCache.txt").exists():
-                cmd += ["-G", "Ninja"]
-            subprocess.check_call(cmd)
+            subprocess.check_call(cmd + (["-G", "Ninja"] if shutil.which("ninja") else []))
+        elif _cached(build_dir, "CMAKE_PREFIX_PATH") != prefix:
+            # Only the torch changes: the directory's interpreter may outlive this (temporary) one.
+            subprocess.check_call(["cmake", "-S", str(ROOT), "-B", str(build_dir), f"-DCMAKE_PREFIX_PATH={prefix}"])
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
         subprocess.check_call(["cmake", "--build", str(build_dir), "--target", "torch_rational", "-j", jobs])
         lib = (build_dir / LIBRARY).resolve()
