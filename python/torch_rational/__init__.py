@@ -1,24 +1,25 @@
-"""torch_rational: learnable rational activation functions (PAU, RPAU, orthogonal-Padé, HP-1/2) as
-PyTorch custom ops with fused CPU (and CUDA) kernels."""
+"""torch_rational: learnable rational activation functions (PAU, RPAU, orthogonal-Padé, HP-1/2, ERA)
+and the piecewise linear unit (PWLU) as PyTorch custom ops with fused CPU (and CUDA) kernels."""
 
-from . import _ops  # noqa: F401  (loads the library, registers fake kernels)
-from . import functional
+from . import _ops  # noqa: F401  (checks the torch version, loads the library, registers fake kernels)
+from . import families, functional
+from ._version import __version__
+from .era import ERA, EraFitResult, era_init_parameters, fit_era
+from .families import activation_modules, activation_parameters, remember_init
 from .fit import FitResult, activation_function, fit, init_coefficients
 from .modules import HP1, HP2, OPAU, PAU, RPAU, Rational
+from .plot import plot, record_inputs  # the function `plot` takes the submodule's name
 from .pwlu import PWLU
 from .rewrite import (
-    activation_modules,
-    activation_parameters,
-    find_activations,
     param_groups,
+    find_activations,
     replace_activations,
     replace_functional_activations,
 )
-from .plot import plot, record_inputs, remember_init  # the function `plot` takes the submodule's name
-
-__version__ = "0.1.0"
 
 __all__ = [
+    "__version__",
+    "families",
     "functional",
     "fit",
     "FitResult",
@@ -30,6 +31,10 @@ __all__ = [
     "OPAU",
     "HP1",
     "HP2",
+    "ERA",
+    "EraFitResult",
+    "fit_era",
+    "era_init_parameters",
     "PWLU",
     "replace_activations",
     "replace_functional_activations",
@@ -41,7 +46,3 @@ __all__ = [
     "record_inputs",
     "remember_init",
 ]
-
-from .era import ERA, EraFitResult, era_init_parameters, fit_era  # noqa: E402
-
-__all__ += ["ERA", "EraFitResult", "fit_era", "era_init_parameters"]

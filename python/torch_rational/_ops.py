@@ -3,12 +3,15 @@ fake (shape-only) kernels that ``torch.compile`` and ``torch.export`` trace with
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import torch
 
 _LIB_NAME = "libtorch_rational.so"
+#: Written beside the library by setup.py: the torch it was built against.
+_BUILD_INFO_NAME = "build_info.json"
 
 
 def _find_library() -> Path:
@@ -24,11 +27,40 @@ def _find_library() -> Path:
     raise ImportError(
         "torch_rational: the compiled library was not found (looked at "
         + ", ".join(str(c) for c in candidates)
-        + "). Install the package with `scripts/setup.sh` (or `pip install --no-build-isolation .`)."
+        + "). Install the package with `pip install .` (or `scripts/setup.sh`) from the source tree."
     )
 
 
+def _torch_of_this_process() -> dict:
+    return {"torch_version": torch.__version__, "cxx11_abi": bool(torch._C._GLIBCXX_USE_CXX11_ABI),
+            "cuda_version": torch.version.cuda}
+
+
+def check_build_matches_torch(library: Path) -> None:
+    """ImportError naming both versions when the library was built against another torch (version,
+    C++ ABI or CUDA version) than the one running: a custom-op library is tied to the libtorch it was
+    compiled against, and a mismatch fails later with an undefined symbol or worse. A library without
+    build information (a CMake build of this checkout) is not checked."""
+    info_path = library.parent / _BUILD_INFO_NAME
+    if not info_path.is_file():
+        return
+    built = json.loads(info_path.read_text())
+    running = _torch_of_this_process()
+    differ = [k for k in running if built.get(k) != running[k]]
+    if differ:
+        def describe(info: dict) -> str:
+            return (f"torch {info.get('torch_version')} (C++11 ABI {info.get('cxx11_abi')}, "
+                    f"CUDA {info.get('cuda_version')})")
+
+        raise ImportError(
+            f"torch_rational: {library} was built against {describe(built)} but this process runs "
+            f"{describe(running)}. Rebuild it for this torch: `pip install --force-reinstall --no-deps .` "
+            "from the torch_rational source tree (or install a wheel built against this torch)."
+        )
+
+
 LIBRARY_PATH = _find_library()
+check_build_matches_torch(LIBRARY_PATH)
 torch.ops.load_library(str(LIBRARY_PATH))
 ops = torch.ops.torch_rational
 

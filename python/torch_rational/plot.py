@@ -18,32 +18,16 @@ import torch
 from torch import nn
 
 from .fit import activation_function
-from .rewrite import _learnable_types, activation_modules
+from .families import INIT_ATTR as _INIT_ATTR
+from .families import activations_in as _activations
+from .families import remember_init
 
 __all__ = ["plot", "remember_init", "record_inputs", "InputHistogram", "InputRecorder", "evaluate_curve"]
 
 # Attribute names on activation modules. Plain attributes (not buffers): they never enter the
 # state_dict, so checkpoints stay loadable by code that does not know about them, while
 # copy.deepcopy and pickle carry them along.
-_INIT_ATTR = "_torch_rational_init"
 _HIST_ATTR = "_torch_rational_inputs"
-
-
-def _activations(target: nn.Module) -> List[Tuple[str, nn.Module]]:
-    if isinstance(target, _learnable_types()):
-        return [("", target)]
-    return activation_modules(target)
-
-
-def remember_init(target: nn.Module, *, replaced: Optional[str] = None) -> nn.Module:
-    """Stores a copy of the current parameters and buffers of every torch_rational activation in
-    ``target`` (a model or one activation) as its "init" for :func:`plot`. ``replace_activations``
-    does this for the modules it creates; call it yourself before training for modules you built.
-    ``replaced`` is a label for the function the module replaced (shown in the plot title)."""
-    for _, m in _activations(target):
-        state = {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
-        setattr(m, _INIT_ATTR, {"state": state, "replaced": replaced})
-    return target
 
 
 class InputHistogram:

@@ -245,3 +245,174 @@ def test_param_groups():
     plain = nn.Linear(2, 2)
     groups = torch_rational.param_groups(plain)
     assert len(groups) == 1 and len(groups[0]["params"]) == 2  # no empty activation group
+
+
+# ------------------------------------------------------------------------------------------------
+# Activations of other libraries: matched by alias or by what they compute (timm's GELU is its own
+# nn.Module, not a subclass of nn.GELU). These classes stand in for such a library's.
+
+
+class LibGELU(nn.Module):
+    """Like timm.layers.activations.GELU: computes F.gelu without being an nn.GELU."""
+
+    def forward(self, x):
+        return F.gelu(x)
+
+
+class LibLeaky(nn.Module):
+    def forward(self, x):
+        return torch.where(x >= 0, x, 0.2 * x)
+
+
+class LibQuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): a function without a name."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
+
+
+class LibIdentity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class LibScaledReLU(nn.Module):
+    """Has a parameter: not probed (only parameter-free leaves are found by value)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return self.scale * x.clamp_min(0)
+
+
+def _gelu(x):
+    return 0.5 * x * (1.0 + torch.special.erf(x / math.sqrt(2.0)))
+
+
+def _quick_gelu(x):
+    return x / (1.0 + torch.exp(-1.702 * x))
+
+
+def test_other_library_activations_are_found_by_what_they_compute():
+    model = nn.Sequential(nn.Linear(4, 4), LibGELU(), LibLeaky(), LibIdentity(), LibScaledReLU(), nn.ReLU())
+    assert [n for n, _ in torch_rational.find_activations(model)] == ["1", "2", "5"]
+    replace_activations(model, verbose=False)
+    assert type(model[1]) is PAU and model[1].init == "gelu"
+    assert _max_error(model[1], _gelu) < 1e-2
+    assert type(model[2]) is PAU and model[2].init == "leaky_relu_0.2"
+    assert _max_error(model[2], lambda x: _leaky(x, 0.2)) < 0.03
+    assert type(model[3]) is LibIdentity and type(model[4]) is LibScaledReLU
+    # Explicit targets mean those types only.
+    model = nn.Sequential(LibGELU(), nn.ReLU())
+    replace_activations(model, targets=(nn.ReLU,), verbose=False)
+    assert type(model[0]) is LibGELU and type(model[1]) is PAU
+
+
+def test_alias_table_by_class_or_qualified_name(monkeypatch):
+    # An unnamed function: matched only through the table; fitted to the module itself, and its
+    # init names the closest named function (gelu for x sigmoid(1.702 x)), not the default leaky_relu.
+    assert torch_rational.find_activations(nn.Sequential(LibQuickGELU())) == []
+    monkeypatch.setitem(torch_rational.rewrite.ACTIVATION_ALIASES, f"{__name__}.LibQuickGELU", None)
+    act = replace_activations(LibQuickGELU(), verbose=False)
+    assert type(act) is PAU and _max_error(act, _quick_gelu) < 1e-2
+    _assert_init(act, "gelu", _gelu, _quick_gelu)
+    monkeypatch.setitem(torch_rational.rewrite.ACTIVATION_ALIASES, LibScaledReLU, "relu")
+    act = replace_activations(nn.Sequential(LibScaledReLU()), verbose=False)[0]
+    assert type(act) is PAU and act.init == "relu"
+
+
+class TaggedQuickGELU(LibQuickGELU):
+    """Notes which instance a fitter evaluates: the probe evaluates on PROBE_GRID, a fitter on its own
+    grid. The tag survives the private copies the fitter and the probe work on."""
+
+    fitted_tags: set = set()
+
+    def __init__(self, tag):
+        super().__init__()
+        self.tag = tag
+
+    def forward(self, x):
+        if x.numel() != torch_rational.rewrite.PROBE_GRID.numel():
+            TaggedQuickGELU.fitted_tags.add(self.tag)
+        return super().forward(x)
+
+
+def _assert_init(act, closest_name, closest_formula, formula):
+    """The init of a module replacing an unnamed function: the closest named function
+    (``closest_name``), or the replaced function itself where the module takes a callable init
+    (after issue 16's module options); either way reset_parameters() returns to it."""
+    if isinstance(act.init, str):
+        assert act.init == closest_name
+    with torch.no_grad():
+        act.numerator.mul_(0.5)
+    act.reset_parameters()
+    assert _max_error(act, closest_formula if isinstance(act.init, str) else formula) < 2e-2
+
+
+def test_each_distinct_function_is_fitted_once(monkeypatch):
+    constructed = []
+
+    class CountingPAU(PAU):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            constructed.append(self.init)  # after: a construction that raised does not count
+
+    monkeypatch.setitem(torch_rational.rewrite.ACTIVATION_ALIASES, TaggedQuickGELU, None)
+    TaggedQuickGELU.fitted_tags.clear()
+    model = nn.Sequential(*[TaggedQuickGELU(i) for i in range(12)], *[LibGELU() for _ in range(3)], nn.GELU())
+    replace_activations(model, CountingPAU, verbose=False)
+    assert len(TaggedQuickGELU.fitted_tags) == 1, f"QuickGELU fitted for {len(TaggedQuickGELU.fitted_tags)} modules"
+    assert len(constructed) == 2, constructed  # one QuickGELU, one for the four gelus
+    acts = list(model)
+    assert all(type(a) is CountingPAU for a in acts)
+    assert len({id(a) for a in acts}) == 16, "distinct places keep distinct modules"
+    assert len({id(a.numerator) for a in acts}) == 16, "copies, not shared parameters"
+    for a in acts[1:12]:
+        assert torch.equal(a.numerator, acts[0].numerator) and torch.equal(a.denominator, acts[0].denominator)
+    assert _max_error(acts[0], _quick_gelu) < 1e-2 and _max_error(acts[15], _gelu) < 1e-2
+    assert all(a.init == "gelu" for a in acts[12:])
+    _assert_init(acts[0], "gelu", _gelu, _quick_gelu)
+
+
+def test_recorded_init_is_what_reset_parameters_returns_to():
+    act = replace_activations(nn.Sequential(LibGELU()), verbose=False)[0]
+    with torch.no_grad():
+        act.numerator.mul_(0.5)
+    assert _max_error(act, _gelu) > 0.1
+    act.reset_parameters()
+    assert act.init == "gelu" and _max_error(act, _gelu) < 1e-2
+
+
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Linear(4, 4)
+        self.act = nn.ReLU()
+        self.se = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.Sigmoid())
+
+
+def test_exclude_by_name_pattern():
+    model = nn.Sequential(_Block(), _Block())
+    assert [n for n, _ in torch_rational.find_activations(model, exclude="*.se.*")] == ["0.act", "1.act"]
+    replace_activations(model, exclude=["*.se.*", "1.*"], verbose=False)
+    assert isinstance(model[0].act, PAU) and isinstance(model[1].act, nn.ReLU)
+    assert isinstance(model[0].se[1], nn.ReLU) and isinstance(model[0].se[3], nn.Sigmoid)
+    with pytest.raises(TypeError, match="exclude"):
+        replace_activations(model, exclude=3)
+    with pytest.raises(TypeError, match="exclude"):
+        replace_activations(model, exclude=["*.se.*", None])
+
+
+def test_factory_that_takes_the_name():
+    seen = []
+
+    def factory(module, name):
+        seen.append((name, type(module).__name__))
+        return None if name.endswith(".se.3") else Rational(init="tanh")
+
+    model = nn.Sequential(_Block())
+    replace_activations(model, factory, verbose=False)
+    assert sorted(seen) == [("0.act", "ReLU"), ("0.se.1", "ReLU"), ("0.se.3", "Sigmoid")]
+    assert isinstance(model[0].se[3], nn.Sigmoid) and isinstance(model[0].act, Rational)
