@@ -2,12 +2,13 @@
 and the piecewise linear unit (PWLU) as PyTorch custom ops with fused CPU (and CUDA) kernels."""
 
 from . import _ops  # noqa: F401  (checks the torch version, loads the library, registers fake kernels)
-from . import families, functional
+from . import families, functional, monitor
 from ._version import __version__
 from .era import ERA, EraFitResult, era_init_parameters, fit_era
 from .families import activation_modules, activation_parameters, remember_init
 from .fit import FitResult, activation_function, fit, init_coefficients
 from .modules import HP1, HP2, OPAU, PAU, RPAU, Rational
+from .monitor import BestFit, Snapshots, TensorBoardHook, best_fit
 from .plot import plot, record_inputs  # the function `plot` takes the submodule's name
 from .pwlu import PWLU
 from .rewrite import (
@@ -45,4 +46,9 @@ __all__ = [
     "plot",
     "record_inputs",
     "remember_init",
+    "monitor",
+    "Snapshots",
+    "TensorBoardHook",
+    "BestFit",
+    "best_fit",
 ]

@@ -16,10 +16,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from .families import activations_in
 from .plot import (
     _HIST_ATTR,
     InputHistogram,
-    _activations,
     _check_range,
     _curve_limits,
     _default_range,
@@ -44,7 +44,7 @@ KNOWN_FUNCTIONS = ("relu", "leaky_relu", "relu6", "elu", "selu", "gelu", "swish"
 
 
 def _checked_activations(target: nn.Module, who: str) -> List[Tuple[str, nn.Module]]:
-    acts = _activations(target)
+    acts = activations_in(target)
     if not acts:
         raise ValueError(f"{who}: target has no torch_rational activation module")
     return acts
@@ -257,7 +257,7 @@ def best_fit(module: nn.Module, candidates=KNOWN_FUNCTIONS, *, range: Optional[T
     :data:`KNOWN_FUNCTIONS`). The comparison is as is: no scaling or shifting of the candidates.
     """
     who = "torch_rational.monitor.best_fit"
-    acts = _activations(module)
+    acts = activations_in(module)
     if len(acts) != 1 or acts[0][0] != "":
         raise ValueError(f"{who}: module must be one torch_rational activation module, got {type(module).__name__}")
     x = _grid(acts, range, num_points, who)

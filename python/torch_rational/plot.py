@@ -20,9 +20,8 @@ from torch import nn
 from .fit import activation_function
 from .families import INIT_ATTR as _INIT_ATTR
 from .families import activations_in as _activations
-from .families import remember_init
 
-__all__ = ["plot", "remember_init", "record_inputs", "InputHistogram", "InputRecorder", "evaluate_curve"]
+__all__ = ["plot", "record_inputs", "InputHistogram", "InputRecorder", "evaluate_curve"]
 
 # Attribute names on activation modules. Plain attributes (not buffers): they never enter the
 # state_dict, so checkpoints stay loadable by code that does not know about them, while
