@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "fit/fit.h"
+#include "ops/named_functions.h"
 #include "ops/pwlu.h"
 #include "ops/pwlu_utils.h"
 

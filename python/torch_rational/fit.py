@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Callable, NamedTuple, Sequence, Tuple, Union
 
@@ -9,7 +10,7 @@ import torch
 
 from ._ops import ops
 
-__all__ = ["FitResult", "fit", "init_coefficients", "activation_function"]
+__all__ = ["FitResult", "fit", "init_coefficients", "fit_init", "activation_function"]
 
 
 class FitResult(NamedTuple):
@@ -75,4 +76,55 @@ def init_coefficients(function: str, degrees: Sequence[int] = (5, 4), *, version
             stacklevel=3,
         )
     a, b = ops.init_coefficients(function, m, n, version, basis)
+    return a, b
+
+
+InitFunction = Union[str, Callable[[torch.Tensor], torch.Tensor]]
+
+
+def check_fit_range(fit_range) -> Tuple[float, float]:
+    """``(lo, hi)`` as floats, finite with ``lo < hi``; a ValueError naming ``fit_range`` otherwise."""
+    try:
+        lo, hi = (float(r) for r in fit_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"torch_rational: fit_range must be a pair (lo, hi) of numbers, got {fit_range!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"torch_rational: fit_range must be finite with lo < hi, got {fit_range!r}")
+    return lo, hi
+
+
+def fit_init(function: InitFunction, degrees: Sequence[int] = (5, 4), *, version: str = "A",
+             basis: str = "power", fit_range=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Initial float64 (numerator, denominator) approximating ``function`` (a name, or any callable
+    taking and returning a float64 tensor, e.g. ``torch.nn.Hardswish()``).
+
+    A name without ``fit_range`` comes from the shipped table (see :func:`init_coefficients`); else
+    the fit runs on ``fit_range`` (default: the name's own range, ``(-3, 3)`` for a callable) and
+    warns when the result departs from ``function`` just outside that range (within a quarter of
+    its width), where pre-activations still land.
+    """
+    m, n = (int(d) for d in degrees)
+    if isinstance(function, str):
+        if fit_range is None:
+            return init_coefficients(function, (m, n), version=version, basis=basis)
+        what = function
+
+        def target(x):
+            return activation_function(function, x)
+    elif callable(function):
+        what = getattr(function, "__name__", None) or type(function).__name__
+        target = function
+        if fit_range is None:
+            fit_range = (-3.0, 3.0)
+    else:
+        raise TypeError(f"torch_rational: init must be a function name or a callable, got {function!r}")
+    lo, hi = check_fit_range(fit_range)
+    x, x_outside = ops.init_fit_points(lo, hi)
+    with torch.no_grad():
+        y, y_outside = (torch.as_tensor(target(t), dtype=torch.float64) for t in (x, x_outside))
+    if y.shape != x.shape or y_outside.shape != x_outside.shape:
+        raise ValueError(f"torch_rational: init {what} must return a tensor of its input's shape")
+    a, b, _, warning = ops.fit_init(x, y, x_outside, y_outside, m, n, version, basis, what)
+    if warning:
+        warnings.warn(warning, stacklevel=3)
     return a, b
