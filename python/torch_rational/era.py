@@ -19,7 +19,6 @@ from ._ops import ops
 __all__ = ["ERA", "ERA_NORMALIZATIONS", "EraFitResult", "era_init_parameters", "fit_era"]
 
 ERA_NORMALIZATIONS = (None, "instance", "layer")
-_NORM_EPS = 1e-5  # as nn.InstanceNorm / nn.LayerNorm
 
 
 class EraFitResult(NamedTuple):
@@ -79,26 +78,6 @@ def era_init_parameters(function: str, num_fractions: int = 1) -> tuple[torch.Te
                       "(once per process)", stacklevel=3)
     linear, fractions = ops.era_init(function, n)
     return linear, fractions
-
-
-def _normalize(x: torch.Tensor, kind: str | None, channel_dim: int) -> torch.Tensor:
-    """Parameter-free normalisation of the pre-activations (the ERA authors' recommendation)."""
-    if kind is None:
-        return x
-    cd = channel_dim % x.dim() if x.dim() else 0
-    if kind == "layer":
-        # Over the feature (channel) dimension, per position: LayerNorm of an MLP's hidden layer.
-        if x.dim() < 1:
-            raise ValueError("torch_rational.ERA: normalize='layer' needs x with a channel dimension")
-        dims = (cd,)
-    else:
-        # Over the spatial dimensions, per sample and channel: InstanceNorm of a CNN.
-        if x.dim() < 3:
-            raise ValueError(f"torch_rational.ERA: normalize='instance' needs x of shape (N, C, *spatial), got "
-                             f"{tuple(x.shape)}")
-        dims = tuple(d for d in range(x.dim()) if d not in (0, cd))
-    var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
-    return (x - mean) * torch.rsqrt(var + _NORM_EPS)
 
 
 class ERA(nn.Module):
@@ -171,7 +150,7 @@ class ERA(nn.Module):
                 self.fractions.copy_(fr.expand_as(self.fractions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = _normalize(x, self.normalize, self.channel_dim)
+        x = ops.era_normalize(x, self.normalize or "", self.channel_dim)
         return F.era(x, self.linear, self.fractions, eps=self.eps, channel_dim=self.channel_dim)
 
     def extra_repr(self) -> str:
