@@ -27,16 +27,18 @@ at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_vi
     const auto last = x.dim() - 1;
     auto xt = cd == last ? x : x.movedim(cd, last);
     auto y = at::layer_norm(xt, {xt.size(last)}, std::nullopt, std::nullopt, kNormEps);
-    return cd == last ? y : y.movedim(last, cd);
+    // Back in x's layout: the per-group ERA kernels are fastest on long runs of one channel.
+    return cd == last ? y : y.movedim(last, cd).contiguous(x.suggest_memory_format());
   }
   TORCH_CHECK_VALUE(x.dim() >= 3, "torch_rational::era_normalize: normalize=\"instance\" needs x of shape "
                     "(N, C, *spatial), got ", x.sizes());
   TORCH_CHECK_VALUE(cd != 0, "torch_rational::era_normalize: normalize=\"instance\" needs channel_dim != 0 (dim 0 "
                     "is the batch)");
-  // group_norm with one group per channel is instance norm over (N, C, *spatial).
+  // With the channels at dim 1, layer_norm over the trailing (spatial) dims is instance norm: per
+  // (sample, channel). Measured faster than group_norm(x, C) and instance_norm on CPU.
   auto xt = cd == 1 ? x : x.movedim(cd, 1);
-  auto y = at::group_norm(xt, xt.size(1), std::nullopt, std::nullopt, kNormEps);
-  return cd == 1 ? y : y.movedim(1, cd);
+  auto y = at::layer_norm(xt, xt.sizes().slice(2), std::nullopt, std::nullopt, kNormEps);
+  return cd == 1 ? y : y.movedim(1, cd).contiguous(x.suggest_memory_format());
 }
 
 }  // namespace

@@ -12,8 +12,8 @@ namespace torch_rational {
 
 // kind "" returns x; "layer" normalises over channel_dim per position (LayerNorm of an MLP's
 // hidden layer, at::layer_norm); "instance" over the spatial dims per sample and channel
-// (InstanceNorm of a CNN, x of shape (N, C, *spatial) with C at channel_dim, at::group_norm with
-// one group per channel). Biased variance, eps 1e-5, no affine: as torch.nn.LayerNorm /
+// (InstanceNorm of a CNN, x of shape (N, C, *spatial) with C at channel_dim, at::layer_norm over
+// the spatial dims). Biased variance, eps 1e-5, no affine: as torch.nn.LayerNorm /
 // InstanceNorm without parameters. Goes through the dispatcher (torch_rational::era_normalize).
 TORCH_RATIONAL_API at::Tensor era_normalize(const at::Tensor& x, const std::string& kind, int64_t channel_dim);
 
