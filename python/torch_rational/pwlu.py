@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from . import functional as F
+from ._ops import ops
 from .fit import activation_function
 
 __all__ = ["PWLU"]
@@ -101,30 +102,17 @@ class PWLU(nn.Module):
         self.reset_parameters()
 
     # ------------------------------------------------------------------------------------------
-    def _set_from_init(self, left: torch.Tensor, right: torch.Tensor) -> None:
-        """Heights = init at the breakpoints, slopes = init's derivative at the bounds."""
-        left = left.detach().to(torch.float64).cpu()
-        right = right.detach().to(torch.float64).cpu()
-        n = self.num_pieces
-        steps = torch.arange(n + 1, dtype=torch.float64) / n
-        points = left[:, None] + (right - left)[:, None] * steps[None, :]
-        points[:, -1] = right  # exactly R, not L + (R - L) * 1 rounded
-        heights = _init_values(self.init, points)
-        # Central difference with a step well inside a piece, so a kink of init near a bound
-        # (relu at 0) is only picked up when it is within h of it.
-        h = ((right - left) / n * 1e-3)[:, None]
-        ends = torch.stack([left, right], dim=1)
-        slopes = (_init_values(self.init, ends + h) - _init_values(self.init, ends - h)) / (2 * h)
+    def _set_parameters(self, heights_bounds_slopes) -> None:
         with torch.no_grad():
-            self.bounds.copy_(ends)
-            self.heights.copy_(heights)
-            self.slopes.copy_(slopes)
+            for param, value in zip((self.heights, self.bounds, self.slopes), heights_bounds_slopes):
+                param.copy_(value)
 
     def reset_parameters(self) -> None:
         """Initial state: ``init`` on ``[-bound, bound]``, statistics and realignment reset."""
         g = self.num_groups
-        self._set_from_init(torch.full((g,), -self.bound, dtype=torch.float64),
-                            torch.full((g,), self.bound, dtype=torch.float64))
+        self._set_parameters(ops.pwlu_init_parameters(self.init, torch.full((g,), -self.bound, dtype=torch.float64),
+                                                      torch.full((g,), self.bound, dtype=torch.float64),
+                                                      self.num_pieces))
         with torch.no_grad():
             self.num_realign_calls.zero_()
             self.running_mean.zero_()
@@ -136,11 +124,8 @@ class PWLU(nn.Module):
     def realign(self) -> None:
         """Sets ``bounds = running_mean -/+ 3 running_std`` and heights / slopes from ``init``;
         ends the statistics phase."""
-        mean = self.running_mean.detach().to(torch.float64).cpu()
-        std = self.running_std.detach().to(torch.float64).cpu()
-        # A constant input (std 0) would give L == R; keep a small, scale-aware width instead.
-        half = torch.maximum(3.0 * std, 1e-3 * torch.clamp(mean.abs(), min=1.0))
-        self._set_from_init(mean - half, mean + half)
+        self._set_parameters(ops.pwlu_realigned_parameters(self.init, self.running_mean, self.running_std,
+                                                           self.num_pieces))
         self.aligned.fill_(True)
         self._collecting = False
 
@@ -153,27 +138,8 @@ class PWLU(nn.Module):
 
     @torch.no_grad()
     def _update_statistics(self, x: torch.Tensor) -> None:
-        g = self.num_groups
-        if g > 1:
-            dim = self.channel_dim % x.dim()
-            if x.shape[dim] % g != 0:
-                raise ValueError(f"torch_rational: x.size(channel_dim={self.channel_dim}) = {x.shape[dim]} is not "
-                                 f"divisible by the number of groups (num_groups = {g})")
-            flat = x.detach().movedim(dim, 0).reshape(g, -1)
-        else:
-            flat = x.detach().reshape(1, -1)
-        flat = flat.to(torch.float64)
-        mean = flat.mean(dim=1)
-        std = flat.std(dim=1, unbiased=False) if flat.shape[1] > 0 else torch.zeros_like(mean)
-        mean = mean.to(self.running_mean.dtype)
-        std = std.to(self.running_std.dtype)
-        if int(self.num_realign_calls) == 0:
-            self.running_mean.copy_(mean)
-            self.running_std.copy_(std)
-        else:
-            self.running_mean.mul_(self.momentum).add_(mean, alpha=1.0 - self.momentum)
-            self.running_std.mul_(self.momentum).add_(std, alpha=1.0 - self.momentum)
-        self.num_realign_calls.add_(1)
+        ops.pwlu_update_statistics_(self.running_mean, self.running_std, self.num_realign_calls, x,
+                                    self.channel_dim, self.momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self._is_collecting():
