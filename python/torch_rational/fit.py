@@ -75,6 +75,7 @@ def init_coefficients(function: str, degrees: Sequence[int] = (5, 4), *, version
     m, n = (int(d) for d in degrees)
     key = (function, m, n, version, basis)
     if function != "random" and key not in _warned and not ops.has_init_table_entry(function, m, n, version, basis):
+        ops.activation_function(function, torch.zeros(1, dtype=torch.float64))  # unknown name: error, no warning
         _warned.add(key)
         warnings.warn(
             f"torch_rational: no shipped init for {function} at degrees ({m}, {n}), version {version}, "
