@@ -4,6 +4,7 @@
 
 #include <sstream>
 
+#include "ops/era_normalize.h"
 #include "torch_rational.h"
 
 namespace {
@@ -145,6 +146,32 @@ TEST(Modules, SharedNumeratorMatchesKatFormula) {
   }
   y.sum().backward();
   EXPECT_EQ(act->numerator.grad().sizes(), (std::vector<int64_t>{6}));
+}
+
+// The normalisation the ERA modules composed before, in float64: biased variance over `dims`.
+torch::Tensor NormalizeReference(const torch::Tensor& x, std::vector<int64_t> dims) {
+  auto xd = x.to(torch::kDouble);
+  auto mean = xd.mean(dims, /*keepdim=*/true);
+  auto var = (xd - mean).square().mean(dims, /*keepdim=*/true);
+  return (xd - mean) / torch::sqrt(var + 1e-5);
+}
+
+TEST(Modules, EraNormalizeMatchesFormula) {
+  auto x = torch::randn({2, 4, 5, 6}, torch::kDouble) * 3 + 2;
+  EXPECT_TRUE(torch::allclose(torch_rational::era_normalize(x, "instance", 1), NormalizeReference(x, {2, 3}),
+                              1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(torch_rational::era_normalize(x, "layer", 1), NormalizeReference(x, {1}), 1e-12,
+                              1e-12));
+  auto tokens = torch::randn({3, 7, 8}, torch::kDouble);
+  EXPECT_TRUE(torch::allclose(torch_rational::era_normalize(tokens, "layer", -1), NormalizeReference(tokens, {2}),
+                              1e-12, 1e-12));
+  // The module normalises, then applies ERA.
+  torch_rational::nn::ERA era(torch_rational::nn::ERAOptions(1).normalize("layer").channel_dim(-1));
+  era->to(torch::kDouble);
+  auto plain = torch_rational::era(NormalizeReference(tokens, {2}), era->linear, era->fractions, 1e-6, -1);
+  EXPECT_TRUE(torch::allclose(era(tokens), plain, 1e-10, 1e-10));
+  EXPECT_THROW(torch_rational::era_normalize(torch::randn({2, 4}), "instance", 1), c10::Error);
+  EXPECT_THROW(torch_rational::era_normalize(torch::randn({2, 4, 3}), "layer", 5), c10::Error);
 }
 
 TEST(Fit, MeetsQualityBarForTanh) {
