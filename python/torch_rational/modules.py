@@ -112,7 +112,7 @@ class Rational(nn.Module):
         self.version = version
         self.basis = basis
         # A callable is recorded by name only (for extra_repr); its fit is in the init buffers.
-        self.init = init if isinstance(init, str) else getattr(init, "__name__", None) or type(init).__name__
+        self._init_name = init if isinstance(init, str) else getattr(init, "__name__", None) or type(init).__name__
         self.fit_range = None if fit_range is None else check_fit_range(fit_range)
         self.num_groups = num_groups
         self.channel_dim = channel_dim
@@ -137,6 +137,24 @@ class Rational(nn.Module):
         self.register_buffer("init_numerator", a, persistent=False)
         self.register_buffer("init_denominator", b, persistent=False)
         self.reset_parameters()
+
+    @property
+    def init(self) -> str:
+        """Name of the init function (a callable's ``__name__``)."""
+        return self._init_name
+
+    @init.setter
+    def init(self, name: str) -> None:
+        """Assigning a name re-targets ``reset_parameters()`` to that function's fit (the
+        coefficients themselves change only at the next reset)."""
+        if not isinstance(name, str):
+            raise TypeError(f"torch_rational: init can be reassigned a function name only, got {name!r}")
+        a = b = None
+        if name != "random":
+            a, b = fit_init(name, self.degrees, version=self.version, basis=self.basis, fit_range=self.fit_range)
+            a, b = (t.to(self.numerator.device) for t in (a, b))
+        self._init_name = name
+        self.init_numerator, self.init_denominator = a, b
 
     def reset_parameters(self) -> None:
         """Sets the coefficients to the init fit (every group the same)."""

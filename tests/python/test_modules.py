@@ -593,3 +593,13 @@ def test_shared_numerator_inits_like_kat(init):
     x = torch.linspace(-3, 3, 64).reshape(1, 8, 8)
     ref = torch.ops.torch_rational.activation_function(init, x.double())
     assert (act(x).double() - ref).abs().max() < 0.02
+
+
+def test_reassigning_init_name_retargets_reset():
+    act = torch_rational.PAU(init="relu", dtype=torch.float64)
+    act.init = "tanh"
+    act.reset_parameters()
+    x = torch.linspace(-3, 3, 301, dtype=torch.float64)
+    ref = _rational_a_reference(x, act.numerator[0].detach(), act.denominator[0].detach())
+    assert (ref - torch.tanh(x)).abs().max() < 0.01
+    assert "init='tanh'" in repr(act) and set(act.state_dict()) == {"numerator", "denominator"}
