@@ -45,8 +45,8 @@ ERAImpl::ERAImpl(ERAOptions options_) : options(std::move(options_)) { reset(); 
 
 void ERAImpl::reset() {
   auto p = initial_parameters(options);
-  linear = register_parameter("linear", p.first);
-  fractions = register_parameter("fractions", p.second);
+  linear = register_parameter("linear", p.first, options.trainable());
+  fractions = register_parameter("fractions", p.second, options.trainable());
 }
 
 void ERAImpl::reset_parameters() {
@@ -67,6 +67,7 @@ void ERAImpl::pretty_print(std::ostream& os) const {
   if (options.num_groups() > 1 || !options.normalize().empty()) os << ", channel_dim=" << options.channel_dim();
   if (!options.normalize().empty()) os << ", normalize=" << options.normalize();
   if (options.eps() != 1e-6) os << ", eps=" << options.eps();
+  if (!options.trainable()) os << ", trainable=false";
   os << ")";
 }
 

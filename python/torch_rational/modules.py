@@ -261,12 +261,14 @@ class ERA(nn.Module):
         normalize: ``None``, ``"instance"`` (over the spatial dims per sample and channel) or
             ``"layer"`` (over ``channel_dim`` per position).
         eps: added to every denominator (>= 0).
+        trainable: ``False`` freezes the parameters (``requires_grad=False``, as for :class:`Rational`).
 
     Parameters ``linear`` ``(G, 2)`` = (a, b) and ``fractions`` ``(G, n, 4)`` = rows (c, d, e, f).
     """
 
     def __init__(self, num_fractions: int = 1, *, init: str = "swish", num_groups: int = 1, channel_dim: int = 1,
-                 normalize: str | None = None, eps: float = 1e-6, device=None, dtype=None) -> None:
+                 normalize: str | None = None, eps: float = 1e-6, trainable: bool = True, device=None,
+                 dtype=None) -> None:
         super().__init__()
         if isinstance(num_fractions, bool) or not isinstance(num_fractions, int) or not 1 <= num_fractions <= 32:
             raise ValueError(f"torch_rational.ERA: num_fractions must be an integer in [1, 32], got {num_fractions!r}")
@@ -285,8 +287,11 @@ class ERA(nn.Module):
         self.normalize = normalize
         self.eps = eps
         factory = _factory(device, dtype)
-        self.linear = nn.Parameter(torch.empty(num_groups, 2, **factory))
-        self.fractions = nn.Parameter(torch.empty(num_groups, num_fractions, 4, **factory))
+        if not isinstance(trainable, bool):
+            raise TypeError(f"torch_rational.ERA: trainable must be a bool, got {trainable!r}")
+        self.trainable = trainable
+        self.linear = nn.Parameter(torch.empty(num_groups, 2, **factory), requires_grad=trainable)
+        self.fractions = nn.Parameter(torch.empty(num_groups, num_fractions, 4, **factory), requires_grad=trainable)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -315,6 +320,8 @@ class ERA(nn.Module):
             s += f", normalize={self.normalize!r}"
         if self.eps != 1e-6:
             s += f", eps={self.eps}"
+        if not self.trainable:
+            s += ", trainable=False"
         return s
 
 

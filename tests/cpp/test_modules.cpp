@@ -171,6 +171,8 @@ TEST(Modules, EraNormalizeMatchesFormula) {
   auto plain = torch_rational::era(NormalizeReference(tokens, {2}), era->linear, era->fractions, 1e-6, -1);
   EXPECT_TRUE(torch::allclose(era(tokens), plain, 1e-10, 1e-10));
   EXPECT_THROW(torch_rational::era_normalize(torch::randn({2, 4}), "instance", 1), c10::Error);
+  EXPECT_FALSE(torch_rational::nn::ERA(torch_rational::nn::ERAOptions(1).trainable(false))->fractions.requires_grad());
+  EXPECT_TRUE(torch_rational::nn::ERA()->fractions.requires_grad());
   EXPECT_THROW(torch_rational::era_normalize(torch::randn({2, 4, 3}), "layer", 5), c10::Error);
 }
 

@@ -669,3 +669,13 @@ def test_era_normalize_channels_last_and_none():
 def test_era_normalize_bad_arguments(args, exc, pattern):
     with pytest.raises(exc, match=pattern):
         torch.ops.torch_rational.era_normalize(*args)
+
+
+def test_module_trainable_false_freezes_parameters():
+    m = torch_rational.ERA(1, trainable=False)
+    assert not m.linear.requires_grad and not m.fractions.requires_grad
+    assert "trainable=False" in repr(m)
+    x = torch.randn(8, 3, requires_grad=True)
+    m(x).sum().backward()
+    assert m.linear.grad is None and x.grad is not None
+    assert torch_rational.ERA(1).linear.requires_grad
