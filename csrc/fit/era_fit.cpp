@@ -46,7 +46,6 @@ const std::vector<EraInitEntry>& era_init_table() {
   return table;
 }
 
-std::string canonical_name(const std::string& name) { return name == "silu" ? "swish" : name; }
 
 constexpr int kItersL2 = 100;
 constexpr int kItersP = 10;
@@ -318,7 +317,7 @@ EraFitResult fit_era_named(const std::string& function, int64_t n, double lo, do
 }
 
 bool has_era_init_table_entry(const std::string& function, int64_t n) {
-  const std::string f = canonical_name(function);
+  const std::string f = canonical_function_name(function);
   for (const auto& e : era_init_table())
     if (f == e.function && e.n == n) return true;
   return false;
@@ -342,7 +341,7 @@ std::pair<at::Tensor, at::Tensor> era_init_parameters(const std::string& functio
   TORCH_CHECK_VALUE(is_named_function(function), "torch_rational: unknown init function '", function,
                     "'; use one of relu, leaky_relu, leaky_relu_<slope>, swish, silu, gelu, tanh, sigmoid, elu, "
                     "identity, softplus, mish, relu6, hardswish, hardtanh, selu, celu, random");
-  const std::string f = canonical_name(function);
+  const std::string f = canonical_function_name(function);
   for (const auto& e : era_init_table()) {
     if (f == e.function && e.n == n) {
       return {at::tensor(e.linear, opts), at::tensor(e.fractions, opts).reshape({n, 4})};

@@ -29,8 +29,10 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <tuple>
 
+#include "ops/named_functions.h"
 #include "ops/rational.h"
 #include "ops/rational_utils.h"
 
@@ -56,68 +58,7 @@ const std::vector<InitEntry>& init_table() {
   return table;
 }
 
-double leaky_slope(const std::string& name, bool* ok) {
-  *ok = true;
-  if (name == "leaky_relu") return 0.01;
-  const std::string prefix = "leaky_relu_";
-  if (name.rfind(prefix, 0) == 0) {
-    const std::string tail = name.substr(prefix.size());
-    try {
-      size_t used = 0;
-      const double s = std::stod(tail, &used);
-      if (used == tail.size() && std::isfinite(s)) return s;
-    } catch (const std::exception&) {
-    }
-  }
-  *ok = false;
-  return 0.0;
-}
-
-std::string canonical(const std::string& name) {
-  if (name == "silu") return "swish";
-  return name;
-}
-
 }  // namespace
-
-std::vector<std::string> named_functions() {
-  return {"relu",    "leaky_relu", "leaky_relu_<slope>", "swish", "silu",  "gelu",  "tanh",     "sigmoid", "elu",
-          "identity", "softplus",  "mish",               "relu6", "hardswish", "hardtanh", "selu", "celu"};
-}
-
-bool is_named_function(const std::string& name) {
-  bool ok;
-  leaky_slope(name, &ok);
-  if (ok) return true;
-  static const std::set<std::string> names = {"relu",     "swish", "silu",  "gelu",      "tanh",     "sigmoid",
-                                              "elu",      "identity", "softplus", "mish", "relu6", "hardswish",
-                                              "hardtanh", "selu",  "celu"};
-  return names.count(name) > 0;
-}
-
-at::Tensor activation_function(const std::string& name_in, const at::Tensor& x) {
-  const std::string name = canonical(name_in);
-  bool ok;
-  const double slope = leaky_slope(name, &ok);
-  if (ok) return at::leaky_relu(x, slope);
-  if (name == "relu") return at::relu(x);
-  if (name == "swish") return at::silu(x);
-  if (name == "gelu") return at::gelu(x);
-  if (name == "tanh") return at::tanh(x);
-  if (name == "sigmoid") return at::sigmoid(x);
-  if (name == "elu") return at::elu(x);
-  if (name == "identity") return x.clone();
-  if (name == "softplus") return at::softplus(x);
-  if (name == "mish") return at::mish(x);
-  if (name == "relu6") return at::hardtanh(x, 0.0, 6.0);
-  if (name == "hardswish") return at::hardswish(x);
-  if (name == "hardtanh") return at::hardtanh(x);
-  if (name == "selu") return at::selu(x);
-  if (name == "celu") return at::celu(x);
-  TORCH_CHECK_VALUE(false, "torch_rational: unknown function (init) '", name_in,
-                    "'; known: relu, leaky_relu, leaky_relu_<slope>, swish, silu, gelu, tanh, sigmoid, elu, "
-                    "identity, softplus, mish, relu6, hardswish, hardtanh, selu, celu");
-}
 
 namespace {
 
@@ -435,7 +376,7 @@ FitResult fit_named(const std::string& function, int64_t m, int64_t n, const std
 
 bool has_init_table_entry(const std::string& function, int64_t m, int64_t n, const std::string& version,
                           const std::string& basis) {
-  const std::string f = canonical(function);
+  const std::string f = canonical_function_name(function);
   for (const auto& e : init_table())
     if (f == e.function && version == e.version && basis == e.basis && e.m == m && e.n == n) return true;
   return false;
@@ -462,7 +403,7 @@ std::pair<at::Tensor, at::Tensor> init_coefficients(const std::string& function,
   TORCH_CHECK_VALUE(is_named_function(function), "torch_rational: unknown init function '", function,
                     "'; use one of relu, leaky_relu, leaky_relu_<slope>, swish, silu, gelu, tanh, sigmoid, elu, "
                     "identity, softplus, mish, relu6, hardswish, hardtanh, selu, celu, random");
-  const std::string f = canonical(function);
+  const std::string f = canonical_function_name(function);
   for (const auto& e : init_table()) {
     if (f == e.function && version == e.version && basis == e.basis && e.m == m && e.n == n) {
       return {at::tensor(e.numerator, opts), at::tensor(e.denominator, opts)};
@@ -475,12 +416,68 @@ std::pair<at::Tensor, at::Tensor> init_coefficients(const std::string& function,
   auto key = std::make_tuple(f, m, n, version, basis);
   auto it = cache.find(key);
   if (it == cache.end()) {
+    const auto [lo, hi] = default_fit_range(f);
     if (warn_if_fitted)
       TORCH_WARN("torch_rational: no shipped init for ", f, " at degrees (", m, ", ", n, "), version ", version,
-               ", basis ", basis, "; fitting it now on [-3, 3] (done once per process)");
-    it = cache.emplace(key, fit_named(f, m, n, version, basis)).first;
+                 ", basis ", basis, "; fitting it now on [", lo, ", ", hi, "] (done once per process)");
+    auto target = [&](const at::Tensor& x) { return activation_function(f, x); };
+    it = cache.emplace(key, fit_init_function(target, m, n, version, basis, lo, hi, f)).first;
   }
   return {it->second.numerator.clone(), it->second.denominator.clone()};
+}
+
+std::pair<at::Tensor, at::Tensor> init_fit_points(double lo, double hi) {
+  TORCH_CHECK_VALUE(std::isfinite(lo) && std::isfinite(hi) && lo < hi,
+                    "torch_rational: fit_range must be finite with lo < hi, got (", lo, ", ", hi, ")");
+  constexpr int64_t kInside = 4001, kBand = 400;
+  const double band = 0.25 * (hi - lo);
+  auto opts = at::TensorOptions().dtype(at::kDouble);
+  auto inside = at::linspace(lo, hi, kInside, opts);
+  auto outside = at::cat({at::linspace(lo - band, lo, kBand + 1, opts).narrow(0, 0, kBand),
+                          at::linspace(hi, hi + band, kBand + 1, opts).narrow(0, 1, kBand)});
+  return {inside, outside};
+}
+
+InitFit fit_init(const at::Tensor& x, const at::Tensor& y, const at::Tensor& x_outside, const at::Tensor& y_outside,
+                 int64_t m, int64_t n, const std::string& version, const std::string& basis,
+                 const std::string& what) {
+  TORCH_CHECK_VALUE(x_outside.sizes() == y_outside.sizes(), "torch_rational: init fit: y_outside must have the "
+                    "shape of x_outside ", x_outside.sizes(), ", got ", y_outside.sizes());
+  TORCH_CHECK_VALUE(at::isfinite(y).all().item<bool>() && at::isfinite(y_outside).all().item<bool>(),
+                    "torch_rational: init fit: ", what, " returned non-finite values");
+  InitFit r{fit_rational(x, y, m, n, version, basis), 0.0, {}};
+  auto xo = x_outside.to(at::kDouble);
+  auto yo = y_outside.to(at::kDouble);
+  if (xo.numel() == 0) return r;
+  auto ro = rational(xo, r.fit.numerator, r.fit.denominator, version, basis, /*channel_dim=*/0, /*noise=*/0.0,
+                     std::nullopt);
+  r.outside_error = (ro - yo).abs().max().item<double>();
+  auto yd = y.to(at::kDouble);
+  // A quarter of the target's range on the fitted interval: the fits the shipped tables hold stay
+  // well under it (relu at degrees (5, 4): 0.09 of it); hardswish fitted on [-3, 3] strays by 1/3.
+  const double scale = (yd.max() - yd.min()).item<double>();
+  const double lo = x.min().item<double>(), hi = x.max().item<double>();
+  if (r.outside_error > 0.25 * std::max(scale, 1e-12)) {
+    std::ostringstream msg;
+    msg << "torch_rational: the init fit of " << what << " on fit_range (" << lo << ", " << hi
+        << ") departs from it just outside that range (max error " << r.outside_error << " within "
+        << 0.25 * (hi - lo) << " of the ends, vs " << r.fit.max_error
+        << " inside): pass a wider fit_range covering the inputs you expect";
+    r.warning = msg.str();
+  }
+  return r;
+}
+
+FitResult fit_init_function(const std::function<at::Tensor(const at::Tensor&)>& function, int64_t m, int64_t n,
+                            const std::string& version, const std::string& basis, double lo, double hi,
+                            const std::string& what) {
+  auto [x, xo] = init_fit_points(lo, hi);
+  auto y = function(x), yo = function(xo);
+  TORCH_CHECK_VALUE(y.sizes() == x.sizes() && yo.sizes() == xo.sizes(),
+                    "torch_rational: init: ", what, " must return a tensor of its input's shape");
+  auto r = fit_init(x, y, xo, yo, m, n, version, basis, what);
+  if (!r.warning.empty()) TORCH_WARN(r.warning);
+  return r.fit;
 }
 
 namespace {
@@ -500,13 +497,21 @@ std::tuple<at::Tensor, at::Tensor> init_coefficients_op(c10::string_view functio
   return {r.first, r.second};
 }
 
-at::Tensor activation_function_op(c10::string_view name, const at::Tensor& x) {
-  return activation_function(std::string(name), x);
-}
-
 bool has_init_table_entry_op(c10::string_view function, int64_t m, int64_t n, c10::string_view version,
                              c10::string_view basis) {
   return has_init_table_entry(std::string(function), m, n, std::string(version), std::string(basis));
+}
+
+std::tuple<at::Tensor, at::Tensor, double, std::string> fit_init_op(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& x_outside, const at::Tensor& y_outside, int64_t m,
+    int64_t n, c10::string_view version, c10::string_view basis, c10::string_view what) {
+  auto r = fit_init(x, y, x_outside, y_outside, m, n, std::string(version), std::string(basis), std::string(what));
+  return {r.fit.numerator, r.fit.denominator, r.fit.max_error, r.warning};
+}
+
+std::tuple<at::Tensor, at::Tensor> init_fit_points_op(double lo, double hi) {
+  auto r = init_fit_points(lo, hi);
+  return {r.first, r.second};
 }
 
 }  // namespace
@@ -522,7 +527,10 @@ TORCH_LIBRARY_FRAGMENT(torch_rational, m) {
         &init_coefficients_op);
   m.def("has_init_table_entry(str function, int num_degree, int den_degree, str version, str basis) -> bool",
         &has_init_table_entry_op);
-  m.def("activation_function(str name, Tensor x) -> Tensor", &activation_function_op);
+  m.def("init_fit_points(float lo, float hi) -> (Tensor, Tensor)", &init_fit_points_op);
+  m.def("fit_init(Tensor x, Tensor y, Tensor x_outside, Tensor y_outside, int num_degree, int den_degree, "
+        "str version, str basis, str what) -> (Tensor, Tensor, float, str)",
+        &fit_init_op);
 }
 
 }  // namespace torch_rational

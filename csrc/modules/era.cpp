@@ -2,13 +2,12 @@
 
 #include "fit/era_fit.h"
 #include "ops/era.h"
+#include "ops/era_normalize.h"
 
 namespace torch_rational {
 namespace nn {
 
 namespace {
-
-constexpr double kNormEps = 1e-5;  // as torch::nn::InstanceNorm / LayerNorm
 
 void check_options(const ERAOptions& o) {
   TORCH_CHECK_VALUE(o.num_fractions() >= 1 && o.num_fractions() <= 32,
@@ -40,31 +39,14 @@ std::pair<torch::Tensor, torch::Tensor> initial_parameters(const ERAOptions& o) 
   return {linear, fractions};
 }
 
-torch::Tensor normalize(const torch::Tensor& x, const std::string& kind, int64_t channel_dim) {
-  if (kind.empty()) return x;
-  TORCH_CHECK_VALUE(x.dim() >= 1, "torch_rational::nn::ERA: normalize needs x with a channel dimension");
-  const int64_t cd = ((channel_dim % x.dim()) + x.dim()) % x.dim();
-  std::vector<int64_t> dims;
-  if (kind == "layer") {
-    dims.push_back(cd);
-  } else {
-    TORCH_CHECK_VALUE(x.dim() >= 3, "torch_rational::nn::ERA: normalize=\"instance\" needs x of shape (N, C, *spatial), got ",
-                      x.sizes());
-    for (int64_t d = 0; d < x.dim(); ++d)
-      if (d != 0 && d != cd) dims.push_back(d);
-  }
-  auto [var, mean] = torch::var_mean(x, dims, /*correction=*/0, /*keepdim=*/true);
-  return (x - mean) * torch::rsqrt(var + kNormEps);
-}
-
 }  // namespace
 
 ERAImpl::ERAImpl(ERAOptions options_) : options(std::move(options_)) { reset(); }
 
 void ERAImpl::reset() {
   auto p = initial_parameters(options);
-  linear = register_parameter("linear", p.first);
-  fractions = register_parameter("fractions", p.second);
+  linear = register_parameter("linear", p.first, options.trainable());
+  fractions = register_parameter("fractions", p.second, options.trainable());
 }
 
 void ERAImpl::reset_parameters() {
@@ -75,7 +57,7 @@ void ERAImpl::reset_parameters() {
 }
 
 torch::Tensor ERAImpl::forward(const torch::Tensor& x) {
-  return era(normalize(x, options.normalize(), options.channel_dim()), linear, fractions, options.eps(),
+  return era(era_normalize(x, options.normalize(), options.channel_dim()), linear, fractions, options.eps(),
              options.channel_dim());
 }
 
@@ -85,6 +67,7 @@ void ERAImpl::pretty_print(std::ostream& os) const {
   if (options.num_groups() > 1 || !options.normalize().empty()) os << ", channel_dim=" << options.channel_dim();
   if (!options.normalize().empty()) os << ", normalize=" << options.normalize();
   if (options.eps() != 1e-6) os << ", eps=" << options.eps();
+  if (!options.trainable()) os << ", trainable=false";
   os << ")";
 }
 

@@ -33,6 +33,8 @@ struct TORCH_RATIONAL_API ERAOptions {
   // "" (none), "instance" (per sample and channel over the spatial dims, x of shape (N, C, ...))
   // or "layer" (per position over channel_dim).
   TORCH_ARG(std::string, normalize) = "";
+  // false freezes linear and fractions (requires_grad false), as RationalOptions::trainable.
+  TORCH_ARG(bool, trainable) = true;
 };
 
 class TORCH_RATIONAL_API ERAImpl : public torch::nn::Cloneable<ERAImpl> {

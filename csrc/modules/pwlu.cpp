@@ -2,20 +2,13 @@
 
 #include <cmath>
 
-#include "fit/fit.h"
+#include "ops/named_functions.h"
 #include "ops/pwlu.h"
+#include "ops/pwlu_realign.h"
 #include "ops/pwlu_utils.h"
 
 namespace torch_rational {
 namespace nn {
-
-namespace {
-
-torch::Tensor init_values(const std::string& init, const torch::Tensor& x) {
-  return activation_function(init, x.to(torch::kDouble));
-}
-
-}  // namespace
 
 PWLUImpl::PWLUImpl(PWLUOptions options_) : options(std::move(options_)) { reset(); }
 
@@ -42,29 +35,18 @@ void PWLUImpl::reset() {
   reset_parameters();
 }
 
-void PWLUImpl::set_from_init(const torch::Tensor& left_in, const torch::Tensor& right_in) {
-  const auto left = left_in.to(torch::kCPU, torch::kDouble), right = right_in.to(torch::kCPU, torch::kDouble);
-  const int64_t n = options.num_pieces();
-  const auto steps = torch::arange(n + 1, torch::kDouble) / static_cast<double>(n);
-  auto points = left.unsqueeze(1) + (right - left).unsqueeze(1) * steps.unsqueeze(0);
-  points.select(1, n).copy_(right);  // exactly R, not L + (R - L) * 1 rounded
-  const auto h = init_values(options.init(), points);
-  // Central difference with a step well inside a piece, so a kink of init near a bound (relu at
-  // 0) only shows when it is that close.
-  const auto step = ((right - left) / static_cast<double>(n) * 1e-3).unsqueeze(1);
-  const auto ends = torch::stack({left, right}, 1);
-  const auto k =
-      (init_values(options.init(), ends + step) - init_values(options.init(), ends - step)) / (2.0 * step);
+void PWLUImpl::set_parameters(const std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>& p) {
   torch::NoGradGuard no_grad;
-  bounds.copy_(ends);
-  heights.copy_(h);
-  slopes.copy_(k);
+  heights.copy_(std::get<0>(p));
+  bounds.copy_(std::get<1>(p));
+  slopes.copy_(std::get<2>(p));
 }
 
 void PWLUImpl::reset_parameters() {
   const int64_t g = options.num_groups();
   const double b = options.bound();
-  set_from_init(torch::full({g}, -b, torch::kDouble), torch::full({g}, b, torch::kDouble));
+  set_parameters(pwlu_init_parameters(options.init(), torch::full({g}, -b, torch::kDouble),
+                                      torch::full({g}, b, torch::kDouble), options.num_pieces()));
   torch::NoGradGuard no_grad;
   num_realign_calls.zero_();
   running_mean.zero_();
@@ -73,11 +55,7 @@ void PWLUImpl::reset_parameters() {
 }
 
 void PWLUImpl::realign() {
-  const auto mean = running_mean.detach().to(torch::kCPU, torch::kDouble);
-  const auto stdv = running_std.detach().to(torch::kCPU, torch::kDouble);
-  // A constant input (std 0) would give L == R; keep a small, scale-aware width instead.
-  const auto half = torch::maximum(3.0 * stdv, 1e-3 * mean.abs().clamp_min(1.0));
-  set_from_init(mean - half, mean + half);
+  set_parameters(pwlu_realigned_parameters(options.init(), running_mean, running_std, options.num_pieces()));
   torch::NoGradGuard no_grad;
   aligned.fill_(true);
 }
@@ -96,30 +74,7 @@ bool PWLUImpl::collecting() {
 }
 
 void PWLUImpl::update_statistics(const torch::Tensor& x) {
-  torch::NoGradGuard no_grad;
-  const int64_t g = options.num_groups();
-  torch::Tensor flat;
-  if (g > 1) {
-    TORCH_CHECK_VALUE(x.dim() >= 1, "torch_rational: x must have a channel dimension when num_groups > 1");
-    const int64_t dim = ((options.channel_dim() % x.dim()) + x.dim()) % x.dim();
-    TORCH_CHECK_VALUE(x.size(dim) % g == 0, "torch_rational: x.size(channel_dim=", options.channel_dim(), ") = ",
-                      x.size(dim), " is not divisible by the number of groups (num_groups = ", g, ")");
-    flat = x.detach().movedim(dim, 0).reshape({g, -1});
-  } else {
-    flat = x.detach().reshape({1, -1});
-  }
-  flat = flat.to(torch::kDouble);
-  const auto mean = flat.mean(1);
-  const auto stdv = (flat - mean.unsqueeze(1)).square().mean(1).sqrt();
-  if (num_realign_calls.item<int64_t>() == 0) {
-    running_mean.copy_(mean);
-    running_std.copy_(stdv);
-  } else {
-    const double m = options.momentum();
-    running_mean.mul_(m).add_(mean.to(running_mean.options()), 1.0 - m);
-    running_std.mul_(m).add_(stdv.to(running_std.options()), 1.0 - m);
-  }
-  num_realign_calls.add_(1);
+  pwlu_update_statistics(running_mean, running_std, num_realign_calls, x, options.channel_dim(), options.momentum());
   if (num_realign_calls.item<int64_t>() >= options.realign_steps()) realign();
 }
 

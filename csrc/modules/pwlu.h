@@ -18,6 +18,7 @@
 
 #include <ostream>
 #include <string>
+#include <tuple>
 
 #include "torch_rational_export.h"
 
@@ -68,7 +69,7 @@ class TORCH_RATIONAL_API PWLUImpl : public torch::nn::Cloneable<PWLUImpl> {
  private:
   bool collecting();
   void update_statistics(const torch::Tensor& x);
-  void set_from_init(const torch::Tensor& left, const torch::Tensor& right);
+  void set_parameters(const std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>& heights_bounds_slopes);
   // "Still collecting" read from the buffers once, then reused while the buffers are the same
   // storage at the same version (an in-place edit or torch::load's set_ bumps the version, a
   // set_data swaps the storage), so a CUDA module does not synchronise on every forward.

@@ -12,8 +12,11 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <functional>
+#include <optional>
 #include <ostream>
 #include <string>
+#include <utility>
 
 #include "torch_rational_export.h"
 
@@ -29,15 +32,33 @@ struct TORCH_RATIONAL_API RationalOptions {
   // Function the coefficients approximate at reset_parameters(), e.g. "leaky_relu", "relu",
   // "swish", "gelu", "tanh", "leaky_relu_0.2", or "random".
   TORCH_ARG(std::string, init) = "leaky_relu";
+  // Any function to approximate instead of the named `init` (fitted on fit_range at construction;
+  // reset_parameters() restores that fit).
+  using InitFunction = std::function<torch::Tensor(const torch::Tensor&)>;
+  TORCH_ARG(InitFunction, init_function) = nullptr;
+  // Interval of the init fit; unset: the shipped table (fitted on [-3, 3]) or, for functions not in
+  // it, default_fit_range(init). A warning says when the fit departs from its target just outside.
+  using Range = std::optional<std::pair<double, double>>;
+  TORCH_ARG(Range, fit_range) = std::nullopt;
   TORCH_ARG(int64_t, num_groups) = 1;
   TORCH_ARG(int64_t, channel_dim) = 1;
-  // RPAU: relative coefficient noise, applied in training mode only.
-  TORCH_ARG(double, noise) = 0.0;
+  // KAT's group-rational layer: one numerator (m+1,) shared by all num_groups groups, one
+  // denominator per group (G, n). The numerator is expanded to (G, m+1) for the op, so its gradient
+  // is the sum over groups.
+  TORCH_ARG(bool, shared_numerator) = false;
+  // RPAU: relative coefficient noise, applied in training mode only. Unset: 0.1 for RPAU, 0 otherwise.
+  TORCH_ARG(std::optional<double>, noise) = std::nullopt;
+  // trainable=false freezes both coefficient tensors (requires_grad false, as rational_activations
+  // does; they stay parameters, so state_dict and optimisers see the same names);
+  // train_numerator / train_denominator freeze one of them.
+  TORCH_ARG(bool, trainable) = true;
+  TORCH_ARG(bool, train_numerator) = true;
+  TORCH_ARG(bool, train_denominator) = true;
 };
 
 namespace detail {
 // Validates options (naming the bad one) and returns (numerator, denominator) of shape
-// (G, m+1) and (G, n) [(G, n+1) for version C] in float32.
+// (G, m+1) [(m+1,) with shared_numerator] and (G, n) [(G, n+1) for version C] in float32.
 TORCH_RATIONAL_API std::pair<torch::Tensor, torch::Tensor> initial_parameters(const RationalOptions& o);
 TORCH_RATIONAL_API void print_options(std::ostream& os, const char* name, const RationalOptions& o);
 TORCH_RATIONAL_API torch::Tensor forward(const RationalOptions& o, bool training, const torch::Tensor& x,
@@ -51,13 +72,17 @@ class RationalImplBase : public torch::nn::Cloneable<Derived> {
 
   void reset() override {
     auto p = detail::initial_parameters(options);
-    numerator = this->register_parameter("numerator", p.first);
-    denominator = this->register_parameter("denominator", p.second);
+    init_coefficients_ = p;
+    numerator = this->register_parameter("numerator", p.first.clone(),
+                                         options.trainable() && options.train_numerator());
+    denominator = this->register_parameter("denominator", p.second.clone(),
+                                           options.trainable() && options.train_denominator());
   }
 
-  // Restores the init coefficients in place (keeps dtype and device).
+  // Restores the init coefficients in place (keeps dtype and device); "random" draws afresh.
   void reset_parameters() {
-    auto p = detail::initial_parameters(options);
+    const auto p = options.init() == "random" && !options.init_function() ? detail::initial_parameters(options)
+                                                                          : init_coefficients_;
     torch::NoGradGuard no_grad;
     numerator.copy_(p.first);
     denominator.copy_(p.second);
@@ -74,6 +99,9 @@ class RationalImplBase : public torch::nn::Cloneable<Derived> {
   RationalOptions options;
   torch::Tensor numerator;
   torch::Tensor denominator;
+
+ private:
+  std::pair<torch::Tensor, torch::Tensor> init_coefficients_;  // what reset_parameters() restores
 };
 
 class TORCH_RATIONAL_API RationalImpl : public RationalImplBase<RationalImpl> {
@@ -93,8 +121,8 @@ TORCH_MODULE(PAU);
 // Randomized PAU: every coefficient multiplied by (1 + u), u ~ U[-noise, noise], in training.
 class TORCH_RATIONAL_API RPAUImpl : public RationalImplBase<RPAUImpl> {
  public:
-  explicit RPAUImpl(RationalOptions options_ = RationalOptions().noise(0.1))
-      : RationalImplBase(options_.basis("power")) {}
+  explicit RPAUImpl(RationalOptions options_ = {})
+      : RationalImplBase(options_.basis("power").noise(options_.noise().value_or(0.1))) {}
   const char* name() const override { return "torch_rational::nn::RPAU"; }
 };
 TORCH_MODULE(RPAU);

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from . import functional as F
-from .fit import init_coefficients
+from ._ops import ops
+from .fit import InitFunction, activation_function, check_fit_range, era_init_parameters, fit_init, init_coefficients
 
-__all__ = ["Rational", "PAU", "RPAU", "OPAU", "HP1", "HP2"]
+__all__ = ["Rational", "PAU", "RPAU", "OPAU", "HP1", "HP2", "ERA", "ERA_NORMALIZATIONS", "PWLU"]
+
+ERA_NORMALIZATIONS = (None, "instance", "layer")
 
 
 def _check_degrees(degrees) -> Tuple[int, int]:
@@ -25,6 +28,19 @@ def _check_degrees(degrees) -> Tuple[int, int]:
     return m, n
 
 
+def _check_groups(num_groups, channel_dim, who: str) -> None:
+    """The (num_groups, channel_dim) options every activation module takes; errors name ``who``."""
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+        raise ValueError(f"{who}: num_groups must be a positive integer, got {num_groups!r}")
+    if not isinstance(channel_dim, int):
+        raise TypeError(f"{who}: channel_dim must be an int, got {channel_dim!r}")
+
+
+def _factory(device, dtype) -> dict:
+    """Factory arguments of a module's parameters: torch's default dtype unless one is given."""
+    return {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
+
+
 class Rational(nn.Module):
     r"""Learnable rational activation :math:`y = P(x)/Q(x)` (see :func:`torch_rational.functional.rational`).
 
@@ -33,15 +49,28 @@ class Rational(nn.Module):
         version: denominator form, ``"A"`` (safe, default), ``"B"``, ``"C"`` or ``"N"``.
         basis: polynomial basis (``"power"``, ``"chebyshev_t"``, ``"chebyshev_u"``, ``"hermite"``,
             ``"hermite_e"``, ``"laguerre"``, ``"legendre"``).
-        init: function approximated at initialisation (``"leaky_relu"``, ``"relu"``, ``"swish"``,
-            ``"gelu"``, ``"tanh"``, ``"leaky_relu_0.2"``, ... or ``"random"``): shipped fits from
-            ``configs/rational_init.json``, other combinations are fitted on the fly.
+        init: function approximated at initialisation: a name (``"leaky_relu"``, ``"relu"``,
+            ``"swish"``, ``"gelu"``, ``"tanh"``, ``"leaky_relu_0.2"``, ... or ``"random"``; shipped fits
+            from ``configs/rational_init.json``, other combinations are fitted on the fly) or any
+            callable ``Tensor -> Tensor`` (e.g. ``torch.nn.Hardswish()``), fitted on ``fit_range``.
+            The fitted coefficients are stored (not the callable), so ``reset_parameters()``,
+            deepcopy and pickle work for lambdas too.
+        fit_range: ``(lo, hi)`` of the init fit (default: the table's ``(-3, 3)``, widened for
+            ``relu6`` and ``hardswish``; see :func:`torch_rational.fit.fit_init`). Warns when the fit
+            departs from the target just outside it.
         num_groups: ``G`` coefficient groups along ``channel_dim`` (1: one activation per layer,
             ``C``: one per channel).
         channel_dim: dimension holding the channels (1 for NCHW, -1 for (batch, tokens, features)).
+        shared_numerator: KAT's group-rational layer (Kolmogorov-Arnold Transformer): one numerator
+            ``(m+1,)`` shared by the ``G`` groups, one denominator per group; the numerator is
+            expanded to ``(G, m+1)`` for the op, so its gradient is the sum over groups.
         noise: RPAU noise level, applied in training mode only.
+        trainable: ``False`` freezes the coefficients (``requires_grad=False``, as rational_activations
+            does; they stay parameters, so ``state_dict`` keys do not change).
+        train_numerator, train_denominator: freeze one of the two.
 
-    Parameters ``numerator`` ``(G, m+1)`` and ``denominator`` ``(G, n)`` (``(G, n+1)`` for C).
+    Parameters ``numerator`` ``(G, m+1)`` (``(m+1,)`` with ``shared_numerator``) and
+    ``denominator`` ``(G, n)`` (``(G, n+1)`` for C).
     """
 
     def __init__(
@@ -50,10 +79,15 @@ class Rational(nn.Module):
         *,
         version: str = "A",
         basis: str = "power",
-        init: str = "leaky_relu",
+        init: InitFunction = "leaky_relu",
+        fit_range: Optional[Tuple[float, float]] = None,
         num_groups: int = 1,
         channel_dim: int = 1,
+        shared_numerator: bool = False,
         noise: float = 0.0,
+        trainable: bool = True,
+        train_numerator: bool = True,
+        train_denominator: bool = True,
         device=None,
         dtype=None,
     ) -> None:
@@ -63,39 +97,82 @@ class Rational(nn.Module):
             raise ValueError(f"torch_rational: version must be one of {F.VERSIONS}, got {version!r}")
         if basis not in F.BASES:
             raise ValueError(f"torch_rational: basis must be one of {F.BASES}, got {basis!r}")
-        if not isinstance(num_groups, int) or num_groups < 1:
-            raise ValueError(f"torch_rational: num_groups must be a positive integer, got {num_groups!r}")
-        if not isinstance(channel_dim, int):
-            raise TypeError(f"torch_rational: channel_dim must be an int, got {channel_dim!r}")
+        _check_groups(num_groups, channel_dim, "torch_rational")
         noise = float(noise)
         if not noise >= 0.0:
             raise ValueError(f"torch_rational: noise must be >= 0, got {noise!r}")
-        if not isinstance(init, str):
-            raise TypeError(f"torch_rational: init must be a function name, got {init!r}")
+        if not isinstance(init, str) and not callable(init):
+            raise TypeError(f"torch_rational: init must be a function name or a callable, got {init!r}")
+        for flag, value in (("trainable", trainable), ("train_numerator", train_numerator),
+                            ("train_denominator", train_denominator), ("shared_numerator", shared_numerator)):
+            if not isinstance(value, bool):
+                raise TypeError(f"torch_rational: {flag} must be a bool, got {value!r}")
+        if init == "random" and fit_range is not None:
+            raise ValueError("torch_rational: fit_range needs a function to fit; init is 'random'")
         self.version = version
         self.basis = basis
-        self.init = init
+        # A callable is recorded by name only (for extra_repr); its fit is in the init buffers.
+        self._init_name = init if isinstance(init, str) else getattr(init, "__name__", None) or type(init).__name__
+        self.fit_range = None if fit_range is None else check_fit_range(fit_range)
         self.num_groups = num_groups
         self.channel_dim = channel_dim
+        self.shared_numerator = shared_numerator
         self.noise = noise
+        self.trainable = trainable
+        self.train_numerator = train_numerator
+        self.train_denominator = train_denominator
         m, n = self.degrees
         nb = n + 1 if version == "C" else n
-        factory = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
-        self.numerator = nn.Parameter(torch.empty(num_groups, m + 1, **factory))
-        self.denominator = nn.Parameter(torch.empty(num_groups, nb, **factory))
+        factory = _factory(device, dtype)
+        num_shape = (m + 1,) if shared_numerator else (num_groups, m + 1)
+        self.numerator = nn.Parameter(torch.empty(num_shape, **factory),
+                                      requires_grad=trainable and train_numerator)
+        self.denominator = nn.Parameter(torch.empty(num_groups, nb, **factory),
+                                        requires_grad=trainable and train_denominator)
+        # What reset_parameters() restores; non-persistent, so state_dict keys stay those of the
+        # parameters. "random" draws afresh at every reset instead.
+        a = b = None
+        if init != "random":
+            a, b = fit_init(init, self.degrees, version=version, basis=basis, fit_range=self.fit_range)
+        self.register_buffer("init_numerator", a, persistent=False)
+        self.register_buffer("init_denominator", b, persistent=False)
         self.reset_parameters()
 
+    @property
+    def init(self) -> str:
+        """Name of the init function (a callable's ``__name__``)."""
+        return self._init_name
+
+    @init.setter
+    def init(self, name: str) -> None:
+        """Assigning a name re-targets ``reset_parameters()`` to that function's fit (the
+        coefficients themselves change only at the next reset)."""
+        if not isinstance(name, str):
+            raise TypeError(f"torch_rational: init can be reassigned a function name only, got {name!r}")
+        a = b = None
+        if name != "random":
+            a, b = fit_init(name, self.degrees, version=self.version, basis=self.basis, fit_range=self.fit_range)
+            a, b = (t.to(self.numerator.device) for t in (a, b))
+        self._init_name = name
+        self.init_numerator, self.init_denominator = a, b
+
     def reset_parameters(self) -> None:
-        """Sets the coefficients to the fit of ``init`` (every group the same)."""
-        a, b = init_coefficients(self.init, self.degrees, version=self.version, basis=self.basis)
+        """Sets the coefficients to the init fit (every group the same)."""
+        if self.init_numerator is None:
+            a, b = init_coefficients("random", self.degrees, version=self.version, basis=self.basis)
+        else:
+            a, b = self.init_numerator, self.init_denominator
         with torch.no_grad():
             self.numerator.copy_(a.expand_as(self.numerator))
             self.denominator.copy_(b.expand_as(self.denominator))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        numerator = self.numerator
+        if self.shared_numerator:  # a view: autograd sums the (G, m+1) gradient into (m+1,)
+            numerator = numerator.expand(self.num_groups, -1)
         return F.rational(
             x,
-            self.numerator,
+            numerator,
             self.denominator,
             version=self.version,
             basis=self.basis,
@@ -105,21 +182,29 @@ class Rational(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"degrees={self.degrees}, version={self.version!r}, basis={self.basis!r}, init={self.init!r}, "
+        if self.fit_range is not None:
+            s += f"fit_range={self.fit_range}, "
         s += f"num_groups={self.num_groups}"
         if self.num_groups > 1:
             s += f", channel_dim={self.channel_dim}"
+        if self.shared_numerator:
+            s += ", shared_numerator=True"
         if self.noise > 0:
             s += f", noise={self.noise}"
+        if not self.trainable:
+            s += ", trainable=False"
+        else:
+            s += "".join(f", {flag}=False" for flag in ("train_numerator", "train_denominator")
+                         if not getattr(self, flag))
         return s
 
 
 class PAU(Rational):
-    """Padé Activation Unit: power basis, safe denominator (version A by default)."""
+    """Padé Activation Unit: power basis, safe denominator (version A by default). Options as
+    :class:`Rational` (``basis`` fixed)."""
 
-    def __init__(self, degrees: Sequence[int] = (5, 4), *, version: str = "A", init: str = "leaky_relu",
-                 num_groups: int = 1, channel_dim: int = 1, device=None, dtype=None) -> None:
-        super().__init__(degrees, version=version, basis="power", init=init, num_groups=num_groups,
-                         channel_dim=channel_dim, device=device, dtype=dtype)
+    def __init__(self, degrees: Sequence[int] = (5, 4), **options) -> None:
+        super().__init__(degrees, basis="power", **options)
 
 
 class RPAU(Rational):
@@ -127,36 +212,261 @@ class RPAU(Rational):
     ``u ~ U[-noise, noise]``, drawn per element and coefficient (reproducible with
     ``torch.manual_seed``). In eval mode it is a plain PAU."""
 
-    def __init__(self, degrees: Sequence[int] = (5, 4), *, noise: float = 0.1, version: str = "A",
-                 init: str = "leaky_relu", num_groups: int = 1, channel_dim: int = 1, device=None,
-                 dtype=None) -> None:
-        super().__init__(degrees, version=version, basis="power", init=init, num_groups=num_groups,
-                         channel_dim=channel_dim, noise=noise, device=device, dtype=dtype)
+    def __init__(self, degrees: Sequence[int] = (5, 4), *, noise: float = 0.1, **options) -> None:
+        super().__init__(degrees, basis="power", noise=noise, **options)
 
 
 class OPAU(Rational):
     """Orthogonal-Padé unit: P and Q over an orthogonal polynomial basis (``chebyshev_t`` by default)."""
 
-    def __init__(self, degrees: Sequence[int] = (5, 4), *, basis: str = "chebyshev_t", version: str = "A",
-                 init: str = "leaky_relu", num_groups: int = 1, channel_dim: int = 1, device=None,
-                 dtype=None) -> None:
-        super().__init__(degrees, version=version, basis=basis, init=init, num_groups=num_groups,
-                         channel_dim=channel_dim, device=device, dtype=dtype)
+    def __init__(self, degrees: Sequence[int] = (5, 4), *, basis: str = "chebyshev_t", **options) -> None:
+        super().__init__(degrees, basis=basis, **options)
 
 
 class HP1(OPAU):
     """Safe Hermite-Padé unit HP-1: physicists' Hermite polynomials ``H_k``."""
 
-    def __init__(self, degrees: Sequence[int] = (5, 4), *, version: str = "A", init: str = "leaky_relu",
-                 num_groups: int = 1, channel_dim: int = 1, device=None, dtype=None) -> None:
-        super().__init__(degrees, basis="hermite", version=version, init=init, num_groups=num_groups,
-                         channel_dim=channel_dim, device=device, dtype=dtype)
+    def __init__(self, degrees: Sequence[int] = (5, 4), **options) -> None:
+        super().__init__(degrees, basis="hermite", **options)
 
 
 class HP2(OPAU):
     """Safe Hermite-Padé unit HP-2: probabilists' Hermite polynomials ``He_k``."""
 
-    def __init__(self, degrees: Sequence[int] = (5, 4), *, version: str = "A", init: str = "leaky_relu",
-                 num_groups: int = 1, channel_dim: int = 1, device=None, dtype=None) -> None:
-        super().__init__(degrees, basis="hermite_e", version=version, init=init, num_groups=num_groups,
-                         channel_dim=channel_dim, device=device, dtype=dtype)
+    def __init__(self, degrees: Sequence[int] = (5, 4), **options) -> None:
+        super().__init__(degrees, basis="hermite_e", **options)
+
+
+class ERA(nn.Module):
+    r"""Enhanced Rational Activation (ERA):
+
+    .. math:: y = a x + b + \sum_{i=1}^{n} \frac{c_i x + d_i}{(x - e_i)^2 + f_i^2 + \epsilon}
+
+    a learnable rational function of degree ``2n`` in partial-fraction form; every denominator is
+    at least ``eps``, so it has no poles. ``n = 1`` is the recommended default.
+
+    The ERA authors recommend normalised pre-activations: instance normalisation in CNNs, layer
+    normalisation in MLPs / transformers (the fractions live on the scale of the init range
+    [-3, 3]). ``normalize="instance"`` or ``"layer"`` applies a parameter-free normalisation
+    inside the module (off by default, so the module is a drop-in replacement for ``nn.ReLU``);
+    if the network already normalises right before the activation, leave it off.
+
+    Args:
+        num_fractions: ``n`` (>= 1).
+        init: function fitted at initialisation on [-3, 3]: ``"swish"`` (default), ``"relu"``,
+            ``"leaky_relu"`` (slope 0.01), ``"leaky_relu_0.3"``, ``"gelu"``, ``"tanh"``,
+            ``"identity"``, ... (shipped for n = 1, 2; others fitted on the fly) or ``"random"``.
+        num_groups: ``G`` parameter groups along ``channel_dim`` (1: one activation per layer).
+        channel_dim: dimension holding the channels (1 for NCHW, -1 for (batch, tokens, features)).
+        normalize: ``None``, ``"instance"`` (over the spatial dims per sample and channel) or
+            ``"layer"`` (over ``channel_dim`` per position).
+        eps: added to every denominator (>= 0).
+        trainable: ``False`` freezes the parameters (``requires_grad=False``, as for :class:`Rational`).
+
+    Parameters ``linear`` ``(G, 2)`` = (a, b) and ``fractions`` ``(G, n, 4)`` = rows (c, d, e, f).
+    """
+
+    def __init__(self, num_fractions: int = 1, *, init: str = "swish", num_groups: int = 1, channel_dim: int = 1,
+                 normalize: str | None = None, eps: float = 1e-6, trainable: bool = True, device=None,
+                 dtype=None) -> None:
+        super().__init__()
+        if isinstance(num_fractions, bool) or not isinstance(num_fractions, int) or not 1 <= num_fractions <= 32:
+            raise ValueError(f"torch_rational.ERA: num_fractions must be an integer in [1, 32], got {num_fractions!r}")
+        _check_groups(num_groups, channel_dim, "torch_rational.ERA")
+        if normalize not in ERA_NORMALIZATIONS:
+            raise ValueError(f"torch_rational.ERA: normalize must be one of {ERA_NORMALIZATIONS}, got {normalize!r}")
+        eps = float(eps)
+        if not eps >= 0.0 or eps == float("inf"):
+            raise ValueError(f"torch_rational.ERA: eps must be finite and >= 0, got {eps!r}")
+        if not isinstance(init, str):
+            raise TypeError(f"torch_rational.ERA: init must be a function name, got {init!r}")
+        self.num_fractions = num_fractions
+        self.init = init
+        self.num_groups = num_groups
+        self.channel_dim = channel_dim
+        self.normalize = normalize
+        self.eps = eps
+        factory = _factory(device, dtype)
+        if not isinstance(trainable, bool):
+            raise TypeError(f"torch_rational.ERA: trainable must be a bool, got {trainable!r}")
+        self.trainable = trainable
+        self.linear = nn.Parameter(torch.empty(num_groups, 2, **factory), requires_grad=trainable)
+        self.fractions = nn.Parameter(torch.empty(num_groups, num_fractions, 4, **factory), requires_grad=trainable)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Sets the parameters to the fit of ``init`` (every group the same; ``"random"``: one
+        draw per group)."""
+        with torch.no_grad():
+            if self.init == "random":
+                for g in range(self.num_groups):
+                    lin, fr = era_init_parameters("random", self.num_fractions)
+                    self.linear[g].copy_(lin)
+                    self.fractions[g].copy_(fr)
+            else:
+                lin, fr = era_init_parameters(self.init, self.num_fractions)
+                self.linear.copy_(lin.expand_as(self.linear))
+                self.fractions.copy_(fr.expand_as(self.fractions))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = ops.era_normalize(x, self.normalize or "", self.channel_dim)
+        return F.era(x, self.linear, self.fractions, eps=self.eps, channel_dim=self.channel_dim)
+
+    def extra_repr(self) -> str:
+        s = f"num_fractions={self.num_fractions}, init={self.init!r}, num_groups={self.num_groups}"
+        if self.num_groups > 1 or self.normalize is not None:
+            s += f", channel_dim={self.channel_dim}"
+        if self.normalize is not None:
+            s += f", normalize={self.normalize!r}"
+        if self.eps != 1e-6:
+            s += f", eps={self.eps}"
+        if not self.trainable:
+            s += ", trainable=False"
+        return s
+
+
+class PWLU(nn.Module):
+    r"""Learnable piecewise linear unit (see :func:`torch_rational.functional.pwlu`).
+
+    ``N = num_pieces`` uniform pieces on ``[L, R]`` with heights ``Y_0..Y_N`` and outer slopes
+    ``K_L, K_R``, per group.
+
+    Realignment: for the first ``realign_steps`` forward calls in training mode the module is
+    the ``init`` function (gradients flow to ``x`` through it) while it collects the running mean
+    and standard deviation of its input per group (the first call sets them, later calls
+    ``stat = momentum * stat + (1 - momentum) * batch_stat``). After the last of those calls (or on
+    an explicit :meth:`realign`) it sets ``L = mean - 3 std``, ``R = mean + 3 std``, the heights to
+    ``init`` at the breakpoints and ``K_L``, ``K_R`` to the derivative of ``init`` at ``L`` and
+    ``R`` (central difference), and from then on evaluates and trains the PWLU. Before realignment,
+    in eval mode (or with ``realign_steps=0``) the current parameters are used: ``init`` sampled on
+    ``[-bound, bound]``.
+
+    Args:
+        num_pieces: ``N >= 1``.
+        init: function to start from: ``"relu"``, ``"leaky_relu"``, ``"swish"``/``"silu"``,
+            ``"gelu"``, ``"tanh"``, ``"sigmoid"``, ``"identity"`` or any other name
+            :func:`torch_rational.activation_function` knows.
+        num_groups: ``G`` parameter groups along ``channel_dim`` (contiguous blocks of channels).
+        channel_dim: dimension holding the channels.
+        realign_steps: number of statistics-collecting training calls before the realignment.
+        bound: half-range ``[-bound, bound]`` of the parameters before realignment.
+        momentum: running statistics momentum (0.9 as in the paper).
+
+    Parameters ``heights`` ``(G, N+1)``, ``bounds`` ``(G, 2)``, ``slopes`` ``(G, 2)``; buffers
+    ``num_realign_calls`` (int64), ``running_mean`` ``(G,)``, ``running_std`` ``(G,)``, ``aligned``
+    (bool): all in ``state_dict``, so a checkpoint taken mid-realignment resumes it.
+    """
+
+    def __init__(
+        self,
+        num_pieces: int = 16,
+        *,
+        init: str = "relu",
+        num_groups: int = 1,
+        channel_dim: int = 1,
+        realign_steps: int = 100,
+        bound: float = 3.0,
+        momentum: float = 0.9,
+        device=None,
+        dtype=None,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_pieces, bool) or not isinstance(num_pieces, int) or num_pieces < 1:
+            raise ValueError(f"torch_rational: num_pieces must be a positive integer, got {num_pieces!r}")
+        _check_groups(num_groups, channel_dim, "torch_rational")
+        if not isinstance(realign_steps, int) or realign_steps < 0:
+            raise ValueError(f"torch_rational: realign_steps must be an integer >= 0, got {realign_steps!r}")
+        bound = float(bound)
+        if not 0.0 < bound < float("inf"):
+            raise ValueError(f"torch_rational: bound must be finite and > 0, got {bound!r}")
+        momentum = float(momentum)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"torch_rational: momentum must be in [0, 1), got {momentum!r}")
+        if not isinstance(init, str):
+            raise TypeError(f"torch_rational: init must be a function name, got {init!r}")
+        activation_function(init, torch.zeros(1, dtype=torch.float64))  # raises, naming the function, if unknown
+        self.num_pieces = num_pieces
+        self.init = init
+        self.num_groups = num_groups
+        self.channel_dim = channel_dim
+        self.realign_steps = realign_steps
+        self.bound = bound
+        self.momentum = momentum
+        factory = _factory(device, dtype)
+        g = num_groups
+        self.heights = nn.Parameter(torch.empty(g, num_pieces + 1, **factory))
+        self.bounds = nn.Parameter(torch.empty(g, 2, **factory))
+        self.slopes = nn.Parameter(torch.empty(g, 2, **factory))
+        self.register_buffer("num_realign_calls", torch.zeros((), dtype=torch.int64, device=device))
+        self.register_buffer("running_mean", torch.zeros(g, **factory))
+        self.register_buffer("running_std", torch.full((g,), bound / 3.0, **factory))
+        self.register_buffer("aligned", torch.zeros((), dtype=torch.bool, device=device))
+        self._collecting = None  # cached "still collecting statistics" (None: read the buffers)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------------------------------
+    def _set_parameters(self, heights_bounds_slopes) -> None:
+        with torch.no_grad():
+            for param, value in zip((self.heights, self.bounds, self.slopes), heights_bounds_slopes):
+                param.copy_(value)
+
+    def reset_parameters(self) -> None:
+        """Initial state: ``init`` on ``[-bound, bound]``, statistics and realignment reset."""
+        g = self.num_groups
+        self._set_parameters(ops.pwlu_init_parameters(self.init, torch.full((g,), -self.bound, dtype=torch.float64),
+                                                      torch.full((g,), self.bound, dtype=torch.float64),
+                                                      self.num_pieces))
+        with torch.no_grad():
+            self.num_realign_calls.zero_()
+            self.running_mean.zero_()
+            self.running_std.fill_(self.bound / 3.0)
+            self.aligned.fill_(False)
+        self._collecting = None
+
+    @torch.no_grad()
+    def realign(self) -> None:
+        """Sets ``bounds = running_mean -/+ 3 running_std`` and heights / slopes from ``init``;
+        ends the statistics phase."""
+        self._set_parameters(ops.pwlu_realigned_parameters(self.init, self.running_mean, self.running_std,
+                                                           self.num_pieces))
+        self.aligned.fill_(True)
+        self._collecting = False
+
+    # ------------------------------------------------------------------------------------------
+    def _is_collecting(self) -> bool:
+        if self._collecting is None:
+            # One host read of the buffers, then cached until the state changes.
+            self._collecting = (not bool(self.aligned)) and int(self.num_realign_calls) < self.realign_steps
+        return self._collecting
+
+    @torch.no_grad()
+    def _update_statistics(self, x: torch.Tensor) -> None:
+        ops.pwlu_update_statistics_(self.running_mean, self.running_std, self.num_realign_calls, x,
+                                    self.channel_dim, self.momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self._is_collecting():
+            if x.numel() == 0:  # no statistics in an empty batch: it does not count as a step
+                return activation_function(self.init, x)
+            self._update_statistics(x)
+            if int(self.num_realign_calls) >= self.realign_steps:
+                self.realign()
+            return activation_function(self.init, x)
+        return F.pwlu(x, self.heights, self.bounds, self.slopes, channel_dim=self.channel_dim)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._collecting = None
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._collecting = None
+
+    def extra_repr(self) -> str:
+        s = f"num_pieces={self.num_pieces}, init={self.init!r}, num_groups={self.num_groups}"
+        if self.num_groups > 1:
+            s += f", channel_dim={self.channel_dim}"
+        s += f", realign_steps={self.realign_steps}"
+        if self.bound != 3.0:
+            s += f", bound={self.bound}"
+        return s

@@ -612,3 +612,70 @@ def test_tolerance_helper_is_strict():
         assert_close_scaled(torch.tensor([1.0]), torch.tensor([1.01], dtype=torch.float64),
                             torch.tensor([1.0], dtype=torch.float64), Tolerance(0.0, 1e-5, 0.0), "t")
 
+
+
+# ------------------------------------------------------------------------------------------------
+# era_normalize: the one C++ normalisation both ERA modules call (native layer_norm / group_norm)
+
+
+def _old_normalize_reference(x, kind, channel_dim):
+    """The normalisation the modules composed from generic ops before, in float64: biased variance
+    over the spatial dims per (sample, channel) ("instance") or over channel_dim ("layer")."""
+    x = x.double()
+    cd = channel_dim % x.dim()
+    dims = (cd,) if kind == "layer" else tuple(d for d in range(x.dim()) if d not in (0, cd))
+    return _manual_norm(x, dims)
+
+
+@pytest.mark.parametrize("kind, shape, channel_dim", [
+    ("layer", (3, 7, 8), -1),
+    ("layer", (2, 5, 4, 3), 1),
+    ("layer", (6, 9), 0),
+    ("instance", (2, 4, 5, 6), 1),
+    ("instance", (2, 5, 6, 4), -1),
+    ("instance", (3, 4, 10), 1),
+])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_era_normalize_matches_old_formula(kind, shape, channel_dim, dtype):
+    gen = torch.Generator().manual_seed(11)
+    x = (torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + 2).to(dtype)
+    y = torch.ops.torch_rational.era_normalize(x, kind, channel_dim)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(y.double(), _old_normalize_reference(x, kind, channel_dim), rtol=tol, atol=tol)
+    assert y.dtype == dtype and y.shape == x.shape
+    # Backward against autograd through the reference formula.
+    xd = x.double().requires_grad_(True)
+    w = torch.randn(shape, generator=gen, dtype=torch.float64)
+    (torch.ops.torch_rational.era_normalize(xd, kind, channel_dim) * w).sum().backward()
+    xr = x.double().requires_grad_(True)
+    (_old_normalize_reference(xr, kind, channel_dim) * w).sum().backward()
+    torch.testing.assert_close(xd.grad, xr.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_era_normalize_channels_last_and_none():
+    x = torch.randn(2, 4, 5, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    y = torch.ops.torch_rational.era_normalize(x, "instance", 1)
+    torch.testing.assert_close(y, _old_normalize_reference(x, "instance", 1), rtol=1e-12, atol=1e-12)
+    assert torch.ops.torch_rational.era_normalize(x, "", 1) is x or torch.equal(
+        torch.ops.torch_rational.era_normalize(x, "", 1), x)
+
+
+@pytest.mark.parametrize("args, exc, pattern", [
+    ((torch.randn(2, 4), "instance", 1), ValueError, "instance"),
+    ((torch.randn(2, 4, 3), "instance", 0), ValueError, "channel_dim"),
+    ((torch.randn(2, 4, 3), "layer", 3), IndexError, "channel_dim"),
+    ((torch.randn(2, 4, 3), "batch", 1), ValueError, "normalize"),
+])
+def test_era_normalize_bad_arguments(args, exc, pattern):
+    with pytest.raises(exc, match=pattern):
+        torch.ops.torch_rational.era_normalize(*args)
+
+
+def test_module_trainable_false_freezes_parameters():
+    m = torch_rational.ERA(1, trainable=False)
+    assert not m.linear.requires_grad and not m.fractions.requires_grad
+    assert "trainable=False" in repr(m)
+    x = torch.randn(8, 3, requires_grad=True)
+    m(x).sum().backward()
+    assert m.linear.grad is None and x.grad is not None
+    assert torch_rational.ERA(1).linear.requires_grad

@@ -8,6 +8,7 @@ import json
 import math
 import pickle
 import re
+import warnings
 
 import pytest
 import torch
@@ -456,3 +457,149 @@ def test_module_gradients_match_reference():
     assert_close_scaled(module.numerator.grad, rga, s["grad_numerator"], tolerance(torch.float32), "grad_numerator")
     assert_close_scaled(module.denominator.grad, rgb, s["grad_denominator"], tolerance(torch.float32),
                         "grad_denominator")
+
+
+# ---- module options (issue 16) and KAT's group-rational layer (issue 15) ----------------------------
+
+def _rational_a_reference(x, a, b):
+    """Float64 safe rational (version A, power basis) written from the formula
+    P(x) / (1 + sum_k |b_k| |x|^k), one row of coefficients."""
+    x = x.double()
+    p = sum(a[j].double() * x**j for j in range(a.numel()))
+    q = 1 + sum(b[k - 1].double().abs() * x.abs() ** k for k in range(1, b.numel() + 1))
+    return p / q
+
+
+@pytest.mark.parametrize("flags, grads", [
+    ({}, (True, True)),
+    ({"trainable": False}, (False, False)),
+    ({"train_numerator": False}, (False, True)),
+    ({"train_denominator": False}, (True, False)),
+])
+def test_trainable_flags_set_requires_grad(flags, grads):
+    act = torch_rational.PAU(**flags)
+    assert (act.numerator.requires_grad, act.denominator.requires_grad) == grads
+    assert set(dict(act.named_parameters())) == {"numerator", "denominator"}
+    x = torch.randn(64, requires_grad=True)
+    act(x).sum().backward()
+    assert (act.numerator.grad is not None, act.denominator.grad is not None) == grads
+
+
+def test_init_callable_fits_on_fit_range_and_reset_restores_it():
+    target = lambda x: torch.where(x > 0, x, 0.5 * x)  # noqa: E731  (a lambda: pickling must still work)
+    act = torch_rational.PAU(init=target, fit_range=(-2.0, 2.0), dtype=torch.float64)
+    x = torch.linspace(-2, 2, 401, dtype=torch.float64)
+    ref = _rational_a_reference(x, act.numerator[0].detach(), act.denominator[0].detach())
+    assert (ref - target(x)).abs().max() < 0.05  # the fit approximates the callable on its range
+    start = (act.numerator.detach().clone(), act.denominator.detach().clone())
+    with torch.no_grad():
+        act.numerator.add_(1.0)
+        act.denominator.mul_(3.0)
+    act.reset_parameters()
+    assert torch.equal(act.numerator, start[0]) and torch.equal(act.denominator, start[1])
+    for clone in (copy.deepcopy(act), pickle.loads(pickle.dumps(act))):
+        assert torch.equal(clone.numerator, act.numerator)
+        clone.reset_parameters()
+        assert torch.equal(clone.numerator, start[0])
+    assert "fit_range=(-2.0, 2.0)" in repr(act) and "init='<lambda>'" in repr(act)
+    assert set(act.state_dict()) == {"numerator", "denominator"}
+
+
+def test_init_module_callable_matches_named_fit():
+    named = torch_rational.PAU(init="gelu", fit_range=(-4.0, 4.0))
+    callable_ = torch_rational.PAU(init=torch.nn.GELU(), fit_range=(-4.0, 4.0))
+    assert torch.allclose(named.numerator, callable_.numerator) and callable_.init == "GELU"
+
+
+def test_hardswish_init_follows_hardswish_past_three():
+    x = torch.tensor([-8.0, -5.0, -4.0, 4.0, 5.0, 8.0], dtype=torch.float64)
+    act = torch_rational.PAU(init="hardswish", dtype=torch.float64)
+    ref = _rational_a_reference(x, act.numerator[0].detach(), act.denominator[0].detach())
+    # Was the parabola x(x+3)/6 fitted on [-3, 3]: 6.67 at -8 where hardswish is 0.
+    err = (ref - torch.nn.functional.hardswish(x)).abs()
+    assert err[1:-1].max() < 0.1 and err.max() < 1.0
+
+
+def test_relu6_init_differs_from_relu_and_bends_at_six():
+    relu6 = torch_rational.PAU(init="relu6", dtype=torch.float64)
+    relu = torch_rational.PAU(init="relu", dtype=torch.float64)
+    assert not torch.allclose(relu6.numerator, relu.numerator)
+    x = torch.tensor([-4.0, 2.0, 5.0, 7.5], dtype=torch.float64)
+    ref = _rational_a_reference(x, relu6.numerator[0].detach(), relu6.denominator[0].detach())
+    assert (ref - torch.nn.functional.relu6(x)).abs().max() < 0.6
+
+
+def test_init_fit_warns_when_it_strays_outside_fit_range():
+    with pytest.warns(UserWarning, match="departs from it just outside"):
+        torch_rational.PAU(init=torch.nn.Hardswish(), fit_range=(-3.0, 3.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch_rational.PAU(init=torch.nn.Hardswish(), fit_range=(-6.0, 6.0))
+        torch_rational.PAU(init=torch.tanh, fit_range=(-3.0, 3.0))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"fit_range": (2.0, 1.0)}, "fit_range"),
+    ({"fit_range": (0.0, float("inf"))}, "fit_range"),
+    ({"fit_range": 3.0}, "fit_range"),
+    ({"init": "random", "fit_range": (-1.0, 1.0)}, "fit_range"),
+    ({"init": 3}, "init"),
+    ({"trainable": "no"}, "trainable"),
+    ({"init": lambda x: x[:3]}, "shape"),
+])
+def test_bad_init_options_raise_naming_them(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        torch_rational.PAU(**kwargs)
+
+
+def _kat_group_reference(x, numerator, denominators):
+    """KAT's group-rational layer in float64 from its formula: x (B, T, C), channels split into G
+    contiguous blocks; block g uses the shared numerator and denominator g:
+    y = (sum_j a_j x^j) / (1 + sum_k |b_gk| |x|^k)."""
+    B, T, C = x.shape
+    G = denominators.shape[0]
+    xg = x.double().reshape(B, T, G, C // G)
+    out = torch.empty_like(xg)
+    for g in range(G):
+        out[:, :, g] = _rational_a_reference(xg[:, :, g], numerator, denominators[g])
+    return out.reshape(B, T, C)
+
+
+def test_shared_numerator_matches_kat_formula_on_tokens():
+    torch.manual_seed(0)
+    G = 4
+    act = torch_rational.Rational((5, 4), init="gelu", num_groups=G, channel_dim=-1, shared_numerator=True,
+                       dtype=torch.float64)
+    assert act.numerator.shape == (6,) and act.denominator.shape == (G, 4)
+    with torch.no_grad():  # distinct denominators per group, so a group mix-up shows
+        act.denominator.add_(0.05 * torch.randn(G, 4, dtype=torch.float64))
+    x = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    y = act(x)
+    ref = _kat_group_reference(x.detach(), act.numerator.detach(), act.denominator.detach())
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    # Gradient of the shared numerator: the sum over groups, from the float64 reference.
+    num = act.numerator.detach().clone().requires_grad_(True)
+    den = act.denominator.detach().clone().requires_grad_(True)
+    w = torch.randn_like(ref)
+    (_kat_group_reference(x.detach(), num, den) * w).sum().backward()
+    (y * w).sum().backward()
+    torch.testing.assert_close(act.numerator.grad, num.grad, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(act.denominator.grad, den.grad, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("init", ["identity", "gelu", "swish"])
+def test_shared_numerator_inits_like_kat(init):
+    act = torch_rational.Rational((5, 4), init=init, num_groups=8, channel_dim=-1, shared_numerator=True)
+    x = torch.linspace(-3, 3, 64).reshape(1, 8, 8)
+    ref = torch.ops.torch_rational.activation_function(init, x.double())
+    assert (act(x).double() - ref).abs().max() < 0.02
+
+
+def test_reassigning_init_name_retargets_reset():
+    act = torch_rational.PAU(init="relu", dtype=torch.float64)
+    act.init = "tanh"
+    act.reset_parameters()
+    x = torch.linspace(-3, 3, 301, dtype=torch.float64)
+    ref = _rational_a_reference(x, act.numerator[0].detach(), act.denominator[0].detach())
+    assert (ref - torch.tanh(x)).abs().max() < 0.01
+    assert "init='tanh'" in repr(act) and set(act.state_dict()) == {"numerator", "denominator"}

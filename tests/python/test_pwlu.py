@@ -743,3 +743,43 @@ def test_module_cuda_matches_cpu():
     x = torch.randn(16, 8, 5)
     mc = copy.deepcopy(m).cuda()
     torch.testing.assert_close(mc(x.cuda()).cpu(), m(x), rtol=1e-5, atol=1e-5)
+
+
+# ---- the realignment ops both PWLU modules call (written once in C++) -------------------------------
+
+def test_pwlu_realign_ops_match_formula():
+    gen = torch.Generator().manual_seed(5)
+    G, N, momentum = 3, 8, 0.9
+    mean, std = torch.zeros(G), torch.zeros(G)
+    calls = torch.zeros((), dtype=torch.int64)
+    batches = [torch.randn(4, 6, 5, generator=gen) * (1 + k) + k for k in range(3)]
+    ref_mean = ref_std = None
+    for x in batches:  # float64 reference from the formula: per group of 2 channels along dim 1
+        torch.ops.torch_rational.pwlu_update_statistics_(mean, std, calls, x, 1, momentum)
+        flat = x.double().movedim(1, 0).reshape(G, -1)
+        bm = flat.mean(1)
+        bs = ((flat - bm[:, None]) ** 2).mean(1).sqrt()
+        if ref_mean is None:
+            ref_mean, ref_std = bm, bs
+        else:
+            ref_mean = momentum * ref_mean + (1 - momentum) * bm
+            ref_std = momentum * ref_std + (1 - momentum) * bs
+    assert int(calls) == len(batches)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(std.double(), ref_std, rtol=1e-6, atol=1e-6)
+    heights, bounds, slopes = torch.ops.torch_rational.pwlu_realigned_parameters("gelu", mean, std, N)
+    left, right = mean.double() - 3 * std.double(), mean.double() + 3 * std.double()
+    torch.testing.assert_close(bounds, torch.stack([left, right], 1))
+    points = left[:, None] + (right - left)[:, None] * torch.arange(N + 1, dtype=torch.float64) / N
+    torch.testing.assert_close(heights, torch.nn.functional.gelu(points), rtol=1e-12, atol=1e-12)
+    exact = torch.autograd.functional.jacobian(
+        lambda t: torch.nn.functional.gelu(t).sum(), torch.stack([left, right], 1))
+    torch.testing.assert_close(slopes, exact, rtol=1e-6, atol=1e-6)
+
+
+def test_pwlu_realign_ops_bad_arguments():
+    with pytest.raises(ValueError, match="num_groups"):
+        torch.ops.torch_rational.pwlu_update_statistics_(torch.zeros(3), torch.zeros(3), torch.zeros((), dtype=torch.int64),
+                                                         torch.randn(2, 4), 1, 0.9)
+    with pytest.raises(ValueError, match="num_pieces"):
+        torch.ops.torch_rational.pwlu_init_parameters("relu", torch.zeros(1), torch.ones(1), 0)
