@@ -4,6 +4,9 @@
 #pragma once
 
 #include "ops/rational.h"
+#include "ops/named_functions.h"
+#include "ops/era_normalize.h"
+#include "ops/pwlu_realign.h"
 #include "fit/fit.h"
 #include "modules/rational.h"
 #include "ops/era.h"

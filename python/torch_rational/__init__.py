@@ -4,13 +4,11 @@ and the piecewise linear unit (PWLU) as PyTorch custom ops with fused CPU (and C
 from . import _ops  # noqa: F401  (checks the torch version, loads the library, registers fake kernels)
 from . import families, functional, monitor
 from ._version import __version__
-from .era import ERA, EraFitResult, era_init_parameters, fit_era
 from .families import activation_modules, activation_parameters, remember_init
-from .fit import FitResult, activation_function, fit, init_coefficients
-from .modules import HP1, HP2, OPAU, PAU, RPAU, Rational
+from .fit import EraFitResult, FitResult, activation_function, era_init_parameters, fit, fit_era, fit_init, init_coefficients
+from .modules import ERA, HP1, HP2, OPAU, PAU, PWLU, RPAU, Rational
 from .monitor import BestFit, Snapshots, TensorBoardHook, best_fit
 from .plot import plot, record_inputs  # the function `plot` takes the submodule's name
-from .pwlu import PWLU
 from .rewrite import (
     param_groups,
     find_activations,
@@ -25,6 +23,7 @@ __all__ = [
     "fit",
     "FitResult",
     "init_coefficients",
+    "fit_init",
     "activation_function",
     "Rational",
     "PAU",

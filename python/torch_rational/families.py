@@ -11,9 +11,7 @@ from typing import Dict, List, Optional, Tuple, Type
 import torch
 from torch import nn
 
-from .era import ERA
-from .modules import HP1, HP2, OPAU, PAU, RPAU, Rational
-from .pwlu import PWLU
+from .modules import ERA, HP1, HP2, OPAU, PAU, PWLU, RPAU, Rational
 
 __all__ = [
     "FAMILIES",

@@ -29,7 +29,7 @@ from .families import (
     init_name,
     remember_init,
 )
-from .fit import activation_function, fit
+from .fit import activation_function
 from .modules import PAU, Rational
 
 __all__ = [
@@ -108,6 +108,7 @@ class ModuleFunction:
 
     def __init__(self, module: nn.Module) -> None:
         self.module = copy.deepcopy(module).to(device="cpu", dtype=torch.float64).eval()
+        self.__name__ = repr(module)  # what a module fitted to it records as its init
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -236,22 +237,12 @@ def _build_from_class(cls: Type[nn.Module], original: nn.Module, name: Optional[
         if issubclass(cls, Rational):
             return cls(init=name, **kwargs)
     else:
-        # No name for this function (e.g. ELU(alpha=0.5)): a module that takes a callable init fits
-        # it and keeps it for reset_parameters().
+        # No name for this function (e.g. ELU(alpha=0.5)): a module that takes a callable init (the
+        # rational family) fits it and keeps the fit for reset_parameters().
         try:
             return cls(init=ModuleFunction(original), **kwargs)
         except TypeError:  # `init` must be a name here
             pass
-        if issubclass(cls, Rational):
-            # Fit the module itself on [-3, 3], the range of the shipped inits; `init` names the
-            # closest function, the one reset_parameters() returns to.
-            act = cls(**kwargs)
-            a, b, _ = fit(ModuleFunction(original), act.degrees, version=act.version, basis=act.basis)
-            with torch.no_grad():
-                act.numerator.copy_(a.expand_as(act.numerator))
-                act.denominator.copy_(b.expand_as(act.denominator))
-            act.init = _closest_name(values)  # set after construction: its own init may not be shipped
-            return act
     # Other families (ERA, PWLU, user classes) take an init name only: the exact one, else the
     # closest, said in a warning.
     init = name if name is not None else _closest_name(values)

@@ -340,15 +340,18 @@ class TaggedQuickGELU(LibQuickGELU):
 
 
 def _assert_init(act, closest_name, closest_formula, formula):
-    """The init of a module replacing an unnamed function: the closest named function
-    (``closest_name``), or the replaced function itself where the module takes a callable init
-    (after issue 16's module options); either way reset_parameters() returns to it."""
-    if isinstance(act.init, str):
+    """The init of a module replacing an unnamed function: the replaced function itself where the
+    module takes a callable init (the rational family; `init` then names the replaced module), else
+    the closest named function (``closest_name``); either way reset_parameters() returns to it."""
+    takes_callable = isinstance(act, Rational)
+    if takes_callable:
+        assert act.init != closest_name and act.init.endswith(")")  # the replaced module's repr
+    else:
         assert act.init == closest_name
     with torch.no_grad():
         act.numerator.mul_(0.5)
     act.reset_parameters()
-    assert _max_error(act, closest_formula if isinstance(act.init, str) else formula) < 2e-2
+    assert _max_error(act, formula if takes_callable else closest_formula) < 2e-2
 
 
 def test_each_distinct_function_is_fitted_once(monkeypatch):
