@@ -13,6 +13,7 @@
 #include <streambuf>
 
 #include "activations.h"
+#include "distributed.h"
 #include "models.h"
 #include "setting_flags.h"
 #include "settings.h"
@@ -105,6 +106,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
 
+  std::string rank_prefix;  // "rank R: " before errors on several processes
   try {
     TrainConfig c;
     if (!config_path.empty()) {
@@ -118,6 +120,18 @@ int main(int argc, char** argv) {
     c = TrainConfig{};
     from_json(merged, c);
     c = resolve(c);  // every check before the run directory is touched
+
+    // Under torchrun: this process's place in the run (one process otherwise).
+    const LaunchEnvironment env = launch_environment();
+    rank_prefix = env.world_size > 1 ? fmt::format("rank {}: ", env.rank) : "";
+    Distributed dist(env, torch::Device(c.device == "cuda" ? torch::kCUDA : torch::kCPU),
+                     std::chrono::milliseconds(int64_t(c.dist_timeout * 1000)));
+    if (!dist.is_main()) {
+      // Only rank 0 writes the run directory and the log; the others train silently.
+      std::ostream quiet(nullptr);
+      run_training(c, quiet, dist);
+      return 0;
+    }
 
     std::filesystem::create_directories(c.output);
     const std::string log_path = (std::filesystem::path(c.output) / "log.txt").string();
@@ -133,7 +147,7 @@ int main(int argc, char** argv) {
     };
     json summary;
     try {
-      summary = run_training(c, log);
+      summary = run_training(c, log, dist);
     } catch (const std::exception& e) {
       // The run's error goes to log.txt as well (main prints it on stderr); then the log's own failure.
       const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
@@ -151,10 +165,10 @@ int main(int argc, char** argv) {
     check_log();
     return 0;
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << std::endl;
+    std::cerr << rank_prefix << "error: " << e.what_without_backtrace() << std::endl;
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    std::cerr << rank_prefix << "error: " << e.what() << std::endl;
     return 1;
   }
 }

@@ -104,6 +104,8 @@ const std::vector<Setting>& settings() {
       S("--threads", "--threads", "threads", K::Int, 0, 65536, false, false, "CPU threads (0: all cores)"),
       S("--workers", "--workers", "workers", K::Int, 0, 256, false, false,
         "data loader threads (0: in the training thread)"),
+      S("--dist-timeout", "--dist-timeout", "dist_timeout", K::Double, 0, 86400, true, false,
+        "several processes (torchrun): seconds a process waits for the others before it fails"),
       S("--output", "--output,-o", "output", K::String, {}, {}, false, false, "run directory"),
       S("--resume", "--resume,!--no-resume", "resume", K::Bool, {}, {}, false, false,
         "continue from DIR/checkpoint.pt (if present) with the same settings"),
