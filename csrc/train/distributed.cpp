@@ -61,17 +61,18 @@ struct Distributed::Group {
 
 namespace {
 
-// c10d reports a dead peer as a DistBackendError (Gloo: "Connection closed by peer", or a timeout);
-// say which rank saw it and what it most likely means.
+// A dead peer reaches the survivors as c10d's DistBackendError or Gloo's own IoException ("Connection
+// reset by peer"), a timeout as DistBackendError: say which rank saw it and what it most likely means.
 template <typename F>
-auto on_group(int rank, int world, const char* what, F f) -> decltype(f()) {
+auto on_group(int rank, int world, const std::string& what, F f) -> decltype(f()) {
   try {
     return f();
-  } catch (const c10::Error& e) {
+  } catch (const std::exception& e) {
+    const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
     throw std::runtime_error(fmt::format(
         "rank {} of {}: {} failed: another process of the run exited, was killed or cannot be reached, or the "
         "collective timed out (--dist-timeout): {}",
-        rank, world, what, e.what_without_backtrace()));
+        rank, world, what, torch_error ? torch_error->what_without_backtrace() : e.what()));
   }
 }
 
@@ -81,7 +82,7 @@ Distributed::Distributed(const LaunchEnvironment& env, const torch::Device& devi
     : rank_(env.rank), world_size_(env.world_size) {
   if (world_size_ == 1) return;
   group_ = std::make_unique<Group>();
-  on_group(rank_, world_size_, fmt::format("joining the group at {}:{}", env.master_addr, env.master_port).c_str(),
+  on_group(rank_, world_size_, fmt::format("joining the group at {}:{}", env.master_addr, env.master_port),
            [&] {
              c10d::TCPStoreOptions so;
              so.port = uint16_t(env.master_port);
