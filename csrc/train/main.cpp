@@ -93,7 +93,8 @@ int main(int argc, char** argv) {
   std::string config_path;
   // A missing config file is a bad value (exit 1, read_json_file names it), not a parse error.
   app.add_option("--config", config_path,
-                 "JSON config file (e.g. configs/lenet_fashion_mnist.json); flags override it");
+                 "JSON config file (e.g. configs/lenet_fashion_mnist.json); flags override it")
+      ->default_str("''");
 
   // Every setting of the table: values are taken as text and converted strictly after parsing
   // (so '-1' for a count or 'nan' for a rate is an error naming the flag, not a wrapped value).
