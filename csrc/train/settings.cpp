@@ -27,11 +27,13 @@ const std::vector<Setting>& settings() {
   // Limits: rates up to kMaxRate; degrees and ERA fractions as the kernels take them (kMaxDegree = 32), PWLU pieces up
   // to 2^20 (kPwluMaxPieces); sizes and counts bounded to catch typos (1e30) before they run.
   static const std::vector<Setting> table = {
-      S("--model", "--model,-m", "model", K::String, {}, {}, false, true, "model: lenet, vgg8, mobilenetv2"),
+      S("--model", "--model,-m", "model", K::String, {}, {}, false, true, "model: lenet, vgg8, mobilenetv2 (CIFAR variant), mobilenetv2_imagenet"),
       S("--dataset", "--dataset,-d", "dataset", K::String, {}, {}, false, true,
-        "dataset: mnist, fashion-mnist, cifar10"),
+        "dataset: mnist, fashion-mnist, cifar10, imagefolder (DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg)"),
       S("--data-dir", "--data-dir", "data_dir", K::String, {}, {}, false, false,
-        "data directory (empty: /usr/share/datasets/fashion-mnist, data/mnist, data/cifar10)"),
+        "data directory (empty: /usr/share/datasets/fashion-mnist, data/mnist, data/cifar10, data/imagenet)"),
+      S("--image-size", "--image-size", "image_size", K::Int, 8, 4096, false, true,
+        "imagefolder: side of the random-resized (training) and centre (evaluation) crops"),
       S("--synthetic", "--synthetic,!--no-synthetic", "synthetic", K::Bool, {}, {}, false, true,
         "use a small generated data set shaped like --dataset (no files)"),
       S("--synthetic-train-size", "--synthetic-train-size", "synthetic_train_size", K::Int, 1, 10000000, false, true,

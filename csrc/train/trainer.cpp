@@ -36,7 +36,7 @@ namespace rational_train {
   X(model) X(dataset) X(data_dir) X(synthetic) X(synthetic_train_size) X(synthetic_test_size) X(activation) \
   X(act_weight_decay) X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(lr_schedule)           \
   X(lr_step) X(lr_gamma) X(clip_grad_norm) X(batch_size) X(test_batch_size) X(drop_last) X(epochs) X(seed)  \
-  X(device) X(threads) X(workers) X(dist_timeout) X(train_subset) X(test_subset) X(rotation) X(crop_padding) X(hflip)      \
+  X(device) X(threads) X(workers) X(dist_timeout) X(train_subset) X(test_subset) X(image_size) X(rotation) X(crop_padding) X(hflip)      \
   X(mean) X(std) X(batch_norm) X(output) X(resume) X(progress) X(prune_rounds) X(prune_fraction)
 
 void to_json(json& j, const TrainConfig& c) {
@@ -106,7 +106,7 @@ TrainConfig resolve(TrainConfig c) {
     const json j = c;
     for (auto& s : settings()) check_config_value(s, j.at(json_pointer(s)));
   }
-  check_in<std::string>("dataset", c.dataset, {"mnist", "fashion-mnist", "cifar10"});
+  check_in<std::string>("dataset", c.dataset, {"mnist", "fashion-mnist", "cifar10", "imagefolder"});
   check_in<std::string>("model", c.model, model_names());
   check_in<std::string>("activation", c.activation, activation_names());
   check_in<std::string>("optimizer", c.optimizer, {"adam", "adamw", "sgd"});
@@ -131,6 +131,9 @@ TrainConfig resolve(TrainConfig c) {
   if (c.dataset == "cifar10") {
     mean = {0.4914, 0.4822, 0.4465};
     std = {0.2470, 0.2435, 0.2616};
+  } else if (c.dataset == "imagefolder") {  // ImageNet's (torchvision)
+    mean = {0.485, 0.456, 0.406};
+    std = {0.229, 0.224, 0.225};
   } else if (c.dataset == "fashion-mnist") {
     mean = {0.2860};
     std = {0.3530};
@@ -396,7 +399,13 @@ json data_fingerprint(const Dataset& train, const Dataset& test) {
     return crc32_z(crc, static_cast<const Bytef*>(c.data_ptr()), size_t(c.numel()) * c.element_size());
   };
   auto part = [&](const Dataset& d) {
-    return json{{"samples", d.size()}, {"crc32", uint32_t(crc(crc(crc32_z(0L, Z_NULL, 0), d.images), d.labels))}};
+    uLong sum = crc(crc(crc32_z(0L, Z_NULL, 0), d.images), d.labels);
+    // Image folders: the file names (relative to the split's folder, so --data-dir may move).
+    for (auto& f : d.files) {
+      const std::string name = fs::path(f).parent_path().filename().string() + "/" + fs::path(f).filename().string();
+      sum = crc32_z(sum, reinterpret_cast<const Bytef*>(name.data()), name.size());
+    }
+    return json{{"samples", d.size()}, {"crc32", uint32_t(sum)}};
   };
   return json{{"train", part(train)}, {"test", part(test)}};
 }
@@ -494,7 +503,7 @@ json run_training(const TrainConfig& config, std::ostream& log, Distributed& dis
   Dataset train, test;
   const int64_t channels = dataset_channels(c.dataset);
   if (c.synthetic) {
-    int64_t hw = c.dataset == "cifar10" ? 32 : 28;
+    int64_t hw = c.dataset == "cifar10" ? 32 : c.dataset == "imagefolder" ? c.image_size : 28;
     train = make_synthetic(c.synthetic_train_size, channels, hw, hw, c.seed, 1);
     test = make_synthetic(c.synthetic_test_size, channels, hw, hw, c.seed, 2);
   } else {
@@ -503,7 +512,7 @@ json run_training(const TrainConfig& config, std::ostream& log, Distributed& dis
   train = take_first(train, c.train_subset);
   test = take_first(test, c.test_subset);
   TransformOptions topt;
-  topt.size = 32;
+  topt.size = c.dataset == "imagefolder" ? c.image_size : 32;
   topt.rotation_degrees = c.rotation;
   topt.crop_padding = c.crop_padding;
   topt.horizontal_flip = c.hflip;
@@ -514,6 +523,7 @@ json run_training(const TrainConfig& config, std::ostream& log, Distributed& dis
   torch::manual_seed(c.seed);
   ModelOptions mopt;
   mopt.in_channels = channels;
+  if (!train.classes.empty()) mopt.num_classes = int64_t(train.classes.size());
   mopt.batch_norm = c.batch_norm;
   std::shared_ptr<Net> model;
   try {

@@ -19,7 +19,7 @@ namespace rational_train {
 
 struct TrainConfig {
   std::string model = "lenet";
-  std::string dataset = "fashion-mnist";  // mnist, fashion-mnist, cifar10
+  std::string dataset = "fashion-mnist";  // mnist, fashion-mnist, cifar10, imagefolder
   std::string data_dir = "";              // empty: default_data_dir(dataset)
   bool synthetic = false;                 // generated data shaped like `dataset` (no files)
   int64_t synthetic_train_size = 1024, synthetic_test_size = 256;
@@ -45,6 +45,7 @@ struct TrainConfig {
   int64_t workers = 2;          // data loader threads (0: inline)
   double dist_timeout = 300;    // seconds a process waits for the others (several processes only)
   int64_t train_subset = 0, test_subset = 0;  // 0: all
+  int64_t image_size = 224;  // imagefolder: the side of the crops the model sees
   double rotation = 0.0;  // degrees; the PAU paper configs use 30 (its code: RandomRotation(30))
   int64_t crop_padding = 0;
   bool hflip = false;
