@@ -124,7 +124,8 @@ TEST(Distributed, TwoProcessesMatchOneProcessWithTheCombinedBatch) {
   // which Adam's g / sqrt(v) can carry into the weights at about its step size times that.
   const auto one = checkpoint_parameters(dir / "one"), two = checkpoint_parameters(dir / "two");
   const double diff = max_relative_difference(two, one);
-  EXPECT_LT(diff, 1e-4) << "2 processes x batch 16 vs 1 process x batch 32";
+  std::cout << "2 processes vs 1: max relative parameter difference " << diff << std::endl;
+  EXPECT_LT(diff, 1e-5) << "2 processes x batch 16 vs 1 process x batch 32";
   // And the runs really trained: the parameters moved away from the initialisation by far more.
   EXPECT_GT(max_relative_difference(one, initial_parameters()), 1e-2);
 }
