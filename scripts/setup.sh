@@ -10,7 +10,7 @@ log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # --- system packages ---------------------------------------------------------------------------
 apt_pkgs=(cmake ninja-build g++ ccache libgtest-dev zlib1g-dev dataset-fashion-mnist
-          libcli11-dev nlohmann-json3-dev libfmt-dev)
+          libcli11-dev nlohmann-json3-dev libfmt-dev libgloo-dev libturbojpeg0-dev libpng-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

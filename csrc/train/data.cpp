@@ -10,6 +10,7 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "image_io.h"
 #include "rng.h"
 
 namespace fs = std::filesystem;
@@ -194,27 +195,108 @@ Dataset make_synthetic(int64_t n, int64_t channels, int64_t height, int64_t widt
 
 Dataset take_first(const Dataset& d, int64_t n) {
   if (n <= 0 || n >= d.size()) return d;
-  return {d.images.narrow(0, 0, n), d.labels.narrow(0, 0, n)};
+  Dataset out = d;
+  if (d.images.defined()) out.images = d.images.narrow(0, 0, n);
+  out.labels = d.labels.narrow(0, 0, n);
+  if (!d.files.empty()) out.files.resize(size_t(n));
+  return out;
+}
+
+Dataset load_image_folder_split(const std::string& dir, const std::string& split,
+                                const std::vector<std::string>& classes) {
+  const fs::path root = fs::path(dir) / split;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) throw std::runtime_error(root.string() + ": folder not found");
+  Dataset d;
+  if (classes.empty()) {
+    for (auto& e : fs::directory_iterator(root))
+      if (e.is_directory()) d.classes.push_back(e.path().filename().string());
+    std::sort(d.classes.begin(), d.classes.end());
+    if (d.classes.empty()) fail(root.string(), "holds no class folders (expected " + split + "/<class>/<image>)");
+  } else {
+    d.classes = classes;
+    for (auto& e : fs::directory_iterator(root))
+      if (e.is_directory() &&
+          std::find(classes.begin(), classes.end(), e.path().filename().string()) == classes.end())
+        fail(e.path().string(), "class folder not among the training split's classes");
+  }
+  std::vector<int64_t> labels;
+  for (size_t c = 0; c < d.classes.size(); ++c) {
+    const fs::path folder = root / d.classes[c];
+    if (!fs::is_directory(folder, ec)) continue;  // a val split may lack a class
+    std::vector<std::string> files;
+    for (auto& e : fs::directory_iterator(folder)) {
+      if (!e.is_regular_file()) continue;
+      if (!is_image_file(e.path().string()))
+        fail(e.path().string(), "not a .jpg, .jpeg or .png file (the image folder reads JPEG and PNG only)");
+      files.push_back(e.path().string());
+    }
+    std::sort(files.begin(), files.end());  // directory order is the file system's: sort for a fixed order
+    for (auto& f : files) {
+      d.files.push_back(f);
+      labels.push_back(int64_t(c));
+    }
+  }
+  if (d.files.empty()) fail(root.string(), "holds no images");
+  d.labels = torch::tensor(labels, torch::kInt64);
+  return d;
 }
 
 std::string default_data_dir(const std::string& dataset) {
   if (dataset == "fashion-mnist") return "/usr/share/datasets/fashion-mnist";
   if (dataset == "mnist") return "data/mnist";
   if (dataset == "cifar10") return "data/cifar10";
+  if (dataset == "imagefolder") return "data/imagenet";
   return "data";
 }
 
-int64_t dataset_channels(const std::string& dataset) { return dataset == "cifar10" ? 3 : 1; }
+int64_t dataset_channels(const std::string& dataset) { return dataset == "cifar10" || dataset == "imagefolder" ? 3 : 1; }
+
+std::string dataset_files_help(const std::string& name) {
+  const std::string idx =
+      "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte "
+      "(each also as .gz)";
+  if (name == "mnist")
+    return "expected the MNIST files " + idx +
+           "; official copies: http://yann.lecun.com/exdb/mnist/ (mirror used by torchvision: "
+           "https://ossci-datasets.s3.amazonaws.com/mnist/)";
+  if (name == "fashion-mnist")
+    return "expected the Fashion-MNIST files " + idx +
+           "; official copies: https://github.com/zalandoresearch/fashion-mnist "
+           "(http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/), or the Debian package "
+           "dataset-fashion-mnist (installs /usr/share/datasets/fashion-mnist)";
+  if (name == "cifar10")
+    return "expected the CIFAR-10 binary files data_batch_1.bin ... data_batch_5.bin and test_batch.bin (directly "
+           "or in cifar-10-batches-bin/); official copy: https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+  if (name == "imagefolder")
+    return "expected train/<class>/<image> and val/<class>/<image> folders of .jpg/.jpeg/.png files (the same class "
+           "folder names in both); ImageNet (ILSVRC2012): https://image-net.org/download.php, its validation images "
+           "sorted into class folders (e.g. by valprep.sh of https://github.com/pytorch/examples/tree/main/imagenet)";
+  return "";
+}
 
 void load_dataset(const std::string& name, const std::string& dir, Dataset& train, Dataset& test) {
-  if (name == "mnist" || name == "fashion-mnist") {
-    train = load_mnist_split(dir, "train");
-    test = load_mnist_split(dir, "t10k");
-  } else if (name == "cifar10") {
-    train = load_cifar10_split(dir, true);
-    test = load_cifar10_split(dir, false);
-  } else {
-    throw std::runtime_error("unknown dataset '" + name + "' (expected mnist, fashion-mnist or cifar10)");
+  std::error_code ec;
+  if (name != "mnist" && name != "fashion-mnist" && name != "cifar10" && name != "imagefolder")
+    throw std::runtime_error("unknown dataset '" + name + "' (expected mnist, fashion-mnist, cifar10 or imagefolder)");
+  if (!fs::is_directory(dir, ec))
+    throw std::runtime_error(dir + ": data directory of " + name + " not found (--data-dir); " + dataset_files_help(name));
+  try {
+    if (name == "mnist" || name == "fashion-mnist") {
+      train = load_mnist_split(dir, "train");
+      test = load_mnist_split(dir, "t10k");
+    } else if (name == "cifar10") {
+      train = load_cifar10_split(dir, true);
+      test = load_cifar10_split(dir, false);
+    } else {
+      train = load_image_folder_split(dir, "train");
+      test = load_image_folder_split(dir, "val", train.classes);
+    }
+  } catch (const std::runtime_error& e) {
+    // A missing file: the directory is incomplete, so say what a complete one holds.
+    const std::string what = e.what();
+    if (what.find("not found") == std::string::npos) throw;
+    throw std::runtime_error(what + "\n" + dir + ": incomplete " + name + " directory: " + dataset_files_help(name));
   }
 }
 

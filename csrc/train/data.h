@@ -11,8 +11,11 @@
 namespace rational_train {
 
 struct Dataset {
-  torch::Tensor images;  // uint8 (N, C, H, W)
+  torch::Tensor images;  // uint8 (N, C, H, W); undefined for an image folder (files below)
   torch::Tensor labels;  // int64 (N)
+  // Image folder: sample i is the image file files[i] (decoded per batch by the loader), of class
+  // labels[i], the index of its folder name in `classes` (sorted).
+  std::vector<std::string> files, classes;
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
 };
 
@@ -40,12 +43,22 @@ Dataset make_synthetic(int64_t n, int64_t channels, int64_t height, int64_t widt
 // First n samples (n <= 0 or >= size: all).
 Dataset take_first(const Dataset& d, int64_t n);
 
-// Loads dataset "mnist", "fashion-mnist" or "cifar10" (both splits).
+// ImageNet-style split: dir/<split>/<class>/<image>.{jpg,jpeg,png}, classes = the sorted folder
+// names of dir/<split> (`classes` non-empty: those, e.g. the training split's, for the val split).
+// Throws naming the folder or file when one is empty, has no class folders, or holds another file.
+Dataset load_image_folder_split(const std::string& dir, const std::string& split,
+                                const std::vector<std::string>& classes = {});
+
+// Loads dataset "mnist", "fashion-mnist", "cifar10" or "imagefolder" (both splits: train and
+// t10k, test_batch or val). A missing directory or file: std::runtime_error naming the
+// directory, the files expected there and where the official copies come from.
 void load_dataset(const std::string& name, const std::string& dir, Dataset& train, Dataset& test);
+// The files a dataset directory must hold and where to get them (the text of that error).
+std::string dataset_files_help(const std::string& name);
 
 // Default data directory per dataset name.
 std::string default_data_dir(const std::string& dataset);
-// Channel count and per-channel normalisation used for a dataset name.
+// Channel count of a dataset name (image folders: RGB).
 int64_t dataset_channels(const std::string& dataset);
 
 }  // namespace rational_train

@@ -13,6 +13,7 @@
 #include <streambuf>
 
 #include "activations.h"
+#include "distributed.h"
 #include "models.h"
 #include "setting_flags.h"
 #include "settings.h"
@@ -92,7 +93,8 @@ int main(int argc, char** argv) {
   std::string config_path;
   // A missing config file is a bad value (exit 1, read_json_file names it), not a parse error.
   app.add_option("--config", config_path,
-                 "JSON config file (e.g. configs/lenet_fashion_mnist.json); flags override it");
+                 "JSON config file (e.g. configs/lenet_fashion_mnist.json); flags override it")
+      ->default_str("''");
 
   // Every setting of the table: values are taken as text and converted strictly after parsing
   // (so '-1' for a count or 'nan' for a rate is an error naming the flag, not a wrapped value).
@@ -105,6 +107,7 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 2;
   }
 
+  std::string rank_prefix;  // "rank R: " before errors on several processes
   try {
     TrainConfig c;
     if (!config_path.empty()) {
@@ -118,6 +121,18 @@ int main(int argc, char** argv) {
     c = TrainConfig{};
     from_json(merged, c);
     c = resolve(c);  // every check before the run directory is touched
+
+    // Under torchrun: this process's place in the run (one process otherwise).
+    const LaunchEnvironment env = launch_environment();
+    rank_prefix = env.world_size > 1 ? fmt::format("rank {}: ", env.rank) : "";
+    Distributed dist(env, torch::Device(c.device == "cuda" ? torch::kCUDA : torch::kCPU),
+                     std::chrono::milliseconds(int64_t(c.dist_timeout * 1000)));
+    if (!dist.is_main()) {
+      // Only rank 0 writes the run directory and the log; the others train silently.
+      std::ostream quiet(nullptr);
+      run_training(c, quiet, dist);
+      return 0;
+    }
 
     std::filesystem::create_directories(c.output);
     const std::string log_path = (std::filesystem::path(c.output) / "log.txt").string();
@@ -133,7 +148,7 @@ int main(int argc, char** argv) {
     };
     json summary;
     try {
-      summary = run_training(c, log);
+      summary = run_training(c, log, dist);
     } catch (const std::exception& e) {
       // The run's error goes to log.txt as well (main prints it on stderr); then the log's own failure.
       const auto* torch_error = dynamic_cast<const c10::Error*>(&e);
@@ -151,10 +166,10 @@ int main(int argc, char** argv) {
     check_log();
     return 0;
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << std::endl;
+    std::cerr << rank_prefix << "error: " << e.what_without_backtrace() << std::endl;
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
+    std::cerr << rank_prefix << "error: " << e.what() << std::endl;
     return 1;
   }
 }

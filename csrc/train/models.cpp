@@ -112,11 +112,16 @@ TORCH_MODULE(InvertedResidual);
 
 class MobileNetV2 : public Net {
  public:
-  MobileNetV2(const ModelOptions& o, const ActivationFactory& act) {
-    // (expansion, out channels, blocks, stride); stride 1 in the stem and the second stage for 32x32.
-    const int64_t cfg[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 1}, {6, 32, 3, 2}, {6, 64, 4, 2},
+  // imagenet: the network of the MobileNetV2 paper (Sandler et al. 2018, Table 2) for 224x224,
+  // stride 2 in the stem and the second stage (32x down-sampling); otherwise the CIFAR variant,
+  // stride 1 there (8x). The blocks are the same (see InvertedResidual).
+  MobileNetV2(const ModelOptions& o, const ActivationFactory& act, bool imagenet) {
+    // (expansion, out channels, blocks, stride)
+    const int64_t s = imagenet ? 2 : 1;
+    const int64_t cfg[7][4] = {{1, 16, 1, 1}, {6, 24, 2, s}, {6, 32, 3, 2}, {6, 64, 4, 2},
                                {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
-    conv1 = register_module("conv1", nn::Conv2d(nn::Conv2dOptions(o.in_channels, 32, 3).padding(1).bias(false)));
+    conv1 = register_module("conv1",
+                            nn::Conv2d(nn::Conv2dOptions(o.in_channels, 32, 3).stride(s).padding(1).bias(false)));
     bn1 = register_module("bn1", nn::BatchNorm2d(32));
     act1 = register_module("act1", act(32));
     int64_t in = 32, k = 0;
@@ -148,14 +153,15 @@ class MobileNetV2 : public Net {
 }  // namespace
 
 const std::vector<std::string>& model_names() {
-  static const std::vector<std::string> names = {"lenet", "vgg8", "mobilenetv2"};
+  static const std::vector<std::string> names = {"lenet", "vgg8", "mobilenetv2", "mobilenetv2_imagenet"};
   return names;
 }
 
 std::shared_ptr<Net> make_model(const std::string& name, const ModelOptions& o, const ActivationFactory& act) {
   if (name == "lenet") return std::make_shared<LeNet>(o, act);
   if (name == "vgg8") return std::make_shared<VGG8>(o, act);
-  if (name == "mobilenetv2") return std::make_shared<MobileNetV2>(o, act);
+  if (name == "mobilenetv2") return std::make_shared<MobileNetV2>(o, act, /*imagenet=*/false);
+  if (name == "mobilenetv2_imagenet") return std::make_shared<MobileNetV2>(o, act, /*imagenet=*/true);
   std::ostringstream msg;
   msg << "unknown model '" << name << "'; known models:";
   for (auto& n : model_names()) msg << " " << n;

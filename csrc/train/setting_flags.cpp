@@ -4,15 +4,6 @@ using nlohmann::json;
 
 namespace rational_train {
 
-namespace {
-// The text --help shows as a setting's default; empty for "derived" defaults the help explains.
-std::string default_text(const Setting& s, const json& v) {
-  if (s.kind == SettingKind::OptionalDouble && v.is_null()) return "";
-  if ((v.is_string() && v.get<std::string>().empty()) || (v.is_array() && v.empty())) return "";
-  return format_value(s, v);
-}
-}  // namespace
-
 SettingFlags::SettingFlags(CLI::App& app, const json& defaults) {
   for (auto& s : settings()) {
     bound_.push_back(Bound{&s, nullptr, "", false});
@@ -25,7 +16,8 @@ SettingFlags::SettingFlags(CLI::App& app, const json& defaults) {
       b.option = app.add_option(s.cli_names, b.text, s.help)
                      ->type_name(type_label(s))
                      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-      b.option->default_str(default_text(s, def));
+      // Every default is shown, also the empty ones ('' or null: derived, as the help says).
+      b.option->default_str(format_value(s, def));
     }
   }
 }

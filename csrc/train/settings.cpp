@@ -27,11 +27,13 @@ const std::vector<Setting>& settings() {
   // Limits: rates up to kMaxRate; degrees and ERA fractions as the kernels take them (kMaxDegree = 32), PWLU pieces up
   // to 2^20 (kPwluMaxPieces); sizes and counts bounded to catch typos (1e30) before they run.
   static const std::vector<Setting> table = {
-      S("--model", "--model,-m", "model", K::String, {}, {}, false, true, "model: lenet, vgg8, mobilenetv2"),
+      S("--model", "--model,-m", "model", K::String, {}, {}, false, true, "model: lenet, vgg8, mobilenetv2 (CIFAR variant), mobilenetv2_imagenet"),
       S("--dataset", "--dataset,-d", "dataset", K::String, {}, {}, false, true,
-        "dataset: mnist, fashion-mnist, cifar10"),
+        "dataset: mnist, fashion-mnist, cifar10, imagefolder (DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg)"),
       S("--data-dir", "--data-dir", "data_dir", K::String, {}, {}, false, false,
-        "data directory (empty: /usr/share/datasets/fashion-mnist, data/mnist, data/cifar10)"),
+        "data directory (empty: /usr/share/datasets/fashion-mnist, data/mnist, data/cifar10, data/imagenet)"),
+      S("--image-size", "--image-size", "image_size", K::Int, 8, 4096, false, true,
+        "imagefolder: side of the random-resized (training) and centre (evaluation) crops"),
       S("--synthetic", "--synthetic,!--no-synthetic", "synthetic", K::Bool, {}, {}, false, true,
         "use a small generated data set shaped like --dataset (no files)"),
       S("--synthetic-train-size", "--synthetic-train-size", "synthetic_train_size", K::Int, 1, 10000000, false, true,
@@ -104,6 +106,8 @@ const std::vector<Setting>& settings() {
       S("--threads", "--threads", "threads", K::Int, 0, 65536, false, false, "CPU threads (0: all cores)"),
       S("--workers", "--workers", "workers", K::Int, 0, 256, false, false,
         "data loader threads (0: in the training thread)"),
+      S("--dist-timeout", "--dist-timeout", "dist_timeout", K::Double, 0, 86400, true, false,
+        "several processes (torchrun): seconds a process waits for the others before it fails"),
       S("--output", "--output,-o", "output", K::String, {}, {}, false, false, "run directory"),
       S("--resume", "--resume,!--no-resume", "resume", K::Bool, {}, {}, false, false,
         "continue from DIR/checkpoint.pt (if present) with the same settings"),

@@ -36,7 +36,7 @@ namespace rational_train {
   X(model) X(dataset) X(data_dir) X(synthetic) X(synthetic_train_size) X(synthetic_test_size) X(activation) \
   X(act_weight_decay) X(optimizer) X(lr) X(momentum) X(nesterov) X(weight_decay) X(lr_schedule)           \
   X(lr_step) X(lr_gamma) X(clip_grad_norm) X(batch_size) X(test_batch_size) X(drop_last) X(epochs) X(seed)  \
-  X(device) X(threads) X(workers) X(train_subset) X(test_subset) X(rotation) X(crop_padding) X(hflip)      \
+  X(device) X(threads) X(workers) X(dist_timeout) X(train_subset) X(test_subset) X(image_size) X(rotation) X(crop_padding) X(hflip)      \
   X(mean) X(std) X(batch_norm) X(output) X(resume) X(progress) X(prune_rounds) X(prune_fraction)
 
 void to_json(json& j, const TrainConfig& c) {
@@ -106,7 +106,7 @@ TrainConfig resolve(TrainConfig c) {
     const json j = c;
     for (auto& s : settings()) check_config_value(s, j.at(json_pointer(s)));
   }
-  check_in<std::string>("dataset", c.dataset, {"mnist", "fashion-mnist", "cifar10"});
+  check_in<std::string>("dataset", c.dataset, {"mnist", "fashion-mnist", "cifar10", "imagefolder"});
   check_in<std::string>("model", c.model, model_names());
   check_in<std::string>("activation", c.activation, activation_names());
   check_in<std::string>("optimizer", c.optimizer, {"adam", "adamw", "sgd"});
@@ -131,6 +131,9 @@ TrainConfig resolve(TrainConfig c) {
   if (c.dataset == "cifar10") {
     mean = {0.4914, 0.4822, 0.4465};
     std = {0.2470, 0.2435, 0.2616};
+  } else if (c.dataset == "imagefolder") {  // ImageNet's (torchvision)
+    mean = {0.485, 0.456, 0.406};
+    std = {0.229, 0.224, 0.225};
   } else if (c.dataset == "fashion-mnist") {
     mean = {0.2860};
     std = {0.3530};
@@ -296,27 +299,52 @@ struct EvalResult {
 };
 
 EvalResult evaluate(Net& model, const Dataset& test, const TrainConfig& c, const TransformOptions& topt,
-                    const torch::Device& device) {
+                    const torch::Device& device, Distributed& dist) {
   torch::NoGradGuard no_grad;
   model.eval();
-  std::vector<int64_t> order(test.size());
-  for (int64_t i = 0; i < test.size(); ++i) order[i] = i;
+  // Each rank evaluates its contiguous share of the test set; the sums are added over the ranks.
+  const int64_t n = test.size(), world = dist.world_size();
+  std::vector<int64_t> order;
+  for (int64_t i = n * dist.rank() / world; i < n * (dist.rank() + 1) / world; ++i) order.push_back(i);
   BatchLoader loader(test, std::move(order), c.test_batch_size, topt, false, c.seed, 0, int(c.workers));
-  double loss_sum = 0;
-  int64_t correct = 0;
+  double loss_sum = 0, correct = 0;
   while (auto b = loader.next()) {
     auto x = b->x.to(device), y = b->y.to(device);
     auto out = model.forward(x);
     loss_sum += torch::nn::functional::cross_entropy(
                     out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .item<double>();
-    correct += out.argmax(1).eq(y).sum().item<int64_t>();
+    correct += double(out.argmax(1).eq(y).sum().item<int64_t>());
   }
-  double n = double(std::max<int64_t>(test.size(), 1));
-  return {loss_sum / n, double(correct) / n};
+  auto sums = dist.sum({loss_sum, correct});
+  double total = double(std::max<int64_t>(n, 1));
+  return {sums[0] / total, sums[1] / total};
 }
 
 }  // namespace
+
+std::vector<int64_t> rank_shard(const std::vector<int64_t>& order, int64_t batch_size, int rank, int world) {
+  if (world == 1) return order;
+  std::vector<int64_t> out;
+  const int64_t total = int64_t(order.size());
+  for (int64_t start = 0; start < total; start += batch_size) {
+    const int64_t n = std::min(batch_size, total - start);
+    if (n < world) break;
+    out.insert(out.end(), order.begin() + start + n * rank / world, order.begin() + start + n * (rank + 1) / world);
+  }
+  return out;
+}
+
+uint32_t parameters_crc32(torch::nn::Module& model) {
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  auto add = [&](const torch::Tensor& t) {
+    auto c = t.detach().cpu().contiguous();
+    crc = crc32_z(crc, static_cast<const Bytef*>(c.data_ptr()), size_t(c.numel()) * c.element_size());
+  };
+  for (auto& p : model.parameters()) add(p);
+  for (auto& b : model.buffers()) add(b);
+  return uint32_t(crc);
+}
 
 std::string first_non_finite(torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
@@ -371,7 +399,13 @@ json data_fingerprint(const Dataset& train, const Dataset& test) {
     return crc32_z(crc, static_cast<const Bytef*>(c.data_ptr()), size_t(c.numel()) * c.element_size());
   };
   auto part = [&](const Dataset& d) {
-    return json{{"samples", d.size()}, {"crc32", uint32_t(crc(crc(crc32_z(0L, Z_NULL, 0), d.images), d.labels))}};
+    uLong sum = crc(crc(crc32_z(0L, Z_NULL, 0), d.images), d.labels);
+    // Image folders: the file names (relative to the split's folder, so --data-dir may move).
+    for (auto& f : d.files) {
+      const std::string name = fs::path(f).parent_path().filename().string() + "/" + fs::path(f).filename().string();
+      sum = crc32_z(sum, reinterpret_cast<const Bytef*>(name.data()), name.size());
+    }
+    return json{{"samples", d.size()}, {"crc32", uint32_t(sum)}};
   };
   return json{{"train", part(train)}, {"test", part(test)}};
 }
@@ -449,7 +483,18 @@ json load_checkpoint(const std::string& path, Net& model, torch::optim::Optimize
 }  // namespace
 
 json run_training(const TrainConfig& config, std::ostream& log) {
+  Distributed one_process;
+  return run_training(config, log, one_process);
+}
+
+json run_training(const TrainConfig& config, std::ostream& log, Distributed& dist) {
   const TrainConfig c = resolve(config);
+  const int world = dist.world_size();
+  if (c.batch_size % world != 0)
+    throw std::invalid_argument(fmt::format(
+        "{}: {} is the global batch, split over the {} processes of this run: it must be a multiple of {} "
+        "(WORLD_SIZE)",
+        describe(*setting_by_key("batch_size")), c.batch_size, world, world));
   const auto t_start = Clock::now();
   torch::Device device(c.device == "cuda" ? torch::kCUDA : torch::kCPU);
   at::set_num_threads(int(c.threads));
@@ -458,7 +503,7 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   Dataset train, test;
   const int64_t channels = dataset_channels(c.dataset);
   if (c.synthetic) {
-    int64_t hw = c.dataset == "cifar10" ? 32 : 28;
+    int64_t hw = c.dataset == "cifar10" ? 32 : c.dataset == "imagefolder" ? c.image_size : 28;
     train = make_synthetic(c.synthetic_train_size, channels, hw, hw, c.seed, 1);
     test = make_synthetic(c.synthetic_test_size, channels, hw, hw, c.seed, 2);
   } else {
@@ -467,7 +512,7 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   train = take_first(train, c.train_subset);
   test = take_first(test, c.test_subset);
   TransformOptions topt;
-  topt.size = 32;
+  topt.size = c.dataset == "imagefolder" ? c.image_size : 32;
   topt.rotation_degrees = c.rotation;
   topt.crop_padding = c.crop_padding;
   topt.horizontal_flip = c.hflip;
@@ -478,6 +523,7 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   torch::manual_seed(c.seed);
   ModelOptions mopt;
   mopt.in_channels = channels;
+  if (!train.classes.empty()) mopt.num_classes = int64_t(train.classes.size());
   mopt.batch_norm = c.batch_norm;
   std::shared_ptr<Net> model;
   try {
@@ -488,6 +534,12 @@ json run_training(const TrainConfig& config, std::ostream& log) {
                                             e.what_without_backtrace()));
   }
   model->to(device);
+  {
+    // Every rank starts from rank 0's parameters and buffers (as DDP does).
+    std::vector<torch::Tensor> state_tensors = model->parameters();
+    for (auto& b : model->buffers()) state_tensors.push_back(b);
+    dist.broadcast_from_main(state_tensors);
+  }
   // Pruning: the masks, and the initial state every round rewinds to (a function of the seed, so a
   // resumed run rebuilds the same one).
   std::unique_ptr<FilterPruner> pruner;
@@ -515,7 +567,7 @@ json run_training(const TrainConfig& config, std::ostream& log) {
   }
   auto opt = make_optimizer(c, net_params, act_params);
 
-  fs::create_directories(c.output);
+  if (dist.is_main()) fs::create_directories(c.output);
   const std::string ckpt = (fs::path(c.output) / "checkpoint.pt").string();
 
   json state = {{"epoch", 0}, {"best_test_accuracy", 0.0}, {"best_epoch", 0}, {"metrics", json::array()},
@@ -531,21 +583,35 @@ json run_training(const TrainConfig& config, std::ostream& log) {
     state["pruning"] = json::array();
   }
 
-  if (c.resume && fs::exists(ckpt)) {
+  // Every rank reads the checkpoint itself, so --output must be on a file system all of them see.
+  const bool resuming = c.resume && fs::exists(ckpt);
+  for (auto [r, seen] = std::pair{0, dist.all_gather(resuming)}; r < world; ++r)
+    if (seen[size_t(r)] != int64_t(resuming))
+      throw std::runtime_error(fmt::format(
+          "rank {} {} {} but rank {} {}: with several processes --output must be a directory every process sees "
+          "(a shared file system)",
+          dist.rank(), resuming ? "finds" : "does not find", ckpt, r, seen[size_t(r)] ? "does" : "does not"));
+  if (resuming) {
     state = load_checkpoint(ckpt, *model, *opt, device, c, data, pruner.get());
     state["config"] = c;  // harmless differences (threads, more epochs) are this run's from now on
     log << fmt::format("resuming {} after epoch {}\n", ckpt, state["epoch"].get<int64_t>());
   } else if (c.resume) {
     log << fmt::format("--resume: no {} yet, starting from scratch\n", ckpt);
   }
+  // After the checkpoint is loaded: the gradient averager holds the parameters it reduces.
+  dist.average_gradients_of(model->parameters());
   std::vector<EpochMetrics> metrics = state["metrics"].get<std::vector<EpochMetrics>>();
   std::vector<PruningRow> pruning_rows = state.value("pruning", json::array()).get<std::vector<PruningRow>>();
   const int64_t first_epoch = state["epoch"].get<int64_t>() + 1;
   double seconds_total = state["seconds"].get<double>();
 
-  log << fmt::format("{} on {} ({} train / {} test{}), activation {}, {} on {} ({} threads), output {}\n", c.model,
+  log << fmt::format("{} on {} ({} train / {} test{}), activation {}, {} on {} ({} threads{}), output {}\n", c.model,
                      c.dataset, train.size(), test.size(), c.synthetic ? ", synthetic" : "", c.activation,
-                     c.optimizer, c.device, c.threads, c.output);
+                     c.optimizer, c.device, c.threads,
+                     world > 1 ? fmt::format(" x {} processes, {} samples per process and batch", world,
+                                             c.batch_size / world)
+                               : "",
+                     c.output);
 
   auto summary_of = [&]() {
     json s;
@@ -562,6 +628,7 @@ json run_training(const TrainConfig& config, std::ostream& log) {
     s["seconds"] = seconds_total;
     s["device"] = c.device;
     s["threads"] = c.threads;
+    s["world_size"] = world;
     s["config"] = c;
     s["synthetic"] = c.synthetic;
     s["train_size"] = train.size();
@@ -601,9 +668,13 @@ json run_training(const TrainConfig& config, std::ostream& log) {
     if (groups.size() > 1) groups[1].options().set_lr(*c.act_lr * factor);
 
     model->train();
-    BatchLoader loader(train, epoch_permutation(train.size(), c.seed, epoch), c.batch_size, topt, true, c.seed,
-                       epoch, int(c.workers), c.drop_last);
-    Progress bar(c.progress,
+    // This rank's share of every global batch (all of it on one process).
+    std::vector<int64_t> order = epoch_permutation(train.size(), c.seed, epoch);
+    if (c.drop_last) order.resize(size_t(train.size() / c.batch_size * c.batch_size));
+    const int64_t global_samples = int64_t(order.size());
+    BatchLoader loader(train, rank_shard(order, c.batch_size, dist.rank(), world), c.batch_size / world, topt, true,
+                       c.seed, epoch, int(c.workers));
+    Progress bar(c.progress && dist.is_main(),
                  pruner ? fmt::format("round {}/{} epoch {}/{}", round, c.prune_rounds, round_epoch, c.epochs)
                         : fmt::format("epoch {}/{}", epoch, c.epochs),
                  loader.num_batches());
@@ -615,7 +686,12 @@ json run_training(const TrainConfig& config, std::ostream& log) {
       auto out = model->forward(x);
       auto loss = torch::nn::functional::cross_entropy(out, y);
       opt->zero_grad();
-      loss.backward();
+      // The ranks' mean gradients are averaged; a last batch split unevenly weighs each rank's
+      // mean by its share, so the result is the mean over the global batch.
+      const int64_t global_batch = std::min(c.batch_size, global_samples - step * c.batch_size);
+      const int64_t local_batch = y.size(0);
+      dist.backward(local_batch * world == global_batch ? loss
+                                                         : loss * (double(local_batch * world) / double(global_batch)));
       double l = loss.item<double>();
       if (!std::isfinite(l))
         throw std::runtime_error(fmt::format("training diverged: loss {} at epoch {} step {} ({})", l, epoch,
@@ -636,11 +712,30 @@ json run_training(const TrainConfig& config, std::ostream& log) {
       bar.update(step, loss_sum / double(seen), double(correct) / double(seen), double(seen) / since(t_train));
     }
     const double train_seconds = since(t_train);
+    if (world > 1) {
+      const auto sums = dist.sum({loss_sum, double(correct), double(seen)});
+      loss_sum = sums[0];
+      correct = int64_t(sums[1]);
+      seen = int64_t(sums[2]);
+      // BatchNorm statistics are per rank (as in DDP); rank 0's are everyone's from here on. Then
+      // every rank must hold the same bits, or the run is not one run.
+      std::vector<torch::Tensor> buffers = model->buffers();
+      dist.broadcast_from_main(buffers);
+      const auto crcs = dist.all_gather(int64_t(parameters_crc32(*model)));
+      for (int r = 1; r < world; ++r)
+        if (crcs[size_t(r)] != crcs[0])
+          throw std::runtime_error(fmt::format(
+              "after epoch {} the parameters of rank {} (CRC-32 {:08x}) differ from rank 0's ({:08x}): the processes "
+              "diverged ({})",
+              epoch, r, uint32_t(crcs[size_t(r)]), uint32_t(crcs[0]), kept_checkpoint(epoch)));
+      log << fmt::format("epoch {}: parameters identical on all {} processes (CRC-32 {:08x})\n", epoch, world,
+                         uint32_t(crcs[0]));
+    }
     // A NaN or inf in any parameter or statistic stops the run before it reaches a checkpoint.
     if (auto bad = first_non_finite(*model); !bad.empty())
       throw std::runtime_error(fmt::format("training diverged: {} is not finite after epoch {} ({})", bad, epoch,
                                            kept_checkpoint(epoch)));
-    EvalResult ev = evaluate(*model, test, c, topt, device);
+    EvalResult ev = evaluate(*model, test, c, topt, device, dist);
     if (!std::isfinite(ev.loss))
       throw std::runtime_error(
           fmt::format("training diverged: test loss {} after epoch {} ({})", ev.loss, epoch, kept_checkpoint(epoch)));
@@ -696,7 +791,8 @@ json run_training(const TrainConfig& config, std::ostream& log) {
       }
     }
 
-    // The checkpoint first: metrics.csv and summary.json are rewritten from it on --resume.
+    // Only rank 0 writes. The checkpoint first: metrics.csv and summary.json are rewritten from it on --resume.
+    if (!dist.is_main()) continue;
     save_checkpoint(ckpt, *model, *opt, state, pruner.get());
     try {
       write_outputs();
@@ -705,7 +801,7 @@ json run_training(const TrainConfig& config, std::ostream& log) {
                                            e.what(), epoch));
     }
   }
-  if (first_epoch > total_epochs) {
+  if (first_epoch > total_epochs && dist.is_main()) {
     // Nothing left to train (resume of a finished run): rewrite the outputs from the checkpoint.
     write_outputs();
   }

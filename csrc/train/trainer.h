@@ -12,13 +12,14 @@
 #include <vector>
 
 #include "activations.h"
+#include "distributed.h"
 #include "io.h"
 
 namespace rational_train {
 
 struct TrainConfig {
   std::string model = "lenet";
-  std::string dataset = "fashion-mnist";  // mnist, fashion-mnist, cifar10
+  std::string dataset = "fashion-mnist";  // mnist, fashion-mnist, cifar10, imagefolder
   std::string data_dir = "";              // empty: default_data_dir(dataset)
   bool synthetic = false;                 // generated data shaped like `dataset` (no files)
   int64_t synthetic_train_size = 1024, synthetic_test_size = 256;
@@ -42,7 +43,9 @@ struct TrainConfig {
   std::string device = "auto";  // auto, cpu, cuda
   int64_t threads = 0;          // 0: all cores
   int64_t workers = 2;          // data loader threads (0: inline)
+  double dist_timeout = 300;    // seconds a process waits for the others (several processes only)
   int64_t train_subset = 0, test_subset = 0;  // 0: all
+  int64_t image_size = 224;  // imagefolder: the side of the crops the model sees
   double rotation = 0.0;  // degrees; the PAU paper configs use 30 (its code: RandomRotation(30))
   int64_t crop_padding = 0;
   bool hflip = false;
@@ -101,7 +104,20 @@ std::string pruning_csv(const std::vector<PruningRow>& rows);
 // "name (nan)" / "name (inf)"; empty when all are finite.
 std::string first_non_finite(torch::nn::Module& model);
 
-// Runs (or resumes) a training run; writes the run directory and returns the summary.
+// Runs (or resumes) a training run; writes the run directory and returns the summary. On several
+// processes (`dist`, distributed.h) --batch-size is the global batch: each rank trains on its
+// batch_size / world_size share of every batch, the gradients are averaged over the ranks, and
+// only rank 0 writes the run directory.
 nlohmann::json run_training(const TrainConfig& config, std::ostream& log);
+nlohmann::json run_training(const TrainConfig& config, std::ostream& log, Distributed& dist);
+
+// The samples of `order` rank `rank` of `world` trains on, batch by batch: global batch g (the
+// next batch_size samples of `order`) is split into world contiguous shares, rank r's is
+// [r*n/world, (r+1)*n/world) of its n samples. A last global batch of fewer than `world` samples
+// is dropped (some rank would have none). Rank 0 of 1: `order` itself.
+std::vector<int64_t> rank_shard(const std::vector<int64_t>& order, int64_t batch_size, int rank, int world);
+
+// CRC-32 of the bytes of every parameter and buffer: equal on every rank of a healthy run.
+uint32_t parameters_crc32(torch::nn::Module& model);
 
 }  // namespace rational_train

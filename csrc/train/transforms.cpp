@@ -10,6 +10,7 @@
 #include <omp.h>
 #endif
 
+#include "image_io.h"
 #include "rng.h"
 
 namespace F = torch::nn::functional;
@@ -145,12 +146,78 @@ BatchLoader::~BatchLoader() {
   for (auto& t : threads_) t.join();
 }
 
+CropBox draw_resized_crop(int64_t height, int64_t width, uint64_t seed, int64_t epoch, int64_t index) {
+  // torchvision RandomResizedCrop.get_params: 10 tries of an area fraction in [0.08, 1] and a
+  // log-uniform aspect ratio in [3/4, 4/3]; failing those, the centre crop of the clamped ratio.
+  SplitMix64 r(mix_seed(seed, 0x5E5 + uint64_t(epoch), uint64_t(index)));
+  const double area = double(height) * double(width);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * (0.08 + 0.92 * r.uniform());
+    const double ratio = std::exp(std::log(3.0 / 4.0) + (std::log(4.0 / 3.0) - std::log(3.0 / 4.0)) * r.uniform());
+    const int64_t w = int64_t(std::lround(std::sqrt(target * ratio)));
+    const int64_t h = int64_t(std::lround(std::sqrt(target / ratio)));
+    const double uy = r.uniform(), ux = r.uniform();
+    if (w > 0 && h > 0 && w <= width && h <= height)
+      return {std::min(int64_t(uy * double(height - h + 1)), height - h),
+              std::min(int64_t(ux * double(width - w + 1)), width - w), h, w};
+  }
+  const double in_ratio = double(width) / double(height);
+  int64_t w = width, h = height;
+  if (in_ratio < 3.0 / 4.0) h = int64_t(std::lround(double(w) / (3.0 / 4.0)));
+  else if (in_ratio > 4.0 / 3.0) w = int64_t(std::lround(double(h) * (4.0 / 3.0)));
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+namespace {
+torch::Tensor resize_to(const torch::Tensor& x, int64_t height, int64_t width) {
+  if (x.size(2) == height && x.size(3) == width) return x;
+  return F::interpolate(x, F::InterpolateFuncOptions()
+                               .size(std::vector<int64_t>{height, width})
+                               .mode(torch::kBilinear)
+                               .align_corners(false));
+}
+}  // namespace
+
+torch::Tensor train_crop(const torch::Tensor& image_u8, const CropBox& box, bool flip, int64_t size) {
+  auto x = image_u8.narrow(1, box.y, box.height).narrow(2, box.x, box.width).unsqueeze(0).to(torch::kFloat32).div_(255.0);
+  x = resize_to(x, size, size);
+  if (flip) x = x.flip({3});
+  return x.squeeze(0);
+}
+
+torch::Tensor eval_crop(const torch::Tensor& image_u8, int64_t size) {
+  const int64_t h = image_u8.size(1), w = image_u8.size(2), shorter = size * 8 / 7;
+  // torchvision Resize(int): the shorter side becomes `shorter`, the longer one keeps the ratio (truncated).
+  const int64_t nh = h <= w ? shorter : int64_t(double(shorter) * double(h) / double(w));
+  const int64_t nw = h <= w ? int64_t(double(shorter) * double(w) / double(h)) : shorter;
+  auto x = resize_to(image_u8.unsqueeze(0).to(torch::kFloat32).div_(255.0), nh, nw);
+  // torchvision CenterCrop: offsets rounded from the exact centre.
+  const int64_t top = int64_t(std::lround(double(nh - size) / 2.0)), left = int64_t(std::lround(double(nw - size) / 2.0));
+  return x.narrow(2, top, size).narrow(3, left, size).squeeze(0);
+}
+
+torch::Tensor image_file_batch(const Dataset& data, const std::vector<int64_t>& indices, const TransformOptions& o,
+                               bool augment, uint64_t seed, int64_t epoch) {
+  std::vector<torch::Tensor> images;
+  for (int64_t i : indices) {
+    auto image = read_image(data.files[size_t(i)]);
+    if (!augment) {
+      images.push_back(eval_crop(image, o.size));
+      continue;
+    }
+    const bool flip = o.horizontal_flip && draw_augment(o, seed, epoch, i).flip;
+    images.push_back(train_crop(image, draw_resized_crop(image.size(1), image.size(2), seed, epoch, i), flip, o.size));
+  }
+  return normalize(torch::stack(images), o.mean, o.std);
+}
+
 Batch BatchLoader::make(int64_t b) const {
   int64_t start = b * batch_size_;
   int64_t end = std::min<int64_t>(start + batch_size_, int64_t(order_.size()));
   std::vector<int64_t> idx(order_.begin() + start, order_.begin() + end);
   Batch batch;
-  batch.x = transform_batch(data_.images, idx, options_, augment_, seed_, epoch_);
+  batch.x = data_.files.empty() ? transform_batch(data_.images, idx, options_, augment_, seed_, epoch_)
+                                : image_file_batch(data_, idx, options_, augment_, seed_, epoch_);
   batch.y = data_.labels.index_select(0, torch::tensor(idx, torch::kInt64));
   return batch;
 }

@@ -46,6 +46,21 @@ torch::Tensor normalize(const torch::Tensor& x, const std::vector<double>& mean,
 torch::Tensor transform_batch(const torch::Tensor& images_u8, const std::vector<int64_t>& indices,
                               const TransformOptions& o, bool augment, uint64_t seed, int64_t epoch);
 
+// Image folders (files decoded per batch), as torchvision's ImageNet recipe:
+// training: RandomResizedCrop(size, scale (0.08, 1), ratio (3/4, 4/3)) + horizontal flip (when
+// o.horizontal_flip); evaluation: Resize(size * 8 / 7, shorter side) + CenterCrop(size). Bilinear,
+// without antialiasing. The crop is drawn from (seed, epoch, sample index).
+struct CropBox {
+  int64_t y = 0, x = 0, height = 0, width = 0;
+};
+CropBox draw_resized_crop(int64_t height, int64_t width, uint64_t seed, int64_t epoch, int64_t index);
+// One float (3, size, size) image in [0, 1] from a decoded uint8 (3, H, W) one.
+torch::Tensor train_crop(const torch::Tensor& image_u8, const CropBox& box, bool flip, int64_t size);
+torch::Tensor eval_crop(const torch::Tensor& image_u8, int64_t size);
+// The normalised batch of `indices` of an image-folder dataset.
+torch::Tensor image_file_batch(const Dataset& data, const std::vector<int64_t>& indices, const TransformOptions& o,
+                               bool augment, uint64_t seed, int64_t epoch);
+
 // Epoch order: a Fisher-Yates shuffle keyed by (seed, epoch).
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
 

@@ -30,6 +30,14 @@ grep -Eq -- "--lr FLOAT=0\.002" "$WORK/help.txt" || fail "--help does not show t
 grep -Eq -- "--act-degrees M,N=5,4" "$WORK/help.txt" || fail "--help does not show the default of --act-degrees"
 grep -Eq -- "--seed UINT=0" "$WORK/help.txt" || fail "--help does not show the default of --seed"
 grep -Eq -- "--hflip.*default: off" "$WORK/help.txt" || fail "--help does not show the default of --hflip"
+# Every option but --help / --version shows its default: "--flag TYPE=VALUE" (also '' and null) or,
+# for on/off flags, "(default: on|off)" in its help text (which may wrap onto the next line).
+undocumented=$(awk '/^  -/ { if (opt != "" && !ok) print opt; opt = $1; ok = ($0 ~ /[A-Z,]=[^ ]/ || $0 ~ /default: (on|off)/) ; next }
+                    /^   / { if ($0 ~ /default: (on|off)/) ok = 1 }
+                    END { if (opt != "" && !ok) print opt }' "$WORK/help.txt" | grep -v -E -- '^-h,--help$|^--version$' || true)
+[ -z "$undocumented" ] || fail "--help shows no default for: $undocumented"
+grep -Eq -- "--data-dir TEXT=''" "$WORK/help.txt" || fail "--help does not show the empty default of --data-dir"
+grep -Eq -- "--act-lr FLOAT=null" "$WORK/help.txt" || fail "--help does not show the null default of --act-lr"
 
 "$BIN" --no-such-flag > /dev/null 2>&1
 rc=$?
