@@ -8,6 +8,8 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
+
 #include "era_math.h"
 #include "ops/cpu/era_kernel_vec.h"
 
@@ -23,20 +25,43 @@ template <int N>
 struct VecEra {
   fVec a, b;
   fVec c[N], d[N], e[N], f[N], fe[N];  // fe = f^2 + eps
-  bool a_zero;  // the line is b alone (era_linear: no 0 * inf at x = +-inf)
+  // Lanes whose line is b alone (era_linear: no 0 * inf at x = +-inf): all or none of them in the
+  // run walk (one group), any of them in the channel walk.
+  fVec a_zero;
+  bool any_a_zero;
 
-  explicit VecEra(const EraGroupParams& p) : a(p.lin[0]), b(p.lin[1]), a_zero(p.lin[0] == 0.0f) {
+  // One group's parameters in every lane (run walk).
+  explicit VecEra(const EraGroupParams& p) : a(p.lin[0]), b(p.lin[1]) {
     for (int i = 0; i < N; ++i) {
       c[i] = fVec(p.fr[4 * i]);
       d[i] = fVec(p.fr[4 * i + 1]);
       e[i] = fVec(p.fr[4 * i + 2]);
       f[i] = fVec(p.fr[4 * i + 3]);
-      fe[i] = fVec(p.fr[4 * i + 3] * p.fr[4 * i + 3] + p.eps);
     }
+    finish(p.eps);
+  }
+
+  // Lane l with channel l's parameters of an EraChannelParams soa (offset to the vector's first
+  // channel): parameter k at soa[k * ld + l] (channel walk).
+  VecEra(const float* soa, int64_t ld, float eps) : a(fVec::loadu(soa)), b(fVec::loadu(soa + ld)) {
+    for (int i = 0; i < N; ++i) {
+      c[i] = fVec::loadu(soa + (2 + 4 * i) * ld);
+      d[i] = fVec::loadu(soa + (3 + 4 * i) * ld);
+      e[i] = fVec::loadu(soa + (4 + 4 * i) * ld);
+      f[i] = fVec::loadu(soa + (5 + 4 * i) * ld);
+    }
+    finish(eps);
+  }
+
+  void finish(float eps) {
+    for (int i = 0; i < N; ++i) fe[i] = f[i] * f[i] + fVec(eps);
+    a_zero = a == fVec(0.f);
+    any_a_zero = a_zero.zero_mask() != (1 << kLanes) - 1;
   }
 
   inline fVec forward(fVec x) const {
-    fVec y = a_zero ? b : at::vec::fmadd(a, x, b);
+    fVec y = at::vec::fmadd(a, x, b);
+    if (any_a_zero) y = fVec::blendv(y, b, a_zero);
     const fVec zero(0.f);
     for (int i = 0; i < N; ++i) {
       const fVec u = x - e[i];
@@ -143,6 +168,91 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Channel walk: a vector holds kLanes consecutive channels of one row (fewer in the last vector of
+// a row: padded lanes are neither stored nor accumulated, so a NaN there does no harm); the loop
+// runs over the block's rows with the channels' parameters and accumulators in registers, and the
+// accumulators are flushed per lane, i.e. per channel.
+
+inline fVec load_lanes(const float* p, int count) { return count == kLanes ? fVec::loadu(p) : fVec::loadu(p, count); }
+inline void store_lanes(const fVec& v, float* p, int count) {
+  if (count == kLanes)
+    v.store(p);
+  else
+    v.store(p, count);
+}
+
+template <int N>
+void forward_block(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
+  for (int64_t c = 0; c < C; c += kLanes) {
+    const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+    const VecEra<N> E(p.soa + c, p.ld, p.eps);
+    for (int64_t r = 0; r < rows; ++r) store_lanes(E.forward(load_lanes(x + r * C + c, count)), y + r * C + c, count);
+  }
+}
+
+template <int N>
+void backward_block(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,
+                    double* acc_all) {
+  constexpr int K = 2 + 4 * N;
+  constexpr int kFlush = 128;  // rows between flushes: the float32 partial sums stay short
+  for (int64_t c = 0; c < C; c += kLanes) {
+    const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+    const VecEra<N> E(p.soa + c, p.ld, p.eps);
+    fVec acc[K];
+    for (int k = 0; k < K; ++k) acc[k] = fVec(0.f);
+    auto flush = [&] {
+      alignas(64) float buf[kLanes], fv[kLanes];
+      for (int k = 0; k < K; ++k) {
+        acc[k].store(buf);
+        const bool f_slot = k >= 2 && (k - 2) % 4 == 3;  // holds g 2 r / D, times -f at the flush
+        if (f_slot) fVec::loadu(p.soa + k * p.ld + c).store(fv);
+        for (int l = 0; l < count; ++l)
+          acc_all[(c + l) * K + k] += f_slot ? -static_cast<double>(fv[l]) * buf[l] : static_cast<double>(buf[l]);
+        acc[k] = fVec(0.f);
+      }
+    };
+    int pending = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * C + c;
+      const fVec xv = load_lanes(x + o, count), gv = load_lanes(g + o, count);
+      fVec gxv;
+      if (acc_all) {
+        gxv = E.template backward<true>(xv, gv, acc);
+        if (++pending == kFlush) {
+          flush();
+          pending = 0;
+        }
+      } else {
+        gxv = E.template backward<false>(xv, gv, nullptr);
+      }
+      if (gx) store_lanes(gxv, gx + o, count);
+    }
+    if (acc_all) flush();
+  }
+}
+
+bool forward_block_entry(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
+  switch (p.n) {
+    case 1: forward_block<1>(p, x, y, rows, C); return true;
+    case 2: forward_block<2>(p, x, y, rows, C); return true;
+    case 3: forward_block<3>(p, x, y, rows, C); return true;
+    case 4: forward_block<4>(p, x, y, rows, C); return true;
+    default: return false;
+  }
+}
+
+bool backward_block_entry(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows,
+                          int64_t C, double* acc) {
+  switch (p.n) {
+    case 1: backward_block<1>(p, x, g, gx, rows, C, acc); return true;
+    case 2: backward_block<2>(p, x, g, gx, rows, C, acc); return true;
+    case 3: backward_block<3>(p, x, g, gx, rows, C, acc); return true;
+    case 4: backward_block<4>(p, x, g, gx, rows, C, acc); return true;
+    default: return false;
+  }
+}
+
 bool forward_entry(const EraGroupParams& p, const float* x, float* y, int64_t len) {
   switch (p.n) {
     case 1: forward_run<1>(p, x, y, len); return true;
@@ -166,11 +276,9 @@ bool backward_entry(const EraGroupParams& p, const float* x, const float* g, flo
 
 }  // namespace era_vec
 
-#define TR_STR2(s) #s
-#define TR_STR(s) TR_STR2(s)
-
 const EraVecKernelTable& era_table() {
-  static const EraVecKernelTable t{era_vec::forward_entry, era_vec::backward_entry, TR_STR(CPU_CAPABILITY)};
+  static const EraVecKernelTable t{era_vec::forward_entry, era_vec::backward_entry, era_vec::forward_block_entry,
+                                   era_vec::backward_block_entry};
   return t;
 }
 
