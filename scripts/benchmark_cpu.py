@@ -100,35 +100,89 @@ def layout_table(args, dtype) -> None:
     C = 64
     hw = max(1, int(round((args.numel / (16 * C)) ** 0.5)))
     nchw = (torch.randn(16, C, hw, hw) * 2).to(dtype)
+    nhwc = nchw.contiguous(memory_format=torch.channels_last)
     T = max(1, args.numel // 768)
     tc = (torch.randn(T, 768) * 2).to(dtype)
     # (label, x, groups, channel_dim); the reference row (G=1) of a tensor comes first.
     cases = [
         ("NCHW G=1", nchw, 1, 1),
         ("NCHW G=C=64", nchw, C, 1),
-        ("channels_last G=1", nchw.contiguous(memory_format=torch.channels_last), 1, 1),
-        ("channels_last G=C=64", nchw.contiguous(memory_format=torch.channels_last), C, 1),
+        ("channels_last G=1", nhwc, 1, 1),
+        ("channels_last G=C=64", nhwc, C, 1),
         (f"({T},768) G=1", tc, 1, -1),
         (f"({T},768) G=768 dim=-1", tc, 768, -1),
         (f"({T},768) G=8 dim=-1", tc, 8, -1),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; {args.dtype}; median of {args.repeats} after "
-          f"{args.warmup} warm-up; x = time relative to G=1 on the same tensor (same layout)")
+          f"{args.warmup} warm-up, the rows of a tensor interleaved; x = time relative to G=1 on the same tensor")
     header = f"| {'family':<18} | {'layout, groups':<26} | {'forward ms':>10} | {'backward ms':>11} | "              f"{'fwd+bwd ms':>10} | {'fwd x':>6} | {'bwd x':>6} | {'fwd+bwd x':>9} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for fam_index in range(3):
-        ref = None
-        for label, x0, groups, cdim in cases:
-            name, fwd, params = family_ops(m, n, groups, cdim, dtype)[fam_index]
-            x = x0.detach().clone(memory_format=torch.preserve_format).requires_grad_()
-            g = torch.randn_like(x)
-            _, f_ms, b_ms, fb_ms = measure(label, fwd, x, params, g, args.repeats, args.warmup)
-            if groups == 1:
-                ref = (f_ms, b_ms, fb_ms)
-            print(f"| {name:<18} | {label:<26} | {f_ms:>10.2f} | {b_ms:>11.2f} | {fb_ms:>10.2f} | "
-                  f"{f_ms / ref[0]:>6.2f} | {b_ms / ref[1]:>6.2f} | {fb_ms / ref[2]:>9.2f} |", flush=True)
+        # The rows of one tensor are measured interleaved (one repeat of each in turn), so a burst
+        # of load from other processes on a shared machine hits all of them alike.
+        for same_tensor in _by_tensor(cases):
+            timers = []
+            for label, x0, groups, cdim in same_tensor:
+                name, fwd, params = family_ops(m, n, groups, cdim, dtype)[fam_index]
+                x = x0.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+                timers.append((name, label, Timer(fwd, x, params, torch.randn_like(x))))
+            for t in timers:
+                t[2].warm(args.warmup)
+            for _ in range(args.repeats):
+                for t in timers:
+                    t[2].once()
+            ref = timers[0][2].medians()
+            for name, label, t in timers:
+                f_ms, b_ms, fb_ms = t.medians()
+                print(f"| {name:<18} | {label:<26} | {f_ms:>10.2f} | {b_ms:>11.2f} | {fb_ms:>10.2f} | "
+                      f"{f_ms / ref[0]:>6.2f} | {b_ms / ref[1]:>6.2f} | {fb_ms / ref[2]:>9.2f} |", flush=True)
+
+
+def _by_tensor(cases):
+    """The cases grouped by the tensor they run on (in order; the G=1 row first in each)."""
+    groups = []
+    for case in cases:
+        if groups and groups[-1][0][1] is case[1]:
+            groups[-1].append(case)
+        else:
+            groups.append([case])
+    return groups
+
+
+class Timer:
+    """Forward, backward and forward+backward times of fwd(x, *params) with grad_output g."""
+
+    def __init__(self, fwd, x, params, g):
+        self.fwd, self.x, self.params, self.g = fwd, x, params, g
+        self.inputs = [x] + list(params)
+        self.times = ([], [], [])
+
+    def _forward(self):
+        with torch.no_grad():
+            self.fwd(self.x, *self.params)
+
+    def _both(self):
+        torch.autograd.grad(self.fwd(self.x, *self.params), self.inputs, self.g)
+
+    def _backward(self, y):
+        torch.autograd.grad(y, self.inputs, self.g, retain_graph=True)
+
+    def warm(self, n):
+        for _ in range(n):
+            self._forward()
+            self._both()
+
+    def once(self):
+        y = self.fwd(self.x, *self.params)
+        for k, fn in enumerate((self._forward, lambda: self._backward(y), self._both)):
+            t0 = time.perf_counter()
+            fn()
+            self.times[k].append(time.perf_counter() - t0)
+
+    def medians(self):
+        return tuple(statistics.median(t) * 1e3 for t in self.times)
 
 
 def main() -> None:

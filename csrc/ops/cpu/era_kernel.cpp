@@ -30,12 +30,7 @@ namespace torch_rational {
 namespace cpu {
 
 const EraVecKernelTable& era_vec_kernels() {
-#if defined(__x86_64__) || defined(_M_X64)
-  static const EraVecKernelTable& chosen =
-      pick_vec_table(&DEFAULT::era_table, &AVX2::era_table, &AVX512::era_table);
-#else
-  static const EraVecKernelTable& chosen = DEFAULT::era_table();
-#endif
+  static const EraVecKernelTable& chosen = TR_PICK_VEC_TABLE(era_table);
   return chosen;
 }
 

@@ -9,9 +9,11 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "era_math.h"
 #include "ops/cpu/era_kernel_vec.h"
+#include "ops/cpu/vec_lanes.h"
 
 namespace torch_rational {
 namespace cpu {
@@ -123,8 +125,7 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
   const bool coefs = acc_lin != nullptr;
   fVec acc[K];
   for (int k = 0; k < K; ++k) acc[k] = fVec(0.f);
-  // Lanes are summed in a fixed order into the float64 accumulators every kFlush vectors, so the
-  // float32 partial sums stay short.
+  // Lanes are summed in a fixed order into the float64 accumulators every kFlushVectors vectors.
   auto flush = [&] {
     float buf[kLanes];
     for (int k = 0; k < K; ++k) {
@@ -140,7 +141,6 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
       acc[k] = fVec(0.f);
     }
   };
-  constexpr int kFlush = 128;
   int pending = 0;
   int64_t i = 0;
   for (; i + kLanes <= len; i += kLanes) {
@@ -149,7 +149,7 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
     fVec gxv;
     if (coefs) {
       gxv = E.template backward<true>(xv, gv, acc);
-      if (++pending == kFlush) {
+      if (++pending == kFlushVectors) {
         flush();
         pending = 0;
       }
@@ -174,18 +174,10 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
 // runs over the block's rows with the channels' parameters and accumulators in registers, and the
 // accumulators are flushed per lane, i.e. per channel.
 
-inline fVec load_lanes(const float* p, int count) { return count == kLanes ? fVec::loadu(p) : fVec::loadu(p, count); }
-inline void store_lanes(const fVec& v, float* p, int count) {
-  if (count == kLanes)
-    v.store(p);
-  else
-    v.store(p, count);
-}
-
 template <int N>
 void forward_block(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
   for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+    const int count = lanes_at(c, C);
     const VecEra<N> E(p.soa + c, p.ld, p.eps);
     for (int64_t r = 0; r < rows; ++r) store_lanes(E.forward(load_lanes(x + r * C + c, count)), y + r * C + c, count);
   }
@@ -195,9 +187,8 @@ template <int N>
 void backward_block(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,
                     double* acc_all) {
   constexpr int K = 2 + 4 * N;
-  constexpr int kFlush = 128;  // rows between flushes: the float32 partial sums stay short
   for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+    const int count = lanes_at(c, C);
     const VecEra<N> E(p.soa + c, p.ld, p.eps);
     fVec acc[K];
     for (int k = 0; k < K; ++k) acc[k] = fVec(0.f);
@@ -219,7 +210,7 @@ void backward_block(const EraChannelParams& p, const float* x, const float* g, f
       fVec gxv;
       if (acc_all) {
         gxv = E.template backward<true>(xv, gv, acc);
-        if (++pending == kFlush) {
+        if (++pending == kFlushVectors) {
           flush();
           pending = 0;
         }
@@ -232,46 +223,35 @@ void backward_block(const EraChannelParams& p, const float* x, const float* g, f
   }
 }
 
-bool forward_block_entry(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
-  switch (p.n) {
-    case 1: forward_block<1>(p, x, y, rows, C); return true;
-    case 2: forward_block<2>(p, x, y, rows, C); return true;
-    case 3: forward_block<3>(p, x, y, rows, C); return true;
-    case 4: forward_block<4>(p, x, y, rows, C); return true;
-    default: return false;
-  }
-}
-
-bool backward_block_entry(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows,
-                          int64_t C, double* acc) {
-  switch (p.n) {
-    case 1: backward_block<1>(p, x, g, gx, rows, C, acc); return true;
-    case 2: backward_block<2>(p, x, g, gx, rows, C, acc); return true;
-    case 3: backward_block<3>(p, x, g, gx, rows, C, acc); return true;
-    case 4: backward_block<4>(p, x, g, gx, rows, C, acc); return true;
+// Calls fn(std::integral_constant<int, N>) for the specialised n = 1..4; false for other n (the
+// caller's scalar path).
+template <typename Fn>
+bool with_fractions(int n, Fn&& fn) {
+  switch (n) {
+    case 1: fn(std::integral_constant<int, 1>{}); return true;
+    case 2: fn(std::integral_constant<int, 2>{}); return true;
+    case 3: fn(std::integral_constant<int, 3>{}); return true;
+    case 4: fn(std::integral_constant<int, 4>{}); return true;
     default: return false;
   }
 }
 
 bool forward_entry(const EraGroupParams& p, const float* x, float* y, int64_t len) {
-  switch (p.n) {
-    case 1: forward_run<1>(p, x, y, len); return true;
-    case 2: forward_run<2>(p, x, y, len); return true;
-    case 3: forward_run<3>(p, x, y, len); return true;
-    case 4: forward_run<4>(p, x, y, len); return true;
-    default: return false;
-  }
+  return with_fractions(p.n, [&](auto N) { forward_run<decltype(N)::value>(p, x, y, len); });
 }
 
 bool backward_entry(const EraGroupParams& p, const float* x, const float* g, float* gx, int64_t len,
                     double* acc_lin, double* acc_fr) {
-  switch (p.n) {
-    case 1: backward_run<1>(p, x, g, gx, len, acc_lin, acc_fr); return true;
-    case 2: backward_run<2>(p, x, g, gx, len, acc_lin, acc_fr); return true;
-    case 3: backward_run<3>(p, x, g, gx, len, acc_lin, acc_fr); return true;
-    case 4: backward_run<4>(p, x, g, gx, len, acc_lin, acc_fr); return true;
-    default: return false;
-  }
+  return with_fractions(p.n, [&](auto N) { backward_run<decltype(N)::value>(p, x, g, gx, len, acc_lin, acc_fr); });
+}
+
+bool forward_block_entry(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
+  return with_fractions(p.n, [&](auto N) { forward_block<decltype(N)::value>(p, x, y, rows, C); });
+}
+
+bool backward_block_entry(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows,
+                          int64_t C, double* acc) {
+  return with_fractions(p.n, [&](auto N) { backward_block<decltype(N)::value>(p, x, g, gx, rows, C, acc); });
 }
 
 }  // namespace era_vec

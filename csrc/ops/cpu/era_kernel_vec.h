@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "ops/cpu/vec_tables.h"
+
 namespace torch_rational {
 namespace cpu {
 
@@ -39,15 +41,7 @@ struct EraVecKernelTable {
                          int64_t C, double* acc);
 };
 
-#define TR_DECLARE_ERA_VEC_TABLE(CAP)  \
-  namespace CAP {                      \
-  const EraVecKernelTable& era_table(); \
-  }
-
-TR_DECLARE_ERA_VEC_TABLE(DEFAULT)
-TR_DECLARE_ERA_VEC_TABLE(AVX2)
-TR_DECLARE_ERA_VEC_TABLE(AVX512)
-#undef TR_DECLARE_ERA_VEC_TABLE
+TR_DECLARE_VEC_TABLES(EraVecKernelTable, era_table)
 
 // The table for the best capability this CPU (and ATEN_CPU_CAPABILITY, if set) allows.
 const EraVecKernelTable& era_vec_kernels();

@@ -35,9 +35,11 @@ namespace cpu {
 
 constexpr int64_t kMinTaskSize = 16384;  // elements; below this, fewer tasks than threads
 constexpr int64_t kTile = 512;           // float32 tile for half/bfloat16 inputs (run walk)
-// Channel walk: elements per block of whole rows. x, grad_output and grad_x of a block (3 x 16 KiB
-// in float) stay in L1/L2 while the block body passes over them once per vector of channels.
-constexpr int64_t kBlockElements = 4096;
+// Channel walk: elements per block of whole rows. x, grad_output and grad_x of a block (3 x 128
+// KiB in float) stay in L2 while the block body passes over them once per vector of channels, and
+// a block has enough rows (42 for C = 768) to amortise the per-vector-of-channels setup (parameter
+// loads) and the flush of the gradient accumulators into the per-channel float64 partials.
+constexpr int64_t kBlockElements = 32768;
 constexpr int64_t kMaxLanes = 16;  // float32 lanes of the widest build (AVX-512)
 
 // Math type of a dtype: float64 for double x, float32 for float, half and bfloat16 x.

@@ -33,12 +33,7 @@ namespace torch_rational {
 namespace cpu {
 
 const PwluVecKernelTable& pwlu_vec_kernels() {
-#if defined(__x86_64__) || defined(_M_X64)
-  static const PwluVecKernelTable& chosen =
-      pick_vec_table(&DEFAULT::pwlu_table, &AVX2::pwlu_table, &AVX512::pwlu_table);
-#else
-  static const PwluVecKernelTable& chosen = DEFAULT::pwlu_table();
-#endif
+  static const PwluVecKernelTable& chosen = TR_PICK_VEC_TABLE(pwlu_table);
   return chosen;
 }
 

@@ -19,8 +19,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "ops/cpu/pwlu_kernel_vec.h"
+#include "ops/cpu/vec_lanes.h"
 
 namespace torch_rational {
 namespace cpu {
@@ -146,14 +148,6 @@ struct PwluLanes {
   }
 };
 
-inline fVec load_lanes(const float* p, int count) { return count == kLanes ? fVec::loadu(p) : fVec::loadu(p, count); }
-inline void store_lanes(const fVec& v, float* p, int count) {
-  if (count == kLanes)
-    v.store(p);
-  else
-    v.store(p, count);
-}
-
 inline fVec forward_vector(const PwluLanes& p, const fVec& xv) {
   const fVec zero(0.0f), top(static_cast<float>(p.n - 1));
   const fVec u = (xv - p.left) * p.inv_d;
@@ -250,7 +244,7 @@ void backward_block_loop(const PwluChannelParams& p, const float* x, const float
                          int64_t C, double* bins) {
   const int64_t nb = pwlu_bin_doubles(p.n);
   for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+    const int count = lanes_at(c, C);
     const PwluLanes lanes(p.soa + c, p.ld, p.n);
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t o = r * C + c;
@@ -260,19 +254,25 @@ void backward_block_loop(const PwluChannelParams& p, const float* x, const float
   }
 }
 
+// Calls fn(WANT_X, WANT_BINS) as std::bool_constant values for what is requested (nothing: no call).
+template <typename Fn>
+void with_wants(bool want_x, bool want_bins, Fn&& fn) {
+  if (want_x && want_bins)
+    fn(std::true_type{}, std::true_type{});
+  else if (want_x)
+    fn(std::true_type{}, std::false_type{});
+  else if (want_bins)
+    fn(std::false_type{}, std::true_type{});
+}
+
 void backward_f32(const kernels::PwluGroup<float>& p, const float* x, const float* g, float* gx, int64_t len,
                   double* bins, int64_t lane_stride) {
-  if (gx && bins)
-    backward_loop<true, true>(p, x, g, gx, len, bins, lane_stride);
-  else if (gx)
-    backward_loop<true, false>(p, x, g, gx, len, bins, lane_stride);
-  else if (bins)
-    backward_loop<false, true>(p, x, g, gx, len, bins, lane_stride);
+  with_wants(gx, bins, [&](auto wx, auto wb) { backward_loop<decltype(wx)::value, decltype(wb)::value>(p, x, g, gx, len, bins, lane_stride); });
 }
 
 void forward_block(const PwluChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
   for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+    const int count = lanes_at(c, C);
     const PwluLanes lanes(p.soa + c, p.ld, p.n);
     for (int64_t r = 0; r < rows; ++r)
       store_lanes(forward_vector(lanes, load_lanes(x + r * C + c, count)), y + r * C + c, count);
@@ -281,12 +281,7 @@ void forward_block(const PwluChannelParams& p, const float* x, float* y, int64_t
 
 void backward_block(const PwluChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,
                     double* bins) {
-  if (gx && bins)
-    backward_block_loop<true, true>(p, x, g, gx, rows, C, bins);
-  else if (gx)
-    backward_block_loop<true, false>(p, x, g, gx, rows, C, bins);
-  else if (bins)
-    backward_block_loop<false, true>(p, x, g, gx, rows, C, bins);
+  with_wants(gx, bins, [&](auto wx, auto wb) { backward_block_loop<decltype(wx)::value, decltype(wb)::value>(p, x, g, gx, rows, C, bins); });
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "ops/cpu/vec_tables.h"
+
 #include "pwlu_math.h"
 
 namespace torch_rational {
@@ -47,15 +49,7 @@ struct PwluVecKernelTable {
   int lanes;  // float32 lanes of a vector
 };
 
-#define TR_DECLARE_PWLU_VEC_TABLE(CAP)   \
-  namespace CAP {                        \
-  const PwluVecKernelTable& pwlu_table(); \
-  }
-
-TR_DECLARE_PWLU_VEC_TABLE(DEFAULT)
-TR_DECLARE_PWLU_VEC_TABLE(AVX2)
-TR_DECLARE_PWLU_VEC_TABLE(AVX512)
-#undef TR_DECLARE_PWLU_VEC_TABLE
+TR_DECLARE_VEC_TABLES(PwluVecKernelTable, pwlu_table)
 
 // The table for the best capability this CPU (and ATEN_CPU_CAPABILITY, if set) allows.
 const PwluVecKernelTable& pwlu_vec_kernels();

@@ -31,12 +31,7 @@ namespace torch_rational {
 namespace cpu {
 
 const VecKernelTable& vec_kernels() {
-#if defined(__x86_64__) || defined(_M_X64)
-  static const VecKernelTable& chosen =
-      pick_vec_table(&DEFAULT::table, &AVX2::table, &AVX512::table);
-#else
-  static const VecKernelTable& chosen = DEFAULT::table();
-#endif
+  static const VecKernelTable& chosen = TR_PICK_VEC_TABLE(table);
   return chosen;
 }
 

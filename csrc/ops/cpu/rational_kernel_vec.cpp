@@ -14,6 +14,7 @@
 #include <cmath>
 
 #include "ops/cpu/rational_kernel_vec.h"
+#include "ops/cpu/vec_lanes.h"
 
 namespace torch_rational {
 namespace cpu {
@@ -218,7 +219,8 @@ struct VecRational {
     return gq * (dP - y * dQ);
   }
 
-  // grad_x = g dy/dx; acc_a[j] += g dy/da_j; acc_b[i] += g dy/db_i.
+  // grad_x = g dy/dx; acc_a[j] += g dy/da_j; acc_b[i] += g dy/db_i. The power basis has its own
+  // body (backward_power); below, the recurrence bases.
   template <bool COEFS>
   inline fVec backward(fVec x, fVec g, fVec* acc_a, fVec* acc_b) const {
     if (POWER) return backward_power<COEFS>(x, g, acc_a, acc_b);
@@ -234,27 +236,12 @@ struct VecRational {
     if (V == Version::A) {
       Q = fVec(1.f);
       dQ = fVec(0.f);
-      if (POWER) {
-        // |f_k| = |x|^k and d|x^k|/dx = sign(x) k |x|^(k-1).
-        const fVec ax = x.abs();
-        fVec axp[D + 1];
-        axp[0] = fVec(1.f);
-        for (int k = 1; k <= D; ++k) axp[k] = axp[k - 1] * ax;
-        for (int i = 0; i < NB; ++i) {
-          const int k = i + K0;
-          Q = at::vec::fmadd(absb[i], axp[k], Q);
-          dQ = at::vec::fmadd(absb[i] * fVec(float(k)), axp[k - 1], dQ);
-          if (COEFS) dQdb[i] = sgnb[i] * axp[k];
-        }
-        dQ = dQ * sign(x);
-      } else {
-        for (int i = 0; i < NB; ++i) {
-          const int k = i + K0;
-          const fVec afk = f[k].abs();
-          Q = at::vec::fmadd(absb[i], afk, Q);
-          dQ = at::vec::fmadd(absb[i] * sign(f[k]), df[k], dQ);
-          if (COEFS) dQdb[i] = sgnb[i] * afk;
-        }
+      for (int i = 0; i < NB; ++i) {
+        const int k = i + K0;
+        const fVec afk = f[k].abs();
+        Q = at::vec::fmadd(absb[i], afk, Q);
+        dQ = at::vec::fmadd(absb[i] * sign(f[k]), df[k], dQ);
+        if (COEFS) dQdb[i] = sgnb[i] * afk;
       }
     } else {
       fVec S(0.f), dS(0.f);
@@ -331,8 +318,7 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
     for (int j = 0; j <= M; ++j) va[j] = fVec(0.f);
     for (int i = 0; i < NB; ++i) vb[i] = fVec(0.f);
   };
-  // Lanes are summed in a fixed order into the float64 accumulators every kFlush vectors, so the
-  // float32 partial sums stay short.
+  // Lanes are summed in a fixed order into the float64 accumulators every kFlushVectors vectors.
   auto flush = [&] {
     float buf[kLanes];
     for (int j = 0; j <= M; ++j) {
@@ -350,7 +336,6 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
     zero_acc();
   };
   zero_acc();
-  constexpr int kFlush = 128;
   int pending = 0;
   double gx64;
   int64_t i = 0;
@@ -368,7 +353,7 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
     fVec gxv;
     if (coefs) {
       gxv = R.template backward<true>(xv, gv, va, vb);
-      if (++pending == kFlush) {
+      if (++pending == kFlushVectors) {
         flush();
         pending = 0;
       }
@@ -392,14 +377,6 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
 // accumulators of those channels stay in registers; the accumulators are flushed per lane, i.e.
 // per channel, into float64.
 
-inline fVec load_lanes(const float* p, int count) { return count == kLanes ? fVec::loadu(p) : fVec::loadu(p, count); }
-inline void store_lanes(const fVec& v, float* p, int count) {
-  if (count == kLanes)
-    v.store(p);
-  else
-    v.store(p, count);
-}
-
 template <int M, int N, Version V, bool POWER>
 void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, float* y, int64_t rows,
                    int64_t C) {
@@ -408,7 +385,7 @@ void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x,
   const fVec thr(static_cast<float>(POWER ? cfg.vec_threshold : INFINITY));
   const double big64 = cfg.scaled_threshold;
   for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+    const int count = lanes_at(c, C);
     const R_t R(cfg, cc.soa + c, cc.ld);
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = x + r * C + c;
@@ -434,10 +411,9 @@ void backward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x
   const fVec thr(static_cast<float>(POWER ? cfg.vec_threshold : INFINITY));
   const double big64 = cfg.scaled_threshold;
   const bool coefs = acc != nullptr;
-  constexpr int kFlush = 128;  // rows between flushes: the float32 partial sums stay short
   double gx64;
   for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+    const int count = lanes_at(c, C);
     const R_t R(cfg, cc.soa + c, cc.ld);
     fVec va[NA], vb[NB];
     auto zero_acc = [&] {
@@ -477,7 +453,7 @@ void backward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x
       fVec gxv;
       if (coefs) {
         gxv = R.template backward<true>(xv, gv, va, vb);
-        if (++pending == kFlush) {
+        if (++pending == kFlushVectors) {
           flush();
           pending = 0;
         }
@@ -544,35 +520,28 @@ bool pick(const RunConfig& cfg, Bodies* out) {
   return false;
 }
 
+// The table's entries: the body of cfg's specialisation, or false when (m, n) has none.
 bool forward_entry(const RunConfig& cfg, const GroupCoefs& c, const float* x, float* y, int64_t n) {
   Bodies b;
-  if (!pick(cfg, &b)) return false;
-  b.forward(cfg, c, x, y, n);
-  return true;
+  return pick(cfg, &b) && (b.forward(cfg, c, x, y, n), true);
 }
 
 bool backward_entry(const RunConfig& cfg, const GroupCoefs& c, const float* x, const float* g, float* gx,
                     int64_t n, double* acc_a, double* acc_b) {
   Bodies b;
-  if (!pick(cfg, &b)) return false;
-  b.backward(cfg, c, x, g, gx, n, acc_a, acc_b);
-  return true;
+  return pick(cfg, &b) && (b.backward(cfg, c, x, g, gx, n, acc_a, acc_b), true);
 }
 
 bool forward_block_entry(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, float* y, int64_t rows,
                          int64_t C) {
   Bodies b;
-  if (!pick(cfg, &b)) return false;
-  b.forward_block(cfg, cc, x, y, rows, C);
-  return true;
+  return pick(cfg, &b) && (b.forward_block(cfg, cc, x, y, rows, C), true);
 }
 
 bool backward_block_entry(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, const float* g, float* gx,
                           int64_t rows, int64_t C, double* acc) {
   Bodies b;
-  if (!pick(cfg, &b)) return false;
-  b.backward_block(cfg, cc, x, g, gx, rows, C, acc);
-  return true;
+  return pick(cfg, &b) && (b.backward_block(cfg, cc, x, g, gx, rows, C, acc), true);
 }
 
 const VecKernelTable& table() {

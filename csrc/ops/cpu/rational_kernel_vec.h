@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "ops/cpu/vec_tables.h"
+
 #include "rational_math.h"
 
 namespace torch_rational {
@@ -56,15 +58,7 @@ struct VecKernelTable {
                          float* grad_x, int64_t rows, int64_t C, double* acc);
 };
 
-#define TR_DECLARE_VEC_TABLE(CAP) \
-  namespace CAP {                 \
-  const VecKernelTable& table();  \
-  }
-
-TR_DECLARE_VEC_TABLE(DEFAULT)
-TR_DECLARE_VEC_TABLE(AVX2)
-TR_DECLARE_VEC_TABLE(AVX512)
-#undef TR_DECLARE_VEC_TABLE
+TR_DECLARE_VEC_TABLES(VecKernelTable, table)
 
 // The table for the best capability this CPU (and ATEN_CPU_CAPABILITY, if set) allows.
 const VecKernelTable& vec_kernels();
