@@ -88,7 +88,7 @@ def in_layout(x, layout):
 
 def grads_of(fn, x, params, g):
     """y and the gradients of y w.r.t. x and params for grad_output g (x keeps its layout)."""
-    xs = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
+    xs = x.detach().requires_grad_(True)  # same strides (a clone would make a non-dense x dense)
     ps = [p.detach().clone().requires_grad_(True) for p in params]
     y = fn(xs, *ps)
     grads = torch.autograd.grad(y, [xs] + ps, g)
