@@ -146,16 +146,8 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
   for (; i + kLanes <= len; i += kLanes) {
     const fVec xv = fVec::loadu(x + i);
     const fVec gv = fVec::loadu(g + i);
-    fVec gxv;
-    if (coefs) {
-      gxv = E.template backward<true>(xv, gv, acc);
-      if (++pending == kFlushVectors) {
-        flush();
-        pending = 0;
-      }
-    } else {
-      gxv = E.template backward<false>(xv, gv, nullptr);
-    }
+    const fVec gxv =
+        backward_step(coefs, pending, [&](auto with) { return E.template backward<decltype(with)::value>(xv, gv, acc); }, flush);
     if (gx) gxv.store(gx + i);
   }
   if (coefs) flush();
@@ -207,16 +199,8 @@ void backward_block(const EraChannelParams& p, const float* x, const float* g, f
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t o = r * C + c;
       const fVec xv = load_lanes(x + o, count), gv = load_lanes(g + o, count);
-      fVec gxv;
-      if (acc_all) {
-        gxv = E.template backward<true>(xv, gv, acc);
-        if (++pending == kFlushVectors) {
-          flush();
-          pending = 0;
-        }
-      } else {
-        gxv = E.template backward<false>(xv, gv, nullptr);
-      }
+      const fVec gxv = backward_step(acc_all != nullptr, pending,
+                                     [&](auto with) { return E.template backward<decltype(with)::value>(xv, gv, acc); }, flush);
       if (gx) store_lanes(gxv, gx + o, count);
     }
     if (acc_all) flush();

@@ -350,16 +350,8 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
       continue;
     }
     const fVec gv = fVec::loadu(g + i);
-    fVec gxv;
-    if (coefs) {
-      gxv = R.template backward<true>(xv, gv, va, vb);
-      if (++pending == kFlushVectors) {
-        flush();
-        pending = 0;
-      }
-    } else {
-      gxv = R.template backward<false>(xv, gv, nullptr, nullptr);
-    }
+    const fVec gxv = backward_step(coefs, pending, [&](auto with) { return R.template backward<decltype(with)::value>(xv, gv, va, vb); },
+                                   flush);
     if (gx) gxv.store(gx + i);
   }
   if (coefs) flush();
@@ -450,16 +442,8 @@ void backward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x
         continue;
       }
       const fVec gv = load_lanes(g + o, count);
-      fVec gxv;
-      if (coefs) {
-        gxv = R.template backward<true>(xv, gv, va, vb);
-        if (++pending == kFlushVectors) {
-          flush();
-          pending = 0;
-        }
-      } else {
-        gxv = R.template backward<false>(xv, gv, nullptr, nullptr);
-      }
+      const fVec gxv = backward_step(
+          coefs, pending, [&](auto with) { return R.template backward<decltype(with)::value>(xv, gv, va, vb); }, flush);
       if (gx) store_lanes(gxv, gx + o, count);
     }
     if (coefs) flush();

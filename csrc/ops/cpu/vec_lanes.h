@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 namespace torch_rational {
 namespace cpu {
@@ -32,6 +33,20 @@ inline int lanes_at(int64_t c, int64_t C) {
 // Vectors of float32 partial sums accumulated before they are added into the float64 partials:
 // the float32 sums stay short.
 constexpr int kFlushVectors = 128;
+
+// One vector of a backward body: body(std::true_type) accumulates the parameter gradients into
+// the body's float32 vector accumulators, flushed (flush()) every kFlushVectors vectors;
+// body(std::false_type) skips them (not requested). Returns the body's grad_x vector.
+template <typename Body, typename Flush>
+inline at::vec::Vectorized<float> backward_step(bool want_params, int& pending, Body&& body, Flush&& flush) {
+  if (!want_params) return body(std::false_type{});
+  const at::vec::Vectorized<float> out = body(std::true_type{});
+  if (++pending == kFlushVectors) {
+    flush();
+    pending = 0;
+  }
+  return out;
+}
 
 }  // namespace CPU_CAPABILITY
 }  // namespace cpu
