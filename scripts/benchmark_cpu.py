@@ -7,6 +7,13 @@ gradients) and forward+backward, median over repeats after warm-up, and ratios t
 
     python3 scripts/benchmark_cpu.py                      # 2^22 float32 elements, (5,4), version A
     python3 scripts/benchmark_cpu.py --numel 1048576 --degrees 3 2 --dtype bfloat16
+    python3 scripts/benchmark_cpu.py --layouts            # per-channel groups on each layout instead
+
+--layouts prints, for each family (rational (M,N) version A, ERA n=1, PWLU N=16), grouped
+parameters on the layouts a model uses, each against one group (G=1) on the same tensor:
+NCHW (16,64,64,64) with G=C on NCHW and on channels_last, and (T,768) with G=768 and G=8 along
+channel_dim=-1 (T*768 ~ --numel elements). Targets: G=C channels_last and G=768 within 1.25x of
+G=1, G=8 within 1.1x, forward and backward.
 """
 
 from __future__ import annotations
@@ -68,6 +75,116 @@ def measure(name, fwd, x, params, g, repeats, warmup):
     return name, f_ms, b_ms, fb_ms
 
 
+def family_ops(m: int, n: int, groups: int, channel_dim: int, dtype):
+    """(name, fwd(x, *params), params) of each family with `groups` groups along channel_dim."""
+    a, b = torch_rational.init_coefficients("leaky_relu", (m, n))
+    ra = a.to(dtype).repeat(groups, 1).requires_grad_()
+    rb = b.to(dtype).repeat(groups, 1).requires_grad_()
+    pw = torch_rational.PWLU(16, realign_steps=0)
+    ph, pb, ps = (t.detach()[0].to(dtype).repeat(groups, *([1] * (t.dim() - 1))).requires_grad_()
+                  for t in (pw.heights, pw.bounds, pw.slopes))
+    lin, fr = torch_rational.era_init_parameters("swish", 1)
+    el = lin.to(dtype).repeat(groups, 1).requires_grad_()
+    ef = fr.to(dtype).repeat(groups, 1, 1).requires_grad_()
+    F_ = torch_rational.functional
+    return [
+        (f"rational ({m},{n}) A", lambda x, a, b: F_.rational(x, a, b, channel_dim=channel_dim), (ra, rb)),
+        ("ERA n=1", lambda x, l, f: F_.era(x, l, f, channel_dim=channel_dim), (el, ef)),
+        ("PWLU N=16", lambda x, h, bd, s: F_.pwlu(x, h, bd, s, channel_dim=channel_dim), (ph, pb, ps)),
+    ]
+
+
+def layout_table(args, dtype) -> None:
+    """Grouped parameters on channel-outer and channel-innermost layouts, against G=1 on the same tensor."""
+    m, n = args.degrees
+    C = 64
+    hw = max(1, int(round((args.numel / (16 * C)) ** 0.5)))
+    nchw = (torch.randn(16, C, hw, hw) * 2).to(dtype)
+    nhwc = nchw.contiguous(memory_format=torch.channels_last)
+    T = max(1, args.numel // 768)
+    tc = (torch.randn(T, 768) * 2).to(dtype)
+    # (label, x, groups, channel_dim); the reference row (G=1) of a tensor comes first.
+    cases = [
+        ("NCHW G=1", nchw, 1, 1),
+        ("NCHW G=C=64", nchw, C, 1),
+        ("channels_last G=1", nhwc, 1, 1),
+        ("channels_last G=C=64", nhwc, C, 1),
+        (f"({T},768) G=1", tc, 1, -1),
+        (f"({T},768) G=768 dim=-1", tc, 768, -1),
+        (f"({T},768) G=8 dim=-1", tc, 8, -1),
+    ]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}; {args.dtype}; median of {args.repeats} after "
+          f"{args.warmup} warm-up, the rows of a tensor interleaved; x = time relative to G=1 on the same tensor")
+    header = f"| {'family':<18} | {'layout, groups':<26} | {'forward ms':>10} | {'backward ms':>11} | "              f"{'fwd+bwd ms':>10} | {'fwd x':>6} | {'bwd x':>6} | {'fwd+bwd x':>9} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for fam_index in range(3):
+        # The rows of one tensor are measured interleaved (one repeat of each in turn), so a burst
+        # of load from other processes on a shared machine hits all of them alike.
+        for same_tensor in _by_tensor(cases):
+            timers = []
+            for label, x0, groups, cdim in same_tensor:
+                name, fwd, params = family_ops(m, n, groups, cdim, dtype)[fam_index]
+                x = x0.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+                timers.append((name, label, Timer(fwd, x, params, torch.randn_like(x))))
+            for t in timers:
+                t[2].warm(args.warmup)
+            for _ in range(args.repeats):
+                for t in timers:
+                    t[2].once()
+            ref = timers[0][2].medians()
+            for name, label, t in timers:
+                f_ms, b_ms, fb_ms = t.medians()
+                print(f"| {name:<18} | {label:<26} | {f_ms:>10.2f} | {b_ms:>11.2f} | {fb_ms:>10.2f} | "
+                      f"{f_ms / ref[0]:>6.2f} | {b_ms / ref[1]:>6.2f} | {fb_ms / ref[2]:>9.2f} |", flush=True)
+
+
+def _by_tensor(cases):
+    """The cases grouped by the tensor they run on (in order; the G=1 row first in each)."""
+    groups = []
+    for case in cases:
+        if groups and groups[-1][0][1] is case[1]:
+            groups[-1].append(case)
+        else:
+            groups.append([case])
+    return groups
+
+
+class Timer:
+    """Forward, backward and forward+backward times of fwd(x, *params) with grad_output g."""
+
+    def __init__(self, fwd, x, params, g):
+        self.fwd, self.x, self.params, self.g = fwd, x, params, g
+        self.inputs = [x] + list(params)
+        self.times = ([], [], [])
+
+    def _forward(self):
+        with torch.no_grad():
+            self.fwd(self.x, *self.params)
+
+    def _both(self):
+        torch.autograd.grad(self.fwd(self.x, *self.params), self.inputs, self.g)
+
+    def _backward(self, y):
+        torch.autograd.grad(y, self.inputs, self.g, retain_graph=True)
+
+    def warm(self, n):
+        for _ in range(n):
+            self._forward()
+            self._both()
+
+    def once(self):
+        y = self.fwd(self.x, *self.params)
+        for k, fn in enumerate((self._forward, lambda: self._backward(y), self._both)):
+            t0 = time.perf_counter()
+            fn()
+            self.times[k].append(time.perf_counter() - t0)
+
+    def medians(self):
+        return tuple(statistics.median(t) * 1e3 for t in self.times)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--numel", type=int, default=1 << 22, help="elements of x (default 2^22)")
@@ -77,10 +194,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    ap.add_argument("--layouts", action="store_true",
+                    help="instead: grouped parameters on NCHW / channels_last / (T,768), against G=1")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    if args.layouts:
+        torch.manual_seed(0)
+        layout_table(args, dtype)
+        return
     m, n = args.degrees
     torch.manual_seed(0)
     x = (torch.randn(args.numel) * 2).to(dtype).requires_grad_()

@@ -39,8 +39,10 @@ inline void check_grad_output(const char* op, const at::Tensor& grad_output, con
                    grad_output.scalar_type(), " but x has dtype ", x.scalar_type());
 }
 
-// How x's channels split into `groups` groups (contiguous blocks of channels per group).
+// How x's channels split into `groups` groups (contiguous blocks of channels per group). Every
+// op's checked config (RationalConfig, EraConfig, PwluConfig) is one, filled by check_group_split.
 struct GroupSplit {
+  int64_t groups = 1;
   int64_t channel_dim = -1;  // normalised; -1 when groups == 1 (channel_dim is then ignored)
   int64_t channels = 1;
   int64_t channels_per_group = 1;
@@ -48,6 +50,7 @@ struct GroupSplit {
 
 inline GroupSplit check_group_split(const char* op, const at::Tensor& x, int64_t groups, int64_t channel_dim) {
   GroupSplit s;
+  s.groups = groups;
   if (groups > 1) {
     TORCH_CHECK_VALUE(x.dim() >= 1, "torch_rational.", op, ": x must have a channel dimension when num_groups > 1");
     TORCH_CHECK_INDEX(channel_dim >= -x.dim() && channel_dim < x.dim(), "torch_rational.", op, ": channel_dim ",

@@ -11,12 +11,8 @@
 
 namespace torch_rational {
 
-struct EraConfig {
-  int64_t groups = 1;
-  int n = 0;                 // fractions per group
-  int64_t channel_dim = -1;  // normalised; -1 when groups == 1
-  int64_t channels = 1;
-  int64_t channels_per_group = 1;
+struct EraConfig : GroupSplit {
+  int n = 0;  // fractions per group
 };
 
 inline EraConfig check_era_args(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions,
@@ -26,32 +22,28 @@ inline EraConfig check_era_args(const at::Tensor& x, const at::Tensor& linear, c
   check_supported_dtype(op, "linear", linear);
   check_supported_dtype(op, "fractions", fractions);
   TORCH_CHECK_VALUE((linear.dim() == 1 || linear.dim() == 2) && linear.size(-1) == 2,
-                    "torch_rational.era: linear must have shape (2,) or (groups, 2) holding (a, b), got ",
+                    "torch_rational.", op, ": linear must have shape (2,) or (groups, 2) holding (a, b), got ",
                     linear.sizes());
   TORCH_CHECK_VALUE((fractions.dim() == 2 || fractions.dim() == 3) && fractions.size(-1) == 4,
-                    "torch_rational.era: fractions must have shape (n, 4) or (groups, n, 4) holding rows "
+                    "torch_rational.", op, ": fractions must have shape (n, 4) or (groups, n, 4) holding rows "
                     "(c, d, e, f), got ", fractions.sizes());
   TORCH_CHECK_VALUE(fractions.dim() == linear.dim() + 1,
-                    "torch_rational.era: linear and fractions must both be ungrouped ((2,) and (n, 4)) or both "
+                    "torch_rational.", op, ": linear and fractions must both be ungrouped ((2,) and (n, 4)) or both "
                     "grouped ((G, 2) and (G, n, 4)), got ", linear.sizes(), " and ", fractions.sizes());
   const int64_t gl = linear.dim() == 2 ? linear.size(0) : 1;
   const int64_t gf = fractions.dim() == 3 ? fractions.size(0) : 1;
-  TORCH_CHECK_VALUE(gl == gf, "torch_rational.era: linear has ", gl, " groups but fractions has ", gf);
-  TORCH_CHECK_VALUE(gl >= 1, "torch_rational.era: linear and fractions must have at least one group "
+  TORCH_CHECK_VALUE(gl == gf, "torch_rational.", op, ": linear has ", gl, " groups but fractions has ", gf);
+  TORCH_CHECK_VALUE(gl >= 1, "torch_rational.", op, ": linear and fractions must have at least one group "
                     "(num_groups >= 1)");
   const int64_t n = fractions.size(-2);
   TORCH_CHECK_VALUE(n >= 1 && n <= kernels::kMaxEraFractions,
-                    "torch_rational.era: fractions must have between 1 and ", kernels::kMaxEraFractions,
+                    "torch_rational.", op, ": fractions must have between 1 and ", kernels::kMaxEraFractions,
                     " rows per group (num_fractions), got ", n);
-  TORCH_CHECK_VALUE(eps >= 0.0 && std::isfinite(eps), "torch_rational.era: eps must be finite and >= 0, got ", eps);
+  TORCH_CHECK_VALUE(eps >= 0.0 && std::isfinite(eps), "torch_rational.", op, ": eps must be finite and >= 0, got ", eps);
   check_same_device(op, "linear", linear, x);
   check_same_device(op, "fractions", fractions, x);
-  cfg.groups = gl;
   cfg.n = static_cast<int>(n);
-  const GroupSplit split = check_group_split(op, x, gl, channel_dim);
-  cfg.channel_dim = split.channel_dim;
-  cfg.channels = split.channels;
-  cfg.channels_per_group = split.channels_per_group;
+  static_cast<GroupSplit&>(cfg) = check_group_split(op, x, gl, channel_dim);
   return cfg;
 }
 

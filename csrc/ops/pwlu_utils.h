@@ -10,12 +10,8 @@
 
 namespace torch_rational {
 
-struct PwluConfig {
-  int64_t groups = 1;
-  int n = 1;                 // number of pieces N
-  int64_t channel_dim = -1;  // normalised; -1 when groups == 1
-  int64_t channels = 1;
-  int64_t channels_per_group = 1;
+struct PwluConfig : GroupSplit {
+  int n = 1;  // number of pieces N
 };
 
 // Pieces above this are rejected: it keeps N + 5 gradient slots per group in 32-bit ints and the
@@ -30,31 +26,27 @@ inline PwluConfig check_pwlu_args(const at::Tensor& x, const at::Tensor& heights
   check_supported_dtype(op, "bounds", bounds);
   check_supported_dtype(op, "slopes", slopes);
   TORCH_CHECK_VALUE(heights.dim() == 1 || heights.dim() == 2,
-                    "torch_rational.pwlu: heights must have shape (N+1,) or (groups, N+1), got ", heights.sizes());
+                    "torch_rational.", op, ": heights must have shape (N+1,) or (groups, N+1), got ", heights.sizes());
   const int64_t groups = heights.dim() == 2 ? heights.size(0) : 1;
-  TORCH_CHECK_VALUE(groups >= 1, "torch_rational.pwlu: heights must have at least one group, got ", heights.sizes());
+  TORCH_CHECK_VALUE(groups >= 1, "torch_rational.", op, ": heights must have at least one group, got ", heights.sizes());
   const int64_t n = heights.size(-1) - 1;
   TORCH_CHECK_VALUE(n >= 1 && n <= kPwluMaxPieces,
-                    "torch_rational.pwlu: heights must have N+1 entries per group with 1 <= N <= ", kPwluMaxPieces,
+                    "torch_rational.", op, ": heights must have N+1 entries per group with 1 <= N <= ", kPwluMaxPieces,
                     " pieces, got shape ", heights.sizes());
   const bool one_d = heights.dim() == 1;
   TORCH_CHECK_VALUE(one_d ? (bounds.dim() == 1 && bounds.size(0) == 2)
                           : (bounds.dim() == 2 && bounds.size(0) == groups && bounds.size(1) == 2),
-                    "torch_rational.pwlu: bounds must have shape ", one_d ? "(2,)" : "(groups, 2)",
+                    "torch_rational.", op, ": bounds must have shape ", one_d ? "(2,)" : "(groups, 2)",
                     " like heights ", heights.sizes(), ", got ", bounds.sizes());
   TORCH_CHECK_VALUE(one_d ? (slopes.dim() == 1 && slopes.size(0) == 2)
                           : (slopes.dim() == 2 && slopes.size(0) == groups && slopes.size(1) == 2),
-                    "torch_rational.pwlu: slopes must have shape ", one_d ? "(2,)" : "(groups, 2)",
+                    "torch_rational.", op, ": slopes must have shape ", one_d ? "(2,)" : "(groups, 2)",
                     " like heights ", heights.sizes(), ", got ", slopes.sizes());
   check_same_device(op, "heights", heights, x);
   check_same_device(op, "bounds", bounds, x);
   check_same_device(op, "slopes", slopes, x);
-  cfg.groups = groups;
   cfg.n = static_cast<int>(n);
-  const GroupSplit split = check_group_split(op, x, groups, channel_dim);
-  cfg.channel_dim = split.channel_dim;
-  cfg.channels = split.channels;
-  cfg.channels_per_group = split.channels_per_group;
+  static_cast<GroupSplit&>(cfg) = check_group_split(op, x, groups, channel_dim);
   return cfg;
 }
 

@@ -36,15 +36,11 @@ inline kernels::Basis parse_basis(c10::string_view b) {
 }
 
 // Everything a kernel needs to know about the shapes, once validated.
-struct RationalConfig {
+struct RationalConfig : GroupSplit {
   kernels::Version version;
   kernels::Basis basis;
-  int64_t groups = 1;
   int m = 0;   // numerator degree
   int nb = 0;  // number of denominator coefficients
-  int64_t channel_dim = -1;  // normalised; -1 when groups == 1
-  int64_t channels = 1;
-  int64_t channels_per_group = 1;
 };
 
 inline RationalConfig check_rational_args(const at::Tensor& x, const at::Tensor& numerator,
@@ -59,52 +55,48 @@ inline RationalConfig check_rational_args(const at::Tensor& x, const at::Tensor&
   check_supported_dtype(op, "numerator", numerator);
   check_supported_dtype(op, "denominator", denominator);
   TORCH_CHECK_VALUE(numerator.dim() == 1 || numerator.dim() == 2,
-                    "torch_rational: numerator must have shape (m+1,) or (groups, m+1), got ",
+                    "torch_rational.", op, ": numerator must have shape (m+1,) or (groups, m+1), got ",
                     numerator.sizes());
   TORCH_CHECK_VALUE(denominator.dim() == 1 || denominator.dim() == 2,
-                    "torch_rational: denominator must have shape (n,) or (groups, n) [(n+1) for version "
+                    "torch_rational.", op, ": denominator must have shape (n,) or (groups, n) [(n+1) for version "
                     "C], got ", denominator.sizes());
   TORCH_CHECK_VALUE(numerator.dim() == denominator.dim(),
-                    "torch_rational: numerator and denominator must both be 1-D or both 2-D, got ",
+                    "torch_rational.", op, ": numerator and denominator must both be 1-D or both 2-D, got ",
                     numerator.sizes(), " and ", denominator.sizes());
   const int64_t gn = numerator.dim() == 2 ? numerator.size(0) : 1;
   const int64_t gd = denominator.dim() == 2 ? denominator.size(0) : 1;
-  TORCH_CHECK_VALUE(gn == gd, "torch_rational: numerator has ", gn, " groups but denominator has ", gd);
-  TORCH_CHECK_VALUE(gn >= 1, "torch_rational: numerator must have at least one group (num_groups >= 1)");
+  TORCH_CHECK_VALUE(gn == gd, "torch_rational.", op, ": numerator has ", gn, " groups but denominator has ", gd);
+  TORCH_CHECK_VALUE(gn >= 1, "torch_rational.", op, ": numerator must have at least one group (num_groups >= 1)");
   const int64_t na = numerator.size(-1);
   const int64_t nb = denominator.size(-1);
   TORCH_CHECK_VALUE(na >= 1 && na <= kernels::kMaxDegree + 1,
-                    "torch_rational: numerator must have between 1 and ", kernels::kMaxDegree + 1,
+                    "torch_rational.", op, ": numerator must have between 1 and ", kernels::kMaxDegree + 1,
                     " coefficients per group (degree 0..", kernels::kMaxDegree, "), got ", na);
   const int64_t k0 = kernels::first_den_power(cfg.version);
   const int64_t min_nb = cfg.version == kernels::Version::C ? 2 : 1;
   TORCH_CHECK_VALUE(nb >= min_nb && nb - 1 + k0 <= kernels::kMaxDegree,
-                    "torch_rational: denominator must have ",
+                    "torch_rational.", op, ": denominator must have ",
                     cfg.version == kernels::Version::C ? "n+1 (for version C)" : "n",
                     " coefficients per group with 1 <= n <= ", kernels::kMaxDegree, ", got ", nb);
-  TORCH_CHECK_VALUE(noise >= 0.0 && std::isfinite(noise), "torch_rational: noise must be finite and >= 0, got ",
+  TORCH_CHECK_VALUE(noise >= 0.0 && std::isfinite(noise), "torch_rational.", op, ": noise must be finite and >= 0, got ",
                     noise);
   if (noise > 0.0) {
     TORCH_CHECK_VALUE(noise_seed.has_value() && noise_seed->defined(),
-                      "torch_rational: noise_seed (an int64 tensor with one element) is required when noise > 0");
+                      "torch_rational.", op, ": noise_seed (an int64 tensor with one element) is required when noise > 0");
   }
   if (noise_seed.has_value() && noise_seed->defined()) {
     TORCH_CHECK_VALUE(noise_seed->scalar_type() == at::kLong && noise_seed->numel() == 1,
-                      "torch_rational: noise_seed must be an int64 tensor with one element, got ",
+                      "torch_rational.", op, ": noise_seed must be an int64 tensor with one element, got ",
                       noise_seed->scalar_type(), " with ", noise_seed->numel(), " elements");
     TORCH_CHECK_VALUE(noise_seed->device().is_cpu(), "torch_rational.", op, ": noise_seed is on ",
                       noise_seed->device(), " but must be a CPU tensor (x is on ", x.device(), ")");
   }
   check_same_device(op, "numerator", numerator, x);
   check_same_device(op, "denominator", denominator, x);
-  cfg.groups = gn;
   cfg.m = static_cast<int>(na - 1);
   cfg.nb = static_cast<int>(nb);
-  const GroupSplit split = check_group_split(op, x, gn, channel_dim);
-  cfg.channel_dim = split.channel_dim;
-  cfg.channels = split.channels;
-  cfg.channels_per_group = split.channels_per_group;
   // With one group channel_dim is ignored, so a bare PAU works on any shape, like nn.ReLU.
+  static_cast<GroupSplit&>(cfg) = check_group_split(op, x, gn, channel_dim);
   return cfg;
 }
 

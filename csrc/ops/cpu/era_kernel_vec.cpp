@@ -8,8 +8,12 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
+#include <type_traits>
+
 #include "era_math.h"
 #include "ops/cpu/era_kernel_vec.h"
+#include "ops/cpu/vec_lanes.h"
 
 namespace torch_rational {
 namespace cpu {
@@ -23,20 +27,43 @@ template <int N>
 struct VecEra {
   fVec a, b;
   fVec c[N], d[N], e[N], f[N], fe[N];  // fe = f^2 + eps
-  bool a_zero;  // the line is b alone (era_linear: no 0 * inf at x = +-inf)
+  // Lanes whose line is b alone (era_linear: no 0 * inf at x = +-inf): all or none of them in the
+  // run walk (one group), any of them in the channel walk.
+  fVec a_zero;
+  bool any_a_zero;
 
-  explicit VecEra(const EraGroupParams& p) : a(p.lin[0]), b(p.lin[1]), a_zero(p.lin[0] == 0.0f) {
+  // One group's parameters in every lane (run walk).
+  explicit VecEra(const EraGroupParams& p) : a(p.lin[0]), b(p.lin[1]) {
     for (int i = 0; i < N; ++i) {
       c[i] = fVec(p.fr[4 * i]);
       d[i] = fVec(p.fr[4 * i + 1]);
       e[i] = fVec(p.fr[4 * i + 2]);
       f[i] = fVec(p.fr[4 * i + 3]);
-      fe[i] = fVec(p.fr[4 * i + 3] * p.fr[4 * i + 3] + p.eps);
     }
+    finish(p.eps);
+  }
+
+  // Lane l with channel l's parameters of an EraChannelParams soa (offset to the vector's first
+  // channel): parameter k at soa[k * ld + l] (channel walk).
+  VecEra(const float* soa, int64_t ld, float eps) : a(fVec::loadu(soa)), b(fVec::loadu(soa + ld)) {
+    for (int i = 0; i < N; ++i) {
+      c[i] = fVec::loadu(soa + (2 + 4 * i) * ld);
+      d[i] = fVec::loadu(soa + (3 + 4 * i) * ld);
+      e[i] = fVec::loadu(soa + (4 + 4 * i) * ld);
+      f[i] = fVec::loadu(soa + (5 + 4 * i) * ld);
+    }
+    finish(eps);
+  }
+
+  void finish(float eps) {
+    for (int i = 0; i < N; ++i) fe[i] = f[i] * f[i] + fVec(eps);
+    a_zero = a == fVec(0.f);
+    any_a_zero = a_zero.zero_mask() != (1 << kLanes) - 1;
   }
 
   inline fVec forward(fVec x) const {
-    fVec y = a_zero ? b : at::vec::fmadd(a, x, b);
+    fVec y = at::vec::fmadd(a, x, b);
+    if (any_a_zero) y = fVec::blendv(y, b, a_zero);
     const fVec zero(0.f);
     for (int i = 0; i < N; ++i) {
       const fVec u = x - e[i];
@@ -98,8 +125,7 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
   const bool coefs = acc_lin != nullptr;
   fVec acc[K];
   for (int k = 0; k < K; ++k) acc[k] = fVec(0.f);
-  // Lanes are summed in a fixed order into the float64 accumulators every kFlush vectors, so the
-  // float32 partial sums stay short.
+  // Lanes are summed in a fixed order into the float64 accumulators every kFlushVectors vectors.
   auto flush = [&] {
     float buf[kLanes];
     for (int k = 0; k < K; ++k) {
@@ -115,22 +141,13 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
       acc[k] = fVec(0.f);
     }
   };
-  constexpr int kFlush = 128;
   int pending = 0;
   int64_t i = 0;
   for (; i + kLanes <= len; i += kLanes) {
     const fVec xv = fVec::loadu(x + i);
     const fVec gv = fVec::loadu(g + i);
-    fVec gxv;
-    if (coefs) {
-      gxv = E.template backward<true>(xv, gv, acc);
-      if (++pending == kFlush) {
-        flush();
-        pending = 0;
-      }
-    } else {
-      gxv = E.template backward<false>(xv, gv, nullptr);
-    }
+    const fVec gxv =
+        backward_step(coefs, pending, [&](auto with) { return E.template backward<decltype(with)::value>(xv, gv, acc); }, flush);
     if (gx) gxv.store(gx + i);
   }
   if (coefs) flush();
@@ -143,34 +160,89 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
   }
 }
 
-bool forward_entry(const EraGroupParams& p, const float* x, float* y, int64_t len) {
-  switch (p.n) {
-    case 1: forward_run<1>(p, x, y, len); return true;
-    case 2: forward_run<2>(p, x, y, len); return true;
-    case 3: forward_run<3>(p, x, y, len); return true;
-    case 4: forward_run<4>(p, x, y, len); return true;
+// ---------------------------------------------------------------------------------------------
+// Channel walk: a vector holds kLanes consecutive channels of one row (fewer in the last vector of
+// a row: padded lanes are neither stored nor accumulated, so a NaN there does no harm); the loop
+// runs over the block's rows with the channels' parameters and accumulators in registers, and the
+// accumulators are flushed per lane, i.e. per channel.
+
+template <int N>
+void forward_block(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
+  for (int64_t c = 0; c < C; c += kLanes) {
+    const int count = lanes_at(c, C);
+    const VecEra<N> E(p.soa + c, p.ld, p.eps);
+    for (int64_t r = 0; r < rows; ++r) store_lanes(E.forward(load_lanes(x + r * C + c, count)), y + r * C + c, count);
+  }
+}
+
+template <int N>
+void backward_block(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,
+                    double* acc_all) {
+  constexpr int K = 2 + 4 * N;
+  for (int64_t c = 0; c < C; c += kLanes) {
+    const int count = lanes_at(c, C);
+    const VecEra<N> E(p.soa + c, p.ld, p.eps);
+    fVec acc[K];
+    for (int k = 0; k < K; ++k) acc[k] = fVec(0.f);
+    auto flush = [&] {
+      alignas(64) float buf[kLanes], fv[kLanes];
+      for (int k = 0; k < K; ++k) {
+        acc[k].store(buf);
+        const bool f_slot = k >= 2 && (k - 2) % 4 == 3;  // holds g 2 r / D, times -f at the flush
+        if (f_slot) fVec::loadu(p.soa + k * p.ld + c).store(fv);
+        for (int l = 0; l < count; ++l)
+          acc_all[(c + l) * K + k] += f_slot ? -static_cast<double>(fv[l]) * buf[l] : static_cast<double>(buf[l]);
+        acc[k] = fVec(0.f);
+      }
+    };
+    int pending = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * C + c;
+      const fVec xv = load_lanes(x + o, count), gv = load_lanes(g + o, count);
+      const fVec gxv = backward_step(acc_all != nullptr, pending,
+                                     [&](auto with) { return E.template backward<decltype(with)::value>(xv, gv, acc); }, flush);
+      if (gx) store_lanes(gxv, gx + o, count);
+    }
+    if (acc_all) flush();
+  }
+}
+
+// Calls fn(std::integral_constant<int, N>) for the specialised n = 1..4; false for other n (the
+// caller's scalar path).
+template <typename Fn>
+bool with_fractions(int n, Fn&& fn) {
+  switch (n) {
+    case 1: fn(std::integral_constant<int, 1>{}); return true;
+    case 2: fn(std::integral_constant<int, 2>{}); return true;
+    case 3: fn(std::integral_constant<int, 3>{}); return true;
+    case 4: fn(std::integral_constant<int, 4>{}); return true;
     default: return false;
   }
+}
+
+bool forward_entry(const EraGroupParams& p, const float* x, float* y, int64_t len) {
+  return with_fractions(p.n, [&](auto N) { forward_run<decltype(N)::value>(p, x, y, len); });
 }
 
 bool backward_entry(const EraGroupParams& p, const float* x, const float* g, float* gx, int64_t len,
                     double* acc_lin, double* acc_fr) {
-  switch (p.n) {
-    case 1: backward_run<1>(p, x, g, gx, len, acc_lin, acc_fr); return true;
-    case 2: backward_run<2>(p, x, g, gx, len, acc_lin, acc_fr); return true;
-    case 3: backward_run<3>(p, x, g, gx, len, acc_lin, acc_fr); return true;
-    case 4: backward_run<4>(p, x, g, gx, len, acc_lin, acc_fr); return true;
-    default: return false;
-  }
+  return with_fractions(p.n, [&](auto N) { backward_run<decltype(N)::value>(p, x, g, gx, len, acc_lin, acc_fr); });
+}
+
+bool forward_block_entry(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
+  return with_fractions(p.n, [&](auto N) { forward_block<decltype(N)::value>(p, x, y, rows, C); });
+}
+
+bool backward_block_entry(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows,
+                          int64_t C, double* acc) {
+  return with_fractions(p.n, [&](auto N) { backward_block<decltype(N)::value>(p, x, g, gx, rows, C, acc); });
 }
 
 }  // namespace era_vec
 
-#define TR_STR2(s) #s
-#define TR_STR(s) TR_STR2(s)
-
 const EraVecKernelTable& era_table() {
-  static const EraVecKernelTable t{era_vec::forward_entry, era_vec::backward_entry, TR_STR(CPU_CAPABILITY)};
+  static const EraVecKernelTable t{era_vec::forward_entry, era_vec::backward_entry, era_vec::forward_block_entry,
+                                   era_vec::backward_block_entry};
   return t;
 }
 

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "ops/cpu/vec_tables.h"
+
 namespace torch_rational {
 namespace cpu {
 
@@ -16,6 +18,15 @@ struct EraGroupParams {
   float eps;
 };
 
+// The channel walk's parameters (group_layout.h): parameter k (a, b, then c, d, e, f per fraction)
+// of channel c at soa[k * ld + c].
+struct EraChannelParams {
+  const float* soa;
+  int64_t ld;
+  int n;
+  float eps;
+};
+
 struct EraVecKernelTable {
   // Return false when n has no vectorised specialisation (the caller takes the scalar path).
   // grad_x may be null (not requested); acc_lin (2) / acc_fr (4n) accumulate (+=) the parameter
@@ -23,18 +34,14 @@ struct EraVecKernelTable {
   bool (*forward)(const EraGroupParams&, const float* x, float* y, int64_t len);
   bool (*backward)(const EraGroupParams&, const float* x, const float* grad_y, float* grad_x, int64_t len,
                    double* acc_lin, double* acc_fr);
-  const char* name;
+  // Channel walk: `rows` whole rows of C channels (x[r * C + c]); acc (may be null) holds per
+  // channel 2 + 4n float64 partials ([C][2 + 4n]), added to (+=).
+  bool (*forward_block)(const EraChannelParams&, const float* x, float* y, int64_t rows, int64_t C);
+  bool (*backward_block)(const EraChannelParams&, const float* x, const float* grad_y, float* grad_x, int64_t rows,
+                         int64_t C, double* acc);
 };
 
-#define TR_DECLARE_ERA_VEC_TABLE(CAP)  \
-  namespace CAP {                      \
-  const EraVecKernelTable& era_table(); \
-  }
-
-TR_DECLARE_ERA_VEC_TABLE(DEFAULT)
-TR_DECLARE_ERA_VEC_TABLE(AVX2)
-TR_DECLARE_ERA_VEC_TABLE(AVX512)
-#undef TR_DECLARE_ERA_VEC_TABLE
+TR_DECLARE_VEC_TABLES(EraVecKernelTable, era_table)
 
 // The table for the best capability this CPU (and ATEN_CPU_CAPABILITY, if set) allows.
 const EraVecKernelTable& era_vec_kernels();

@@ -25,6 +25,7 @@
 #include "ops/cpu/group_layout.h"
 #include "ops/cpu/pwlu_kernel_vec.h"
 #include "ops/cpu/vec_dispatch.h"
+#include "ops/grad_finish.h"
 #include "ops/pwlu_utils.h"
 #include "pwlu_math.h"
 
@@ -32,12 +33,7 @@ namespace torch_rational {
 namespace cpu {
 
 const PwluVecKernelTable& pwlu_vec_kernels() {
-#if defined(__x86_64__) || defined(_M_X64)
-  static const PwluVecKernelTable& chosen =
-      pick_vec_table(&DEFAULT::pwlu_table, &AVX2::pwlu_table, &AVX512::pwlu_table);
-#else
-  static const PwluVecKernelTable& chosen = DEFAULT::pwlu_table();
-#endif
+  static const PwluVecKernelTable& chosen = TR_PICK_VEC_TABLE(pwlu_table);
   return chosen;
 }
 
@@ -51,6 +47,7 @@ struct PwluParams {
   int n;
   std::vector<double> h64, b64, s64;
   std::vector<float> h32, b32, s32;
+  ChannelParams per_channel;  // channel walk: PwluChannelParams rows of every channel
   PwluParams(const at::Tensor& heights, const at::Tensor& bounds64, const at::Tensor& slopes, int64_t groups, int n_)
       : n(n_) {
     auto h = heights.detach().to(at::kCPU, at::kDouble).contiguous();
@@ -72,6 +69,20 @@ struct PwluParams {
                                              s32[2 * g + 1], n);
     }
   }
+  // The channel walk's per-channel rows (PwluChannelParams), from make_pwlu_group<float>.
+  void prepare_channels(const GroupLayout& l) {
+    const int K = pwlu_channel_rows(n);
+    std::vector<float> rows(l.groups * K);
+    for (int64_t g = 0; g < l.groups; ++g) {
+      const PwluGroup<float> p = group<float>(g);
+      float* r = rows.data() + g * K;
+      std::copy(p.heights, p.heights + n + 1, r);
+      const float tail[6] = {p.left, p.right, p.slope_left, p.slope_right, p.d, p.inv_d};
+      std::copy(tail, tail + 6, r + n + 1);
+    }
+    per_channel = ChannelParams(l, rows.data(), K);
+  }
+  PwluChannelParams channels() const { return PwluChannelParams{per_channel.soa.data(), per_channel.ld, n}; }
   // Bounds distinct in float64 can round to the same float; the float math would divide by zero.
   void check_float_bounds(int64_t groups) const {
     for (int64_t g = 0; g < groups; ++g)
@@ -83,27 +94,21 @@ struct PwluParams {
 // ---------------------------------------------------------------------------------------------
 // Forward
 
+// One group-constant run in the math type T (float: the vector body).
 template <typename T>
-inline void pwlu_forward_span(const PwluGroup<T>& p, const T* x, T* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) y[i] = kernels::pwlu_forward_element<T>(p, x[i]);
+void pwlu_forward_run(const PwluParams& params, int64_t g, const T* x, T* y, int64_t n) {
+  const PwluGroup<T> p = params.group<T>(g);
+  if constexpr (std::is_same_v<T, float>) {
+    pwlu_vec_kernels().forward(p, x, y, n);
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = kernels::pwlu_forward_element<T>(p, x[i]);
+  }
 }
 
-template <typename scalar_t>
-void pwlu_forward_run(const PwluParams& params, int64_t g, const scalar_t* x, scalar_t* y, int64_t n) {
-  if constexpr (std::is_same_v<scalar_t, double>) {
-    pwlu_forward_span<double>(params.group<double>(g), x, y, n);
-  } else if constexpr (std::is_same_v<scalar_t, float>) {
-    pwlu_vec_kernels().forward(params.group<float>(g), x, y, n);
-  } else {
-    const PwluGroup<float> p = params.group<float>(g);
-    float xb[kTile], yb[kTile];
-    for (int64_t t = 0; t < n; t += kTile) {
-      const int64_t len = std::min(kTile, n - t);
-      at::vec::convert(x + t, xb, len);
-      pwlu_vec_kernels().forward(p, xb, yb, len);
-      at::vec::convert(yb, y + t, len);
-    }
-  }
+// Parameters prepared for the walk of `layout` (checked float bounds; per-channel rows).
+void prepare(PwluParams& params, const GroupLayout& layout, at::ScalarType dtype) {
+  if (dtype != at::kDouble) params.check_float_bounds(layout.groups);
+  if (layout.channel_walk) params.prepare_channels(layout);
 }
 
 at::Tensor pwlu_forward_cpu(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
@@ -114,20 +119,15 @@ at::Tensor pwlu_forward_cpu(const at::Tensor& x, const at::Tensor& heights, cons
   at::Tensor y = at::empty_like(xin);
   if (xin.numel() == 0) return y;
   const GroupLayout layout = make_layout(xin, cfg);
-  const PwluParams params(heights, bounds64, slopes, cfg.groups, cfg.n);
-  if (xin.scalar_type() != at::kDouble) params.check_float_bounds(cfg.groups);
-  const int64_t tasks = num_tasks(layout.numel);
+  PwluParams params(heights, bounds64, slopes, cfg.groups, cfg.n);
+  prepare(params, layout, xin.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xin.scalar_type(), "pwlu_forward_cpu", [&] {
-    const scalar_t* xp = xin.const_data_ptr<scalar_t>();
-    scalar_t* yp = y.mutable_data_ptr<scalar_t>();
-    at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t begin = layout.numel * t / tasks, end = layout.numel * (t + 1) / tasks;
-        for_each_run(layout, begin, end, [&](int64_t g, int64_t b, int64_t e) {
-          pwlu_forward_run<scalar_t>(params, g, xp + b, yp + b, e - b);
+    grouped_forward(
+        layout, xin.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(),
+        [&](int64_t g, int64_t, const auto* xs, auto* ys, int64_t n) { pwlu_forward_run(params, g, xs, ys, n); },
+        [&](const float* xs, float* ys, int64_t rows, int64_t C) {
+          pwlu_vec_kernels().forward_block(params.channels(), xs, ys, rows, C);
         });
-      }
-    });
   });
   return y;
 }
@@ -168,33 +168,21 @@ inline void pwlu_backward_span_f64(const PwluGroup<double>& p, const double* x, 
   }
 }
 
-// One group-constant run of a task. bins: the task's bins of group grp (pwlu_bin_doubles(n)
-// doubles), or null; lane_bins: the task's scratch of lanes * pwlu_bin_doubles(n) doubles.
-template <typename scalar_t>
-void pwlu_backward_run(const PwluParams& params, int64_t grp, const scalar_t* x, const scalar_t* g, scalar_t* gx,
-                       int64_t len, double* bins, double* lane_bins) {
-  if constexpr (std::is_same_v<scalar_t, double>) {
+// One group-constant run of a task in the math type T. bins: the task's bins of group grp
+// (pwlu_bin_doubles(n) doubles), or null; lane_bins: the task's scratch of lanes *
+// pwlu_bin_doubles(n) doubles.
+template <typename T>
+void pwlu_backward_run(const PwluParams& params, int64_t grp, const T* x, const T* g, T* gx, int64_t len,
+                       double* bins, double* lane_bins) {
+  if constexpr (std::is_same_v<T, double>) {
     pwlu_backward_span_f64(params.group<double>(grp), x, g, gx, len, bins);
   } else {
     const PwluVecKernelTable& vk = pwlu_vec_kernels();
     const PwluGroup<float> p = params.group<float>(grp);
     const int64_t nb = pwlu_bin_doubles(p.n);
     const bool per_lane = bins && len >= kLaneBinsMinElementsPerBin * vk.lanes * (p.n + 2);
-    double* target = per_lane ? lane_bins : bins;
-    const int64_t stride = per_lane ? nb : 0;
     if (per_lane) std::fill(lane_bins, lane_bins + vk.lanes * nb, 0.0);
-    if constexpr (std::is_same_v<scalar_t, float>) {
-      vk.backward(p, x, g, gx, len, target, stride);
-    } else {
-      float xb[kTile], gb[kTile], gxb[kTile];
-      for (int64_t t = 0; t < len; t += kTile) {
-        const int64_t m = std::min(kTile, len - t);
-        at::vec::convert(x + t, xb, m);
-        at::vec::convert(g + t, gb, m);
-        vk.backward(p, xb, gb, gx ? gxb : nullptr, m, target, stride);
-        if (gx) at::vec::convert(gxb, gx + t, m);
-      }
-    }
+    vk.backward(p, x, g, gx, len, per_lane ? lane_bins : bins, per_lane ? nb : 0);
     if (per_lane) {  // fixed order: lane 0, 1, ...
       for (int l = 0; l < vk.lanes; ++l)
         for (int64_t k = 0; k < nb; ++k) bins[k] += lane_bins[l * nb + k];
@@ -244,65 +232,46 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
   check_pwlu_grad_output(grad_output, x);
   const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
-  at::Tensor gin = grad_output;
-  if (gin.strides() != xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
-    gin = at::empty_like(xin);
-    gin.copy_(grad_output);
-  }
+  const at::Tensor gin = grad_output_like(grad_output, xin);
   const bool want_x = output_mask[0];
   const bool want_params = output_mask[1] || output_mask[2] || output_mask[3];
   at::Tensor grad_x = want_x ? at::empty_like(xin) : at::empty({0}, x.options());
   at::Tensor grad_heights = at::empty({0}, heights.options());
   at::Tensor grad_bounds = at::empty({0}, bounds.options());
   at::Tensor grad_slopes = at::empty({0}, slopes.options());
+  if (!want_x && !want_params) return {grad_x, grad_heights, grad_bounds, grad_slopes};
   const int n = cfg.n;
   const int64_t slots = kernels::pwlu_grad_slots(n);
   const int64_t nb = pwlu_bin_doubles(n);
-  const int64_t per_task = cfg.groups * nb;
   const GroupLayout layout = make_layout(xin, cfg);
-  const int64_t tasks = xin.numel() == 0 ? 1 : num_tasks(layout.numel);
-  std::vector<double> partials(want_params ? tasks * per_task : 0, 0.0);
   const bool math_double = xin.scalar_type() == at::kDouble;
-  const PwluParams params(heights, bounds64, slopes, cfg.groups, n);
-  if (xin.numel() > 0 && (want_x || want_params)) {
-    if (!math_double) params.check_float_bounds(cfg.groups);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xin.scalar_type(), "pwlu_backward_cpu", [&] {
-      const scalar_t* xp = xin.const_data_ptr<scalar_t>();
-      const scalar_t* gp = gin.const_data_ptr<scalar_t>();
-      scalar_t* gxp = want_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr;
-      at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
-        std::vector<double> lane_bins(want_params && !math_double ? pwlu_vec_kernels().lanes * nb : 0);
-        for (int64_t t = t0; t < t1; ++t) {
-          const int64_t begin = layout.numel * t / tasks, end = layout.numel * (t + 1) / tasks;
-          double* part = want_params ? partials.data() + t * per_task : nullptr;
-          for_each_run(layout, begin, end, [&](int64_t g, int64_t b, int64_t e) {
-            pwlu_backward_run<scalar_t>(params, g, xp + b, gp + b, gxp ? gxp + b : nullptr, e - b,
-                                        part ? part + g * nb : nullptr, lane_bins.data());
-          });
-        }
-      });
-    });
-  }
+  PwluParams params(heights, bounds64, slopes, cfg.groups, n);
+  if (xin.numel() > 0) prepare(params, layout, xin.scalar_type());
+  std::vector<double> sums;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, xin.scalar_type(), "pwlu_backward_cpu", [&] {
+    sums = grouped_backward(
+        layout, xin.const_data_ptr<scalar_t>(), gin.const_data_ptr<scalar_t>(),
+        want_x ? grad_x.mutable_data_ptr<scalar_t>() : nullptr, nb, want_params,
+        want_params && !math_double ? pwlu_vec_kernels().lanes * nb : 0,
+        [&](int64_t g, int64_t, const auto* xs, const auto* gs, auto* gxs, int64_t len, double* bins,
+            double* lane_bins) { pwlu_backward_run(params, g, xs, gs, gxs, len, bins, lane_bins); },
+        [&](const float* xs, const float* gs, float* gxs, int64_t rows, int64_t C, double* bins, double*) {
+          pwlu_vec_kernels().backward_block(params.channels(), xs, gs, gxs, rows, C, bins);
+        });
+  });
   if (want_params) {
-    // Fixed-order finish: the bins of task 0, 1, ... summed for every bin, then turned into the
-    // gradient slots.
-    std::vector<double> sum(per_task, 0.0);
-    for (int64_t t = 0; t < tasks && xin.numel() > 0; ++t)
-      for (int64_t i = 0; i < per_task; ++i) sum[i] += partials[t * per_task + i];
-    at::Tensor total = at::zeros({cfg.groups, slots}, at::TensorOptions().dtype(at::kDouble));
-    double* tp = total.data_ptr<double>();
+    // The bins summed in a fixed order (grouped_backward), then turned into the gradient slots.
+    std::vector<double> table_values(cfg.groups * slots, 0.0);
     for (int64_t g = 0; g < cfg.groups; ++g) {
       if (math_double)
-        finish_bins(params.group<double>(g), sum.data() + g * nb, tp + g * slots);
+        finish_bins(params.group<double>(g), sums.data() + g * nb, table_values.data() + g * slots);
       else
-        finish_bins(params.group<float>(g), sum.data() + g * nb, tp + g * slots);
+        finish_bins(params.group<float>(g), sums.data() + g * nb, table_values.data() + g * slots);
     }
-    if (output_mask[1])
-      grad_heights = total.narrow(1, 0, n + 1).reshape(heights.sizes()).to(heights.scalar_type()).contiguous();
-    if (output_mask[2])
-      grad_bounds = total.narrow(1, n + 1, 2).reshape(bounds.sizes()).to(bounds.scalar_type()).contiguous();
-    if (output_mask[3])
-      grad_slopes = total.narrow(1, n + 3, 2).reshape(slopes.sizes()).to(slopes.scalar_type()).contiguous();
+    const at::Tensor table = group_grad_table(table_values, cfg.groups, slots);
+    if (output_mask[1]) grad_heights = param_grad(table, 0, n + 1, heights);
+    if (output_mask[2]) grad_bounds = param_grad(table, n + 1, 2, bounds);
+    if (output_mask[3]) grad_slopes = param_grad(table, n + 3, 2, slopes);
   }
   return {grad_x, grad_heights, grad_bounds, grad_slopes};
 }

@@ -17,9 +17,12 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "ops/cpu/pwlu_kernel_vec.h"
+#include "ops/cpu/vec_lanes.h"
 
 namespace torch_rational {
 namespace cpu {
@@ -38,6 +41,9 @@ struct HeightTable {
   const float* heights;
   bool in_register;
   fVec lo, hi;  // Y_0..Y_{N-1}, Y_1..Y_N (zero-padded) when in_register
+  // Channel walk: lane l's Y_k at heights[k * ld + l] (a gather), ld = 0 in the run walk.
+  int64_t ld = 0;
+  HeightTable(const float* soa, int64_t ld_) : heights(soa), in_register(false), ld(ld_) {}
   HeightTable(const float* h, int n) : heights(h) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     in_register = n <= kLanes;
@@ -63,6 +69,14 @@ struct HeightTable {
       return;
     }
 #endif
+    if (ld != 0) {
+      alignas(64) int32_t lane[kLanes];
+      for (int l = 0; l < kLanes; ++l) lane[l] = l;
+      const iVec where = idx * iVec(static_cast<int32_t>(ld)) + iVec::loadu(lane);
+      y_i = at::vec::gather<sizeof(float)>(heights, where);
+      y_next = at::vec::gather<sizeof(float)>(heights + ld, where);
+      return;
+    }
     y_i = at::vec::gather<sizeof(float)>(heights, idx);
     y_next = at::vec::gather<sizeof(float)>(heights + 1, idx);
   }
@@ -111,36 +125,58 @@ inline fVec locate(const fVec& xv, const fVec& u, const fVec& left, const fVec& 
   return f;
 }
 
-void forward_f32(const kernels::PwluGroup<float>& p, const float* x, float* y, int64_t n) {
-  const fVec left(p.left), right(p.right), d(p.d), inv_d(p.inv_d), k_left(p.slope_left), k_right(p.slope_right);
-  const fVec y_first(p.heights[0]), y_last(p.heights[p.n]);
-  const fVec zero(0.0f), top(static_cast<float>(p.n - 1));
-  const HeightTable table(p.heights, p.n);
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    const fVec xv = fVec::loadu(x + i);
-    const fVec u = (xv - left) * inv_d;
-    fVec t;
-    const fVec f = locate(xv, u, left, d, inv_d, zero, top, t);
-    const iVec idx = at::vec::convert_to_int_of_same_size(f);
-    fVec y_i, y_next;
-    table.fetch(idx, y_i, y_next);
-    const fVec inner = y_i + t * (y_next - y_i);
-    const fVec outer_left = y_first + (xv - left) * k_left;
-    const fVec outer_right = y_last + (xv - right) * k_right;
-    fVec out = fVec::blendv(inner, outer_left, xv < left);
-    out = fVec::blendv(out, outer_right, xv >= right);
-    out.store(y + i);
+// The parameters of a vector's lanes: one group's in every lane (run walk), or lane l with channel
+// l's (channel walk, PwluChannelParams).
+struct PwluLanes {
+  fVec left, right, d, inv_d, slope_left, slope_right, y_first, y_last;
+  int n;
+  HeightTable table;
+  explicit PwluLanes(const kernels::PwluGroup<float>& p)
+      : left(p.left), right(p.right), d(p.d), inv_d(p.inv_d), slope_left(p.slope_left), slope_right(p.slope_right),
+        y_first(p.heights[0]), y_last(p.heights[p.n]), n(p.n), table(p.heights, p.n) {}
+  // soa: the PwluChannelParams soa offset to the vector's first channel.
+  PwluLanes(const float* soa, int64_t ld, int n_) : n(n_), table(soa, ld) {
+    auto row = [&](int k) { return fVec::loadu(soa + k * ld); };
+    y_first = row(0);
+    y_last = row(n);
+    left = row(n + 1);
+    right = row(n + 2);
+    slope_left = row(n + 3);
+    slope_right = row(n + 4);
+    d = row(n + 5);
+    inv_d = row(n + 6);
   }
+};
+
+inline fVec forward_vector(const PwluLanes& p, const fVec& xv) {
+  const fVec zero(0.0f), top(static_cast<float>(p.n - 1));
+  const fVec u = (xv - p.left) * p.inv_d;
+  fVec t;
+  const fVec f = locate(xv, u, p.left, p.d, p.inv_d, zero, top, t);
+  const iVec idx = at::vec::convert_to_int_of_same_size(f);
+  fVec y_i, y_next;
+  p.table.fetch(idx, y_i, y_next);
+  const fVec inner = y_i + t * (y_next - y_i);
+  const fVec outer_left = p.y_first + (xv - p.left) * p.slope_left;
+  const fVec outer_right = p.y_last + (xv - p.right) * p.slope_right;
+  fVec out = fVec::blendv(inner, outer_left, xv < p.left);
+  return fVec::blendv(out, outer_right, xv >= p.right);
+}
+
+void forward_f32(const kernels::PwluGroup<float>& p, const float* x, float* y, int64_t n) {
+  const PwluLanes lanes(p);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) forward_vector(lanes, fVec::loadu(x + i)).store(y + i);
   for (; i < n; ++i) y[i] = kernels::pwlu_forward_element<float>(p, x[i]);
 }
 
 // One vector of the backward. count < kLanes only for the tail (x and g zero-padded there; the
 // padded lanes are neither stored nor scattered).
 template <bool WANT_X, bool WANT_BINS>
-inline void backward_vector(const kernels::PwluGroup<float>& p, const HeightTable& table, const float* x,
-                            const float* g, float* gx, int count, double* bins, int64_t lane_stride) {
-  const fVec left(p.left), right(p.right), d(p.d), inv_d(p.inv_d);
+inline void backward_vector(const PwluLanes& p, const float* x, const float* g, float* gx, int count, double* bins,
+                            int64_t lane_stride) {
+  const HeightTable& table = p.table;
+  const fVec left = p.left, right = p.right, d = p.d, inv_d = p.inv_d;
   const fVec zero(0.0f), top(static_cast<float>(p.n - 1));
   const fVec xv = count == kLanes ? fVec::loadu(x) : fVec::loadu(x, count);
   const fVec gv = count == kLanes ? fVec::loadu(g) : fVec::loadu(g, count);
@@ -156,8 +192,8 @@ inline void backward_vector(const kernels::PwluGroup<float>& p, const HeightTabl
     fVec d = (y_next - y_i) * inv_d;
     // A NaN x gets a NaN input gradient (x itself, as pwlu_backward_element), not piece 0's slope.
     d = fVec::blendv(d, xv, xv.isnan());
-    d = fVec::blendv(d, fVec(p.slope_left), is_left);
-    d = fVec::blendv(d, fVec(p.slope_right), is_right);
+    d = fVec::blendv(d, p.slope_left, is_left);
+    d = fVec::blendv(d, p.slope_right, is_right);
     const fVec out = gv * d;
     if (count == kLanes)
       out.store(gx);
@@ -192,32 +228,66 @@ inline void backward_vector(const kernels::PwluGroup<float>& p, const HeightTabl
 template <bool WANT_X, bool WANT_BINS>
 void backward_loop(const kernels::PwluGroup<float>& p, const float* x, const float* g, float* gx, int64_t len,
                    double* bins, int64_t lane_stride) {
-  const HeightTable table(p.heights, p.n);
+  const PwluLanes lanes(p);
   int64_t i = 0;
   for (; i + kLanes <= len; i += kLanes)
-    backward_vector<WANT_X, WANT_BINS>(p, table, x + i, g + i, WANT_X ? gx + i : nullptr, kLanes, bins, lane_stride);
+    backward_vector<WANT_X, WANT_BINS>(lanes, x + i, g + i, WANT_X ? gx + i : nullptr, kLanes, bins, lane_stride);
   if (i < len)
-    backward_vector<WANT_X, WANT_BINS>(p, table, x + i, g + i, WANT_X ? gx + i : nullptr, static_cast<int>(len - i),
+    backward_vector<WANT_X, WANT_BINS>(lanes, x + i, g + i, WANT_X ? gx + i : nullptr, static_cast<int>(len - i),
                                        bins, lane_stride);
+}
+
+// Channel walk: lane l of the vector at channel c is channel c + l, with its own bins (lane_stride
+// = the bins of one channel), so the per-lane bins of the run walk are simply the channels' bins.
+template <bool WANT_X, bool WANT_BINS>
+void backward_block_loop(const PwluChannelParams& p, const float* x, const float* g, float* gx, int64_t rows,
+                         int64_t C, double* bins) {
+  const int64_t nb = pwlu_bin_doubles(p.n);
+  for (int64_t c = 0; c < C; c += kLanes) {
+    const int count = lanes_at(c, C);
+    const PwluLanes lanes(p.soa + c, p.ld, p.n);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * C + c;
+      backward_vector<WANT_X, WANT_BINS>(lanes, x + o, g + o, WANT_X ? gx + o : nullptr, count,
+                                         WANT_BINS ? bins + c * nb : nullptr, nb);
+    }
+  }
+}
+
+// Calls fn(WANT_X, WANT_BINS) as std::bool_constant values for what is requested (nothing: no call).
+template <typename Fn>
+void with_wants(bool want_x, bool want_bins, Fn&& fn) {
+  if (want_x && want_bins)
+    fn(std::true_type{}, std::true_type{});
+  else if (want_x)
+    fn(std::true_type{}, std::false_type{});
+  else if (want_bins)
+    fn(std::false_type{}, std::true_type{});
 }
 
 void backward_f32(const kernels::PwluGroup<float>& p, const float* x, const float* g, float* gx, int64_t len,
                   double* bins, int64_t lane_stride) {
-  if (gx && bins)
-    backward_loop<true, true>(p, x, g, gx, len, bins, lane_stride);
-  else if (gx)
-    backward_loop<true, false>(p, x, g, gx, len, bins, lane_stride);
-  else if (bins)
-    backward_loop<false, true>(p, x, g, gx, len, bins, lane_stride);
+  with_wants(gx, bins, [&](auto wx, auto wb) { backward_loop<decltype(wx)::value, decltype(wb)::value>(p, x, g, gx, len, bins, lane_stride); });
+}
+
+void forward_block(const PwluChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
+  for (int64_t c = 0; c < C; c += kLanes) {
+    const int count = lanes_at(c, C);
+    const PwluLanes lanes(p.soa + c, p.ld, p.n);
+    for (int64_t r = 0; r < rows; ++r)
+      store_lanes(forward_vector(lanes, load_lanes(x + r * C + c, count)), y + r * C + c, count);
+  }
+}
+
+void backward_block(const PwluChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,
+                    double* bins) {
+  with_wants(gx, bins, [&](auto wx, auto wb) { backward_block_loop<decltype(wx)::value, decltype(wb)::value>(p, x, g, gx, rows, C, bins); });
 }
 
 }  // namespace
 
-#define TR_STR2(s) #s
-#define TR_STR(s) TR_STR2(s)
-
 const PwluVecKernelTable& pwlu_table() {
-  static const PwluVecKernelTable t{forward_f32, backward_f32, kLanes, TR_STR(CPU_CAPABILITY)};
+  static const PwluVecKernelTable t{forward_f32, backward_f32, forward_block, backward_block, kLanes};
   return t;
 }
 

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "ops/cpu/vec_tables.h"
+
 #include "pwlu_math.h"
 
 namespace torch_rational {
@@ -17,6 +19,16 @@ namespace cpu {
 //   bin N + 1  (x >= R):                            v = x - R
 inline int64_t pwlu_bin_doubles(int n) { return 2 * (static_cast<int64_t>(n) + 2); }
 
+// The channel walk's parameters (group_layout.h): row k of channel c at soa[k * ld + c], rows
+// Y_0..Y_N, then L, R, K_L, K_R, d, inv_d (in float, as kernels::make_pwlu_group<float> computes
+// them, so the breakpoints are the bits of the run walk's).
+struct PwluChannelParams {
+  const float* soa;
+  int64_t ld;
+  int n;
+};
+inline int pwlu_channel_rows(int n) { return n + 7; }
+
 struct PwluVecKernelTable {
   // y[0..len) = PWLU of x[0..len) for one group, float32 math (same formula as
   // pwlu_forward_element).
@@ -29,19 +41,15 @@ struct PwluVecKernelTable {
   // neighbouring elements of the same piece). Accumulates (+=); the order is fixed by the data.
   void (*backward)(const kernels::PwluGroup<float>& p, const float* x, const float* g, float* grad_x, int64_t len,
                    double* bins, int64_t lane_stride);
+  // Channel walk: `rows` whole rows of C channels (x[r * C + c]); bins (may be null) holds per
+  // channel pwlu_bin_doubles(n) float64 bins ([C][2 (n + 2)]), added to (+=).
+  void (*forward_block)(const PwluChannelParams& p, const float* x, float* y, int64_t rows, int64_t C);
+  void (*backward_block)(const PwluChannelParams& p, const float* x, const float* g, float* grad_x, int64_t rows,
+                         int64_t C, double* bins);
   int lanes;  // float32 lanes of a vector
-  const char* name;
 };
 
-#define TR_DECLARE_PWLU_VEC_TABLE(CAP)   \
-  namespace CAP {                        \
-  const PwluVecKernelTable& pwlu_table(); \
-  }
-
-TR_DECLARE_PWLU_VEC_TABLE(DEFAULT)
-TR_DECLARE_PWLU_VEC_TABLE(AVX2)
-TR_DECLARE_PWLU_VEC_TABLE(AVX512)
-#undef TR_DECLARE_PWLU_VEC_TABLE
+TR_DECLARE_VEC_TABLES(PwluVecKernelTable, pwlu_table)
 
 // The table for the best capability this CPU (and ATEN_CPU_CAPABILITY, if set) allows.
 const PwluVecKernelTable& pwlu_vec_kernels();

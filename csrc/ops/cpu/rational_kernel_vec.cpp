@@ -9,10 +9,12 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 
 #include "ops/cpu/rational_kernel_vec.h"
+#include "ops/cpu/vec_lanes.h"
 
 namespace torch_rational {
 namespace cpu {
@@ -34,6 +36,7 @@ struct VecRational {
   fVec sgnb[NB];
   fVec al[D > 0 ? D : 1], be[D > 0 ? D : 1], ga[D > 0 ? D : 1];
 
+  // One group's coefficients in every lane (run walk).
   explicit VecRational(const RunConfig& cfg, const GroupCoefs& c) {
     for (int j = 0; j <= M; ++j) a[j] = fVec(c.a[j]);
     for (int i = 0; i < NB; ++i) {
@@ -41,6 +44,22 @@ struct VecRational {
       absb[i] = fVec(std::fabs(c.b[i]));
       sgnb[i] = fVec(kernels::sign_of(c.b[i]));
     }
+    init_basis(cfg);
+  }
+
+  // Lane l with the coefficients of channel l of a ChannelCoefs soa (already offset to the first
+  // channel of the vector): coefficient k at soa[k * ld + l] (channel walk).
+  VecRational(const RunConfig& cfg, const float* soa, int64_t ld) {
+    for (int j = 0; j <= M; ++j) a[j] = fVec::loadu(soa + j * ld);
+    for (int i = 0; i < NB; ++i) {
+      b[i] = fVec::loadu(soa + (M + 1 + i) * ld);
+      absb[i] = b[i].abs();
+      sgnb[i] = sign(b[i]);
+    }
+    init_basis(cfg);
+  }
+
+  void init_basis(const RunConfig& cfg) {
     if (!POWER) {
       for (int k = 0; k < D; ++k) {
         float x, y, z;
@@ -143,6 +162,11 @@ struct VecRational {
     if (!POWER) return 1.f;
     return V == Version::A ? -kernels::sign_of(c.b[i]) : -1.f;
   }
+  // The same per lane (channel walk).
+  fVec den_flush_factor(int i) const {
+    if (!POWER) return fVec(1.f);
+    return V == Version::A ? fVec(0.f) - sgnb[i] : fVec(-1.f);
+  }
 
   // Power basis: P, P', Q, Q' by Horner (about 45 vector ops per 8/16 elements for (5,4)).
   template <bool COEFS>
@@ -195,7 +219,8 @@ struct VecRational {
     return gq * (dP - y * dQ);
   }
 
-  // grad_x = g dy/dx; acc_a[j] += g dy/da_j; acc_b[i] += g dy/db_i.
+  // grad_x = g dy/dx; acc_a[j] += g dy/da_j; acc_b[i] += g dy/db_i. The power basis has its own
+  // body (backward_power); below, the recurrence bases.
   template <bool COEFS>
   inline fVec backward(fVec x, fVec g, fVec* acc_a, fVec* acc_b) const {
     if (POWER) return backward_power<COEFS>(x, g, acc_a, acc_b);
@@ -211,27 +236,12 @@ struct VecRational {
     if (V == Version::A) {
       Q = fVec(1.f);
       dQ = fVec(0.f);
-      if (POWER) {
-        // |f_k| = |x|^k and d|x^k|/dx = sign(x) k |x|^(k-1).
-        const fVec ax = x.abs();
-        fVec axp[D + 1];
-        axp[0] = fVec(1.f);
-        for (int k = 1; k <= D; ++k) axp[k] = axp[k - 1] * ax;
-        for (int i = 0; i < NB; ++i) {
-          const int k = i + K0;
-          Q = at::vec::fmadd(absb[i], axp[k], Q);
-          dQ = at::vec::fmadd(absb[i] * fVec(float(k)), axp[k - 1], dQ);
-          if (COEFS) dQdb[i] = sgnb[i] * axp[k];
-        }
-        dQ = dQ * sign(x);
-      } else {
-        for (int i = 0; i < NB; ++i) {
-          const int k = i + K0;
-          const fVec afk = f[k].abs();
-          Q = at::vec::fmadd(absb[i], afk, Q);
-          dQ = at::vec::fmadd(absb[i] * sign(f[k]), df[k], dQ);
-          if (COEFS) dQdb[i] = sgnb[i] * afk;
-        }
+      for (int i = 0; i < NB; ++i) {
+        const int k = i + K0;
+        const fVec afk = f[k].abs();
+        Q = at::vec::fmadd(absb[i], afk, Q);
+        dQ = at::vec::fmadd(absb[i] * sign(f[k]), df[k], dQ);
+        if (COEFS) dQdb[i] = sgnb[i] * afk;
       }
     } else {
       fVec S(0.f), dS(0.f);
@@ -308,8 +318,7 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
     for (int j = 0; j <= M; ++j) va[j] = fVec(0.f);
     for (int i = 0; i < NB; ++i) vb[i] = fVec(0.f);
   };
-  // Lanes are summed in a fixed order into the float64 accumulators every kFlush vectors, so the
-  // float32 partial sums stay short.
+  // Lanes are summed in a fixed order into the float64 accumulators every kFlushVectors vectors.
   auto flush = [&] {
     float buf[kLanes];
     for (int j = 0; j <= M; ++j) {
@@ -327,7 +336,6 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
     zero_acc();
   };
   zero_acc();
-  constexpr int kFlush = 128;
   int pending = 0;
   double gx64;
   int64_t i = 0;
@@ -342,16 +350,8 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
       continue;
     }
     const fVec gv = fVec::loadu(g + i);
-    fVec gxv;
-    if (coefs) {
-      gxv = R.template backward<true>(xv, gv, va, vb);
-      if (++pending == kFlush) {
-        flush();
-        pending = 0;
-      }
-    } else {
-      gxv = R.template backward<false>(xv, gv, nullptr, nullptr);
-    }
+    const fVec gxv = backward_step(coefs, pending, [&](auto with) { return R.template backward<decltype(with)::value>(xv, gv, va, vb); },
+                                   flush);
     if (gx) gxv.store(gx + i);
   }
   if (coefs) flush();
@@ -362,37 +362,138 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Channel walk: a vector holds kLanes consecutive channels of one row (fewer in the last vector of
+// a row: padded lanes read x = 0 and zero coefficients, and are neither stored nor accumulated).
+// The vector loop runs over the rows of the block, so the coefficients and the gradient
+// accumulators of those channels stay in registers; the accumulators are flushed per lane, i.e.
+// per channel, into float64.
+
+template <int M, int N, Version V, bool POWER>
+void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, float* y, int64_t rows,
+                   int64_t C) {
+  using R_t = VecRational<M, N, V, POWER>;
+  constexpr int NA = M + 1, NB = R_t::NB;
+  const fVec thr(static_cast<float>(POWER ? cfg.vec_threshold : INFINITY));
+  const double big64 = cfg.scaled_threshold;
+  for (int64_t c = 0; c < C; c += kLanes) {
+    const int count = lanes_at(c, C);
+    const R_t R(cfg, cc.soa + c, cc.ld);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = x + r * C + c;
+      float* yr = y + r * C + c;
+      const fVec xv = load_lanes(xr, count);
+      if (POWER && any_above(xv, thr)) {
+        for (int l = 0; l < count; ++l) {
+          const int64_t g = (c + l) / cc.per_group;
+          yr[l] = static_cast<float>(scalar_forward_element(cfg, cc.a64 + g * NA, cc.b64 + g * NB, xr[l], big64));
+        }
+        continue;
+      }
+      store_lanes(R.forward(xv), yr, count);
+    }
+  }
+}
+
+template <int M, int N, Version V, bool POWER>
+void backward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, const float* g, float* gx,
+                    int64_t rows, int64_t C, double* acc) {
+  using R_t = VecRational<M, N, V, POWER>;
+  constexpr int NA = M + 1, NB = R_t::NB, K = NA + NB;
+  const fVec thr(static_cast<float>(POWER ? cfg.vec_threshold : INFINITY));
+  const double big64 = cfg.scaled_threshold;
+  const bool coefs = acc != nullptr;
+  double gx64;
+  for (int64_t c = 0; c < C; c += kLanes) {
+    const int count = lanes_at(c, C);
+    const R_t R(cfg, cc.soa + c, cc.ld);
+    fVec va[NA], vb[NB];
+    auto zero_acc = [&] {
+      for (int j = 0; j < NA; ++j) va[j] = fVec(0.f);
+      for (int i = 0; i < NB; ++i) vb[i] = fVec(0.f);
+    };
+    auto flush = [&] {
+      alignas(64) float buf[kLanes], fin[kLanes];
+      for (int k = 0; k < K; ++k) {
+        if (k < NA) {
+          va[k].store(buf);
+          for (int l = 0; l < count; ++l) acc[(c + l) * K + k] += buf[l];
+        } else {
+          vb[k - NA].store(buf);
+          R.den_flush_factor(k - NA).store(fin);
+          for (int l = 0; l < count; ++l) acc[(c + l) * K + k] += static_cast<double>(fin[l]) * buf[l];
+        }
+      }
+      zero_acc();
+    };
+    zero_acc();
+    int pending = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t o = r * C + c;
+      const fVec xv = load_lanes(x + o, count);
+      if (POWER && any_above(xv, thr)) {
+        for (int l = 0; l < count; ++l) {
+          const int64_t grp = (c + l) / cc.per_group;
+          double* acc_l = coefs ? acc + (c + l) * K : nullptr;
+          scalar_backward_element(cfg, cc.a64 + grp * NA, cc.b64 + grp * NB, x[o + l], g[o + l], big64, acc_l,
+                                  coefs ? acc_l + NA : nullptr, &gx64);
+          if (gx) gx[o + l] = static_cast<float>(gx64);
+        }
+        continue;
+      }
+      const fVec gv = load_lanes(g + o, count);
+      const fVec gxv = backward_step(
+          coefs, pending, [&](auto with) { return R.template backward<decltype(with)::value>(xv, gv, va, vb); }, flush);
+      if (gx) store_lanes(gxv, gx + o, count);
+    }
+    if (coefs) flush();
+  }
+}
+
 using ForwardFn = void (*)(const RunConfig&, const GroupCoefs&, const float*, float*, int64_t);
 using BackwardFn = void (*)(const RunConfig&, const GroupCoefs&, const float*, const float*, float*, int64_t,
                             double*, double*);
 
+using ForwardBlockFn = void (*)(const RunConfig&, const ChannelCoefs&, const float*, float*, int64_t, int64_t);
+using BackwardBlockFn = void (*)(const RunConfig&, const ChannelCoefs&, const float*, const float*, float*, int64_t,
+                                 int64_t, double*);
+
+// The four bodies of one specialisation.
+struct Bodies {
+  ForwardFn forward;
+  BackwardFn backward;
+  ForwardBlockFn forward_block;
+  BackwardBlockFn backward_block;
+};
+
+template <int M, int N, Version V, bool POWER>
+Bodies bodies() {
+  return Bodies{forward_run<M, N, V, POWER>, backward_run<M, N, V, POWER>, forward_block<M, N, V, POWER>,
+                backward_block<M, N, V, POWER>};
+}
+
 template <int M, int N, Version V>
-void pick_basis(const RunConfig& cfg, ForwardFn* f, BackwardFn* b) {
-  if (cfg.basis == Basis::Power) {
-    *f = forward_run<M, N, V, true>;
-    *b = backward_run<M, N, V, true>;
-  } else {
-    *f = forward_run<M, N, V, false>;
-    *b = backward_run<M, N, V, false>;
-  }
+Bodies pick_basis(const RunConfig& cfg) {
+  return cfg.basis == Basis::Power ? bodies<M, N, V, true>() : bodies<M, N, V, false>();
 }
 
 template <int M, int N>
-void pick_version(const RunConfig& cfg, ForwardFn* f, BackwardFn* b) {
+Bodies pick_version(const RunConfig& cfg) {
   switch (cfg.version) {
-    case Version::A: pick_basis<M, N, Version::A>(cfg, f, b); break;
-    case Version::B: pick_basis<M, N, Version::B>(cfg, f, b); break;
-    case Version::C: pick_basis<M, N, Version::C>(cfg, f, b); break;
-    case Version::N: pick_basis<M, N, Version::N>(cfg, f, b); break;
+    case Version::A: return pick_basis<M, N, Version::A>(cfg);
+    case Version::B: return pick_basis<M, N, Version::B>(cfg);
+    case Version::C: return pick_basis<M, N, Version::C>(cfg);
+    case Version::N: break;
   }
+  return pick_basis<M, N, Version::N>(cfg);
 }
 
 // The specialised degree pairs (m, n).
-bool pick(const RunConfig& cfg, ForwardFn* f, BackwardFn* b) {
+bool pick(const RunConfig& cfg, Bodies* out) {
   const int n = cfg.version == Version::C ? cfg.nb - 1 : cfg.nb;
 #define TR_CASE(MM, NN)                \
   if (cfg.m == MM && n == NN) {        \
-    pick_version<MM, NN>(cfg, f, b);   \
+    *out = pick_version<MM, NN>(cfg);  \
     return true;                       \
   }
   TR_CASE(5, 4)
@@ -403,28 +504,32 @@ bool pick(const RunConfig& cfg, ForwardFn* f, BackwardFn* b) {
   return false;
 }
 
+// The table's entries: the body of cfg's specialisation, or false when (m, n) has none.
 bool forward_entry(const RunConfig& cfg, const GroupCoefs& c, const float* x, float* y, int64_t n) {
-  ForwardFn f;
-  BackwardFn b;
-  if (!pick(cfg, &f, &b)) return false;
-  f(cfg, c, x, y, n);
-  return true;
+  Bodies b;
+  return pick(cfg, &b) && (b.forward(cfg, c, x, y, n), true);
 }
 
 bool backward_entry(const RunConfig& cfg, const GroupCoefs& c, const float* x, const float* g, float* gx,
                     int64_t n, double* acc_a, double* acc_b) {
-  ForwardFn f;
-  BackwardFn b;
-  if (!pick(cfg, &f, &b)) return false;
-  b(cfg, c, x, g, gx, n, acc_a, acc_b);
-  return true;
+  Bodies b;
+  return pick(cfg, &b) && (b.backward(cfg, c, x, g, gx, n, acc_a, acc_b), true);
 }
 
-#define TR_STR2(s) #s
-#define TR_STR(s) TR_STR2(s)
+bool forward_block_entry(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, float* y, int64_t rows,
+                         int64_t C) {
+  Bodies b;
+  return pick(cfg, &b) && (b.forward_block(cfg, cc, x, y, rows, C), true);
+}
+
+bool backward_block_entry(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, const float* g, float* gx,
+                          int64_t rows, int64_t C, double* acc) {
+  Bodies b;
+  return pick(cfg, &b) && (b.backward_block(cfg, cc, x, g, gx, rows, C, acc), true);
+}
 
 const VecKernelTable& table() {
-  static const VecKernelTable t{forward_entry, backward_entry, TR_STR(CPU_CAPABILITY)};
+  static const VecKernelTable t{forward_entry, backward_entry, forward_block_entry, backward_block_entry};
   return t;
 }
 

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "ops/cpu/vec_tables.h"
+
 #include "rational_math.h"
 
 namespace torch_rational {
@@ -31,6 +33,17 @@ struct GroupCoefs {
   const double* b64;
 };
 
+// The channel walk's coefficients (group_layout.h): coefficient k (a_0..a_m, then the nb
+// denominator ones) of channel c at soa[k * ld + c]; the scalar fallback of a lane uses its group's
+// float64 coefficients, a64 + (c / per_group) * (m + 1) and b64 + (c / per_group) * nb.
+struct ChannelCoefs {
+  const float* soa;
+  int64_t ld;
+  int64_t per_group;
+  const double* a64;
+  const double* b64;
+};
+
 struct VecKernelTable {
   // Return false when (m, n) has no vectorised specialisation; the caller then takes the generic
   // scalar path. grad_x may be null (input gradient not requested); acc_a/acc_b accumulate
@@ -38,18 +51,14 @@ struct VecKernelTable {
   bool (*forward)(const RunConfig&, const GroupCoefs&, const float* x, float* y, int64_t n);
   bool (*backward)(const RunConfig&, const GroupCoefs&, const float* x, const float* grad_y,
                    float* grad_x, int64_t n, double* acc_a, double* acc_b);
-  const char* name;
+  // Channel walk: `rows` whole rows of C channels (x[r * C + c]). acc (may be null) holds per
+  // channel m + 1 + nb float64 partials ([C][m + 1 + nb], numerator first), added to (+=).
+  bool (*forward_block)(const RunConfig&, const ChannelCoefs&, const float* x, float* y, int64_t rows, int64_t C);
+  bool (*backward_block)(const RunConfig&, const ChannelCoefs&, const float* x, const float* grad_y,
+                         float* grad_x, int64_t rows, int64_t C, double* acc);
 };
 
-#define TR_DECLARE_VEC_TABLE(CAP) \
-  namespace CAP {                 \
-  const VecKernelTable& table();  \
-  }
-
-TR_DECLARE_VEC_TABLE(DEFAULT)
-TR_DECLARE_VEC_TABLE(AVX2)
-TR_DECLARE_VEC_TABLE(AVX512)
-#undef TR_DECLARE_VEC_TABLE
+TR_DECLARE_VEC_TABLES(VecKernelTable, table)
 
 // The table for the best capability this CPU (and ATEN_CPU_CAPABILITY, if set) allows.
 const VecKernelTable& vec_kernels();

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "ops/cpu/vec_tables.h"
+
 namespace torch_rational {
 namespace cpu {
 
@@ -45,3 +47,12 @@ const Table& pick_vec_table(const Table& (*default_table)(), const Table& (*avx2
 
 }  // namespace cpu
 }  // namespace torch_rational
+
+// The chosen build of an op's vector table (see vec_tables.h): the op's kernel file keeps it in a
+// static, `static const Table& t = TR_PICK_VEC_TABLE(accessor);`.
+#if defined(__x86_64__) || defined(_M_X64)
+#define TR_PICK_VEC_TABLE(accessor) \
+  ::torch_rational::cpu::pick_vec_table(&DEFAULT::accessor, &AVX2::accessor, &AVX512::accessor)
+#else
+#define TR_PICK_VEC_TABLE(accessor) DEFAULT::accessor()
+#endif
