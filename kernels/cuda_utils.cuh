@@ -19,6 +19,8 @@
 //   grid_stride_begin()/grid_stride_step()   64-bit grid-stride loop bounds
 //   plan_grouped_launch(...)         launch shape of the grouped element-wise kernels (host)
 //   for_each_grouped_element<VEC>(...)  one group's elements in that layout: 16-byte vectors, then tails
+//   RowLanes, plan_rows_launch, rows_first_column, for_each_row, rows_column_sums
+//                                    the rows layout (channel innermost) of every family's rows kernels
 //   launch_kernel(kernel, grid, block, smem, stream, args...)   kernel<<<grid, block, smem, stream>>>(args...)
 //   launch_finish_partials<Acc>(...) the finish kernel with its launch shape
 //   TR_DYNAMIC_SHARED(type, name)    `type* name` pointing at the dynamic shared memory
@@ -300,6 +302,100 @@ __host__ __device__ __forceinline__ void for_each_grouped_element(int64_t outer,
       scalar_body((o * groups + g) * span + spanv * VEC + (e - o * tail));
     }
   }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The rows layout: per-channel groups with the channel innermost (span == 1: channels_last 2-D /
+// 3-D, (..., C) with channel_dim = -1). The grouped loop above would give each block one group and
+// make a warp read 32 elements C apart (one 32-byte sector per 4-byte element). The rows kernels
+// of every family (rational, ERA, PWLU) see memory as [outer rows][groups columns] instead: thread
+// (tx, ty) of block (bx, by) owns the L adjacent columns from rows_first_column(L) = (by * 32 +
+// tx) * L for its whole life, so its per-column parameters and gradient accumulators stay in
+// registers, and walks the rows bx * 8 + ty, + gridDim.x * 8, ... (for_each_row); a warp reads
+// 32 * L consecutive elements of one row. Parameter gradients: the 8 row-threads of a column are
+// summed in shared memory in threadIdx.y order (rows_column_sums), one partial per (group, row
+// block), so the partials [group][blockIdx.x][K] and their finish are those of the grouped kernels
+// with blocks_per_group = gridDim.x.
+
+constexpr int kRowsThreadsX = kWarpSize;
+constexpr int kRowsThreadsY = 8;
+constexpr int kRowsThreads = kRowsThreadsX * kRowsThreadsY;
+
+// Columns per thread. Forward: the 16-byte vector, at most 4 (8 per-lane parameter sets of halves
+// would not fit in registers); a warp reads 32 * 4 * sizeof(T) contiguous bytes. Backward: half of
+// that (2 for float, half and bfloat16, 1 for double): a backward column keeps its parameters and
+// as many gradient accumulators in registers (docs/cuda.md, "The rows backward").
+template <typename T, bool kBackward>
+struct RowLanes {
+  static constexpr int forward = VecSize<T>::value < 4 ? VecSize<T>::value : 4;
+  static constexpr int value = kBackward ? forward / 2 : forward;
+};
+
+struct RowsLaunch {
+  bool rows = false;          // the rows kernels apply
+  int64_t row_blocks = 1;     // gridDim.x (the partials' blocks_per_group)
+  int col_tiles = 1;          // gridDim.y
+};
+
+// Whether a launch takes the rows kernels, and their grid. span == 1 with more than one row;
+// groups a multiple of the forward's lanes, whatever the direction (the two passes of an op take
+// the same path); every vector-accessed pointer 16-byte aligned; fewer than 65536 column tiles
+// (4 million groups). lanes: this direction's columns per thread (RowLanes); multiprocessors: the
+// device's SM count. Host only: the glue and the emulator tests call it through the families'
+// plan functions, so both launch the same shapes.
+template <typename T>
+inline RowsLaunch plan_rows_launch(int64_t outer, int64_t groups, int64_t span, bool backward, bool aligned,
+                                   int multiprocessors) {
+  RowsLaunch l;
+  const int lanes = backward ? RowLanes<T, true>::value : RowLanes<T, false>::value;
+  const int64_t col_tiles = (groups + kRowsThreadsX * lanes - 1) / (kRowsThreadsX * lanes);
+  l.rows = span == 1 && outer > 1 && groups % RowLanes<T, false>::value == 0 && aligned && col_tiles <= 65535;
+  if (!l.rows) return l;
+  // About 8 blocks per SM in all; never more row blocks than rows / 8.
+  const int64_t target = int64_t(multiprocessors > 1 ? multiprocessors : 1) * 8;
+  const int64_t by_work = (outer + kRowsThreadsY - 1) / kRowsThreadsY;
+  const int64_t by_target = (target + col_tiles - 1) / col_tiles;
+  const int64_t blocks = by_work < by_target ? by_work : by_target;
+  l.row_blocks = blocks > 1 ? blocks : 1;
+  l.col_tiles = static_cast<int>(col_tiles);
+  return l;
+}
+
+// The first of this thread's L columns in a rows kernel.
+__device__ __forceinline__ int64_t rows_first_column(int lanes) {
+  return (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * lanes;
+}
+
+// body(r) for every row r < outer of this thread (64-bit).
+template <typename Body>
+__device__ __forceinline__ void for_each_row(int64_t outer, Body&& body) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < outer; r += step) body(r);
+}
+
+// The rows kernels' shared rows of column values (kRowsThreadsY of them, one per row-thread).
+template <typename Acc, int L>
+using RowsRed = Acc[kRowsThreadsX * L];
+
+// Column sums of one value per column over the block's 8 row-threads: v[l] of every thread is
+// summed in shared memory (red, kRowsThreadsY rows) in threadIdx.y order, and the thread with
+// threadIdx.y == 0 calls write(l, sum) for its columns when active (its columns exist). Every
+// thread of the block must call it (barriers).
+template <int L, typename Acc, typename Write>
+__device__ __forceinline__ void rows_column_sums(const Acc (&v)[L], RowsRed<Acc, L>* red, bool active,
+                                                 Write&& write) {
+#pragma unroll
+  for (int l = 0; l < L; ++l) red[threadIdx.y][threadIdx.x * L + l] = v[l];
+  __syncthreads();
+  if (threadIdx.y == 0 && active) {
+#pragma unroll
+    for (int l = 0; l < L; ++l) {
+      Acc sum = Acc(0);
+      for (int y = 0; y < kRowsThreadsY; ++y) sum += red[y][threadIdx.x * L + l];
+      write(l, sum);
+    }
+  }
+  __syncthreads();  // red is reused by the next call
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@
 //
 // n = 1..4 fractions are template parameters (parameters and accumulators in registers); other
 // n use the generic kernels (parameters in shared memory, accumulators in local memory).
+// Per-channel groups with the channel innermost (span == 1) take the rows kernels at n = 1..4
+// (cuda_utils.cuh, "The rows layout"; plan_era_launch picks the path).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -44,8 +46,9 @@ struct EraCudaParams {
   acc_t eps = acc_t(0);
   acc_t* partials = nullptr;    // backward: [groups][blocks_per_group][2 + 4n]; null: no parameter grads
   acc_t* param_grad = nullptr;  // backward: [groups][2 + 4n] (finish output)
-  int64_t blocks_per_group = 1;
-  int grid_groups = 1;  // gridDim.y (<= 65535)
+  int64_t blocks_per_group = 1;  // rows: gridDim.x, the row blocks
+  int grid_groups = 1;  // gridDim.y (<= 65535); rows: the column tiles
+  bool rows = false;    // span == 1 through the rows kernels (plan_era_launch)
 };
 
 // Elements of group g owned by this thread: vec_body(memory vector index) for the aligned vectors,
@@ -194,21 +197,126 @@ __global__ void __launch_bounds__(kEraThreads) era_backward_generic_kernel(const
 }
 
 // ------------------------------------------------------------------------------------------------
+// Rows kernels, fixed n: per-channel groups with the channel innermost (span == 1), in the rows
+// layout of cuda_utils.cuh. Each thread owns L = RowLanes<T, kBackward> adjacent channels, their
+// 2 + 4n parameters (and in the backward their accumulators) in registers.
+
+template <int N, typename T, int L>
+__device__ __forceinline__ void load_era_columns(const EraCudaParams<T>& p, int64_t c0,
+                                                 typename OpMath<T>::type (&q)[L][2 + 4 * N]) {
+#pragma unroll
+  for (int l = 0; l < L; ++l)
+#pragma unroll
+    for (int k = 0; k < 2 + 4 * N; ++k) q[l][k] = p.params[(c0 + l) * (2 + 4 * N) + k];
+}
+
+template <int N, typename T>
+__global__ void TR_BLOCK_SIZE(kRowsThreads) era_forward_rows_kernel(const EraCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T, false>::value;
+  const int64_t c0 = rows_first_column(L);
+  if (c0 >= p.groups) return;  // no barrier in this kernel
+  acc_t q[L][2 + 4 * N];
+  load_era_columns<N>(p, c0, q);
+  for_each_row(p.outer, [&](int64_t r) {
+    const int64_t iv = (r * p.groups + c0) / L;
+    AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
+#pragma unroll
+    for (int l = 0; l < L; ++l)
+      xv.val[l] = from_opmath<T>(era_forward_element<acc_t>(to_opmath(xv.val[l]), q[l][0], q[l][1], q[l] + 2, N, p.eps));
+    store_vector<L>(p.out, iv, xv);
+  });
+}
+
+template <int N, typename T>
+__global__ void TR_BLOCK_SIZE(kRowsThreads) era_backward_rows_kernel(const EraCudaParams<T> p) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T, true>::value;
+  constexpr int K = 2 + 4 * N;
+  __shared__ acc_t red[kRowsThreadsY][kRowsThreadsX * L];
+  const bool want_params = p.partials != nullptr;  // uniform over the grid
+  const int64_t c0 = rows_first_column(L);
+  const bool active = c0 < p.groups;  // inactive threads still take part in the barriers below
+  acc_t acc[L][K];
+#pragma unroll
+  for (int l = 0; l < L; ++l)
+#pragma unroll
+    for (int k = 0; k < K; ++k) acc[l][k] = acc_t(0);
+  if (active) {
+    acc_t q[L][K];
+    load_era_columns<N>(p, c0, q);
+    for_each_row(p.outer, [&](int64_t r) {
+      const int64_t iv = (r * p.groups + c0) / L;
+      const AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
+      const AlignedVector<T, L> gv = load_vector<L>(p.grad_y, iv);
+      AlignedVector<T, L> ov;
+#pragma unroll
+      for (int l = 0; l < L; ++l) {
+        const acc_t x = to_opmath(xv.val[l]), gy = to_opmath(gv.val[l]);
+        // Two calls, not one with `want ? acc : nullptr` (see era_backward_fixed_kernel).
+        ov.val[l] = from_opmath<T>(
+            want_params ? era_backward_element<acc_t, acc_t>(x, gy, q[l][0], q[l] + 2, N, p.eps, acc[l], acc[l] + 2)
+                        : era_backward_element<acc_t, acc_t>(x, gy, q[l][0], q[l] + 2, N, p.eps, nullptr, nullptr));
+      }
+      if (p.out != nullptr) store_vector<L>(p.out, iv, ov);
+    });
+  }
+  if (!want_params) return;  // uniform: no thread is left at the barriers
+  // Unrolled: acc[l][k] with a run-time k would put the accumulators in local memory.
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    acc_t column[L];
+#pragma unroll
+    for (int l = 0; l < L; ++l) column[l] = acc[l][k];
+    rows_column_sums<L>(column, red, active, [&](int l, acc_t sum) {
+      p.partials[((c0 + l) * p.blocks_per_group + blockIdx.x) * K + k] = sum;
+    });
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
 // Launchers (host). The glue checks each launch with C10_CUDA_KERNEL_LAUNCH_CHECK.
 
 #define TR_ERA_FIXED_FRACTIONS(X) X(1) X(2) X(3) X(4)
+
+inline bool era_fixed_fractions(int n) { return n >= 1 && n <= 4; }
+
+// Launch shape for p (outer, groups, span, n set): fills p.rows, p.vectorised,
+// p.blocks_per_group and p.grid_groups. backward: the fused backward's plan (fewer columns per
+// thread on the rows path); aligned: every pointer the kernel accesses with vectors is 16-byte
+// aligned. Host only; the glue and the emulator tests both call it.
+template <typename T>
+void plan_era_launch(EraCudaParams<T>& p, bool backward, bool aligned, int multiprocessors) {
+  const RowsLaunch rows = plan_rows_launch<T>(p.outer, p.groups, p.span, backward, aligned, multiprocessors);
+  p.rows = rows.rows && era_fixed_fractions(p.n);
+  if (p.rows) {
+    p.vectorised = true;
+    p.blocks_per_group = rows.row_blocks;
+    p.grid_groups = rows.col_tiles;
+    return;
+  }
+  const GroupedLaunch plan =
+      plan_grouped_launch(p.outer, p.groups, p.span, VecSize<T>::value, aligned, kEraThreads, multiprocessors);
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = plan.grid_groups;
+}
 
 // The forward or the fused backward kernel: fixed n = 1..4 as template parameters, else generic.
 template <typename T>
 void launch_era(const EraCudaParams<T>& p, bool backward, cudaStream_t stream) {
   void (*kernel)(const EraCudaParams<T>) =
       backward ? &era_backward_generic_kernel<T> : &era_forward_generic_kernel<T>;
-#define TR_CASE(N_) \
-  if (p.n == N_) kernel = backward ? &era_backward_fixed_kernel<N_, T> : &era_forward_fixed_kernel<N_, T>;
+#define TR_CASE(N_)                                                                                             \
+  if (p.n == N_)                                                                                                \
+    kernel = p.rows ? (backward ? &era_backward_rows_kernel<N_, T> : &era_forward_rows_kernel<N_, T>)            \
+                    : (backward ? &era_backward_fixed_kernel<N_, T> : &era_forward_fixed_kernel<N_, T>);
   TR_ERA_FIXED_FRACTIONS(TR_CASE)
 #undef TR_CASE
+  // plan_era_launch sets p.rows only for the fixed n: kernel is a rows kernel then.
+  const dim3 block = p.rows ? dim3(kRowsThreadsX, kRowsThreadsY) : dim3(kEraThreads);
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-  launch_kernel(kernel, grid, dim3(kEraThreads), 0, stream, p);
+  launch_kernel(kernel, grid, block, 0, stream, p);
 }
 
 template <typename T>

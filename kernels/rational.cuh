@@ -603,33 +603,14 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_backward_rpau_kernel(co
 
 // ------------------------------------------------------------------------------------------------
 // Rows kernels: per-channel groups with the channel innermost (span == 1: channels_last NCHW, or
-// [batch, features] after a Linear). The grouped loop above would give each block one group and
-// make a warp read 32 elements C apart (one 32-byte sector per 4-byte element). Here memory is
-// [outer rows][groups columns]: thread (tx, ty) of block (bx, by) owns the RowLanes<T, kBackward>
-// adjacent columns starting at (by * 32 + tx) * lanes for its whole life, so its coefficients (per lane)
-// and its gradient accumulators stay in registers, and walks the rows
-// bx * 8 + ty, + gridDim.x * 8, ...; a warp reads 32 * lanes consecutive elements of one row.
-// Backward: the 8 row-threads of a column are summed in shared memory in ty order, one partial per
-// (group, row block), so partials[g][bx][K] and the finish are those of the grouped kernels with
-// blocks_per_group = gridDim.x. Only the fixed degrees without noise take this path.
-
-constexpr int kRowsThreadsX = kWarpSize;
-constexpr int kRowsThreadsY = kRationalThreads / kWarpSize;
-
-// Columns per thread. Forward: the 16-byte vector, at most 4 (8 per-lane coefficient sets of
-// halves would not fit in registers); a warp reads 32 * 4 * sizeof(T) contiguous bytes.
-// Backward: half of that (2 for float, half and bfloat16, 1 for double). A backward column keeps
-// 2 (M + N + 2) values in registers (coefficients and gradient accumulators); with the forward's
-// 4 float columns ptxas (nvcc 13.0, sm_90) gave it 139-169 registers at (5,4) and up to 255 at
-// (7,6), one 256-thread block per SM, and capping that at 128 spilled up to 424 bytes at (7,6).
-// With half the columns every fixed degree, basis and dtype fits kRowsBackwardMinBlocks blocks
-// per SM without spills (checked by scripts/check_registers.py), and a warp still reads 256
-// contiguous bytes of a row (128 for half and bfloat16).
-template <typename T, bool kBackward>
-struct RowLanes {
-  static constexpr int forward = VecSize<T>::value < 4 ? VecSize<T>::value : 4;
-  static constexpr int value = kBackward ? forward / 2 : forward;
-};
+// [batch, features] after a Linear), in the rows layout of cuda_utils.cuh (plan_rows_launch,
+// for_each_row, rows_column_sums): each thread owns RowLanes<T, kBackward> adjacent columns, their
+// coefficients and accumulators in registers. Only the fixed degrees without noise take this path.
+// Backward columns: with the forward's 4 float columns ptxas (nvcc 13.0, sm_90) gave the backward
+// 139-169 registers at (5,4) and up to 255 at (7,6), one 256-thread block per SM, and capping that
+// at 128 spilled up to 424 bytes at (7,6). With half the columns every fixed degree, basis and
+// dtype fits kRowsBackwardMinBlocks blocks per SM without spills (scripts/check_registers.py), and
+// a warp still reads 256 contiguous bytes of a row (128 for half and bfloat16).
 
 // Resident blocks per SM the rows backward is compiled for (__launch_bounds__: at most
 // 65536 / (2 * 256) = 128 registers per thread).
@@ -641,9 +622,8 @@ template <int M, int N, typename T>
 __device__ __forceinline__ void rows_forward_large_pass(const RationalCudaParams<T>& p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, false>::value;
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
-  const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+  const int64_t g0 = rows_first_column(L);
+  for_each_row(p.outer, [&](int64_t r) {
 #pragma unroll 1
     for (int l = 0; l < L; ++l) {
       const int64_t i = r * p.groups + g0 + l;
@@ -653,24 +633,23 @@ __device__ __forceinline__ void rows_forward_large_pass(const RationalCudaParams
                                                                       p.b + (g0 + l) * p.nb, p.nb, p.version,
                                                                       acc_t(0), 0, 0, /*grad=*/false, nullptr));
     }
-  }
+  });
 }
 
 template <int M, int N, bool kPower, typename T>
-__global__ void TR_BLOCK_SIZE(kRowsThreadsX * kRowsThreadsY)
+__global__ void TR_BLOCK_SIZE(kRowsThreads)
     rational_forward_rows_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, false>::value;
-  __shared__ bool large_s[kRowsThreadsX * kRowsThreadsY];  // pass 1's per-thread flag (see rational_large_element)
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  __shared__ bool large_s[kRowsThreads];  // pass 1's per-thread flag (see rational_large_element)
+  const int64_t g0 = rows_first_column(L);
   if (g0 >= p.groups) return;  // no barrier in this kernel
   volatile bool& large = large_s[threadIdx.y * kRowsThreadsX + threadIdx.x];
   if (kPower) large = false;
   acc_t a[L][M + 1], bp[L][N + 1];
 #pragma unroll
   for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
-  const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+  for_each_row(p.outer, [&](int64_t r) {
     const int64_t iv = (r * p.groups + g0) / L;
     AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
 #pragma unroll
@@ -680,46 +659,36 @@ __global__ void TR_BLOCK_SIZE(kRowsThreadsX * kRowsThreadsY)
       xv.val[l] = from_opmath<T>(forward_fixed<M, N, kPower, acc_t>(x, a[l], bp[l], p.version, p.basis));
     }
     store_vector<L>(p.out, iv, xv);
-  }
+  });
   if (kPower && large) rows_forward_large_pass<M, N>(p);
 }
 
-// The rows backward's shared-memory rows of column sums (kRowsThreadsY of them).
-template <typename T>
-using RowsRed = typename OpMath<T>::type[kRowsThreadsX * RowLanes<T, true>::value];
-
-// Column sums of the rows backward: v[l][t] of the block's 8 row-threads of a column, summed in
-// shared memory (red) in threadIdx.y order, written (add: added) as the partial of group g0 + l
-// and row block blockIdx.x by the thread with threadIdx.y == 0. Every thread of the block calls
-// it (barriers); active: this thread's columns exist.
+// Column sums of the rows backward (rows_column_sums, cuda_utils.cuh): accumulator t of the
+// block's 8 row-threads of a column, written (add: added) as the partial of group g0 + l and row
+// block blockIdx.x. Every thread of the block calls it (barriers); active: this thread's columns
+// exist.
 template <int M, int N, typename T>
 __device__ __forceinline__ void rows_write_partials(
     const RationalCudaParams<T>& p, const typename OpMath<T>::type (&v)[RowLanes<T, true>::value][M + N + 2],
-    RowsRed<T>* red, bool active, bool add) {
+    RowsRed<typename OpMath<T>::type, RowLanes<T, true>::value>* red, bool active, bool add) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, true>::value;
   constexpr int KF = M + N + 2;
   const int k0 = first_den_power(p.version);
   const int K = M + 1 + p.nb;
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  const int64_t g0 = rows_first_column(L);
   // Unrolled: v[l][t] with a run-time t would put the accumulators in local memory in pass 1.
 #pragma unroll
   for (int t = 0; t < KF; ++t) {
+    acc_t column[L];
 #pragma unroll
-    for (int l = 0; l < L; ++l) red[threadIdx.y][threadIdx.x * L + l] = v[l][t];
-    __syncthreads();
+    for (int l = 0; l < L; ++l) column[l] = v[l][t];
     // Accumulator t -> coefficient column (as in rational_backward_fixed_kernel).
     const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
-    if (threadIdx.y == 0 && active && col >= 0) {
-#pragma unroll
-      for (int l = 0; l < L; ++l) {
-        acc_t sum = acc_t(0);
-        for (int y = 0; y < kRowsThreadsY; ++y) sum += red[y][threadIdx.x * L + l];
-        acc_t& partial = p.partials[((g0 + l) * p.blocks_per_group + blockIdx.x) * K + col];
-        partial = add ? partial + sum : sum;
-      }
-    }
-    __syncthreads();
+    rows_column_sums<L>(column, red, active && col >= 0, [&](int l, acc_t sum) {
+      acc_t& partial = p.partials[((g0 + l) * p.blocks_per_group + blockIdx.x) * K + col];
+      partial = add ? partial + sum : sum;
+    });
   }
 }
 
@@ -728,20 +697,19 @@ __device__ __forceinline__ void rows_write_partials(
 // large element; large: this thread did (only active threads can).
 template <int M, int N, typename T>
 __device__ __forceinline__ void rows_backward_large_pass(const RationalCudaParams<T>& p, bool large,
-                                                         RowsRed<T>* red) {
+                                                         RowsRed<typename OpMath<T>::type, RowLanes<T, true>::value>* red) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, true>::value;
   constexpr int KF = M + N + 2;
   const bool coefs = p.partials != nullptr;
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  const int64_t g0 = rows_first_column(L);
   acc_t acc2[L][KF];
 #pragma unroll
   for (int l = 0; l < L; ++l)
 #pragma unroll
     for (int k = 0; k < KF; ++k) acc2[l][k] = acc_t(0);
   if (large) {
-    const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-    for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+    for_each_row(p.outer, [&](int64_t r) {
 #pragma unroll 1
       for (int l = 0; l < L; ++l) {
         const int64_t i = r * p.groups + g0 + l;
@@ -753,24 +721,24 @@ __device__ __forceinline__ void rows_backward_large_pass(const RationalCudaParam
           if (p.out != nullptr) p.out[i] = from_opmath<T>(gx);
         }
       }
-    }
+    });
   }
   if (coefs) rows_write_partials<M, N, T>(p, acc2, red, g0 < p.groups, /*add=*/true);
 }
 
 template <int M, int N, bool kPower, typename T>
-__global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMinBlocks)
+__global__ void __launch_bounds__(kRowsThreads, kRowsBackwardMinBlocks)
     rational_backward_rows_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, true>::value;
   constexpr int KF = M + N + 2;  // accumulators by power, as in rational_backward_fixed_kernel
   __shared__ acc_t red[kRowsThreadsY][kRowsThreadsX * L];
   __shared__ int flags[kRowsThreadsY];  // block_any: one per warp
-  __shared__ bool large_s[kRowsThreadsX * kRowsThreadsY];  // pass 1's per-thread flag (see rational_large_element)
+  __shared__ bool large_s[kRowsThreads];  // pass 1's per-thread flag (see rational_large_element)
   volatile bool& large = large_s[threadIdx.y * kRowsThreadsX + threadIdx.x];
   if (kPower) large = false;
   const bool coefs = p.partials != nullptr;
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  const int64_t g0 = rows_first_column(L);
   const bool active = g0 < p.groups;  // inactive threads still take part in the barriers below
   acc_t acc[L][KF];
 #pragma unroll
@@ -781,8 +749,7 @@ __global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMi
     acc_t a[L][M + 1], bp[L][N + 1];
 #pragma unroll
     for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
-    const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-    for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+    for_each_row(p.outer, [&](int64_t r) {
       const int64_t iv = (r * p.groups + g0) / L;
       const AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
       const AlignedVector<T, L> gv = load_vector<L>(p.grad_y, iv);
@@ -799,7 +766,7 @@ __global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMi
             backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]));
       }
       if (p.out != nullptr) store_vector<L>(p.out, iv, ov);
-    }
+    });
   }
   // coefs is uniform over the grid: every thread (active or not) reaches the barriers.
   if (coefs) rows_write_partials<M, N, T>(p, acc, red, active, /*add=*/false);
@@ -943,24 +910,15 @@ template <typename T>
 void plan_rational_launch(RationalCudaParams<T>& p, int multiprocessors) {
   constexpr int VEC = VecSize<T>::value;
   const bool backward = p.grad_y != nullptr;
-  const int lanes = backward ? RowLanes<T, true>::value : RowLanes<T, false>::value;
   const bool aligned = (p.x == nullptr || is_aligned(p.x, kVecBytes)) &&
                        (p.grad_y == nullptr || is_aligned(p.grad_y, kVecBytes)) &&
                        (p.out == nullptr || is_aligned(p.out, kVecBytes));
-  const int64_t col_tiles = (p.groups + kRowsThreadsX * lanes - 1) / (kRowsThreadsX * lanes);
-  // Groups filling the forward's lanes (a multiple of the backward's), for both directions: the
-  // two passes of an op take the same path (below 65535 tiles of either, 4 million groups).
-  p.rows = p.span == 1 && p.outer > 1 && p.noise == 0 && p.groups % RowLanes<T, false>::value == 0 && aligned &&
-           col_tiles <= 65535 && rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
+  const RowsLaunch rows = plan_rows_launch<T>(p.outer, p.groups, p.span, backward, aligned, multiprocessors);
+  p.rows = rows.rows && p.noise == 0 && rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
   if (p.rows) {
-    // About 8 blocks per SM in all; never more row blocks than rows / 8.
-    const int64_t target = int64_t(multiprocessors > 1 ? multiprocessors : 1) * 8;
-    const int64_t by_work = (p.outer + kRowsThreadsY - 1) / kRowsThreadsY;
-    const int64_t by_target = (target + col_tiles - 1) / col_tiles;
-    const int64_t blocks = by_work < by_target ? by_work : by_target;
     p.vectorised = true;
-    p.blocks_per_group = blocks > 1 ? blocks : 1;
-    p.grid_groups = static_cast<int>(col_tiles);
+    p.blocks_per_group = rows.row_blocks;
+    p.grid_groups = rows.col_tiles;
     return;
   }
   const GroupedLaunch plan =

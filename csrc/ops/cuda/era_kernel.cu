@@ -2,8 +2,9 @@
 // The kernels are in kernels/era.cuh (no ATen there).
 //
 // Layout as on CPU: a non-overlapping dense tensor is processed in memory order without a copy,
-// memory = [outer][groups][span], span = stride(channel_dim) * channels_per_group; other tensors
-// are made contiguous first. Runs whose length is not a multiple of the 16-byte vector use the
+// memory = [outer][groups][span], span = stride(channel_dim) * channels_per_group (span == 1,
+// per-channel groups with the channel innermost: the rows kernels); other tensors are made
+// contiguous first. Runs whose length is not a multiple of the 16-byte vector use the
 // scalar loop (correct, without 16-byte accesses).
 //
 // Only c10/cuda headers (not ATen/cuda/CUDAContext.h), so this file also compiles against a
@@ -42,7 +43,6 @@ template <typename T>
 void fill_common(kc::EraCudaParams<T>& p, const Launch& l, const EraConfig& cfg, const at::Tensor& params,
                  double eps, int device, std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
-  constexpr int VEC = kc::VecSize<T>::value;
   p.outer = l.outer;
   p.groups = l.groups;
   p.span = l.span;
@@ -51,11 +51,8 @@ void fill_common(kc::EraCudaParams<T>& p, const Launch& l, const EraConfig& cfg,
   p.params = params.const_data_ptr<acc_t>();
   p.n = cfg.n;
   p.eps = static_cast<acc_t>(eps);
-  const kc::GroupedLaunch plan = kc::plan_grouped_launch(l.outer, l.groups, l.span, VEC, aligned, kc::kEraThreads,
-                                                        multiprocessor_count(device));
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  // p.grad_y is set in the backward only (the rows backward has fewer columns per thread).
+  kc::plan_era_launch(p, /*backward=*/p.grad_y != nullptr, aligned, multiprocessor_count(device));
 }
 
 at::Tensor era_forward_cuda(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions, double eps,
