@@ -9,6 +9,9 @@
 // the tail of every run (for_each_grouped_element, cuda_utils.cuh), as in the rational and ERA
 // kernels; the heights are still gathered one element at a time (they are few, and cached).
 //
+// Per-channel groups with the channel innermost (span == 1) take the rows kernels (below, and
+// cuda_utils.cuh "The rows layout"; plan_pwlu_launch picks the path).
+//
 // Backward reduction (deterministic, no atomics). The heights gradient is a histogram over the
 // N + 1 heights (element i touches Y_i and Y_{i+1}, i data dependent), so:
 //   - every thread owns a column of shared-memory bins, bins[slot * blockDim + tid]: a thread only
@@ -57,8 +60,9 @@ struct PwluCudaParams {
   int n = 1;                       // pieces
   acc_t* partials = nullptr;       // backward: [groups][blocks_per_group][n + 5]; null: no parameter grads
   acc_t* param_grad = nullptr;     // backward: [groups][n + 5] (finish output)
-  int64_t blocks_per_group = 1;
-  int grid_groups = 1;  // gridDim.y (<= 65535); blocks loop over g += gridDim.y
+  int64_t blocks_per_group = 1;  // rows: gridDim.x, the row blocks
+  int grid_groups = 1;  // gridDim.y (<= 65535); blocks loop over g += gridDim.y; rows: the column tiles
+  bool rows = false;    // span == 1 through the rows kernels (plan_pwlu_launch)
 };
 
 template <typename T>
@@ -170,18 +174,155 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
   }
 }
 
-// Heights slots per pass of the backward for n pieces.
+// ------------------------------------------------------------------------------------------------
+// Rows kernels: per-channel groups with the channel innermost (span == 1), in the rows layout of
+// cuda_utils.cuh. Each thread owns L = RowLanes<T, kBackward> adjacent channels and their groups.
+// Backward: the heights bins are laid out bins[(slot * L + lane) * kRowsThreads + tid] (a thread
+// only adds to its own bins, in its own element order); after each window's element loop, slot k
+// of a column is summed over the column's 8 row-threads in threadIdx.y order by the row-thread
+// k % 8, one partial per (group, row block, slot); the four bound/slope sums go through
+// rows_column_sums. Deterministic, no atomics, as the grouped backward.
+
+template <typename T, int L>
+__device__ __forceinline__ void load_pwlu_columns(const PwluCudaParams<T>& p, int64_t c0,
+                                                  PwluGroup<typename OpMath<T>::type> (&grp)[L]) {
+#pragma unroll
+  for (int l = 0; l < L; ++l) grp[l] = load_pwlu_group(p, c0 + l);
+}
+
 template <typename T>
-inline int pwlu_backward_window(int n) {
+__global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_forward_rows_kernel(const PwluCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  const int fit = kPwluBinBytes / (kPwluBackwardThreads * static_cast<int>(sizeof(acc_t)));
+  constexpr int L = RowLanes<T, false>::value;
+  const int64_t c0 = rows_first_column(L);
+  if (c0 >= p.groups) return;  // no barrier in this kernel
+  PwluGroup<acc_t> grp[L];
+  load_pwlu_columns<T, L>(p, c0, grp);
+  for_each_row(p.outer, [&](int64_t r) {
+    const int64_t iv = (r * p.groups + c0) / L;
+    AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
+#pragma unroll
+    for (int l = 0; l < L; ++l) xv.val[l] = from_opmath<T>(pwlu_forward_element<acc_t>(grp[l], to_opmath(xv.val[l])));
+    store_vector<L>(p.out, iv, xv);
+  });
+}
+
+// window: heights slots binned per pass (>= 1); dynamic shared memory window * L * kRowsThreads acc_t.
+template <typename T>
+__global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_backward_rows_kernel(const PwluCudaParams<T> p, int window) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T, true>::value;
+  constexpr int nt = kRowsThreads;
+  TR_DYNAMIC_SHARED(acc_t, bins);
+  __shared__ acc_t red[kRowsThreadsY][kRowsThreadsX * L];
+  const bool params = p.partials != nullptr;  // uniform over the grid
+  const int K = pwlu_grad_slots(p.n);
+  const int tid = threadIdx.y * kRowsThreadsX + threadIdx.x;
+  const int num_heights = p.n + 1;
+  const int64_t c0 = rows_first_column(L);
+  const bool active = c0 < p.groups;  // inactive threads still take part in the barriers below
+  PwluGroup<acc_t> grp[L];
+  if (active) load_pwlu_columns<T, L>(p, c0, grp);
+  acc_t acc4[4][L];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int l = 0; l < L; ++l) acc4[j][l] = acc_t(0);
+  const int last = params ? num_heights : 1;
+  for (int w0 = 0; w0 < last; w0 += window) {
+    const bool first = w0 == 0;
+    if (params)
+      for (int k = 0; k < window * L; ++k) bins[k * nt + tid] = acc_t(0);  // own bins: no sync needed
+    if (active) {
+      const bool write_x = first && p.out != nullptr;
+      for_each_row(p.outer, [&](int64_t r) {
+        const int64_t iv = (r * p.groups + c0) / L;
+        const AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
+        const AlignedVector<T, L> gv = load_vector<L>(p.grad_y, iv);
+        AlignedVector<T, L> ov;
+#pragma unroll
+        for (int l = 0; l < L; ++l) {
+          const acc_t gy = to_opmath(gv.val[l]);
+          const PwluElementGrad<acc_t> e = pwlu_backward_element<acc_t>(grp[l], to_opmath(xv.val[l]));
+          if (first) {
+            acc4[0][l] += gy * e.d_left;
+            acc4[1][l] += gy * e.d_right;
+            acc4[2][l] += gy * e.d_slope_left;
+            acc4[3][l] += gy * e.d_slope_right;
+          }
+          if (params) {
+            const int lo = e.i - w0;
+            if (lo >= 0 && lo < window) bins[(lo * L + l) * nt + tid] += gy * e.w_lo;
+            if (lo + 1 >= 0 && lo + 1 < window) bins[((lo + 1) * L + l) * nt + tid] += gy * e.w_hi;
+          }
+          ov.val[l] = from_opmath<T>(gy * e.dydx);
+        }
+        if (write_x) store_vector<L>(p.out, iv, ov);
+      });
+    }
+    if (params) {
+      __syncthreads();  // all bins written
+      const int wlen = window < num_heights - w0 ? window : num_heights - w0;
+      if (active) {
+        for (int k = threadIdx.y; k < wlen; k += kRowsThreadsY) {
+#pragma unroll
+          for (int l = 0; l < L; ++l) {
+            acc_t v = acc_t(0);
+            for (int y = 0; y < kRowsThreadsY; ++y) v += bins[(k * L + l) * nt + y * kRowsThreadsX + threadIdx.x];
+            p.partials[((c0 + l) * p.blocks_per_group + blockIdx.x) * K + w0 + k] = v;
+          }
+        }
+      }
+      __syncthreads();  // bins are zeroed again by the next pass
+    }
+  }
+  if (!params) return;  // uniform: no thread is left at the barriers
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    rows_column_sums<L>(acc4[j], red, active, [&](int l, acc_t sum) {
+      p.partials[((c0 + l) * p.blocks_per_group + blockIdx.x) * K + num_heights + j] = sum;
+    });
+}
+
+// Launch shape for p (outer, groups, span, n set): fills p.rows, p.vectorised,
+// p.blocks_per_group and p.grid_groups. backward: the fused backward's plan (its block size, and
+// fewer columns per thread on the rows path); aligned: every pointer the kernel accesses with
+// vectors is 16-byte aligned. Host only; the glue and the emulator tests both call it.
+template <typename T>
+void plan_pwlu_launch(PwluCudaParams<T>& p, bool backward, bool aligned, int multiprocessors) {
+  const RowsLaunch rows = plan_rows_launch<T>(p.outer, p.groups, p.span, backward, aligned, multiprocessors);
+  p.rows = rows.rows;
+  if (p.rows) {
+    p.vectorised = true;
+    p.blocks_per_group = rows.row_blocks;
+    p.grid_groups = rows.col_tiles;
+    return;
+  }
+  const GroupedLaunch plan = plan_grouped_launch(p.outer, p.groups, p.span, VecSize<T>::value, aligned,
+                                                 backward ? kPwluBackwardThreads : kPwluForwardThreads,
+                                                 multiprocessors);
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = plan.grid_groups;
+}
+
+// Heights slots per pass of the backward for n pieces; rows: the rows backward's (kRowsThreads
+// threads with RowLanes<T, true> columns each, a bin per column and slot).
+template <typename T>
+inline int pwlu_backward_window(int n, bool rows = false) {
+  using acc_t = typename OpMath<T>::type;
+  const int bins_per_slot = rows ? kRowsThreads * RowLanes<T, true>::value : kPwluBackwardThreads;
+  const int fit = kPwluBinBytes / (bins_per_slot * static_cast<int>(sizeof(acc_t)));
   return n + 1 < fit ? n + 1 : fit;
 }
 
 template <typename T>
 void launch_pwlu_forward(const PwluCudaParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-  launch_kernel(&pwlu_forward_kernel<T>, grid, dim3(kPwluForwardThreads), 0, stream, p);
+  if (p.rows)
+    launch_kernel(&pwlu_forward_rows_kernel<T>, grid, dim3(kRowsThreadsX, kRowsThreadsY), 0, stream, p);
+  else
+    launch_kernel(&pwlu_forward_kernel<T>, grid, dim3(kPwluForwardThreads), 0, stream, p);
 }
 
 // Launches the fused backward; when p.partials is set, the caller launches the finish
@@ -190,9 +331,13 @@ template <typename T>
 void launch_pwlu_backward(const PwluCudaParams<T>& p, cudaStream_t stream) {
   using acc_t = typename OpMath<T>::type;
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-  const int window = pwlu_backward_window<T>(p.n);
-  const size_t smem = p.partials ? static_cast<size_t>(window) * kPwluBackwardThreads * sizeof(acc_t) : 0;
-  launch_kernel(&pwlu_backward_kernel<T>, grid, dim3(kPwluBackwardThreads), smem, stream, p, window);
+  const int window = pwlu_backward_window<T>(p.n, p.rows);
+  const int bins_per_slot = p.rows ? kRowsThreads * RowLanes<T, true>::value : kPwluBackwardThreads;
+  const size_t smem = p.partials ? static_cast<size_t>(window) * bins_per_slot * sizeof(acc_t) : 0;
+  if (p.rows)
+    launch_kernel(&pwlu_backward_rows_kernel<T>, grid, dim3(kRowsThreadsX, kRowsThreadsY), smem, stream, p, window);
+  else
+    launch_kernel(&pwlu_backward_kernel<T>, grid, dim3(kPwluBackwardThreads), smem, stream, p, window);
 }
 
 template <typename T>

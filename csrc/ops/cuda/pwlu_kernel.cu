@@ -44,10 +44,9 @@ void check_rounded_bounds(const at::Tensor& bounds64, int64_t groups, bool float
 
 template <typename T>
 void fill_pwlu_params(kc::PwluCudaParams<T>& p, const Launch& l, const PwluConfig& cfg, const at::Tensor& h,
-                      const at::Tensor& b, const at::Tensor& s, int device, int threads,
+                      const at::Tensor& b, const at::Tensor& s, int device, bool backward,
                       std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
-  constexpr int VEC = kc::VecSize<T>::value;
   p.outer = l.outer;
   p.groups = l.groups;
   p.span = l.span;
@@ -57,11 +56,7 @@ void fill_pwlu_params(kc::PwluCudaParams<T>& p, const Launch& l, const PwluConfi
   p.n = cfg.n;
   bool aligned = true;  // every pointer the kernel accesses with vectors
   for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
-  const kc::GroupedLaunch plan =
-      kc::plan_grouped_launch(l.outer, l.groups, l.span, VEC, aligned, threads, multiprocessor_count(device));
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  kc::plan_pwlu_launch(p, backward, aligned, multiprocessor_count(device));
 }
 
 at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
@@ -85,7 +80,7 @@ at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, con
     kc::PwluCudaParams<T> p;
     p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
     p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
-    fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluForwardThreads, {p.x, p.out});
+    fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), /*backward=*/false, {p.x, p.out});
     kc::launch_pwlu_forward<T>(p, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -133,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
       p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
       p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
-      fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluBackwardThreads,
+      fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), /*backward=*/true,
                           {p.x, p.grad_y, p.out});
       at::Tensor partials;
       if (want_params) {
