@@ -44,25 +44,15 @@ constexpr int kPwluBackwardThreads = 128;
 constexpr int kPwluBackwardWarps = kPwluBackwardThreads / kWarpSize;
 constexpr int kPwluBinBytes = 32 * 1024;  // dynamic shared memory for the bins (< the 48 KiB default)
 
+// The launch fields (x, grad_y, out, layout, plan, partials [groups][blocks][n + 5], param_grad
+// [groups][n + 5]) are the skeleton's (ElementwiseParams, cuda_utils.cuh).
 template <typename T>
-struct PwluCudaParams {
+struct PwluCudaParams : ElementwiseParams<T> {
   using acc_t = typename OpMath<T>::type;
-  const T* x = nullptr;
-  const T* grad_y = nullptr;  // backward only
-  T* out = nullptr;           // forward: y; backward: grad_x (may be null: not requested)
-  int64_t outer = 1;
-  int64_t groups = 1;
-  int64_t span = 0;
-  bool vectorised = false;  // 16-byte accesses on the runs (plan_grouped_launch), scalar tails
   const acc_t* heights = nullptr;  // [groups][n + 1]
   const acc_t* bounds = nullptr;   // [groups][2] = (L, R)
   const acc_t* slopes = nullptr;   // [groups][2] = (K_L, K_R)
   int n = 1;                       // pieces
-  acc_t* partials = nullptr;       // backward: [groups][blocks_per_group][n + 5]; null: no parameter grads
-  acc_t* param_grad = nullptr;     // backward: [groups][n + 5] (finish output)
-  int64_t blocks_per_group = 1;  // rows: gridDim.x, the row blocks
-  int grid_groups = 1;  // gridDim.y (<= 65535); blocks loop over g += gridDim.y; rows: the column tiles
-  bool rows = false;    // span == 1 through the rows kernels (plan_pwlu_launch)
 };
 
 template <typename T>
@@ -73,32 +63,12 @@ __device__ __forceinline__ PwluGroup<typename OpMath<T>::type> load_pwlu_group(c
                                 p.slopes[2 * g + 1], p.n);
 }
 
-// Elements of group g owned by this thread: vec_body(memory vector index) for the aligned vectors,
-// then scalar_body(memory offset) for the tails of every run (all elements when not vectorised).
-template <int VEC, typename T, typename VecBody, typename ScalarBody>
-__device__ __forceinline__ void for_pwlu_group_elements(const PwluCudaParams<T>& p, int64_t g, VecBody&& vec_body,
-                                                        ScalarBody&& scalar_body) {
-  const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
-  for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kPwluForwardThreads) pwlu_forward_kernel(const PwluCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     const PwluGroup<acc_t> grp = load_pwlu_group(p, g);
-    for_pwlu_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-#pragma unroll
-          for (int l = 0; l < VEC; ++l)
-            xv.val[l] = from_opmath<T>(pwlu_forward_element<acc_t>(grp, to_opmath(xv.val[l])));
-          store_vector<VEC>(p.out, iv, xv);
-        },
-        [&](int64_t i) { p.out[i] = from_opmath<T>(pwlu_forward_element<acc_t>(grp, to_opmath(p.x[i]))); });
+    map_group_forward(p, g, [&](acc_t x, int64_t) { return pwlu_forward_element<acc_t>(grp, x); });
   }
 }
 
@@ -106,7 +76,6 @@ __global__ void __launch_bounds__(kPwluForwardThreads) pwlu_forward_kernel(const
 template <typename T>
 __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(const PwluCudaParams<T> p, int window) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   TR_DYNAMIC_SHARED(acc_t, bins);
   __shared__ acc_t red[kPwluBackwardWarps * 4];
   const bool params = p.partials != nullptr;  // uniform over the grid
@@ -117,7 +86,7 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
   const int num_heights = p.n + 1;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     const PwluGroup<acc_t> grp = load_pwlu_group(p, g);
-    acc_t* partial = params ? p.partials + (g * p.blocks_per_group + blockIdx.x) * K : nullptr;
+    acc_t* partial = params ? block_partial(p, g, K) : nullptr;
     acc_t acc4[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
     const int last = params ? num_heights : 1;
     for (int w0 = 0; w0 < last; w0 += window) {
@@ -125,7 +94,7 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
       if (params)
         for (int k = 0; k < window; ++k) bins[k * nt + tid] = acc_t(0);  // own column: no sync needed
       // One element: accumulates into this thread's registers and bins column, returns grad_x.
-      auto element = [&](acc_t xv, acc_t gy) -> acc_t {
+      auto element = [&](acc_t xv, acc_t gy, int64_t) -> acc_t {
         const PwluElementGrad<acc_t> r = pwlu_backward_element<acc_t>(grp, xv);
         if (first) {
           acc4[0] += gy * r.d_left;
@@ -141,20 +110,7 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
         return gy * r.dydx;
       };
       const bool write_x = first && p.out != nullptr;
-      for_pwlu_group_elements<VEC>(
-          p, g,
-          [&](int64_t iv) {
-            const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-            const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
-            AlignedVector<T, VEC> ov;
-#pragma unroll
-            for (int l = 0; l < VEC; ++l) ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l])));
-            if (write_x) store_vector<VEC>(p.out, iv, ov);
-          },
-          [&](int64_t i) {
-            const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
-            if (write_x) p.out[i] = o;
-          });
+      map_group_backward(p, g, write_x, element);
       if (params) {
         __syncthreads();  // all columns written
         const int wlen = window < num_heights - w0 ? window : num_heights - w0;
@@ -198,13 +154,7 @@ __global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_forward_rows_kernel(const PwluC
   if (c0 >= p.groups) return;  // no barrier in this kernel
   PwluGroup<acc_t> grp[L];
   load_pwlu_columns<T, L>(p, c0, grp);
-  for_each_row(p.outer, [&](int64_t r) {
-    const int64_t iv = (r * p.groups + c0) / L;
-    AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
-#pragma unroll
-    for (int l = 0; l < L; ++l) xv.val[l] = from_opmath<T>(pwlu_forward_element<acc_t>(grp[l], to_opmath(xv.val[l])));
-    store_vector<L>(p.out, iv, xv);
-  });
+  map_rows_forward<L>(p, c0, [&](int l, acc_t x) { return pwlu_forward_element<acc_t>(grp[l], x); });
 }
 
 // window: heights slots binned per pass (>= 1); dynamic shared memory window * L * kRowsThreads acc_t.
@@ -235,29 +185,20 @@ __global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_backward_rows_kernel(const Pwlu
       for (int k = 0; k < window * L; ++k) bins[k * nt + tid] = acc_t(0);  // own bins: no sync needed
     if (active) {
       const bool write_x = first && p.out != nullptr;
-      for_each_row(p.outer, [&](int64_t r) {
-        const int64_t iv = (r * p.groups + c0) / L;
-        const AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
-        const AlignedVector<T, L> gv = load_vector<L>(p.grad_y, iv);
-        AlignedVector<T, L> ov;
-#pragma unroll
-        for (int l = 0; l < L; ++l) {
-          const acc_t gy = to_opmath(gv.val[l]);
-          const PwluElementGrad<acc_t> e = pwlu_backward_element<acc_t>(grp[l], to_opmath(xv.val[l]));
-          if (first) {
-            acc4[0][l] += gy * e.d_left;
-            acc4[1][l] += gy * e.d_right;
-            acc4[2][l] += gy * e.d_slope_left;
-            acc4[3][l] += gy * e.d_slope_right;
-          }
-          if (params) {
-            const int lo = e.i - w0;
-            if (lo >= 0 && lo < window) bins[(lo * L + l) * nt + tid] += gy * e.w_lo;
-            if (lo + 1 >= 0 && lo + 1 < window) bins[((lo + 1) * L + l) * nt + tid] += gy * e.w_hi;
-          }
-          ov.val[l] = from_opmath<T>(gy * e.dydx);
+      map_rows_backward<L>(p, c0, write_x, [&](int l, acc_t x, acc_t gy) {
+        const PwluElementGrad<acc_t> e = pwlu_backward_element<acc_t>(grp[l], x);
+        if (first) {
+          acc4[0][l] += gy * e.d_left;
+          acc4[1][l] += gy * e.d_right;
+          acc4[2][l] += gy * e.d_slope_left;
+          acc4[3][l] += gy * e.d_slope_right;
         }
-        if (write_x) store_vector<L>(p.out, iv, ov);
+        if (params) {
+          const int lo = e.i - w0;
+          if (lo >= 0 && lo < window) bins[(lo * L + l) * nt + tid] += gy * e.w_lo;
+          if (lo + 1 >= 0 && lo + 1 < window) bins[((lo + 1) * L + l) * nt + tid] += gy * e.w_hi;
+        }
+        return gy * e.dydx;
       });
     }
     if (params) {
@@ -269,7 +210,7 @@ __global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_backward_rows_kernel(const Pwlu
           for (int l = 0; l < L; ++l) {
             acc_t v = acc_t(0);
             for (int y = 0; y < kRowsThreadsY; ++y) v += bins[(k * L + l) * nt + y * kRowsThreadsX + threadIdx.x];
-            p.partials[((c0 + l) * p.blocks_per_group + blockIdx.x) * K + w0 + k] = v;
+            block_partial(p, c0 + l, K)[w0 + k] = v;
           }
         }
       }
@@ -279,9 +220,7 @@ __global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_backward_rows_kernel(const Pwlu
   if (!params) return;  // uniform: no thread is left at the barriers
 #pragma unroll
   for (int j = 0; j < 4; ++j)
-    rows_column_sums<L>(acc4[j], red, active, [&](int l, acc_t sum) {
-      p.partials[((c0 + l) * p.blocks_per_group + blockIdx.x) * K + num_heights + j] = sum;
-    });
+    rows_column_sums<L>(acc4[j], red, active, [&](int l, acc_t sum) { block_partial(p, c0 + l, K)[num_heights + j] = sum; });
 }
 
 // Launch shape for p (outer, groups, span, n set): fills p.rows, p.vectorised,

@@ -42,17 +42,11 @@ constexpr int kRationalThreads = 256;
 constexpr int kRationalWarps = kRationalThreads / kWarpSize;
 constexpr int kMaxCoefs = 2 * kMaxDegree + 2;  // numerator + denominator (version C) coefficients
 
+// The launch fields (x, grad_y, out, layout, plan incl. rows, partials [groups][blocks][m + 1 + nb],
+// param_grad [groups][m + 1 + nb]) are the skeleton's (ElementwiseParams, cuda_utils.cuh).
 template <typename T>
-struct RationalCudaParams {
+struct RationalCudaParams : ElementwiseParams<T> {
   using acc_t = typename OpMath<T>::type;
-  const T* x = nullptr;
-  const T* grad_y = nullptr;  // backward only
-  T* out = nullptr;           // forward: y; backward: grad_x (may be null: not requested)
-  int64_t outer = 1;
-  int64_t groups = 1;
-  int64_t span = 0;
-  bool vectorised = false;
-  bool rows = false;  // span == 1 layout through the rows kernels (see plan_rational_launch)
   const acc_t* a = nullptr;  // [groups][m + 1]
   const acc_t* b = nullptr;  // [groups][nb], dense (index i is power i + first_den_power)
   int m = 0;
@@ -62,10 +56,6 @@ struct RationalCudaParams {
   acc_t threshold = acc_t(INFINITY);  // power basis: |x| above this takes rational_element_large
   acc_t noise = acc_t(0);             // > 0: RPAU (generic path, contiguous layout)
   uint64_t seed = 0;
-  acc_t* partials = nullptr;   // backward: [groups][blocks_per_group][m + 1 + nb], null: no coef grads
-  acc_t* coef_grad = nullptr;  // backward: [groups][m + 1 + nb] (finish output)
-  int64_t blocks_per_group = 1;
-  int grid_groups = 1;  // gridDim.y (<= 65535); blocks loop over g += gridDim.y
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -303,16 +293,6 @@ __device__ __forceinline__ Acc rational_large_element(Acc x, Acc g, const Acc* a
 }
 
 // ------------------------------------------------------------------------------------------------
-// Iteration over the elements of group g owned by this thread (for_each_grouped_element of
-// cuda_utils.cuh: 16-byte vectors of the runs, then the runs' scalar tails).
-template <int VEC, typename T, typename VecBody, typename ScalarBody>
-__device__ __forceinline__ void for_group_elements(const RationalCudaParams<T>& p, int64_t g, VecBody&& vec_body,
-                                                   ScalarBody&& scalar_body) {
-  const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
-  for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
-}
-
 // Pass 2 of the grouped kernels: large(x, i) for every element i of group g that this thread
 // owns (the elements of pass 1) with |x| > p.threshold; scalar loads, no unrolling (rare path).
 template <int VEC, typename T, typename Large>
@@ -363,7 +343,7 @@ __device__ __forceinline__ void write_fixed_partials(const RationalCudaParams<T>
   if (t < KF) {
     const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
     if (col >= 0) {
-      acc_t& partial = p.partials[(g * p.blocks_per_group + blockIdx.x) * K + col];
+      acc_t& partial = block_partial(p, g, K)[col];
       partial = add ? partial + total : total;
     }
   }
@@ -417,26 +397,17 @@ template <int M, int N, bool kPower, typename T>
 __global__ void TR_BLOCK_SIZE(kRationalThreads)
     rational_forward_fixed_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   __shared__ bool large_s[kRationalThreads];  // pass 1's per-thread flag (see rational_large_element)
   volatile bool& large = large_s[threadIdx.x];
   if (kPower) large = false;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     acc_t a[M + 1], bp[N + 1];
     load_group_coefs<M, N, T>(p, g, a, bp);
-    auto element = [&](acc_t x) -> acc_t {
+    auto element = [&](acc_t x, int64_t) -> acc_t {
       if (kPower && fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
       return forward_fixed<M, N, kPower, acc_t>(x, a, bp, p.version, p.basis);
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-#pragma unroll
-          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l])));
-          store_vector<VEC>(p.out, iv, xv);
-        },
-        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]))); });
+    map_group_forward(p, g, element);
   }
   if (kPower && large) forward_large_pass<M, N>(p, acc_t(0));
 }
@@ -445,7 +416,6 @@ template <int M, int N, bool kPower, typename T>
 __global__ void TR_BLOCK_SIZE(kRationalThreads)
     rational_backward_fixed_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   constexpr int KF = M + N + 2;  // accumulators by power (denominator power 0 included)
   __shared__ acc_t smem[kRationalWarps * KF];
   __shared__ int flags[kRationalWarps];
@@ -459,7 +429,7 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads)
     acc_t acc[KF];
 #pragma unroll
     for (int k = 0; k < KF; ++k) acc[k] = acc_t(0);
-    auto element = [&](acc_t x, acc_t gy) -> acc_t {
+    auto element = [&](acc_t x, acc_t gy, int64_t) -> acc_t {
       if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
         large = true;
         x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
@@ -467,20 +437,7 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads)
       }
       return backward_fixed<M, N, kPower, acc_t>(x, gy, a, bp, p.version, p.basis, coefs, acc);
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
-          AlignedVector<T, VEC> ov;
-#pragma unroll
-          for (int l = 0; l < VEC; ++l) ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l])));
-          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
-        },
-        [&](int64_t i) {
-          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
-          if (p.out != nullptr) p.out[i] = o;
-        });
+    map_group_backward(p, g, p.out != nullptr, element);
     if (coefs) write_fixed_partials<M, N>(p, g, acc, smem);  // uniform over the grid
   }
   // coefs is uniform over the grid, so every thread reaches block_any and pass 2's reductions.
@@ -512,7 +469,6 @@ __device__ __forceinline__ void noisy_coefs(uint64_t seed, uint64_t index,
 template <int M, int N, typename T>
 __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_forward_rpau_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   const int k0 = first_den_power(p.version);
   __shared__ bool large_s[kRationalThreads];  // pass 1's per-thread flag (see rational_large_element)
   volatile bool& large = large_s[threadIdx.x];
@@ -526,15 +482,7 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_forward_rpau_kernel(con
       if (fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
       return forward_fixed<M, N, true, acc_t>(x, an, bn, p.version, Basis::Power);
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-#pragma unroll
-          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), iv * VEC + l));
-          store_vector<VEC>(p.out, iv, xv);
-        },
-        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]), i)); });
+    map_group_forward(p, g, element);
   }
   if (large) forward_large_pass<M, N>(p, p.noise);
 }
@@ -542,7 +490,6 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_forward_rpau_kernel(con
 template <int M, int N, typename T>
 __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_backward_rpau_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   constexpr int KF = M + N + 2;
   __shared__ acc_t smem[kRationalWarps * KF];
   __shared__ int flags[kRationalWarps];
@@ -579,21 +526,7 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_backward_rpau_kernel(co
       }
       return gx;
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
-          AlignedVector<T, VEC> ov;
-#pragma unroll
-          for (int l = 0; l < VEC; ++l)
-            ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l]), iv * VEC + l));
-          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
-        },
-        [&](int64_t i) {
-          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i]), i));
-          if (p.out != nullptr) p.out[i] = o;
-        });
+    map_group_backward(p, g, p.out != nullptr, element);
     if (coefs) write_fixed_partials<M, N>(p, g, acc, smem);  // uniform over the grid
   }
   // coefs is uniform over the grid, so every thread reaches block_any and pass 2's reductions.
@@ -649,16 +582,9 @@ __global__ void TR_BLOCK_SIZE(kRowsThreads)
   acc_t a[L][M + 1], bp[L][N + 1];
 #pragma unroll
   for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
-  for_each_row(p.outer, [&](int64_t r) {
-    const int64_t iv = (r * p.groups + g0) / L;
-    AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
-#pragma unroll
-    for (int l = 0; l < L; ++l) {
-      const acc_t x = to_opmath(xv.val[l]);
-      if (kPower && fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
-      xv.val[l] = from_opmath<T>(forward_fixed<M, N, kPower, acc_t>(x, a[l], bp[l], p.version, p.basis));
-    }
-    store_vector<L>(p.out, iv, xv);
+  map_rows_forward<L>(p, g0, [&](int l, acc_t x) {
+    if (kPower && fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
+    return forward_fixed<M, N, kPower, acc_t>(x, a[l], bp[l], p.version, p.basis);
   });
   if (kPower && large) rows_forward_large_pass<M, N>(p);
 }
@@ -686,7 +612,7 @@ __device__ __forceinline__ void rows_write_partials(
     // Accumulator t -> coefficient column (as in rational_backward_fixed_kernel).
     const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
     rows_column_sums<L>(column, red, active && col >= 0, [&](int l, acc_t sum) {
-      acc_t& partial = p.partials[((g0 + l) * p.blocks_per_group + blockIdx.x) * K + col];
+      acc_t& partial = block_partial(p, g0 + l, K)[col];
       partial = add ? partial + sum : sum;
     });
   }
@@ -749,23 +675,13 @@ __global__ void __launch_bounds__(kRowsThreads, kRowsBackwardMinBlocks)
     acc_t a[L][M + 1], bp[L][N + 1];
 #pragma unroll
     for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
-    for_each_row(p.outer, [&](int64_t r) {
-      const int64_t iv = (r * p.groups + g0) / L;
-      const AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
-      const AlignedVector<T, L> gv = load_vector<L>(p.grad_y, iv);
-      AlignedVector<T, L> ov;
-#pragma unroll
-      for (int l = 0; l < L; ++l) {
-        acc_t x = to_opmath(xv.val[l]), gy = to_opmath(gv.val[l]);
-        if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
-          large = true;
-          x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
-          gy = acc_t(0);
-        }
-        ov.val[l] = from_opmath<T>(
-            backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]));
+    map_rows_backward<L>(p, g0, p.out != nullptr, [&](int l, acc_t x, acc_t gy) {
+      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
+        large = true;
+        x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
+        gy = acc_t(0);
       }
-      if (p.out != nullptr) store_vector<L>(p.out, iv, ov);
+      return backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]);
     });
   }
   // coefs is uniform over the grid: every thread (active or not) reaches the barriers.
@@ -782,7 +698,6 @@ __global__ void __launch_bounds__(kRowsThreads, kRowsBackwardMinBlocks)
 template <typename T>
 __global__ void __launch_bounds__(kRationalThreads) rational_forward_generic_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   __shared__ acc_t sa[kMaxDegree + 1], sb[kMaxDegree + 1];
   const int na = p.m + 1, K = na + p.nb;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
@@ -806,15 +721,7 @@ __global__ void __launch_bounds__(kRationalThreads) rational_forward_generic_ker
       }
       return eval(x, sa, sb);
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-#pragma unroll
-          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), iv * VEC + l));
-          store_vector<VEC>(p.out, iv, xv);
-        },
-        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]), i)); });
+    map_group_forward(p, g, element);
   }
 }
 
@@ -822,7 +729,6 @@ template <typename T>
 __global__ void __launch_bounds__(kRationalThreads)
     rational_backward_generic_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   __shared__ acc_t sa[kMaxDegree + 1], sb[kMaxDegree + 1];
   __shared__ acc_t smem[kRationalWarps * kMaxCoefs];
   const bool coefs = p.partials != nullptr;
@@ -863,24 +769,10 @@ __global__ void __launch_bounds__(kRationalThreads)
       }
       return gy * r.dydx;
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
-          AlignedVector<T, VEC> ov;
-#pragma unroll
-          for (int l = 0; l < VEC; ++l)
-            ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l]), iv * VEC + l));
-          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
-        },
-        [&](int64_t i) {
-          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i]), i));
-          if (p.out != nullptr) p.out[i] = o;
-        });
+    map_group_backward(p, g, p.out != nullptr, element);
     if (coefs) {
       const acc_t total = block_reduce_sum_runtime<acc_t>(acc, K, smem);
-      if (static_cast<int>(threadIdx.x) < K) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + threadIdx.x] = total;
+      if (static_cast<int>(threadIdx.x) < K) block_partial(p, g, K)[threadIdx.x] = total;
     }
   }
 }
@@ -981,7 +873,7 @@ void launch_rational_backward(const RationalCudaParams<T>& p, cudaStream_t strea
 
 template <typename T>
 void launch_rational_finish(const RationalCudaParams<T>& p, cudaStream_t stream) {
-  launch_finish_partials(p.partials, p.groups, p.blocks_per_group, p.m + 1 + p.nb, p.coef_grad, stream);
+  launch_finish_partials(p.partials, p.groups, p.blocks_per_group, p.m + 1 + p.nb, p.param_grad, stream);
 }
 
 }  // namespace cuda

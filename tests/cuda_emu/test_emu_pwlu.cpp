@@ -207,19 +207,9 @@ TEST_P(EmuPwluTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 1, 2), gb_cpu), ptol) << "grad bounds vs CPU";
   EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 3, 2), gs_cpu), ptol) << "grad slopes vs CPU";
 
-  // Reverse fiber order: bitwise the same (no race on shared memory, fixed reduction order).
-  {
-    const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
-    const Result rr = run(s, q, gy);
-    EXPECT_TRUE(bitwise_equal(r.y, rr.y));
-    EXPECT_TRUE(bitwise_equal(r.grad_x, rr.grad_x));
-    EXPECT_TRUE(bitwise_equal(r.param_grad, rr.param_grad));
-  }
-  // Partial backward requests give the same bits as the full one.
-  const Result only_x = run(s, q, gy, true, false);
-  const Result only_p = run(s, q, gy, false, true);
-  EXPECT_TRUE(bitwise_equal(r.grad_x, only_x.grad_x));
-  EXPECT_TRUE(bitwise_equal(r.param_grad, only_p.param_grad));
+  // Reverse fiber schedule and partial backward requests: the same bits.
+  expect_reproducible_bits([&](bool want_x, bool want_params) { return run(s, q, gy, want_x, want_params); }, r,
+                           &Result::param_grad);
 }
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
