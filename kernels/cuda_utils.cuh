@@ -442,6 +442,27 @@ inline RowsLaunch plan_rows_launch(int64_t outer, int64_t groups, int64_t span, 
   return l;
 }
 
+// p's launch plan (rows, vectorised, blocks_per_group, grid_groups; outer, groups and span set):
+// the rows kernels when plan_rows_launch takes them and the family has rows kernels for p
+// (rows_kernels), else the grouped kernels of `threads` per block. Host only.
+template <typename T>
+void plan_elementwise_launch(ElementwiseParams<T>& p, bool backward, bool aligned, bool rows_kernels, int threads,
+                             int multiprocessors) {
+  const RowsLaunch rows = plan_rows_launch<T>(p.outer, p.groups, p.span, backward, aligned, multiprocessors);
+  p.rows = rows.rows && rows_kernels;
+  if (p.rows) {
+    p.vectorised = true;
+    p.blocks_per_group = rows.row_blocks;
+    p.grid_groups = rows.col_tiles;
+    return;
+  }
+  const GroupedLaunch plan =
+      plan_grouped_launch(p.outer, p.groups, p.span, VecSize<T>::value, aligned, threads, multiprocessors);
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = plan.grid_groups;
+}
+
 // The first of this thread's L columns in a rows kernel.
 __device__ __forceinline__ int64_t rows_first_column(int lanes) {
   return (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * lanes;

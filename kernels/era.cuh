@@ -200,19 +200,8 @@ inline bool era_fixed_fractions(int n) { return n >= 1 && n <= 4; }
 // aligned. Host only; the glue and the emulator tests both call it.
 template <typename T>
 void plan_era_launch(EraCudaParams<T>& p, bool backward, bool aligned, int multiprocessors) {
-  const RowsLaunch rows = plan_rows_launch<T>(p.outer, p.groups, p.span, backward, aligned, multiprocessors);
-  p.rows = rows.rows && era_fixed_fractions(p.n);
-  if (p.rows) {
-    p.vectorised = true;
-    p.blocks_per_group = rows.row_blocks;
-    p.grid_groups = rows.col_tiles;
-    return;
-  }
-  const GroupedLaunch plan =
-      plan_grouped_launch(p.outer, p.groups, p.span, VecSize<T>::value, aligned, kEraThreads, multiprocessors);
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  plan_elementwise_launch(p, backward, aligned, /*rows_kernels=*/era_fixed_fractions(p.n), kEraThreads,
+                          multiprocessors);
 }
 
 // The forward or the fused backward kernel: fixed n = 1..4 as template parameters, else generic.

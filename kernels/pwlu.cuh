@@ -229,20 +229,8 @@ __global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_backward_rows_kernel(const Pwlu
 // vectors is 16-byte aligned. Host only; the glue and the emulator tests both call it.
 template <typename T>
 void plan_pwlu_launch(PwluCudaParams<T>& p, bool backward, bool aligned, int multiprocessors) {
-  const RowsLaunch rows = plan_rows_launch<T>(p.outer, p.groups, p.span, backward, aligned, multiprocessors);
-  p.rows = rows.rows;
-  if (p.rows) {
-    p.vectorised = true;
-    p.blocks_per_group = rows.row_blocks;
-    p.grid_groups = rows.col_tiles;
-    return;
-  }
-  const GroupedLaunch plan = plan_grouped_launch(p.outer, p.groups, p.span, VecSize<T>::value, aligned,
-                                                 backward ? kPwluBackwardThreads : kPwluForwardThreads,
-                                                 multiprocessors);
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  plan_elementwise_launch(p, backward, aligned, /*rows_kernels=*/true,
+                          backward ? kPwluBackwardThreads : kPwluForwardThreads, multiprocessors);
 }
 
 // Heights slots per pass of the backward for n pieces; rows: the rows backward's (kRowsThreads

@@ -800,24 +800,13 @@ inline bool rational_fixed_degree(int m, int n) {
 // and the emulator tests both call it. multiprocessors: the device's SM count.
 template <typename T>
 void plan_rational_launch(RationalCudaParams<T>& p, int multiprocessors) {
-  constexpr int VEC = VecSize<T>::value;
   const bool backward = p.grad_y != nullptr;
   const bool aligned = (p.x == nullptr || is_aligned(p.x, kVecBytes)) &&
                        (p.grad_y == nullptr || is_aligned(p.grad_y, kVecBytes)) &&
                        (p.out == nullptr || is_aligned(p.out, kVecBytes));
-  const RowsLaunch rows = plan_rows_launch<T>(p.outer, p.groups, p.span, backward, aligned, multiprocessors);
-  p.rows = rows.rows && p.noise == 0 && rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
-  if (p.rows) {
-    p.vectorised = true;
-    p.blocks_per_group = rows.row_blocks;
-    p.grid_groups = rows.col_tiles;
-    return;
-  }
-  const GroupedLaunch plan =
-      plan_grouped_launch(p.outer, p.groups, p.span, VEC, aligned, kRationalThreads, multiprocessors);
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  // The rows kernels exist for the fixed degrees without noise.
+  const bool rows_kernels = p.noise == 0 && rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
+  plan_elementwise_launch(p, backward, aligned, rows_kernels, kRationalThreads, multiprocessors);
 }
 
 template <typename T>
