@@ -19,6 +19,11 @@
 //   grid_stride_begin()/grid_stride_step()   64-bit grid-stride loop bounds
 //   plan_grouped_launch(...)         launch shape of the grouped element-wise kernels (host)
 //   for_each_grouped_element<VEC>(...)  one group's elements in that layout: 16-byte vectors, then tails
+//   ElementwiseParams<T>             the fields every family's params struct shares (derives from)
+//   block_partial(p, g, K)           this block's parameter-gradient partial of group g
+//   for_group_elements / map_group_forward / map_group_backward   the grouped element loops
+//   RowLanes, plan_rows_launch, rows_first_column, for_each_row, map_rows_forward / _backward,
+//   rows_column_sums                 the rows layout (channel innermost) of every family's rows kernels
 //   launch_kernel(kernel, grid, block, smem, stream, args...)   kernel<<<grid, block, smem, stream>>>(args...)
 //   launch_finish_partials<Acc>(...) the finish kernel with its launch shape
 //   TR_DYNAMIC_SHARED(type, name)    `type* name` pointing at the dynamic shared memory
@@ -303,6 +308,226 @@ __host__ __device__ __forceinline__ void for_each_grouped_element(int64_t outer,
 }
 
 // ------------------------------------------------------------------------------------------------
+// The element-wise skeleton of every family (rational, ERA, PWLU). ElementwiseParams holds what the
+// element loops and the partials read; each family's params struct derives from it and adds its
+// parameters. The family's element math plugs into the loops as a lambda on op-math values:
+//   map_group_forward / map_group_backward   the grouped layout: 16-byte vectors, then tails
+//   map_rows_forward / map_rows_backward     the rows layout (below)
+// and its parameter-gradient accumulators reduce through block_reduce_sum_many (grouped) or
+// rows_column_sums (rows) into block_partial(p, g, K), summed by the fixed-order finish.
+template <typename T>
+struct ElementwiseParams {
+  using acc_t = typename OpMath<T>::type;
+  const T* x = nullptr;
+  const T* grad_y = nullptr;  // backward only
+  T* out = nullptr;           // forward: y; backward: grad_x (may be null: not requested)
+  int64_t outer = 1;          // memory = [outer][groups][span]
+  int64_t groups = 1;
+  int64_t span = 0;
+  bool vectorised = false;       // 16-byte accesses on the runs (plan_grouped_launch), scalar tails
+  bool rows = false;             // span == 1 through the rows kernels (plan_rows_launch)
+  int64_t blocks_per_group = 1;  // gridDim.x; rows: the row blocks
+  int grid_groups = 1;           // gridDim.y (<= 65535), blocks loop over g += gridDim.y; rows: the column tiles
+  acc_t* partials = nullptr;     // backward: [groups][blocks_per_group][K]; null: no parameter gradients
+  acc_t* param_grad = nullptr;   // backward: [groups][K] (the finish's output)
+};
+
+// This block's partial of group g: K slots at partials[(g * blocks_per_group + blockIdx.x) * K].
+template <typename T>
+__device__ __forceinline__ typename OpMath<T>::type* block_partial(const ElementwiseParams<T>& p, int64_t g, int K) {
+  return p.partials + (g * p.blocks_per_group + blockIdx.x) * K;
+}
+
+// for_each_grouped_element over this thread's elements of group g (start blockIdx.x * blockDim.x +
+// threadIdx.x, step blocks_per_group * blockDim.x).
+template <int VEC, typename T, typename VecBody, typename ScalarBody>
+__device__ __forceinline__ void for_group_elements(const ElementwiseParams<T>& p, int64_t g, VecBody&& vec_body,
+                                                   ScalarBody&& scalar_body) {
+  const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
+  for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
+}
+
+// out[i] = f(x[i], i) for this thread's elements i (memory offsets) of group g, f on op-math values.
+template <typename T, typename F>
+__device__ __forceinline__ void map_group_forward(const ElementwiseParams<T>& p, int64_t g, F&& f) {
+  constexpr int VEC = VecSize<T>::value;
+  for_group_elements<VEC>(
+      p, g,
+      [&](int64_t iv) {
+        AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+#pragma unroll
+        for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(f(to_opmath(xv.val[l]), iv * VEC + l));
+        store_vector<VEC>(p.out, iv, xv);
+      },
+      [&](int64_t i) { p.out[i] = from_opmath<T>(f(to_opmath(p.x[i]), i)); });
+}
+
+// gx = f(x[i], grad_y[i], i) for this thread's elements i of group g, written to out[i] when write
+// (f accumulates the parameter gradients itself).
+template <typename T, typename F>
+__device__ __forceinline__ void map_group_backward(const ElementwiseParams<T>& p, int64_t g, bool write, F&& f) {
+  constexpr int VEC = VecSize<T>::value;
+  for_group_elements<VEC>(
+      p, g,
+      [&](int64_t iv) {
+        const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
+        const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
+        AlignedVector<T, VEC> ov;
+#pragma unroll
+        for (int l = 0; l < VEC; ++l)
+          ov.val[l] = from_opmath<T>(f(to_opmath(xv.val[l]), to_opmath(gv.val[l]), iv * VEC + l));
+        if (write) store_vector<VEC>(p.out, iv, ov);
+      },
+      [&](int64_t i) {
+        const T o = from_opmath<T>(f(to_opmath(p.x[i]), to_opmath(p.grad_y[i]), i));
+        if (write) p.out[i] = o;
+      });
+}
+
+// ------------------------------------------------------------------------------------------------
+// The rows layout: per-channel groups with the channel innermost (span == 1: channels_last 2-D /
+// 3-D, (..., C) with channel_dim = -1). The grouped loop above would give each block one group and
+// make a warp read 32 elements C apart (one 32-byte sector per 4-byte element). The rows kernels
+// of every family (rational, ERA, PWLU) see memory as [outer rows][groups columns] instead: thread
+// (tx, ty) of block (bx, by) owns the L adjacent columns from rows_first_column(L) = (by * 32 +
+// tx) * L for its whole life, so its per-column parameters and gradient accumulators stay in
+// registers, and walks the rows bx * 8 + ty, + gridDim.x * 8, ... (for_each_row); a warp reads
+// 32 * L consecutive elements of one row. Parameter gradients: the 8 row-threads of a column are
+// summed in shared memory in threadIdx.y order (rows_column_sums), one partial per (group, row
+// block), so the partials [group][blockIdx.x][K] and their finish are those of the grouped kernels
+// with blocks_per_group = gridDim.x.
+
+constexpr int kRowsThreadsX = kWarpSize;
+constexpr int kRowsThreadsY = 8;
+constexpr int kRowsThreads = kRowsThreadsX * kRowsThreadsY;
+
+// Columns per thread. Forward: the 16-byte vector, at most 4 (8 per-lane parameter sets of halves
+// would not fit in registers); a warp reads 32 * 4 * sizeof(T) contiguous bytes. Backward: half of
+// that (2 for float, half and bfloat16, 1 for double): a backward column keeps its parameters and
+// as many gradient accumulators in registers (docs/cuda.md, "The rows backward").
+template <typename T, bool kBackward>
+struct RowLanes {
+  static constexpr int forward = VecSize<T>::value < 4 ? VecSize<T>::value : 4;
+  static constexpr int value = kBackward ? forward / 2 : forward;
+};
+
+struct RowsLaunch {
+  bool rows = false;          // the rows kernels apply
+  int64_t row_blocks = 1;     // gridDim.x (the partials' blocks_per_group)
+  int col_tiles = 1;          // gridDim.y
+};
+
+// Whether a launch takes the rows kernels, and their grid. span == 1 with more than one row;
+// groups a multiple of the forward's lanes, whatever the direction (the two passes of an op take
+// the same path); every vector-accessed pointer 16-byte aligned; fewer than 65536 column tiles
+// (4 million groups). lanes: this direction's columns per thread (RowLanes); multiprocessors: the
+// device's SM count. Host only: the glue and the emulator tests call it through the families'
+// plan functions, so both launch the same shapes.
+template <typename T>
+inline RowsLaunch plan_rows_launch(int64_t outer, int64_t groups, int64_t span, bool backward, bool aligned,
+                                   int multiprocessors) {
+  RowsLaunch l;
+  const int lanes = backward ? RowLanes<T, true>::value : RowLanes<T, false>::value;
+  const int64_t col_tiles = (groups + kRowsThreadsX * lanes - 1) / (kRowsThreadsX * lanes);
+  l.rows = span == 1 && outer > 1 && groups % RowLanes<T, false>::value == 0 && aligned && col_tiles <= 65535;
+  if (!l.rows) return l;
+  // About 8 blocks per SM in all; never more row blocks than rows / 8.
+  const int64_t target = int64_t(multiprocessors > 1 ? multiprocessors : 1) * 8;
+  const int64_t by_work = (outer + kRowsThreadsY - 1) / kRowsThreadsY;
+  const int64_t by_target = (target + col_tiles - 1) / col_tiles;
+  const int64_t blocks = by_work < by_target ? by_work : by_target;
+  l.row_blocks = blocks > 1 ? blocks : 1;
+  l.col_tiles = static_cast<int>(col_tiles);
+  return l;
+}
+
+// p's launch plan (rows, vectorised, blocks_per_group, grid_groups; outer, groups and span set):
+// the rows kernels when plan_rows_launch takes them and the family has rows kernels for p
+// (rows_kernels), else the grouped kernels of `threads` per block. Host only.
+template <typename T>
+void plan_elementwise_launch(ElementwiseParams<T>& p, bool backward, bool aligned, bool rows_kernels, int threads,
+                             int multiprocessors) {
+  const RowsLaunch rows = plan_rows_launch<T>(p.outer, p.groups, p.span, backward, aligned, multiprocessors);
+  p.rows = rows.rows && rows_kernels;
+  if (p.rows) {
+    p.vectorised = true;
+    p.blocks_per_group = rows.row_blocks;
+    p.grid_groups = rows.col_tiles;
+    return;
+  }
+  const GroupedLaunch plan =
+      plan_grouped_launch(p.outer, p.groups, p.span, VecSize<T>::value, aligned, threads, multiprocessors);
+  p.vectorised = plan.vectorised;
+  p.blocks_per_group = plan.blocks_per_group;
+  p.grid_groups = plan.grid_groups;
+}
+
+// The first of this thread's L columns in a rows kernel.
+__device__ __forceinline__ int64_t rows_first_column(int lanes) {
+  return (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * lanes;
+}
+
+// body(r) for every row r < outer of this thread (64-bit).
+template <typename Body>
+__device__ __forceinline__ void for_each_row(int64_t outer, Body&& body) {
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < outer; r += step) body(r);
+}
+
+// out = f(l, x) on this thread's L columns from c0 of every row of its rows (f on op-math values).
+template <int L, typename T, typename F>
+__device__ __forceinline__ void map_rows_forward(const ElementwiseParams<T>& p, int64_t c0, F&& f) {
+  for_each_row(p.outer, [&](int64_t r) {
+    const int64_t iv = (r * p.groups + c0) / L;
+    AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
+#pragma unroll
+    for (int l = 0; l < L; ++l) xv.val[l] = from_opmath<T>(f(l, to_opmath(xv.val[l])));
+    store_vector<L>(p.out, iv, xv);
+  });
+}
+
+// gx = f(l, x, grad_y) on this thread's L columns from c0 of every row of its rows, written to out
+// when write (f accumulates the parameter gradients itself).
+template <int L, typename T, typename F>
+__device__ __forceinline__ void map_rows_backward(const ElementwiseParams<T>& p, int64_t c0, bool write, F&& f) {
+  for_each_row(p.outer, [&](int64_t r) {
+    const int64_t iv = (r * p.groups + c0) / L;
+    const AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
+    const AlignedVector<T, L> gv = load_vector<L>(p.grad_y, iv);
+    AlignedVector<T, L> ov;
+#pragma unroll
+    for (int l = 0; l < L; ++l) ov.val[l] = from_opmath<T>(f(l, to_opmath(xv.val[l]), to_opmath(gv.val[l])));
+    if (write) store_vector<L>(p.out, iv, ov);
+  });
+}
+
+// The rows kernels' shared rows of column values (kRowsThreadsY of them, one per row-thread).
+template <typename Acc, int L>
+using RowsRed = Acc[kRowsThreadsX * L];
+
+// Column sums of one value per column over the block's 8 row-threads: v[l] of every thread is
+// summed in shared memory (red, kRowsThreadsY rows) in threadIdx.y order, and the thread with
+// threadIdx.y == 0 calls write(l, sum) for its columns when active (its columns exist). Every
+// thread of the block must call it (barriers).
+template <int L, typename Acc, typename Write>
+__device__ __forceinline__ void rows_column_sums(const Acc (&v)[L], RowsRed<Acc, L>* red, bool active,
+                                                 Write&& write) {
+#pragma unroll
+  for (int l = 0; l < L; ++l) red[threadIdx.y][threadIdx.x * L + l] = v[l];
+  __syncthreads();
+  if (threadIdx.y == 0 && active) {
+#pragma unroll
+    for (int l = 0; l < L; ++l) {
+      Acc sum = Acc(0);
+      for (int y = 0; y < kRowsThreadsY; ++y) sum += red[y][threadIdx.x * L + l];
+      write(l, sum);
+    }
+  }
+  __syncthreads();  // red is reused by the next call
+}
+
+// ------------------------------------------------------------------------------------------------
 // Launches.
 
 template <typename... KArgs, typename... Args>
@@ -329,3 +554,17 @@ inline void launch_finish_partials(const Acc* partials, int64_t groups, int64_t 
 }  // namespace cuda
 }  // namespace kernels
 }  // namespace torch_rational
+
+// Explicit instantiations of a family's three launchers (launch_<family>_forward, _backward and
+// _finish, taking a const Params<T>&) for the four element types the glue dispatches; inside
+// namespace torch_rational::kernels::cuda. Used by the glue (csrc/ops/cuda/*_kernel.cu) and by the
+// nvcc compile checks without ATen (tests/cuda/*_kernels_check.cu).
+#define TR_INSTANTIATE_LAUNCHERS_FOR(family, Params, T)                                 \
+  template void launch_##family##_forward<T>(const Params<T>&, cudaStream_t);  \
+  template void launch_##family##_backward<T>(const Params<T>&, cudaStream_t); \
+  template void launch_##family##_finish<T>(const Params<T>&, cudaStream_t);
+#define TR_INSTANTIATE_LAUNCHERS(family, Params)               \
+  TR_INSTANTIATE_LAUNCHERS_FOR(family, Params, float)          \
+  TR_INSTANTIATE_LAUNCHERS_FOR(family, Params, double)         \
+  TR_INSTANTIATE_LAUNCHERS_FOR(family, Params, __half)         \
+  TR_INSTANTIATE_LAUNCHERS_FOR(family, Params, __nv_bfloat16)

@@ -9,6 +9,9 @@
 // the tail of every run (for_each_grouped_element, cuda_utils.cuh), as in the rational and ERA
 // kernels; the heights are still gathered one element at a time (they are few, and cached).
 //
+// Per-channel groups with the channel innermost (span == 1) take the rows kernels (below, and
+// cuda_utils.cuh "The rows layout"; plan_pwlu_launch picks the path).
+//
 // Backward reduction (deterministic, no atomics). The heights gradient is a histogram over the
 // N + 1 heights (element i touches Y_i and Y_{i+1}, i data dependent), so:
 //   - every thread owns a column of shared-memory bins, bins[slot * blockDim + tid]: a thread only
@@ -41,24 +44,15 @@ constexpr int kPwluBackwardThreads = 128;
 constexpr int kPwluBackwardWarps = kPwluBackwardThreads / kWarpSize;
 constexpr int kPwluBinBytes = 32 * 1024;  // dynamic shared memory for the bins (< the 48 KiB default)
 
+// The launch fields (x, grad_y, out, layout, plan, partials [groups][blocks][n + 5], param_grad
+// [groups][n + 5]) are the skeleton's (ElementwiseParams, cuda_utils.cuh).
 template <typename T>
-struct PwluCudaParams {
+struct PwluCudaParams : ElementwiseParams<T> {
   using acc_t = typename OpMath<T>::type;
-  const T* x = nullptr;
-  const T* grad_y = nullptr;  // backward only
-  T* out = nullptr;           // forward: y; backward: grad_x (may be null: not requested)
-  int64_t outer = 1;
-  int64_t groups = 1;
-  int64_t span = 0;
-  bool vectorised = false;  // 16-byte accesses on the runs (plan_grouped_launch), scalar tails
   const acc_t* heights = nullptr;  // [groups][n + 1]
   const acc_t* bounds = nullptr;   // [groups][2] = (L, R)
   const acc_t* slopes = nullptr;   // [groups][2] = (K_L, K_R)
   int n = 1;                       // pieces
-  acc_t* partials = nullptr;       // backward: [groups][blocks_per_group][n + 5]; null: no parameter grads
-  acc_t* param_grad = nullptr;     // backward: [groups][n + 5] (finish output)
-  int64_t blocks_per_group = 1;
-  int grid_groups = 1;  // gridDim.y (<= 65535); blocks loop over g += gridDim.y
 };
 
 template <typename T>
@@ -69,32 +63,12 @@ __device__ __forceinline__ PwluGroup<typename OpMath<T>::type> load_pwlu_group(c
                                 p.slopes[2 * g + 1], p.n);
 }
 
-// Elements of group g owned by this thread: vec_body(memory vector index) for the aligned vectors,
-// then scalar_body(memory offset) for the tails of every run (all elements when not vectorised).
-template <int VEC, typename T, typename VecBody, typename ScalarBody>
-__device__ __forceinline__ void for_pwlu_group_elements(const PwluCudaParams<T>& p, int64_t g, VecBody&& vec_body,
-                                                        ScalarBody&& scalar_body) {
-  const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
-  for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
-}
-
 template <typename T>
 __global__ void __launch_bounds__(kPwluForwardThreads) pwlu_forward_kernel(const PwluCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     const PwluGroup<acc_t> grp = load_pwlu_group(p, g);
-    for_pwlu_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-#pragma unroll
-          for (int l = 0; l < VEC; ++l)
-            xv.val[l] = from_opmath<T>(pwlu_forward_element<acc_t>(grp, to_opmath(xv.val[l])));
-          store_vector<VEC>(p.out, iv, xv);
-        },
-        [&](int64_t i) { p.out[i] = from_opmath<T>(pwlu_forward_element<acc_t>(grp, to_opmath(p.x[i]))); });
+    map_group_forward(p, g, [&](acc_t x, int64_t) { return pwlu_forward_element<acc_t>(grp, x); });
   }
 }
 
@@ -102,7 +76,6 @@ __global__ void __launch_bounds__(kPwluForwardThreads) pwlu_forward_kernel(const
 template <typename T>
 __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(const PwluCudaParams<T> p, int window) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   TR_DYNAMIC_SHARED(acc_t, bins);
   __shared__ acc_t red[kPwluBackwardWarps * 4];
   const bool params = p.partials != nullptr;  // uniform over the grid
@@ -113,7 +86,7 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
   const int num_heights = p.n + 1;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     const PwluGroup<acc_t> grp = load_pwlu_group(p, g);
-    acc_t* partial = params ? p.partials + (g * p.blocks_per_group + blockIdx.x) * K : nullptr;
+    acc_t* partial = params ? block_partial(p, g, K) : nullptr;
     acc_t acc4[4] = {acc_t(0), acc_t(0), acc_t(0), acc_t(0)};
     const int last = params ? num_heights : 1;
     for (int w0 = 0; w0 < last; w0 += window) {
@@ -121,7 +94,7 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
       if (params)
         for (int k = 0; k < window; ++k) bins[k * nt + tid] = acc_t(0);  // own column: no sync needed
       // One element: accumulates into this thread's registers and bins column, returns grad_x.
-      auto element = [&](acc_t xv, acc_t gy) -> acc_t {
+      auto element = [&](acc_t xv, acc_t gy, int64_t) -> acc_t {
         const PwluElementGrad<acc_t> r = pwlu_backward_element<acc_t>(grp, xv);
         if (first) {
           acc4[0] += gy * r.d_left;
@@ -137,20 +110,7 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
         return gy * r.dydx;
       };
       const bool write_x = first && p.out != nullptr;
-      for_pwlu_group_elements<VEC>(
-          p, g,
-          [&](int64_t iv) {
-            const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-            const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
-            AlignedVector<T, VEC> ov;
-#pragma unroll
-            for (int l = 0; l < VEC; ++l) ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l])));
-            if (write_x) store_vector<VEC>(p.out, iv, ov);
-          },
-          [&](int64_t i) {
-            const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
-            if (write_x) p.out[i] = o;
-          });
+      map_group_backward(p, g, write_x, element);
       if (params) {
         __syncthreads();  // all columns written
         const int wlen = window < num_heights - w0 ? window : num_heights - w0;
@@ -170,18 +130,126 @@ __global__ void __launch_bounds__(kPwluBackwardThreads) pwlu_backward_kernel(con
   }
 }
 
-// Heights slots per pass of the backward for n pieces.
+// ------------------------------------------------------------------------------------------------
+// Rows kernels: per-channel groups with the channel innermost (span == 1), in the rows layout of
+// cuda_utils.cuh. Each thread owns L = RowLanes<T, kBackward> adjacent channels and their groups.
+// Backward: the heights bins are laid out bins[(slot * L + lane) * kRowsThreads + tid] (a thread
+// only adds to its own bins, in its own element order); after each window's element loop, slot k
+// of a column is summed over the column's 8 row-threads in threadIdx.y order by the row-thread
+// k % 8, one partial per (group, row block, slot); the four bound/slope sums go through
+// rows_column_sums. Deterministic, no atomics, as the grouped backward.
+
+template <typename T, int L>
+__device__ __forceinline__ void load_pwlu_columns(const PwluCudaParams<T>& p, int64_t c0,
+                                                  PwluGroup<typename OpMath<T>::type> (&grp)[L]) {
+#pragma unroll
+  for (int l = 0; l < L; ++l) grp[l] = load_pwlu_group(p, c0 + l);
+}
+
 template <typename T>
-inline int pwlu_backward_window(int n) {
+__global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_forward_rows_kernel(const PwluCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  const int fit = kPwluBinBytes / (kPwluBackwardThreads * static_cast<int>(sizeof(acc_t)));
+  constexpr int L = RowLanes<T, false>::value;
+  const int64_t c0 = rows_first_column(L);
+  if (c0 >= p.groups) return;  // no barrier in this kernel
+  PwluGroup<acc_t> grp[L];
+  load_pwlu_columns<T, L>(p, c0, grp);
+  map_rows_forward<L>(p, c0, [&](int l, acc_t x) { return pwlu_forward_element<acc_t>(grp[l], x); });
+}
+
+// window: heights slots binned per pass (>= 1); dynamic shared memory window * L * kRowsThreads acc_t.
+template <typename T>
+__global__ void TR_BLOCK_SIZE(kRowsThreads) pwlu_backward_rows_kernel(const PwluCudaParams<T> p, int window) {
+  using acc_t = typename OpMath<T>::type;
+  constexpr int L = RowLanes<T, true>::value;
+  constexpr int nt = kRowsThreads;
+  TR_DYNAMIC_SHARED(acc_t, bins);
+  __shared__ acc_t red[kRowsThreadsY][kRowsThreadsX * L];
+  const bool params = p.partials != nullptr;  // uniform over the grid
+  const int K = pwlu_grad_slots(p.n);
+  const int tid = threadIdx.y * kRowsThreadsX + threadIdx.x;
+  const int num_heights = p.n + 1;
+  const int64_t c0 = rows_first_column(L);
+  const bool active = c0 < p.groups;  // inactive threads still take part in the barriers below
+  PwluGroup<acc_t> grp[L];
+  if (active) load_pwlu_columns<T, L>(p, c0, grp);
+  acc_t acc4[4][L];
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int l = 0; l < L; ++l) acc4[j][l] = acc_t(0);
+  const int last = params ? num_heights : 1;
+  for (int w0 = 0; w0 < last; w0 += window) {
+    const bool first = w0 == 0;
+    if (params)
+      for (int k = 0; k < window * L; ++k) bins[k * nt + tid] = acc_t(0);  // own bins: no sync needed
+    if (active) {
+      const bool write_x = first && p.out != nullptr;
+      map_rows_backward<L>(p, c0, write_x, [&](int l, acc_t x, acc_t gy) {
+        const PwluElementGrad<acc_t> e = pwlu_backward_element<acc_t>(grp[l], x);
+        if (first) {
+          acc4[0][l] += gy * e.d_left;
+          acc4[1][l] += gy * e.d_right;
+          acc4[2][l] += gy * e.d_slope_left;
+          acc4[3][l] += gy * e.d_slope_right;
+        }
+        if (params) {
+          const int lo = e.i - w0;
+          if (lo >= 0 && lo < window) bins[(lo * L + l) * nt + tid] += gy * e.w_lo;
+          if (lo + 1 >= 0 && lo + 1 < window) bins[((lo + 1) * L + l) * nt + tid] += gy * e.w_hi;
+        }
+        return gy * e.dydx;
+      });
+    }
+    if (params) {
+      __syncthreads();  // all bins written
+      const int wlen = window < num_heights - w0 ? window : num_heights - w0;
+      if (active) {
+        for (int k = threadIdx.y; k < wlen; k += kRowsThreadsY) {
+#pragma unroll
+          for (int l = 0; l < L; ++l) {
+            acc_t v = acc_t(0);
+            for (int y = 0; y < kRowsThreadsY; ++y) v += bins[(k * L + l) * nt + y * kRowsThreadsX + threadIdx.x];
+            block_partial(p, c0 + l, K)[w0 + k] = v;
+          }
+        }
+      }
+      __syncthreads();  // bins are zeroed again by the next pass
+    }
+  }
+  if (!params) return;  // uniform: no thread is left at the barriers
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+    rows_column_sums<L>(acc4[j], red, active, [&](int l, acc_t sum) { block_partial(p, c0 + l, K)[num_heights + j] = sum; });
+}
+
+// Launch shape for p (outer, groups, span, n set): fills p.rows, p.vectorised,
+// p.blocks_per_group and p.grid_groups. backward: the fused backward's plan (its block size, and
+// fewer columns per thread on the rows path); aligned: every pointer the kernel accesses with
+// vectors is 16-byte aligned. Host only; the glue and the emulator tests both call it.
+template <typename T>
+void plan_pwlu_launch(PwluCudaParams<T>& p, bool backward, bool aligned, int multiprocessors) {
+  plan_elementwise_launch(p, backward, aligned, /*rows_kernels=*/true,
+                          backward ? kPwluBackwardThreads : kPwluForwardThreads, multiprocessors);
+}
+
+// Heights slots per pass of the backward for n pieces; rows: the rows backward's (kRowsThreads
+// threads with RowLanes<T, true> columns each, a bin per column and slot).
+template <typename T>
+inline int pwlu_backward_window(int n, bool rows = false) {
+  using acc_t = typename OpMath<T>::type;
+  const int bins_per_slot = rows ? kRowsThreads * RowLanes<T, true>::value : kPwluBackwardThreads;
+  const int fit = kPwluBinBytes / (bins_per_slot * static_cast<int>(sizeof(acc_t)));
   return n + 1 < fit ? n + 1 : fit;
 }
 
 template <typename T>
 void launch_pwlu_forward(const PwluCudaParams<T>& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-  launch_kernel(&pwlu_forward_kernel<T>, grid, dim3(kPwluForwardThreads), 0, stream, p);
+  if (p.rows)
+    launch_kernel(&pwlu_forward_rows_kernel<T>, grid, dim3(kRowsThreadsX, kRowsThreadsY), 0, stream, p);
+  else
+    launch_kernel(&pwlu_forward_kernel<T>, grid, dim3(kPwluForwardThreads), 0, stream, p);
 }
 
 // Launches the fused backward; when p.partials is set, the caller launches the finish
@@ -190,9 +258,13 @@ template <typename T>
 void launch_pwlu_backward(const PwluCudaParams<T>& p, cudaStream_t stream) {
   using acc_t = typename OpMath<T>::type;
   const dim3 grid(static_cast<unsigned>(p.blocks_per_group), static_cast<unsigned>(p.grid_groups));
-  const int window = pwlu_backward_window<T>(p.n);
-  const size_t smem = p.partials ? static_cast<size_t>(window) * kPwluBackwardThreads * sizeof(acc_t) : 0;
-  launch_kernel(&pwlu_backward_kernel<T>, grid, dim3(kPwluBackwardThreads), smem, stream, p, window);
+  const int window = pwlu_backward_window<T>(p.n, p.rows);
+  const int bins_per_slot = p.rows ? kRowsThreads * RowLanes<T, true>::value : kPwluBackwardThreads;
+  const size_t smem = p.partials ? static_cast<size_t>(window) * bins_per_slot * sizeof(acc_t) : 0;
+  if (p.rows)
+    launch_kernel(&pwlu_backward_rows_kernel<T>, grid, dim3(kRowsThreadsX, kRowsThreadsY), smem, stream, p, window);
+  else
+    launch_kernel(&pwlu_backward_kernel<T>, grid, dim3(kPwluBackwardThreads), smem, stream, p, window);
 }
 
 template <typename T>

@@ -42,17 +42,11 @@ constexpr int kRationalThreads = 256;
 constexpr int kRationalWarps = kRationalThreads / kWarpSize;
 constexpr int kMaxCoefs = 2 * kMaxDegree + 2;  // numerator + denominator (version C) coefficients
 
+// The launch fields (x, grad_y, out, layout, plan incl. rows, partials [groups][blocks][m + 1 + nb],
+// param_grad [groups][m + 1 + nb]) are the skeleton's (ElementwiseParams, cuda_utils.cuh).
 template <typename T>
-struct RationalCudaParams {
+struct RationalCudaParams : ElementwiseParams<T> {
   using acc_t = typename OpMath<T>::type;
-  const T* x = nullptr;
-  const T* grad_y = nullptr;  // backward only
-  T* out = nullptr;           // forward: y; backward: grad_x (may be null: not requested)
-  int64_t outer = 1;
-  int64_t groups = 1;
-  int64_t span = 0;
-  bool vectorised = false;
-  bool rows = false;  // span == 1 layout through the rows kernels (see plan_rational_launch)
   const acc_t* a = nullptr;  // [groups][m + 1]
   const acc_t* b = nullptr;  // [groups][nb], dense (index i is power i + first_den_power)
   int m = 0;
@@ -62,10 +56,6 @@ struct RationalCudaParams {
   acc_t threshold = acc_t(INFINITY);  // power basis: |x| above this takes rational_element_large
   acc_t noise = acc_t(0);             // > 0: RPAU (generic path, contiguous layout)
   uint64_t seed = 0;
-  acc_t* partials = nullptr;   // backward: [groups][blocks_per_group][m + 1 + nb], null: no coef grads
-  acc_t* coef_grad = nullptr;  // backward: [groups][m + 1 + nb] (finish output)
-  int64_t blocks_per_group = 1;
-  int grid_groups = 1;  // gridDim.y (<= 65535); blocks loop over g += gridDim.y
 };
 
 // ------------------------------------------------------------------------------------------------
@@ -303,16 +293,6 @@ __device__ __forceinline__ Acc rational_large_element(Acc x, Acc g, const Acc* a
 }
 
 // ------------------------------------------------------------------------------------------------
-// Iteration over the elements of group g owned by this thread (for_each_grouped_element of
-// cuda_utils.cuh: 16-byte vectors of the runs, then the runs' scalar tails).
-template <int VEC, typename T, typename VecBody, typename ScalarBody>
-__device__ __forceinline__ void for_group_elements(const RationalCudaParams<T>& p, int64_t g, VecBody&& vec_body,
-                                                   ScalarBody&& scalar_body) {
-  const int64_t start = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t step = static_cast<int64_t>(p.blocks_per_group) * blockDim.x;
-  for_each_grouped_element<VEC>(p.outer, p.groups, p.span, p.vectorised, g, start, step, vec_body, scalar_body);
-}
-
 // Pass 2 of the grouped kernels: large(x, i) for every element i of group g that this thread
 // owns (the elements of pass 1) with |x| > p.threshold; scalar loads, no unrolling (rare path).
 template <int VEC, typename T, typename Large>
@@ -363,7 +343,7 @@ __device__ __forceinline__ void write_fixed_partials(const RationalCudaParams<T>
   if (t < KF) {
     const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
     if (col >= 0) {
-      acc_t& partial = p.partials[(g * p.blocks_per_group + blockIdx.x) * K + col];
+      acc_t& partial = block_partial(p, g, K)[col];
       partial = add ? partial + total : total;
     }
   }
@@ -417,26 +397,17 @@ template <int M, int N, bool kPower, typename T>
 __global__ void TR_BLOCK_SIZE(kRationalThreads)
     rational_forward_fixed_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   __shared__ bool large_s[kRationalThreads];  // pass 1's per-thread flag (see rational_large_element)
   volatile bool& large = large_s[threadIdx.x];
   if (kPower) large = false;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
     acc_t a[M + 1], bp[N + 1];
     load_group_coefs<M, N, T>(p, g, a, bp);
-    auto element = [&](acc_t x) -> acc_t {
+    auto element = [&](acc_t x, int64_t) -> acc_t {
       if (kPower && fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
       return forward_fixed<M, N, kPower, acc_t>(x, a, bp, p.version, p.basis);
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-#pragma unroll
-          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l])));
-          store_vector<VEC>(p.out, iv, xv);
-        },
-        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]))); });
+    map_group_forward(p, g, element);
   }
   if (kPower && large) forward_large_pass<M, N>(p, acc_t(0));
 }
@@ -445,7 +416,6 @@ template <int M, int N, bool kPower, typename T>
 __global__ void TR_BLOCK_SIZE(kRationalThreads)
     rational_backward_fixed_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   constexpr int KF = M + N + 2;  // accumulators by power (denominator power 0 included)
   __shared__ acc_t smem[kRationalWarps * KF];
   __shared__ int flags[kRationalWarps];
@@ -459,7 +429,7 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads)
     acc_t acc[KF];
 #pragma unroll
     for (int k = 0; k < KF; ++k) acc[k] = acc_t(0);
-    auto element = [&](acc_t x, acc_t gy) -> acc_t {
+    auto element = [&](acc_t x, acc_t gy, int64_t) -> acc_t {
       if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
         large = true;
         x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
@@ -467,20 +437,7 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads)
       }
       return backward_fixed<M, N, kPower, acc_t>(x, gy, a, bp, p.version, p.basis, coefs, acc);
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
-          AlignedVector<T, VEC> ov;
-#pragma unroll
-          for (int l = 0; l < VEC; ++l) ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l])));
-          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
-        },
-        [&](int64_t i) {
-          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i])));
-          if (p.out != nullptr) p.out[i] = o;
-        });
+    map_group_backward(p, g, p.out != nullptr, element);
     if (coefs) write_fixed_partials<M, N>(p, g, acc, smem);  // uniform over the grid
   }
   // coefs is uniform over the grid, so every thread reaches block_any and pass 2's reductions.
@@ -512,7 +469,6 @@ __device__ __forceinline__ void noisy_coefs(uint64_t seed, uint64_t index,
 template <int M, int N, typename T>
 __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_forward_rpau_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   const int k0 = first_den_power(p.version);
   __shared__ bool large_s[kRationalThreads];  // pass 1's per-thread flag (see rational_large_element)
   volatile bool& large = large_s[threadIdx.x];
@@ -526,15 +482,7 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_forward_rpau_kernel(con
       if (fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
       return forward_fixed<M, N, true, acc_t>(x, an, bn, p.version, Basis::Power);
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-#pragma unroll
-          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), iv * VEC + l));
-          store_vector<VEC>(p.out, iv, xv);
-        },
-        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]), i)); });
+    map_group_forward(p, g, element);
   }
   if (large) forward_large_pass<M, N>(p, p.noise);
 }
@@ -542,7 +490,6 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_forward_rpau_kernel(con
 template <int M, int N, typename T>
 __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_backward_rpau_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   constexpr int KF = M + N + 2;
   __shared__ acc_t smem[kRationalWarps * KF];
   __shared__ int flags[kRationalWarps];
@@ -579,21 +526,7 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_backward_rpau_kernel(co
       }
       return gx;
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
-          AlignedVector<T, VEC> ov;
-#pragma unroll
-          for (int l = 0; l < VEC; ++l)
-            ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l]), iv * VEC + l));
-          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
-        },
-        [&](int64_t i) {
-          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i]), i));
-          if (p.out != nullptr) p.out[i] = o;
-        });
+    map_group_backward(p, g, p.out != nullptr, element);
     if (coefs) write_fixed_partials<M, N>(p, g, acc, smem);  // uniform over the grid
   }
   // coefs is uniform over the grid, so every thread reaches block_any and pass 2's reductions.
@@ -603,33 +536,14 @@ __global__ void TR_BLOCK_SIZE(kRationalThreads) rational_backward_rpau_kernel(co
 
 // ------------------------------------------------------------------------------------------------
 // Rows kernels: per-channel groups with the channel innermost (span == 1: channels_last NCHW, or
-// [batch, features] after a Linear). The grouped loop above would give each block one group and
-// make a warp read 32 elements C apart (one 32-byte sector per 4-byte element). Here memory is
-// [outer rows][groups columns]: thread (tx, ty) of block (bx, by) owns the RowLanes<T, kBackward>
-// adjacent columns starting at (by * 32 + tx) * lanes for its whole life, so its coefficients (per lane)
-// and its gradient accumulators stay in registers, and walks the rows
-// bx * 8 + ty, + gridDim.x * 8, ...; a warp reads 32 * lanes consecutive elements of one row.
-// Backward: the 8 row-threads of a column are summed in shared memory in ty order, one partial per
-// (group, row block), so partials[g][bx][K] and the finish are those of the grouped kernels with
-// blocks_per_group = gridDim.x. Only the fixed degrees without noise take this path.
-
-constexpr int kRowsThreadsX = kWarpSize;
-constexpr int kRowsThreadsY = kRationalThreads / kWarpSize;
-
-// Columns per thread. Forward: the 16-byte vector, at most 4 (8 per-lane coefficient sets of
-// halves would not fit in registers); a warp reads 32 * 4 * sizeof(T) contiguous bytes.
-// Backward: half of that (2 for float, half and bfloat16, 1 for double). A backward column keeps
-// 2 (M + N + 2) values in registers (coefficients and gradient accumulators); with the forward's
-// 4 float columns ptxas (nvcc 13.0, sm_90) gave it 139-169 registers at (5,4) and up to 255 at
-// (7,6), one 256-thread block per SM, and capping that at 128 spilled up to 424 bytes at (7,6).
-// With half the columns every fixed degree, basis and dtype fits kRowsBackwardMinBlocks blocks
-// per SM without spills (checked by scripts/check_registers.py), and a warp still reads 256
-// contiguous bytes of a row (128 for half and bfloat16).
-template <typename T, bool kBackward>
-struct RowLanes {
-  static constexpr int forward = VecSize<T>::value < 4 ? VecSize<T>::value : 4;
-  static constexpr int value = kBackward ? forward / 2 : forward;
-};
+// [batch, features] after a Linear), in the rows layout of cuda_utils.cuh (plan_rows_launch,
+// for_each_row, rows_column_sums): each thread owns RowLanes<T, kBackward> adjacent columns, their
+// coefficients and accumulators in registers. Only the fixed degrees without noise take this path.
+// Backward columns: with the forward's 4 float columns ptxas (nvcc 13.0, sm_90) gave the backward
+// 139-169 registers at (5,4) and up to 255 at (7,6), one 256-thread block per SM, and capping that
+// at 128 spilled up to 424 bytes at (7,6). With half the columns every fixed degree, basis and
+// dtype fits kRowsBackwardMinBlocks blocks per SM without spills (scripts/check_registers.py), and
+// a warp still reads 256 contiguous bytes of a row (128 for half and bfloat16).
 
 // Resident blocks per SM the rows backward is compiled for (__launch_bounds__: at most
 // 65536 / (2 * 256) = 128 registers per thread).
@@ -641,9 +555,8 @@ template <int M, int N, typename T>
 __device__ __forceinline__ void rows_forward_large_pass(const RationalCudaParams<T>& p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, false>::value;
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
-  const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+  const int64_t g0 = rows_first_column(L);
+  for_each_row(p.outer, [&](int64_t r) {
 #pragma unroll 1
     for (int l = 0; l < L; ++l) {
       const int64_t i = r * p.groups + g0 + l;
@@ -653,73 +566,55 @@ __device__ __forceinline__ void rows_forward_large_pass(const RationalCudaParams
                                                                       p.b + (g0 + l) * p.nb, p.nb, p.version,
                                                                       acc_t(0), 0, 0, /*grad=*/false, nullptr));
     }
-  }
+  });
 }
 
 template <int M, int N, bool kPower, typename T>
-__global__ void TR_BLOCK_SIZE(kRowsThreadsX * kRowsThreadsY)
+__global__ void TR_BLOCK_SIZE(kRowsThreads)
     rational_forward_rows_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, false>::value;
-  __shared__ bool large_s[kRowsThreadsX * kRowsThreadsY];  // pass 1's per-thread flag (see rational_large_element)
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  __shared__ bool large_s[kRowsThreads];  // pass 1's per-thread flag (see rational_large_element)
+  const int64_t g0 = rows_first_column(L);
   if (g0 >= p.groups) return;  // no barrier in this kernel
   volatile bool& large = large_s[threadIdx.y * kRowsThreadsX + threadIdx.x];
   if (kPower) large = false;
   acc_t a[L][M + 1], bp[L][N + 1];
 #pragma unroll
   for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
-  const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
-    const int64_t iv = (r * p.groups + g0) / L;
-    AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
-#pragma unroll
-    for (int l = 0; l < L; ++l) {
-      const acc_t x = to_opmath(xv.val[l]);
-      if (kPower && fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
-      xv.val[l] = from_opmath<T>(forward_fixed<M, N, kPower, acc_t>(x, a[l], bp[l], p.version, p.basis));
-    }
-    store_vector<L>(p.out, iv, xv);
-  }
+  map_rows_forward<L>(p, g0, [&](int l, acc_t x) {
+    if (kPower && fabs(x) > p.threshold) large = true;  // rare: x^(D+2) would overflow acc_t
+    return forward_fixed<M, N, kPower, acc_t>(x, a[l], bp[l], p.version, p.basis);
+  });
   if (kPower && large) rows_forward_large_pass<M, N>(p);
 }
 
-// The rows backward's shared-memory rows of column sums (kRowsThreadsY of them).
-template <typename T>
-using RowsRed = typename OpMath<T>::type[kRowsThreadsX * RowLanes<T, true>::value];
-
-// Column sums of the rows backward: v[l][t] of the block's 8 row-threads of a column, summed in
-// shared memory (red) in threadIdx.y order, written (add: added) as the partial of group g0 + l
-// and row block blockIdx.x by the thread with threadIdx.y == 0. Every thread of the block calls
-// it (barriers); active: this thread's columns exist.
+// Column sums of the rows backward (rows_column_sums, cuda_utils.cuh): accumulator t of the
+// block's 8 row-threads of a column, written (add: added) as the partial of group g0 + l and row
+// block blockIdx.x. Every thread of the block calls it (barriers); active: this thread's columns
+// exist.
 template <int M, int N, typename T>
 __device__ __forceinline__ void rows_write_partials(
     const RationalCudaParams<T>& p, const typename OpMath<T>::type (&v)[RowLanes<T, true>::value][M + N + 2],
-    RowsRed<T>* red, bool active, bool add) {
+    RowsRed<typename OpMath<T>::type, RowLanes<T, true>::value>* red, bool active, bool add) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, true>::value;
   constexpr int KF = M + N + 2;
   const int k0 = first_den_power(p.version);
   const int K = M + 1 + p.nb;
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  const int64_t g0 = rows_first_column(L);
   // Unrolled: v[l][t] with a run-time t would put the accumulators in local memory in pass 1.
 #pragma unroll
   for (int t = 0; t < KF; ++t) {
+    acc_t column[L];
 #pragma unroll
-    for (int l = 0; l < L; ++l) red[threadIdx.y][threadIdx.x * L + l] = v[l][t];
-    __syncthreads();
+    for (int l = 0; l < L; ++l) column[l] = v[l][t];
     // Accumulator t -> coefficient column (as in rational_backward_fixed_kernel).
     const int col = t <= M ? t : (t - (M + 1) >= k0 ? M + 1 + (t - (M + 1) - k0) : -1);
-    if (threadIdx.y == 0 && active && col >= 0) {
-#pragma unroll
-      for (int l = 0; l < L; ++l) {
-        acc_t sum = acc_t(0);
-        for (int y = 0; y < kRowsThreadsY; ++y) sum += red[y][threadIdx.x * L + l];
-        acc_t& partial = p.partials[((g0 + l) * p.blocks_per_group + blockIdx.x) * K + col];
-        partial = add ? partial + sum : sum;
-      }
-    }
-    __syncthreads();
+    rows_column_sums<L>(column, red, active && col >= 0, [&](int l, acc_t sum) {
+      acc_t& partial = block_partial(p, g0 + l, K)[col];
+      partial = add ? partial + sum : sum;
+    });
   }
 }
 
@@ -728,20 +623,19 @@ __device__ __forceinline__ void rows_write_partials(
 // large element; large: this thread did (only active threads can).
 template <int M, int N, typename T>
 __device__ __forceinline__ void rows_backward_large_pass(const RationalCudaParams<T>& p, bool large,
-                                                         RowsRed<T>* red) {
+                                                         RowsRed<typename OpMath<T>::type, RowLanes<T, true>::value>* red) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, true>::value;
   constexpr int KF = M + N + 2;
   const bool coefs = p.partials != nullptr;
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  const int64_t g0 = rows_first_column(L);
   acc_t acc2[L][KF];
 #pragma unroll
   for (int l = 0; l < L; ++l)
 #pragma unroll
     for (int k = 0; k < KF; ++k) acc2[l][k] = acc_t(0);
   if (large) {
-    const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-    for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
+    for_each_row(p.outer, [&](int64_t r) {
 #pragma unroll 1
       for (int l = 0; l < L; ++l) {
         const int64_t i = r * p.groups + g0 + l;
@@ -753,24 +647,24 @@ __device__ __forceinline__ void rows_backward_large_pass(const RationalCudaParam
           if (p.out != nullptr) p.out[i] = from_opmath<T>(gx);
         }
       }
-    }
+    });
   }
   if (coefs) rows_write_partials<M, N, T>(p, acc2, red, g0 < p.groups, /*add=*/true);
 }
 
 template <int M, int N, bool kPower, typename T>
-__global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMinBlocks)
+__global__ void __launch_bounds__(kRowsThreads, kRowsBackwardMinBlocks)
     rational_backward_rows_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
   constexpr int L = RowLanes<T, true>::value;
   constexpr int KF = M + N + 2;  // accumulators by power, as in rational_backward_fixed_kernel
   __shared__ acc_t red[kRowsThreadsY][kRowsThreadsX * L];
   __shared__ int flags[kRowsThreadsY];  // block_any: one per warp
-  __shared__ bool large_s[kRowsThreadsX * kRowsThreadsY];  // pass 1's per-thread flag (see rational_large_element)
+  __shared__ bool large_s[kRowsThreads];  // pass 1's per-thread flag (see rational_large_element)
   volatile bool& large = large_s[threadIdx.y * kRowsThreadsX + threadIdx.x];
   if (kPower) large = false;
   const bool coefs = p.partials != nullptr;
-  const int64_t g0 = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * L;
+  const int64_t g0 = rows_first_column(L);
   const bool active = g0 < p.groups;  // inactive threads still take part in the barriers below
   acc_t acc[L][KF];
 #pragma unroll
@@ -781,25 +675,14 @@ __global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMi
     acc_t a[L][M + 1], bp[L][N + 1];
 #pragma unroll
     for (int l = 0; l < L; ++l) load_group_coefs<M, N, T>(p, g0 + l, a[l], bp[l]);
-    const int64_t row_step = static_cast<int64_t>(gridDim.x) * blockDim.y;
-    for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; r < p.outer; r += row_step) {
-      const int64_t iv = (r * p.groups + g0) / L;
-      const AlignedVector<T, L> xv = load_vector<L>(p.x, iv);
-      const AlignedVector<T, L> gv = load_vector<L>(p.grad_y, iv);
-      AlignedVector<T, L> ov;
-#pragma unroll
-      for (int l = 0; l < L; ++l) {
-        acc_t x = to_opmath(xv.val[l]), gy = to_opmath(gv.val[l]);
-        if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
-          large = true;
-          x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
-          gy = acc_t(0);
-        }
-        ov.val[l] = from_opmath<T>(
-            backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]));
+    map_rows_backward<L>(p, g0, p.out != nullptr, [&](int l, acc_t x, acc_t gy) {
+      if (kPower && fabs(x) > p.threshold) {  // rare: x^(D+2) would overflow acc_t
+        large = true;
+        x = acc_t(0);  // adds exactly nothing; grad_x is written again by pass 2
+        gy = acc_t(0);
       }
-      if (p.out != nullptr) store_vector<L>(p.out, iv, ov);
-    }
+      return backward_fixed<M, N, kPower, acc_t>(x, gy, a[l], bp[l], p.version, p.basis, coefs, acc[l]);
+    });
   }
   // coefs is uniform over the grid: every thread (active or not) reaches the barriers.
   if (coefs) rows_write_partials<M, N, T>(p, acc, red, active, /*add=*/false);
@@ -815,7 +698,6 @@ __global__ void __launch_bounds__(kRowsThreadsX * kRowsThreadsY, kRowsBackwardMi
 template <typename T>
 __global__ void __launch_bounds__(kRationalThreads) rational_forward_generic_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   __shared__ acc_t sa[kMaxDegree + 1], sb[kMaxDegree + 1];
   const int na = p.m + 1, K = na + p.nb;
   for (int64_t g = blockIdx.y; g < p.groups; g += gridDim.y) {
@@ -839,15 +721,7 @@ __global__ void __launch_bounds__(kRationalThreads) rational_forward_generic_ker
       }
       return eval(x, sa, sb);
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-#pragma unroll
-          for (int l = 0; l < VEC; ++l) xv.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), iv * VEC + l));
-          store_vector<VEC>(p.out, iv, xv);
-        },
-        [&](int64_t i) { p.out[i] = from_opmath<T>(element(to_opmath(p.x[i]), i)); });
+    map_group_forward(p, g, element);
   }
 }
 
@@ -855,7 +729,6 @@ template <typename T>
 __global__ void __launch_bounds__(kRationalThreads)
     rational_backward_generic_kernel(const RationalCudaParams<T> p) {
   using acc_t = typename OpMath<T>::type;
-  constexpr int VEC = VecSize<T>::value;
   __shared__ acc_t sa[kMaxDegree + 1], sb[kMaxDegree + 1];
   __shared__ acc_t smem[kRationalWarps * kMaxCoefs];
   const bool coefs = p.partials != nullptr;
@@ -896,24 +769,10 @@ __global__ void __launch_bounds__(kRationalThreads)
       }
       return gy * r.dydx;
     };
-    for_group_elements<VEC>(
-        p, g,
-        [&](int64_t iv) {
-          const AlignedVector<T, VEC> xv = load_vector<VEC>(p.x, iv);
-          const AlignedVector<T, VEC> gv = load_vector<VEC>(p.grad_y, iv);
-          AlignedVector<T, VEC> ov;
-#pragma unroll
-          for (int l = 0; l < VEC; ++l)
-            ov.val[l] = from_opmath<T>(element(to_opmath(xv.val[l]), to_opmath(gv.val[l]), iv * VEC + l));
-          if (p.out != nullptr) store_vector<VEC>(p.out, iv, ov);
-        },
-        [&](int64_t i) {
-          const T o = from_opmath<T>(element(to_opmath(p.x[i]), to_opmath(p.grad_y[i]), i));
-          if (p.out != nullptr) p.out[i] = o;
-        });
+    map_group_backward(p, g, p.out != nullptr, element);
     if (coefs) {
       const acc_t total = block_reduce_sum_runtime<acc_t>(acc, K, smem);
-      if (static_cast<int>(threadIdx.x) < K) p.partials[(g * p.blocks_per_group + blockIdx.x) * K + threadIdx.x] = total;
+      if (static_cast<int>(threadIdx.x) < K) block_partial(p, g, K)[threadIdx.x] = total;
     }
   }
 }
@@ -941,33 +800,13 @@ inline bool rational_fixed_degree(int m, int n) {
 // and the emulator tests both call it. multiprocessors: the device's SM count.
 template <typename T>
 void plan_rational_launch(RationalCudaParams<T>& p, int multiprocessors) {
-  constexpr int VEC = VecSize<T>::value;
   const bool backward = p.grad_y != nullptr;
-  const int lanes = backward ? RowLanes<T, true>::value : RowLanes<T, false>::value;
   const bool aligned = (p.x == nullptr || is_aligned(p.x, kVecBytes)) &&
                        (p.grad_y == nullptr || is_aligned(p.grad_y, kVecBytes)) &&
                        (p.out == nullptr || is_aligned(p.out, kVecBytes));
-  const int64_t col_tiles = (p.groups + kRowsThreadsX * lanes - 1) / (kRowsThreadsX * lanes);
-  // Groups filling the forward's lanes (a multiple of the backward's), for both directions: the
-  // two passes of an op take the same path (below 65535 tiles of either, 4 million groups).
-  p.rows = p.span == 1 && p.outer > 1 && p.noise == 0 && p.groups % RowLanes<T, false>::value == 0 && aligned &&
-           col_tiles <= 65535 && rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
-  if (p.rows) {
-    // About 8 blocks per SM in all; never more row blocks than rows / 8.
-    const int64_t target = int64_t(multiprocessors > 1 ? multiprocessors : 1) * 8;
-    const int64_t by_work = (p.outer + kRowsThreadsY - 1) / kRowsThreadsY;
-    const int64_t by_target = (target + col_tiles - 1) / col_tiles;
-    const int64_t blocks = by_work < by_target ? by_work : by_target;
-    p.vectorised = true;
-    p.blocks_per_group = blocks > 1 ? blocks : 1;
-    p.grid_groups = static_cast<int>(col_tiles);
-    return;
-  }
-  const GroupedLaunch plan =
-      plan_grouped_launch(p.outer, p.groups, p.span, VEC, aligned, kRationalThreads, multiprocessors);
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  // The rows kernels exist for the fixed degrees without noise.
+  const bool rows_kernels = p.noise == 0 && rational_fixed_degree(p.m, rational_top_den_power(p.nb, p.version));
+  plan_elementwise_launch(p, backward, aligned, rows_kernels, kRationalThreads, multiprocessors);
 }
 
 template <typename T>
@@ -1023,7 +862,7 @@ void launch_rational_backward(const RationalCudaParams<T>& p, cudaStream_t strea
 
 template <typename T>
 void launch_rational_finish(const RationalCudaParams<T>& p, cudaStream_t stream) {
-  launch_finish_partials(p.partials, p.groups, p.blocks_per_group, p.m + 1 + p.nb, p.coef_grad, stream);
+  launch_finish_partials(p.partials, p.groups, p.blocks_per_group, p.m + 1 + p.nb, p.param_grad, stream);
 }
 
 }  // namespace cuda

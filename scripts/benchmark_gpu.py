@@ -21,6 +21,16 @@ kernels). Other dense permutations run in place without a copy too; non-dense st
     python3 scripts/benchmark_gpu.py --max-log2 24 --dtypes float32
     python3 scripts/benchmark_gpu.py --device cpu --max-log2 16 --no-compile   # smoke test
 
+Channel innermost (--innermost-log2, default 24; 0 to skip): a second table, one size, for the
+three families (rational PAU (5,4), ERA n = 2, PWLU N = 16 pieces) on the layouts whose channel is
+the innermost memory dimension, where the per-channel cases take the rows kernels: channels_last
+(N, 64, H, W) with G = 1 and G = C = 64, and (T, 768) with channel_dim = -1 and G = 768 (per
+feature, as after a Linear) and G = 8. Forward and forward+backward (autograd.grad), ms and
+effective GB/s; "vs G=1": the G = 1 time on the same tensor over this row's time (what the
+per-channel parameters cost); "% ceil" as above.
+
+    python3 scripts/benchmark_gpu.py --groups 1 --max-log2 16 --innermost-log2 24   # mostly the innermost table
+
 --json FILE writes every measurement as a record (rewritten after each size, so an interrupted run
 keeps what it measured); scripts/gpu_verdict.py reads it.
 """
@@ -135,6 +145,86 @@ def measure(timer, fwd, x, a, b, g):
     return f_ms, b_ms, fb_ms
 
 
+# The channel-innermost table: (family, op(x, params..., channel_dim), params(G) -> tuple).
+def rational_params(groups, gen):
+    return (torch.randn(groups, 6, generator=gen) * 0.5, torch.randn(groups, 4, generator=gen) * 0.5)
+
+
+def era_params(groups, gen):
+    fractions = torch.randn(groups, 2, 4, generator=gen) * 0.5
+    fractions[..., 3] = fractions[..., 3].abs() + 0.3  # the fractions' widths away from 0
+    return (torch.randn(groups, 2, generator=gen) * 0.5, fractions)
+
+
+def pwlu_params(groups, gen):
+    left = -2 - torch.rand(groups, generator=gen)
+    return (torch.randn(groups, 17, generator=gen), torch.stack([left, left + 4], 1),
+            torch.randn(groups, 2, generator=gen) * 0.1)
+
+
+INNERMOST_FAMILIES = {
+    "rational": (lambda x, a, b, dim: torch.ops.torch_rational.rational(x, a, b, "A", "power", dim, 0.0, None),
+                 rational_params),
+    "era": (lambda x, lin, fr, dim: torch.ops.torch_rational.era(x, lin, fr, 1e-6, dim), era_params),
+    "pwlu": (lambda x, h, bnd, s, dim: torch.ops.torch_rational.pwlu(x, h, bnd, s, dim), pwlu_params),
+}
+
+
+def bench_channel_innermost(timer, device, dtype, log2, gen, emit, records):
+    """The channel-innermost table for one dtype (see the module docstring); returns its rows."""
+    numel = 1 << log2
+    esize = torch.finfo(dtype).bits // 8
+    nhwc_shape = (max(numel // (64 * 32 * 32), 1), 64, 32, 32)
+    linear_shape = (max(numel // 768, 1), 768)
+    # (layout name, shape, channels_last, channel_dim, G)
+    cases = [("nhwc", nhwc_shape, True, 1, 1), ("nhwc", nhwc_shape, True, 1, 64),
+             ("T,768 dim-1", linear_shape, False, -1, 1), ("T,768 dim-1", linear_shape, False, -1, 768),
+             ("T,768 dim-1", linear_shape, False, -1, 8)]
+    out = []
+    g1_ms = {}
+    for layout, shape, channels_last, dim, groups in cases:
+        x = (torch.randn(shape, device=device) * 2).to(dtype)
+        g = torch.randn(shape, device=device).to(dtype)
+        if channels_last:
+            x, g = (t.contiguous(memory_format=torch.channels_last) for t in (x, g))
+        ceil_f = timer(lambda x=x: x.clone())
+        ceil_fb = ceil_f + timer(lambda x=x, g=g: torch.add(x, g))
+        n = x.numel()
+        for family, (op, make_params) in INNERMOST_FAMILIES.items():
+            params = tuple(p.to(device, torch.float32 if dtype != torch.float64 else dtype)
+                           for p in make_params(groups, gen))
+            leaves = tuple(p.requires_grad_(True) for p in params)
+            xs = x.detach().requires_grad_(True)
+
+            def forward(x=x, params=params, op=op, dim=dim):
+                with torch.no_grad():
+                    op(x, *params, dim)
+
+            def both(xs=xs, leaves=leaves, op=op, dim=dim, g=g):
+                torch.autograd.grad(op(xs, *leaves, dim), (xs,) + leaves, g)
+
+            for pname, fn, nbytes, ceil in (("forward", forward, 2 * esize * n, ceil_f),
+                                            ("fwd+bwd", both, 5 * esize * n, ceil_fb)):
+                ms = timer(fn)
+                key = (layout, family, pname)
+                if groups == 1:
+                    g1_ms[key] = ms
+                vs_g1 = g1_ms[key] / ms if key in g1_ms else None
+                row = [str(dtype).replace("torch.", ""), f"{groups} {layout}", f"2^{log2}", pname, family,
+                       f"{ms:.4f}", f"{nbytes / (ms * 1e-3) / GB:.1f}", f"{100 * ceil / ms:.0f}%",
+                       f"{vs_g1:.2f}x vs G=1" if vs_g1 else "-"]
+                emit(row)
+                out.append(row)
+                records.append({"section": "channel_innermost", "dtype": row[0], "groups": groups,
+                                "layout": layout, "channel_dim": dim, "log2_numel": log2, "pass": pname,
+                                "impl": family, "ms": ms, "gb_per_s": nbytes / (ms * 1e-3) / GB,
+                                "fraction_of_ceiling": ceil / ms, "ceiling_ms": ceil, "vs_g1": vs_g1})
+        del x, g
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
 def shape_for(numel, channels):
     hw = 32 * 32
     if numel % (channels * hw) == 0:
@@ -161,6 +251,8 @@ def main() -> None:
                     help="also time RPAU with this noise (the 'rpau' row; 0 to skip; default 0.1)")
     ap.add_argument("--compile-static", action="store_true",
                     help="torch.compile(dynamic=False): one compile per shape (slow); default dynamic=True")
+    ap.add_argument("--innermost-log2", type=int, default=24,
+                    help="size of the channel-innermost table, 2^N elements (default 24; 0 to skip)")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     ap.add_argument("--json", default=None, help="also write the measurements as JSON records to this file")
     args = ap.parse_args()
@@ -238,6 +330,14 @@ def main() -> None:
                 del x, g, results
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
+    if args.innermost_log2 > 0:
+        print("# channel innermost: rational PAU (5,4), ERA n=2, PWLU N=16; last column: the G=1 time on the same "
+              "tensor / this row's time")
+        for dtype_name in args.dtypes:
+            innermost_rows = bench_channel_innermost(timer, device, getattr(torch, dtype_name), args.innermost_log2,
+                                                     gen, emit, records)
+            rows += innermost_rows
+            save_json()
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(header + "\n\n")

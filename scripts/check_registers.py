@@ -119,6 +119,18 @@ BUDGET = {
     "era_backward_generic_kernel": Budget(
         "ERA generic bwd", ("dtype",), 64, 1536,
         "runtime n <= 32: accumulators in local memory (stack), by design", max_spill=96),
+    "era_forward_rows_kernel": Budget(
+        "ERA rows fwd", ("n", "dtype"), 128, 0,
+        "4 columns (2 double) of 2 + 4n parameters per thread; 2 blocks of 256 per SM"),
+    "era_backward_rows_kernel": Budget(
+        "ERA rows bwd", ("n", "dtype"), 128, 0,
+        "2 columns (1 double) of 2 + 4n parameters and accumulators per thread; 2 blocks of 256 per SM"),
+    "pwlu_forward_rows_kernel": Budget(
+        "PWLU rows fwd", ("dtype",), 128, 0,
+        "4 columns (2 double) of breakpoint constants per thread; 2 blocks of 256 per SM"),
+    "pwlu_backward_rows_kernel": Budget(
+        "PWLU rows bwd", ("dtype",), 128, 0,
+        "2 columns (1 double) and their bins (dynamic shared memory); 2 blocks of 256 per SM"),
     "pwlu_forward_kernel": Budget(
         "PWLU fwd", ("dtype",), 32, 0,
         "a breakpoint search per element; 8 blocks of 256 per SM (full occupancy)"),
@@ -190,14 +202,18 @@ def launch_bounds(text, value):
 
 def dynamic_shared(name, dtype, value):
     """Bytes of dynamic shared memory the launcher requests for this kernel (0: none)."""
-    if name != "pwlu_backward_kernel":
+    if name not in ("pwlu_backward_kernel", "pwlu_backward_rows_kernel"):
         return 0
-    # pwlu_backward_window (kernels/pwlu.cuh): window = min(n + 1, kPwluBinBytes / (threads *
-    # sizeof(acc))) heights slots of threads acc_t bins each.
+    # pwlu_backward_window (kernels/pwlu.cuh): window = min(n + 1, kPwluBinBytes / (bins_per_slot *
+    # sizeof(acc))) heights slots of bins_per_slot acc_t bins each: one per thread, times the
+    # backward's columns per thread (RowLanes<T, true>: 1 for double, else 2) in the rows kernel.
     acc = 8 if dtype == "double" else 4
-    threads = value("kPwluBackwardThreads")
-    window = min(PWLU_PIECES + 1, value("kPwluBinBytes") // (threads * acc))
-    return window * threads * acc
+    if name == "pwlu_backward_rows_kernel":
+        bins_per_slot = value("kRowsThreads") * (1 if dtype == "double" else 2)
+    else:
+        bins_per_slot = value("kPwluBackwardThreads")
+    window = min(PWLU_PIECES + 1, value("kPwluBinBytes") // (bins_per_slot * acc))
+    return window * bins_per_slot * acc
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,14 +2,6 @@
 // every fixed-n and generic kernel) for the four element types the glue uses.
 #include "era.cuh"
 
-namespace trc = torch_rational::kernels::cuda;
-
-#define TR_INSTANTIATE(T)                                                            \
-  template void trc::launch_era_forward<T>(const trc::EraCudaParams<T>&, cudaStream_t);  \
-  template void trc::launch_era_backward<T>(const trc::EraCudaParams<T>&, cudaStream_t); \
-  template void trc::launch_era_finish<T>(const trc::EraCudaParams<T>&, cudaStream_t);
-
-TR_INSTANTIATE(float)
-TR_INSTANTIATE(double)
-TR_INSTANTIATE(__half)
-TR_INSTANTIATE(__nv_bfloat16)
+namespace torch_rational::kernels::cuda {
+TR_INSTANTIATE_LAUNCHERS(era, EraCudaParams)
+}  // namespace torch_rational::kernels::cuda

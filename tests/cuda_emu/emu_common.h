@@ -196,4 +196,26 @@ struct ScheduleGuard {
   ~ScheduleGuard() { cuda_emu::set_schedule(cuda_emu::Schedule::Forward); }
 };
 
+// The checks every family's kernel test ends with. run(want_x, want_params): the test's forward +
+// backward + finish with that output mask, returning a Result with y, grad_x and the parameter
+// gradients in the member `grads`; full: run(true, true) under the default schedule.
+//   - reverse fiber order gives bitwise the same outputs (no race on shared memory, fixed
+//     reduction order);
+//   - partial backward requests (grad_x only, parameter gradients only) give the same bits as the
+//     full one.
+template <typename Result, typename Run>
+void expect_reproducible_bits(Run&& run, const Result& full, torch::Tensor Result::*grads) {
+  {
+    const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
+    const Result rr = run(true, true);
+    EXPECT_TRUE(bitwise_equal(full.y, rr.y));
+    EXPECT_TRUE(bitwise_equal(full.grad_x, rr.grad_x));
+    EXPECT_TRUE(bitwise_equal(full.*grads, rr.*grads));
+  }
+  const Result only_x = run(true, false);
+  const Result only_p = run(false, true);
+  EXPECT_TRUE(bitwise_equal(full.grad_x, only_x.grad_x));
+  EXPECT_TRUE(bitwise_equal(full.*grads, only_p.*grads));
+}
+
 }  // namespace emu_test

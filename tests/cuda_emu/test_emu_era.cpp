@@ -34,9 +34,8 @@ torch::Tensor packed(const torch::Tensor& lin, const torch::Tensor& fr) {
 // buffers in device memory (the plan looks at their alignment); params is copied to `dev`.
 template <typename T>
 kc::EraCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const torch::Tensor& params, int n, double eps,
-                                 std::initializer_list<const void*> ptrs) {
+                                 bool backward, std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
-  constexpr int VEC = kc::VecSize<T>::value;
   kc::EraCudaParams<T> p;
   const View v = make_view(s.x, s.groups, 1);
   p.outer = v.outer;
@@ -45,17 +44,15 @@ kc::EraCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const torch:
   p.params = dev.in<acc_t>(params);
   p.n = n;
   p.eps = static_cast<acc_t>(eps);
-  const kc::GroupedLaunch plan =
-      kc::plan_grouped_launch(v.outer, v.groups, v.span, VEC, aligned16(ptrs), kc::kEraThreads, s.multiprocessors);
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = s.grid_rows > 0 ? s.grid_rows : plan.grid_groups;
+  kc::plan_era_launch(p, backward, aligned16(ptrs), s.multiprocessors);
+  if (s.grid_rows > 0) p.grid_groups = s.grid_rows;
   return p;
 }
 
 struct Result {
   torch::Tensor y, grad_x, param_grad;  // param_grad: [groups][2 + 4n]
   bool vectorised = false;
+  bool rows = false;  // forward and backward both took the rows kernels
   int64_t backward_blocks = 0;
 };
 
@@ -73,7 +70,7 @@ Result run(const Case& s, const torch::Tensor& lin, const torch::Tensor& fr, dou
     const T* x = dev.in<T>(s.x);
     r.y = torch::empty_like(s.x);
     T* y = dev.out<T>(r.y);
-    auto pf = make_params<T>(s, dev, params, n, eps, {x, y});
+    auto pf = make_params<T>(s, dev, params, n, eps, /*backward=*/false, {x, y});
     pf.x = x;
     pf.out = y;
     r.vectorised = pf.vectorised;
@@ -84,11 +81,12 @@ Result run(const Case& s, const torch::Tensor& lin, const torch::Tensor& fr, dou
     if (want_x) r.grad_x = torch::empty_like(s.x);
     const T* grad_y = dev.in<T>(gin);
     T* grad_x = dev.out<T>(r.grad_x);
-    auto pb = make_params<T>(s, dev, params, n, eps, {x, grad_y, grad_x});
+    auto pb = make_params<T>(s, dev, params, n, eps, /*backward=*/true, {x, grad_y, grad_x});
     pb.x = x;
     pb.grad_y = grad_y;
     pb.out = grad_x;
     r.backward_blocks = pb.blocks_per_group;
+    r.rows = pf.rows && pb.rows;
     const int64_t K = kr::era_params_per_group(n);
     torch::Tensor partials;
     if (want_params) {
@@ -142,10 +140,17 @@ TEST_P(EmuEraTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
 
   const Result r = run(s, lin, fr, eps, gy);
+  // The rows kernels take span-1 layouts of the fixed n whose groups fill the forward's lanes.
+  const View view = make_view(s.x, G, 1);
+  const int lanes = dtype == torch::kDouble ? 2 : 4;
+  const bool want_rows =
+      n <= 4 && view.span == 1 && view.outer > 1 && G % lanes == 0 && layout != Layout::Misaligned;
+  if (layout == Layout::RowsNhwc || layout == Layout::RowsLinear) EXPECT_EQ(want_rows, n <= 4);
   const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
                         layout == Layout::ManyBlocks ||
-                        (layout == Layout::GroupedOdd && dtype == torch::kDouble);
+                        (layout == Layout::GroupedOdd && dtype == torch::kDouble) || want_rows;
   EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
+  EXPECT_EQ(r.rows, want_rows) << "the layout does not exercise the intended path";
   if (layout == Layout::Flat || layout == Layout::Misaligned || layout == Layout::ManyBlocks)
     EXPECT_GT(r.backward_blocks, 1) << "the finish should sum several block partials";
 
@@ -173,19 +178,10 @@ TEST_P(EmuEraTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, 2), gl_cpu), ptol) << "grad linear vs CPU";
   EXPECT_LE(rel_err(r.param_grad.narrow(1, 2, 4 * n), gf_cpu.reshape({G, 4 * n})), ptol) << "grad fractions vs CPU";
 
-  // Reverse fiber order: bitwise the same (no race on shared memory, fixed reduction order).
-  {
-    const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
-    const Result rr = run(s, lin, fr, eps, gy);
-    EXPECT_TRUE(bitwise_equal(r.y, rr.y));
-    EXPECT_TRUE(bitwise_equal(r.grad_x, rr.grad_x));
-    EXPECT_TRUE(bitwise_equal(r.param_grad, rr.param_grad));
-  }
-  // Partial backward requests give the same bits as the full one.
-  const Result only_x = run(s, lin, fr, eps, gy, true, false);
-  const Result only_p = run(s, lin, fr, eps, gy, false, true);
-  EXPECT_TRUE(bitwise_equal(r.grad_x, only_x.grad_x));
-  EXPECT_TRUE(bitwise_equal(r.param_grad, only_p.param_grad));
+  // Reverse fiber schedule and partial backward requests: the same bits.
+  expect_reproducible_bits(
+      [&](bool want_x, bool want_params) { return run(s, lin, fr, eps, gy, want_x, want_params); }, r,
+      &Result::param_grad);
 }
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
@@ -198,7 +194,8 @@ INSTANTIATE_TEST_SUITE_P(Fractions, EmuEraTest,
                          ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf,
                                                               torch::kBFloat16),
                                             ::testing::Values(1, 2, 3, 4, 5),
-                                            ::testing::Values(Layout::Grouped, Layout::ChannelsLast)),
+                                            ::testing::Values(Layout::Grouped, Layout::ChannelsLast,
+                                                              Layout::RowsNhwc, Layout::RowsLinear)),
                          param_name);
 
 // Every layout on a fixed kernel and on the generic one.

@@ -35,10 +35,9 @@ struct Params {
 // Fills the parameters as csrc/ops/cuda/pwlu_kernel.cu (fill_pwlu_params) does; ptrs: the
 // element buffers in device memory (the plan looks at their alignment); q is copied to `dev`.
 template <typename T>
-kc::PwluCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const Params& q, int threads,
+kc::PwluCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const Params& q, bool backward,
                                   std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
-  constexpr int VEC = kc::VecSize<T>::value;
   kc::PwluCudaParams<T> p;
   const View v = make_view(s.x, s.groups, 1);
   p.outer = v.outer;
@@ -48,17 +47,15 @@ kc::PwluCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const Param
   p.bounds = dev.in<acc_t>(q.b);
   p.slopes = dev.in<acc_t>(q.s);
   p.n = q.n();
-  const kc::GroupedLaunch plan =
-      kc::plan_grouped_launch(v.outer, v.groups, v.span, VEC, aligned16(ptrs), threads, s.multiprocessors);
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = s.grid_rows > 0 ? s.grid_rows : plan.grid_groups;
+  kc::plan_pwlu_launch(p, backward, aligned16(ptrs), s.multiprocessors);
+  if (s.grid_rows > 0) p.grid_groups = s.grid_rows;
   return p;
 }
 
 struct Result {
   torch::Tensor y, grad_x, param_grad;  // param_grad: [groups][N + 5] = [dY_0..dY_N | dL dR | dK_L dK_R]
   bool vectorised = false;
+  bool rows = false;  // forward and backward both took the rows kernels
   int64_t backward_blocks = 0;
 };
 
@@ -73,7 +70,7 @@ Result run(const Case& s, const Params& q, const torch::Tensor& gy, bool want_x 
     const T* x = dev.in<T>(s.x);
     r.y = torch::empty_like(s.x);
     T* y = dev.out<T>(r.y);
-    auto pf = make_params<T>(s, dev, q, kc::kPwluForwardThreads, {x, y});
+    auto pf = make_params<T>(s, dev, q, /*backward=*/false, {x, y});
     pf.x = x;
     pf.out = y;
     r.vectorised = pf.vectorised;
@@ -84,11 +81,12 @@ Result run(const Case& s, const Params& q, const torch::Tensor& gy, bool want_x 
     if (want_x) r.grad_x = torch::empty_like(s.x);
     const T* grad_y = dev.in<T>(gin);
     T* grad_x = dev.out<T>(r.grad_x);
-    auto pb = make_params<T>(s, dev, q, kc::kPwluBackwardThreads, {x, grad_y, grad_x});
+    auto pb = make_params<T>(s, dev, q, /*backward=*/true, {x, grad_y, grad_x});
     pb.x = x;
     pb.grad_y = grad_y;
     pb.out = grad_x;
     r.backward_blocks = pb.blocks_per_group;
+    r.rows = pf.rows && pb.rows;
     const int64_t K = kr::pwlu_grad_slots(q.n());
     torch::Tensor partials;
     if (want_params) {
@@ -146,19 +144,34 @@ TEST_P(EmuPwluTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   const auto [dtype, n, layout] = GetParam();
   torch::manual_seed(71 + n);
   auto opts = torch::TensorOptions().dtype(torch::kDouble);
-  const int64_t G = layout == Layout::Flat || layout == Layout::Misaligned ? 1 : layout == Layout::ChannelsLast ? 6 : 3;
+  const bool rows_layout = layout == Layout::RowsNhwc || layout == Layout::RowsLinear;
+  const int64_t G = layout == Layout::Flat || layout == Layout::Misaligned ? 1
+                    : layout == Layout::ChannelsLast                     ? 6
+                    : layout == Layout::RowsNhwc                         ? 64
+                    : layout == Layout::RowsLinear                       ? 136
+                                                                         : 3;
   const Params q = random_params(G, n, acc_dtype(dtype));
   const auto x_flat = away_from_breakpoints(torch::randn({5003}, opts) * 3, q, 1, dtype, 0.02);
-  const auto x_4d = away_from_breakpoints(torch::randn({2, 6, 4, 4}, opts) * 3, q, G, dtype, 0.02);
-  const Case s = make_case(layout, dtype, x_flat, x_4d);
+  const auto x_4d = away_from_breakpoints(torch::randn({2, 6, 4, 4}, opts) * 3, q, rows_layout ? 1 : G, dtype, 0.02);
+  Case s = make_case(layout, dtype, x_flat, x_4d);
   ASSERT_EQ(s.groups, G);
+  if (rows_layout) {  // make_case draws these itself: move them off the breakpoints too, same layout
+    const auto away = away_from_breakpoints(s.x.to(torch::kDouble), q, G, dtype, 0.02).to(dtype);
+    s.x = layout == Layout::RowsNhwc ? away.contiguous(torch::MemoryFormat::ChannelsLast) : away.contiguous();
+  }
   const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
 
   const Result r = run(s, q, gy);
+  // The rows kernels take span-1 layouts whose groups fill the forward's lanes.
+  const View view = make_view(s.x, G, 1);
+  const int lanes = dtype == torch::kDouble ? 2 : 4;
+  const bool want_rows = view.span == 1 && view.outer > 1 && G % lanes == 0 && layout != Layout::Misaligned;
+  if (rows_layout) EXPECT_TRUE(want_rows);
   const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
                         layout == Layout::ManyBlocks ||
-                        (layout == Layout::GroupedOdd && dtype == torch::kDouble);
+                        (layout == Layout::GroupedOdd && dtype == torch::kDouble) || want_rows;
   EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
+  EXPECT_EQ(r.rows, want_rows) << "the layout does not exercise the intended path";
   if (layout == Layout::Flat || layout == Layout::Misaligned || layout == Layout::ManyBlocks)
     EXPECT_GT(r.backward_blocks, 1) << "the finish should sum several block partials";
 
@@ -194,19 +207,9 @@ TEST_P(EmuPwluTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 1, 2), gb_cpu), ptol) << "grad bounds vs CPU";
   EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 3, 2), gs_cpu), ptol) << "grad slopes vs CPU";
 
-  // Reverse fiber order: bitwise the same (no race on shared memory, fixed reduction order).
-  {
-    const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
-    const Result rr = run(s, q, gy);
-    EXPECT_TRUE(bitwise_equal(r.y, rr.y));
-    EXPECT_TRUE(bitwise_equal(r.grad_x, rr.grad_x));
-    EXPECT_TRUE(bitwise_equal(r.param_grad, rr.param_grad));
-  }
-  // Partial backward requests give the same bits as the full one.
-  const Result only_x = run(s, q, gy, true, false);
-  const Result only_p = run(s, q, gy, false, true);
-  EXPECT_TRUE(bitwise_equal(r.grad_x, only_x.grad_x));
-  EXPECT_TRUE(bitwise_equal(r.param_grad, only_p.param_grad));
+  // Reverse fiber schedule and partial backward requests: the same bits.
+  expect_reproducible_bits([&](bool want_x, bool want_params) { return run(s, q, gy, want_x, want_params); }, r,
+                           &Result::param_grad);
 }
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
@@ -219,7 +222,8 @@ INSTANTIATE_TEST_SUITE_P(Pieces, EmuPwluTest,
                          ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf,
                                                               torch::kBFloat16),
                                             ::testing::Values(1, 4, 16, 100),
-                                            ::testing::Values(Layout::Grouped, Layout::ChannelsLast)),
+                                            ::testing::Values(Layout::Grouped, Layout::ChannelsLast, Layout::RowsNhwc,
+                                                              Layout::RowsLinear)),
                          param_name);
 
 INSTANTIATE_TEST_SUITE_P(Layouts, EmuPwluTest,

@@ -2,8 +2,9 @@
 // The kernels are in kernels/era.cuh (no ATen there).
 //
 // Layout as on CPU: a non-overlapping dense tensor is processed in memory order without a copy,
-// memory = [outer][groups][span], span = stride(channel_dim) * channels_per_group; other tensors
-// are made contiguous first. Runs whose length is not a multiple of the 16-byte vector use the
+// memory = [outer][groups][span], span = stride(channel_dim) * channels_per_group (span == 1,
+// per-channel groups with the channel innermost: the rows kernels); other tensors are made
+// contiguous first. Runs whose length is not a multiple of the 16-byte vector use the
 // scalar loop (correct, without 16-byte accesses).
 //
 // Only c10/cuda headers (not ATen/cuda/CUDAContext.h), so this file also compiles against a
@@ -21,6 +22,7 @@
 
 #include "era.cuh"
 #include "ops/era_utils.h"
+#include "ops/cuda/elementwise_glue.h"
 #include "ops/cuda/launch_utils.h"
 
 namespace torch_rational {
@@ -42,20 +44,12 @@ template <typename T>
 void fill_common(kc::EraCudaParams<T>& p, const Launch& l, const EraConfig& cfg, const at::Tensor& params,
                  double eps, int device, std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
-  constexpr int VEC = kc::VecSize<T>::value;
-  p.outer = l.outer;
-  p.groups = l.groups;
-  p.span = l.span;
-  bool aligned = true;
-  for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
+  fill_layout(p, l);
   p.params = params.const_data_ptr<acc_t>();
   p.n = cfg.n;
   p.eps = static_cast<acc_t>(eps);
-  const kc::GroupedLaunch plan = kc::plan_grouped_launch(l.outer, l.groups, l.span, VEC, aligned, kc::kEraThreads,
-                                                        multiprocessor_count(device));
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  // p.grad_y is set in the backward only (the rows backward has fewer columns per thread).
+  kc::plan_era_launch(p, /*backward=*/p.grad_y != nullptr, all_aligned(ptrs), multiprocessor_count(device));
 }
 
 at::Tensor era_forward_cuda(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions, double eps,
@@ -93,11 +87,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tenso
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.era_backward: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const Launch l = make_launch(x, cfg);
-  at::Tensor gin = grad_output;
-  if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
-    gin = at::empty_like(l.xin);
-    gin.copy_(grad_output);
-  }
+  const at::Tensor gin = grad_output_like(grad_output, l.xin);
   const bool want_x = output_mask[0], want_params = output_mask[1] || output_mask[2];
   at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
   at::Tensor grad_linear = at::empty({0}, linear.options());
@@ -117,25 +107,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tenso
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
       p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
       fill_common<T>(p, l, cfg, params, eps, x.get_device(), {p.x, p.grad_y, p.out});
-      at::Tensor partials;
-      if (want_params) {
-        // Every (group, block) writes its partial, so no zero-fill is needed.
-        partials = at::empty({cfg.groups * p.blocks_per_group * K}, x.options().dtype(acc_dtype));
-        p.partials = partials.mutable_data_ptr<acc_t>();
-        p.param_grad = total.mutable_data_ptr<acc_t>();
-      }
-      kc::launch_era_backward<T>(p, stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (want_params) {
-        kc::launch_era_finish<T>(p, stream);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      launch_backward_with_finish<acc_t>(p, total, K, stream, &kc::launch_era_backward<T>, &kc::launch_era_finish<T>);
     });
   }
-  if (output_mask[1])
-    grad_linear = total.narrow(1, 0, 2).reshape(linear.sizes()).to(linear.scalar_type()).contiguous();
-  if (output_mask[2])
-    grad_fractions = total.narrow(1, 2, 4 * cfg.n).reshape(fractions.sizes()).to(fractions.scalar_type()).contiguous();
+  if (output_mask[1]) grad_linear = param_grad_slice(total, 0, 2, linear);
+  if (output_mask[2]) grad_fractions = param_grad_slice(total, 2, 4 * cfg.n, fractions);
   return {grad_x, grad_linear, grad_fractions};
 }
 
@@ -151,13 +127,5 @@ TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
 
 // Explicit instantiations of the launchers for the element types dispatched above.
 namespace torch_rational::kernels::cuda {
-#define TR_INSTANTIATE(T)                                                       \
-  template void launch_era_forward<T>(const EraCudaParams<T>&, cudaStream_t);  \
-  template void launch_era_backward<T>(const EraCudaParams<T>&, cudaStream_t); \
-  template void launch_era_finish<T>(const EraCudaParams<T>&, cudaStream_t);
-TR_INSTANTIATE(float)
-TR_INSTANTIATE(double)
-TR_INSTANTIATE(__half)
-TR_INSTANTIATE(__nv_bfloat16)
-#undef TR_INSTANTIATE
+TR_INSTANTIATE_LAUNCHERS(era, EraCudaParams)
 }  // namespace torch_rational::kernels::cuda

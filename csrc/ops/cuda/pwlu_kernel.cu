@@ -22,6 +22,7 @@
 #include <initializer_list>
 
 #include "ops/pwlu_utils.h"
+#include "ops/cuda/elementwise_glue.h"
 #include "ops/cuda/launch_utils.h"
 #include "pwlu.cuh"
 
@@ -44,24 +45,15 @@ void check_rounded_bounds(const at::Tensor& bounds64, int64_t groups, bool float
 
 template <typename T>
 void fill_pwlu_params(kc::PwluCudaParams<T>& p, const Launch& l, const PwluConfig& cfg, const at::Tensor& h,
-                      const at::Tensor& b, const at::Tensor& s, int device, int threads,
+                      const at::Tensor& b, const at::Tensor& s, int device, bool backward,
                       std::initializer_list<const void*> ptrs) {
   using acc_t = typename kc::OpMath<T>::type;
-  constexpr int VEC = kc::VecSize<T>::value;
-  p.outer = l.outer;
-  p.groups = l.groups;
-  p.span = l.span;
+  fill_layout(p, l);
   p.heights = h.const_data_ptr<acc_t>();
   p.bounds = b.const_data_ptr<acc_t>();
   p.slopes = s.const_data_ptr<acc_t>();
   p.n = cfg.n;
-  bool aligned = true;  // every pointer the kernel accesses with vectors
-  for (const void* q : ptrs) aligned = aligned && (q == nullptr || kc::is_aligned(q, kc::kVecBytes));
-  const kc::GroupedLaunch plan =
-      kc::plan_grouped_launch(l.outer, l.groups, l.span, VEC, aligned, threads, multiprocessor_count(device));
-  p.vectorised = plan.vectorised;
-  p.blocks_per_group = plan.blocks_per_group;
-  p.grid_groups = plan.grid_groups;
+  kc::plan_pwlu_launch(p, backward, all_aligned(ptrs), multiprocessor_count(device));
 }
 
 at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
@@ -85,7 +77,7 @@ at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, con
     kc::PwluCudaParams<T> p;
     p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
     p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
-    fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluForwardThreads, {p.x, p.out});
+    fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), /*backward=*/false, {p.x, p.out});
     kc::launch_pwlu_forward<T>(p, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -105,11 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
   const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
   check_rounded_bounds(bounds64, cfg.groups, x.scalar_type() != at::kDouble);
   const Launch l = make_launch(x, cfg);
-  at::Tensor gin = grad_output;
-  if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
-    gin = at::empty_like(l.xin);
-    gin.copy_(grad_output);
-  }
+  const at::Tensor gin = grad_output_like(grad_output, l.xin);
   const bool want_x = output_mask[0];
   const bool want_params = output_mask[1] || output_mask[2] || output_mask[3];
   at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
@@ -133,29 +121,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
       p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
       p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
-      fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), kc::kPwluBackwardThreads,
+      fill_pwlu_params<T>(p, l, cfg, h, b, s, x.get_device(), /*backward=*/true,
                           {p.x, p.grad_y, p.out});
-      at::Tensor partials;
-      if (want_params) {
-        // Every (group, block, slot) is written by the kernel, so no zero-fill is needed.
-        partials = at::empty({cfg.groups * p.blocks_per_group * slots}, x.options().dtype(acc_dtype));
-        p.partials = partials.mutable_data_ptr<acc_t>();
-        p.param_grad = total.mutable_data_ptr<acc_t>();
-      }
-      kc::launch_pwlu_backward<T>(p, stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (want_params) {
-        kc::launch_pwlu_finish<T>(p, stream);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      launch_backward_with_finish<acc_t>(p, total, slots, stream, &kc::launch_pwlu_backward<T>,
+                                         &kc::launch_pwlu_finish<T>);
     });
   }
-  if (output_mask[1])
-    grad_heights = total.narrow(1, 0, n + 1).reshape(heights.sizes()).to(heights.scalar_type()).contiguous();
-  if (output_mask[2])
-    grad_bounds = total.narrow(1, n + 1, 2).reshape(bounds.sizes()).to(bounds.scalar_type()).contiguous();
-  if (output_mask[3])
-    grad_slopes = total.narrow(1, n + 3, 2).reshape(slopes.sizes()).to(slopes.scalar_type()).contiguous();
+  if (output_mask[1]) grad_heights = param_grad_slice(total, 0, n + 1, heights);
+  if (output_mask[2]) grad_bounds = param_grad_slice(total, n + 1, 2, bounds);
+  if (output_mask[3]) grad_slopes = param_grad_slice(total, n + 3, 2, slopes);
   return {grad_x, grad_heights, grad_bounds, grad_slopes};
 }
 
@@ -171,13 +145,5 @@ TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
 
 // Explicit instantiations of the launchers for the element types dispatched above.
 namespace torch_rational::kernels::cuda {
-#define TR_PWLU_INSTANTIATE(T)                                                        \
-  template void launch_pwlu_forward<T>(const PwluCudaParams<T>&, cudaStream_t);  \
-  template void launch_pwlu_backward<T>(const PwluCudaParams<T>&, cudaStream_t); \
-  template void launch_pwlu_finish<T>(const PwluCudaParams<T>&, cudaStream_t);
-TR_PWLU_INSTANTIATE(float)
-TR_PWLU_INSTANTIATE(double)
-TR_PWLU_INSTANTIATE(__half)
-TR_PWLU_INSTANTIATE(__nv_bfloat16)
-#undef TR_PWLU_INSTANTIATE
+TR_INSTANTIATE_LAUNCHERS(pwlu, PwluCudaParams)
 }  // namespace torch_rational::kernels::cuda

@@ -24,6 +24,7 @@
 #include <cfloat>
 
 #include "ops/rational_utils.h"
+#include "ops/cuda/elementwise_glue.h"
 #include "ops/cuda/launch_utils.h"
 #include "rational.cuh"
 
@@ -37,9 +38,7 @@ template <typename T>
 void fill_common(kc::RationalCudaParams<T>& p, const Launch& l, const RationalConfig& cfg, const at::Tensor& a,
                  const at::Tensor& b, double noise, uint64_t seed, int device) {
   using acc_t = typename kc::OpMath<T>::type;
-  p.outer = l.outer;
-  p.groups = l.groups;
-  p.span = l.span;
+  fill_layout(p, l);
   p.a = a.const_data_ptr<acc_t>();
   p.b = b.const_data_ptr<acc_t>();
   p.m = cfg.m;
@@ -93,11 +92,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const Launch l = make_launch(x, cfg, /*force_contiguous=*/noise > 0.0);
-  at::Tensor gin = grad_output;
-  if (gin.strides() != l.xin.strides()) {  // e.g. an expanded ones_like from .sum().backward()
-    gin = at::empty_like(l.xin);
-    gin.copy_(grad_output);
-  }
+  const at::Tensor gin = grad_output_like(grad_output, l.xin);
   const bool want_x = output_mask[0], want_coefs = output_mask[1] || output_mask[2];
   at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
   at::Tensor grad_num = at::empty({0}, numerator.options());
@@ -119,25 +114,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
       p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
       fill_common<T>(p, l, cfg, a, b, noise, seed, x.get_device());
-      at::Tensor partials;
-      if (want_coefs) {
-        // Every (group, block) writes its partial, so no zero-fill is needed.
-        partials = at::empty({cfg.groups * p.blocks_per_group * (na + nb)}, x.options().dtype(acc_dtype));
-        p.partials = partials.mutable_data_ptr<acc_t>();
-        p.coef_grad = total.mutable_data_ptr<acc_t>();
-      }
-      kc::launch_rational_backward<T>(p, stream);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      if (want_coefs) {
-        kc::launch_rational_finish<T>(p, stream);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      }
+      launch_backward_with_finish<acc_t>(p, total, na + nb, stream, &kc::launch_rational_backward<T>,
+                                         &kc::launch_rational_finish<T>);
     });
   }
-  if (output_mask[1])
-    grad_num = total.narrow(1, 0, na).reshape(numerator.sizes()).to(numerator.scalar_type()).contiguous();
-  if (output_mask[2])
-    grad_den = total.narrow(1, na, nb).reshape(denominator.sizes()).to(denominator.scalar_type()).contiguous();
+  if (output_mask[1]) grad_num = param_grad_slice(total, 0, na, numerator);
+  if (output_mask[2]) grad_den = param_grad_slice(total, na, nb, denominator);
   return {grad_x, grad_num, grad_den};
 }
 
@@ -153,13 +135,5 @@ TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
 
 // Explicit instantiations of the launchers for the element types dispatched above.
 namespace torch_rational::kernels::cuda {
-#define TR_INSTANTIATE(T)                                                                 \
-  template void launch_rational_forward<T>(const RationalCudaParams<T>&, cudaStream_t);  \
-  template void launch_rational_backward<T>(const RationalCudaParams<T>&, cudaStream_t); \
-  template void launch_rational_finish<T>(const RationalCudaParams<T>&, cudaStream_t);
-TR_INSTANTIATE(float)
-TR_INSTANTIATE(double)
-TR_INSTANTIATE(__half)
-TR_INSTANTIATE(__nv_bfloat16)
-#undef TR_INSTANTIATE
+TR_INSTANTIATE_LAUNCHERS(rational, RationalCudaParams)
 }  // namespace torch_rational::kernels::cuda
