@@ -2,7 +2,7 @@
 """Run `rational_train` over activations x seeds, one process per run, several at a time.
 
 Each (activation, seed) trains into SWEEP_DIR/<model>_<dataset>_<activation>_s<seed>/ (the run-directory
-format of docs/sweep_readme.md). Re-running the same command resumes the sweep: a run whose summary.json
+format of docs/training.md). Re-running the same command resumes the sweep: a run whose summary.json
 already holds the requested epochs is skipped, and a run with a checkpoint but no (or a shorter) summary
 continues with --resume. Each run's stdout/stderr is appended to its log.txt.
 

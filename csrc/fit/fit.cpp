@@ -1,6 +1,6 @@
 // The project's own rational least-squares fitter and the shipped initialisation tables.
 //
-// The fit (float64, deterministic; reference implementation: scripts/prototype_fit.py):
+// The fit (float64, deterministic):
 //   1. F = basis matrix f_0..f_max(m,n) on the given points.
 //   2. Six denominator starts: b_k = c / max|g_k| for c in {0.01, 0.1, 1, 10} (C: b_0 = 0.9), the
 //      linearised (Levy) least-squares solution and its 3rd Sanathanan-Koerner reweighting
@@ -102,7 +102,7 @@ class SerialRegion {
   int prev_ = 1;
 };
 
-// Tuning constants (see the file comment and scripts/prototype_fit.py).
+// Tuning constants (see the file comment).
 constexpr double kStartConstants[] = {0.01, 0.1, 1.0, 10.0};
 constexpr int kSKIters = 3;             // Sanathanan-Koerner reweightings of the linearised start
 constexpr double kRidge = 1e-14;        // relative ridge of every linear least-squares solve

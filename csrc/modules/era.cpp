@@ -10,8 +10,9 @@ namespace nn {
 namespace {
 
 void check_options(const ERAOptions& o) {
-  TORCH_CHECK_VALUE(o.num_fractions() >= 1 && o.num_fractions() <= 32,
-                    "torch_rational::nn::ERA: num_fractions must be in [1, 32], got ", o.num_fractions());
+  TORCH_CHECK_VALUE(o.num_fractions() >= 1 && o.num_fractions() <= kMaxEraFractions,
+                    "torch_rational::nn::ERA: num_fractions must be in [1, ", kMaxEraFractions, "], got ",
+                    o.num_fractions());
   TORCH_CHECK_VALUE(o.num_groups() >= 1, "torch_rational::nn::ERA: num_groups must be >= 1, got ", o.num_groups());
   TORCH_CHECK_VALUE(o.eps() >= 0.0 && std::isfinite(o.eps()), "torch_rational::nn::ERA: eps must be finite and >= 0, got ",
                     o.eps());

@@ -13,6 +13,10 @@
 
 namespace torch_rational {
 
+// The most partial fractions the kernels take (kernels::kMaxEraFractions, checked equal in
+// ops/era_utils.h).
+constexpr int kMaxEraFractions = 32;
+
 // linear: (G, 2) rows (a, b), or (2,) for G = 1; fractions: (G, n, 4) rows (c, d, e, f), or (n, 4)
 // for G = 1. With G > 1, x.size(channel_dim) must be divisible by G and channel c uses group
 // c / (C / G); with G = 1 channel_dim is ignored and x may have any shape. eps >= 0.

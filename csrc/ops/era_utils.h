@@ -8,6 +8,9 @@
 
 #include "era_math.h"
 #include "ops/arg_checks.h"
+#include "ops/era.h"
+
+static_assert(torch_rational::kMaxEraFractions == torch_rational::kernels::kMaxEraFractions);
 
 namespace torch_rational {
 

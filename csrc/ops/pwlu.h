@@ -11,7 +11,7 @@
 
 namespace torch_rational {
 
-// N uniform pieces on [L, R] (see docs/pwlu_readme.md). heights: (G, N+1) or (N+1,); bounds:
+// N uniform pieces on [L, R] (see docs/pwlu.md). heights: (G, N+1) or (N+1,); bounds:
 // (G, 2) or (2,) = (L, R) with L < R; slopes: (G, 2) or (2,) = (K_L, K_R). With G > 1, channel c
 // of x along channel_dim uses group c / (C / G); with G = 1 channel_dim is ignored.
 TORCH_RATIONAL_API at::Tensor pwlu(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,

@@ -11,6 +11,10 @@
 
 namespace torch_rational {
 
+// The highest numerator / denominator degree the kernels take (kernels::kMaxDegree, checked equal
+// in ops/rational_utils.h; kernels/ is not part of the installed API).
+constexpr int kMaxDegree = 32;
+
 // y = P(x) / Q(x), see docs/DESIGN.md. numerator: (G, m+1) or (m+1,); denominator: (G, n) or (n,)
 // [(G, n+1) or (n+1,) for version "C"]. With noise > 0 (RPAU), noise_seed (int64, one element,
 // CPU) keys the counter-based draws; use rational_noise_seed() to draw one from torch's generator.

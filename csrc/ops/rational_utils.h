@@ -8,7 +8,10 @@
 #include <string>
 
 #include "ops/arg_checks.h"
+#include "ops/rational.h"
 #include "rational_math.h"
+
+static_assert(torch_rational::kMaxDegree == torch_rational::kernels::kMaxDegree);
 
 namespace torch_rational {
 

@@ -6,16 +6,9 @@
 #include <sstream>
 
 #include "settings.h"
+#include <functional>
 #include <stdexcept>
-
-#if __has_include("modules/era.h")
-#include "modules/era.h"
-#define RATIONAL_TRAIN_HAVE_ERA 1
-#endif
-#if __has_include("modules/pwlu.h")
-#include "modules/pwlu.h"
-#define RATIONAL_TRAIN_HAVE_PWLU 1
-#endif
+#include <utility>
 
 namespace rational_train {
 
@@ -173,64 +166,82 @@ torch::Tensor ActivationImpl::curve(const torch::Tensor& grid) {
   return y;
 }
 
-const std::vector<std::string>& activation_names() {
-  static const std::vector<std::string> names = {
-      "relu",   "relu6", "leaky_relu", "rrelu", "elu", "celu", "swish", "silu", "gelu", "prelu",
-      "maxout", "mixture", "apl", "srelu", "pau", "rpau", "opau", "hp1", "hp2", "rational",
-#ifdef RATIONAL_TRAIN_HAVE_ERA
-      "era",
-#endif
-#ifdef RATIONAL_TRAIN_HAVE_PWLU
-      "pwlu",
-#endif
+namespace {
+
+// The one list of activations: name -> how to build one for a layer of c channels. A new activation
+// (or family) is one entry here.
+using ActivationFactory = std::function<torch::nn::AnyModule(const ActivationOptions&, int64_t c, const std::string&)>;
+
+const std::vector<std::pair<std::string, ActivationFactory>>& activation_table() {
+  using torch::nn::AnyModule;
+  namespace tnn = torch::nn;
+  namespace trn = torch_rational::nn;
+  using O = const ActivationOptions&;
+  using S = const std::string&;
+  static const std::vector<std::pair<std::string, ActivationFactory>> table = {
+      {"relu", [](O, int64_t, S) { return AnyModule(tnn::ReLU()); }},
+      {"relu6", [](O, int64_t, S) { return AnyModule(tnn::ReLU6()); }},
+      {"leaky_relu", [](O, int64_t, S) { return AnyModule(tnn::LeakyReLU(tnn::LeakyReLUOptions().negative_slope(0.01))); }},
+      {"rrelu", [](O, int64_t, S) { return AnyModule(tnn::RReLU()); }},
+      {"elu", [](O, int64_t, S) { return AnyModule(tnn::ELU()); }},
+      {"celu", [](O, int64_t, S) { return AnyModule(tnn::CELU()); }},
+      {"swish", [](O, int64_t, S) { return AnyModule(tnn::SiLU()); }},
+      {"silu", [](O, int64_t, S) { return AnyModule(tnn::SiLU()); }},
+      {"gelu", [](O, int64_t, S) { return AnyModule(tnn::GELU()); }},
+      {"prelu",
+       [](O o, int64_t c, S n) {
+         return AnyModule(tnn::PReLU(tnn::PReLUOptions().num_parameters(resolve_groups(o.groups, c, n) == 1 ? 1 : c)));
+       }},
+      {"maxout", [](O o, int64_t c, S n) { return AnyModule(Maxout(resolve_groups(o.groups, c, n))); }},
+      {"mixture", [](O o, int64_t c, S n) { return AnyModule(Mixture(resolve_groups(o.groups, c, n))); }},
+      {"apl", [](O o, int64_t c, S n) { return AnyModule(APL(resolve_groups(o.groups, c, n))); }},
+      {"srelu", [](O o, int64_t c, S n) { return AnyModule(SReLU(resolve_groups(o.groups, c, n))); }},
+      {"pau", [](O o, int64_t c, S n) { return AnyModule(trn::PAU(rational_options(o, resolve_groups(o.groups, c, n), "power"))); }},
+      {"rpau",
+       [](O o, int64_t c, S n) {
+         return AnyModule(trn::RPAU(rational_options(o, resolve_groups(o.groups, c, n), "power").noise(o.noise)));
+       }},
+      {"opau",
+       [](O o, int64_t c, S n) { return AnyModule(trn::OPAU(rational_options(o, resolve_groups(o.groups, c, n), "chebyshev_t"))); }},
+      {"hp1", [](O o, int64_t c, S n) { return AnyModule(trn::HP1(rational_options(o, resolve_groups(o.groups, c, n), "hermite"))); }},
+      {"hp2", [](O o, int64_t c, S n) { return AnyModule(trn::HP2(rational_options(o, resolve_groups(o.groups, c, n), "hermite_e"))); }},
+      {"rational",
+       [](O o, int64_t c, S n) { return AnyModule(trn::Rational(rational_options(o, resolve_groups(o.groups, c, n), "power"))); }},
+      {"era",
+       [](O o, int64_t c, S n) {
+         return AnyModule(trn::ERA(trn::ERAOptions(o.fractions)
+                                       .init(o.init.empty() ? "swish" : o.init)
+                                       .num_groups(resolve_groups(o.groups, c, n))
+                                       .channel_dim(1)));
+       }},
+      {"pwlu",
+       [](O o, int64_t c, S n) {
+         return AnyModule(trn::PWLU(trn::PWLUOptions(o.pieces)
+                                        .init(o.init.empty() ? "relu" : o.init)
+                                        .num_groups(resolve_groups(o.groups, c, n))
+                                        .channel_dim(1)
+                                        .realign_steps(o.realign_steps)));
+       }},
   };
+  return table;
+}
+
+}  // namespace
+
+const std::vector<std::string>& activation_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const auto& entry : activation_table()) v.push_back(entry.first);
+    return v;
+  }();
   return names;
 }
 
 Activation make_activation(const std::string& name, const ActivationOptions& o, int64_t c) {
-  using torch::nn::AnyModule;
-  namespace tnn = torch::nn;
-  namespace trn = torch_rational::nn;
-  AnyModule m;
-  if (name == "relu") m = AnyModule(tnn::ReLU());
-  else if (name == "relu6") m = AnyModule(tnn::ReLU6());
-  else if (name == "leaky_relu") m = AnyModule(tnn::LeakyReLU(tnn::LeakyReLUOptions().negative_slope(0.01)));
-  else if (name == "rrelu") m = AnyModule(tnn::RReLU());
-  else if (name == "elu") m = AnyModule(tnn::ELU());
-  else if (name == "celu") m = AnyModule(tnn::CELU());
-  else if (name == "swish" || name == "silu") m = AnyModule(tnn::SiLU());
-  else if (name == "gelu") m = AnyModule(tnn::GELU());
-  else if (name == "prelu")
-    m = AnyModule(tnn::PReLU(tnn::PReLUOptions().num_parameters(resolve_groups(o.groups, c, name) == 1 ? 1 : c)));
-  else if (name == "maxout") m = AnyModule(Maxout(resolve_groups(o.groups, c, name)));
-  else if (name == "mixture") m = AnyModule(Mixture(resolve_groups(o.groups, c, name)));
-  else if (name == "apl") m = AnyModule(APL(resolve_groups(o.groups, c, name)));
-  else if (name == "srelu") m = AnyModule(SReLU(resolve_groups(o.groups, c, name)));
-  else if (name == "pau") m = AnyModule(trn::PAU(rational_options(o, resolve_groups(o.groups, c, name), "power")));
-  else if (name == "rpau")
-    m = AnyModule(trn::RPAU(rational_options(o, resolve_groups(o.groups, c, name), "power").noise(o.noise)));
-  else if (name == "opau")
-    m = AnyModule(trn::OPAU(rational_options(o, resolve_groups(o.groups, c, name), "chebyshev_t")));
-  else if (name == "hp1") m = AnyModule(trn::HP1(rational_options(o, resolve_groups(o.groups, c, name), "hermite")));
-  else if (name == "hp2") m = AnyModule(trn::HP2(rational_options(o, resolve_groups(o.groups, c, name), "hermite_e")));
-  else if (name == "rational")
-    m = AnyModule(trn::Rational(rational_options(o, resolve_groups(o.groups, c, name), "power")));
-#ifdef RATIONAL_TRAIN_HAVE_ERA
-  else if (name == "era")
-    m = AnyModule(trn::ERA(trn::ERAOptions(o.fractions)
-                               .init(o.init.empty() ? "swish" : o.init)
-                               .num_groups(resolve_groups(o.groups, c, name))
-                               .channel_dim(1)));
-#endif
-#ifdef RATIONAL_TRAIN_HAVE_PWLU
-  else if (name == "pwlu")
-    m = AnyModule(trn::PWLU(trn::PWLUOptions(o.pieces)
-                                .init(o.init.empty() ? "relu" : o.init)
-                                .num_groups(resolve_groups(o.groups, c, name))
-                                .channel_dim(1)
-                                .realign_steps(o.realign_steps)));
-#endif
-  else {
+  torch::nn::AnyModule m;
+  for (const auto& [known, factory] : activation_table())
+    if (known == name) m = factory(o, c, name);
+  if (m.is_empty()) {
     std::ostringstream msg;
     msg << "unknown activation '" << name << "'; known activations:";
     for (auto& n : activation_names()) msg << " " << n;

@@ -7,6 +7,8 @@
 #include <limits>
 #include <stdexcept>
 
+#include "torch_rational.h"  // kMaxDegree, kMaxEraFractions
+
 using nlohmann::json;
 
 namespace rational_train {
@@ -46,7 +48,7 @@ const std::vector<Setting>& settings() {
         "use the first N test samples (0: all)"),
       S("--activation", "--activation,-a", "activation", K::String, {}, {}, false, true,
         "activation (see the list above)"),
-      S("--act-degrees", "--act-degrees", "activation_options.degrees", K::Degrees, 0, 32, false, true,
+      S("--act-degrees", "--act-degrees", "activation_options.degrees", K::Degrees, 0, torch_rational::kMaxDegree, false, true,
         "rational degrees m,n (numerator 0..32, denominator 1..32)"),
       S("--act-version", "--act-version", "activation_options.version", K::String, {}, {}, false, true,
         "rational version A, B, C or N"),
@@ -59,7 +61,7 @@ const std::vector<Setting>& settings() {
         "activation groups per slot: 1 (one per slot), -1 (one per channel) or a divisor of the channels"),
       S("--act-noise", "--act-noise", "activation_options.noise", K::Double, 0, {}, false, true,
         "rpau: relative coefficient noise"),
-      S("--act-fractions", "--act-fractions", "activation_options.fractions", K::Int, 1, 32, false, true,
+      S("--act-fractions", "--act-fractions", "activation_options.fractions", K::Int, 1, torch_rational::kMaxEraFractions, false, true,
         "era: number of partial fractions"),
       S("--act-pieces", "--act-pieces", "activation_options.pieces", K::Int, 1, 1 << 20, false, true,
         "pwlu: number of pieces"),

@@ -2,7 +2,7 @@
 
     y = a x + b + sum_{i=1..n} (c_i x + d_i) / ((x - e_i)^2 + f_i^2 + eps)
 
-(docs/era_readme.md), never from the kernels. Gradients: torch autograd through this float64
+(docs/era.md), never from the kernels. Gradients: torch autograd through this float64
 composition of elementary torch ops, plus closed-form error scales for the tolerances.
 """
 

@@ -420,7 +420,7 @@ def test_init_table_accuracy(init, n):
     assert (fr[:, 3].abs() >= 0.1 - 1e-12).all()
     x = torch.linspace(-3, 3, 4001, dtype=torch.float64)
     err = (era_reference(x, lin, fr) - torch_rational.activation_function(init, x)).abs().max().item()
-    # Shipped quality (see docs/era_readme.md); more fractions must not be worse.
+    # Shipped quality (see docs/era.md); more fractions must not be worse.
     bound = {"relu": 0.07, "leaky_relu": 0.07, "leaky_relu_0.3": 0.05, "swish": 4e-3, "gelu": 0.011,
              "tanh": 2e-3, "identity": 1e-12}[init]
     assert err <= bound / (3.0 if n == 2 and init != "identity" else 1.0)

@@ -171,11 +171,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cpu(const at::Tensor
           backward_block(params, layout, xs, gs, gxs, rows, C, acc);
         });
   });
-  if (want_params) {
-    const at::Tensor table = group_grad_table(sums, cfg.groups, K);
-    if (output_mask[1]) grad_linear = param_grad(table, 0, 2, linear);
-    if (output_mask[2]) grad_fractions = param_grad(table, 2, 4 * cfg.n, fractions);
-  }
+  const at::Tensor table = want_params ? group_grad_table(sums, cfg.groups, K) : at::Tensor();
+  cut_param_grads(table, {{output_mask[1], linear, grad_linear}, {output_mask[2], fractions, grad_fractions}});
   return {grad_x, grad_linear, grad_fractions};
 }
 

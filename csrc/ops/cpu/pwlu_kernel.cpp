@@ -268,10 +268,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
       else
         finish_bins(params.group<float>(g), sums.data() + g * nb, table_values.data() + g * slots);
     }
-    const at::Tensor table = group_grad_table(table_values, cfg.groups, slots);
-    if (output_mask[1]) grad_heights = param_grad(table, 0, n + 1, heights);
-    if (output_mask[2]) grad_bounds = param_grad(table, n + 1, 2, bounds);
-    if (output_mask[3]) grad_slopes = param_grad(table, n + 3, 2, slopes);
+    cut_param_grads(group_grad_table(table_values, cfg.groups, slots),
+                    {{output_mask[1], heights, grad_heights}, {output_mask[2], bounds, grad_bounds},
+                     {output_mask[3], slopes, grad_slopes}});
   }
   return {grad_x, grad_heights, grad_bounds, grad_slopes};
 }

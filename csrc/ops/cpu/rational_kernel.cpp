@@ -244,11 +244,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cpu(
           backward_block(rc, coefs, layout, xs, gs, gxs, rows, C, acc);
         });
   });
-  if (want_coefs) {
-    const at::Tensor table = group_grad_table(sums, cfg.groups, na + nb);
-    if (output_mask[1]) grad_num = param_grad(table, 0, na, numerator);
-    if (output_mask[2]) grad_den = param_grad(table, na, nb, denominator);
-  }
+  const at::Tensor table = want_coefs ? group_grad_table(sums, cfg.groups, na + nb) : at::Tensor();
+  cut_param_grads(table, {{output_mask[1], numerator, grad_num}, {output_mask[2], denominator, grad_den}});
   return {grad_x, grad_num, grad_den};
 }
 

@@ -13,6 +13,7 @@
 
 #include "cuda_utils.cuh"
 #include "ops/cuda/launch_utils.h"
+#include "ops/grad_finish.h"
 
 namespace torch_rational {
 namespace cuda {
@@ -61,11 +62,6 @@ void launch_backward_with_finish(P& p, const at::Tensor& total, int64_t K, cudaS
     finish(p, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
-}
-
-// Columns [offset, offset + count) of the finished [groups][K] gradients, in param's shape and dtype.
-inline at::Tensor param_grad_slice(const at::Tensor& total, int64_t offset, int64_t count, const at::Tensor& param) {
-  return total.narrow(1, offset, count).reshape(param.sizes()).to(param.scalar_type()).contiguous();
 }
 
 }  // namespace cuda

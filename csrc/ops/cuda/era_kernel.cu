@@ -110,8 +110,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tenso
       launch_backward_with_finish<acc_t>(p, total, K, stream, &kc::launch_era_backward<T>, &kc::launch_era_finish<T>);
     });
   }
-  if (output_mask[1]) grad_linear = param_grad_slice(total, 0, 2, linear);
-  if (output_mask[2]) grad_fractions = param_grad_slice(total, 2, 4 * cfg.n, fractions);
+  cut_param_grads(total, {{output_mask[1], linear, grad_linear}, {output_mask[2], fractions, grad_fractions}});
   return {grad_x, grad_linear, grad_fractions};
 }
 

@@ -127,9 +127,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
                                          &kc::launch_pwlu_finish<T>);
     });
   }
-  if (output_mask[1]) grad_heights = param_grad_slice(total, 0, n + 1, heights);
-  if (output_mask[2]) grad_bounds = param_grad_slice(total, n + 1, 2, bounds);
-  if (output_mask[3]) grad_slopes = param_grad_slice(total, n + 3, 2, slopes);
+  cut_param_grads(total, {{output_mask[1], heights, grad_heights}, {output_mask[2], bounds, grad_bounds},
+                          {output_mask[3], slopes, grad_slopes}});
   return {grad_x, grad_heights, grad_bounds, grad_slopes};
 }
 

@@ -118,8 +118,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
                                          &kc::launch_rational_finish<T>);
     });
   }
-  if (output_mask[1]) grad_num = param_grad_slice(total, 0, na, numerator);
-  if (output_mask[2]) grad_den = param_grad_slice(total, na, nb, denominator);
+  cut_param_grads(total, {{output_mask[1], numerator, grad_num}, {output_mask[2], denominator, grad_den}});
   return {grad_x, grad_num, grad_den};
 }
 
