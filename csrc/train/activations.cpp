@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 #include "torch_rational.h"  // csrc/ is on torch_rational's include path
 
+#include <fmt/format.h>
+
 #include <sstream>
 
 #include "settings.h"
@@ -153,6 +155,35 @@ torch_rational::nn::RationalOptions rational_options(const ActivationOptions& o,
 
 ActivationImpl::ActivationImpl(std::string type, torch::nn::AnyModule fn) : type_(std::move(type)), fn_(std::move(fn)) {
   register_module("fn", fn_.ptr());
+}
+
+torch::Tensor ActivationImpl::forward(const torch::Tensor& x) {
+  if (recording_) {
+    // histc counts [lo, hi] with hi in the last bin; the bins here are [lo, hi), so drop x == hi.
+    const torch::Tensor v = x.detach().to(torch::kCPU, torch::kFloat64).flatten();
+    const torch::Tensor inside = v.masked_select((v >= hist_lo_) & (v < hist_hi_));
+    hist_counts_ += torch::histc(inside, hist_counts_.numel(), hist_lo_, hist_hi_);
+  }
+  return fn_.forward(x);
+}
+
+void ActivationImpl::start_recording(double lo, double hi, int64_t bins) {
+  if (!(lo < hi) || bins < 1)
+    throw std::invalid_argument(fmt::format("input histogram: need lo < hi and bins >= 1, got [{}, {}), {} bins", lo, hi, bins));
+  hist_lo_ = lo;
+  hist_hi_ = hi;
+  hist_counts_ = torch::zeros({bins}, torch::kFloat64);
+  recording_ = true;
+}
+
+nlohmann::json ActivationImpl::input_histogram() const {
+  if (!hist_counts_.defined()) return nullptr;
+  const int64_t bins = hist_counts_.numel();
+  std::vector<double> edges(static_cast<size_t>(bins + 1)), counts(static_cast<size_t>(bins));
+  for (int64_t i = 0; i <= bins; ++i) edges[size_t(i)] = hist_lo_ + (hist_hi_ - hist_lo_) * double(i) / double(bins);
+  const double* c = hist_counts_.data_ptr<double>();
+  for (int64_t i = 0; i < bins; ++i) counts[size_t(i)] = c[i];
+  return {{"edges", edges}, {"counts", counts}};
 }
 
 torch::Tensor ActivationImpl::curve(const torch::Tensor& grid) {

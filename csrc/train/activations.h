@@ -38,7 +38,7 @@ void from_json(const nlohmann::json& j, ActivationOptions& o);
 class ActivationImpl : public torch::nn::Module {
  public:
   ActivationImpl(std::string type, torch::nn::AnyModule fn);
-  torch::Tensor forward(const torch::Tensor& x) { return fn_.forward(x); }
+  torch::Tensor forward(const torch::Tensor& x);
   const std::string& type() const { return type_; }
   bool learnable() const { return !parameters().empty(); }
   // Evaluates the activation at grid values for channel 0 (eval mode, no grad): the input is
@@ -46,11 +46,21 @@ class ActivationImpl : public torch::nn::Module {
   torch::Tensor curve(const torch::Tensor& grid);
   int64_t channels() const { return channels_; }
   void set_channels(int64_t c) { channels_ = c; }
+  // Input histogram: while recording, every input element in [lo, hi) is counted into `bins` equal
+  // bins (float64 counts on the CPU; elements outside the range and NaNs are not counted).
+  // start_recording clears the counts.
+  void start_recording(double lo, double hi, int64_t bins);
+  void stop_recording() { recording_ = false; }
+  // {"edges": [bins + 1], "counts": [bins]}, or null when nothing was recorded.
+  nlohmann::json input_histogram() const;
 
  private:
   std::string type_;
   torch::nn::AnyModule fn_;
   int64_t channels_ = 1;
+  bool recording_ = false;
+  double hist_lo_ = 0.0, hist_hi_ = 0.0;
+  torch::Tensor hist_counts_;  // undefined until recorded
 };
 TORCH_MODULE(Activation);
 

@@ -552,7 +552,10 @@ json run_training(const TrainConfig& config, std::ostream& log, Distributed& dis
   }
   const int64_t total_epochs = c.epochs * (c.prune_rounds + 1);
   auto slots = model->activation_slots();
-  auto grid = torch::linspace(-4.0, 4.0, 201, torch::kFloat64);
+  // The range of the curves in summary.json and of the activations' input histograms.
+  constexpr double kCurveLo = -4.0, kCurveHi = 4.0;
+  constexpr int64_t kHistogramBins = 80;
+  auto grid = torch::linspace(kCurveLo, kCurveHi, 201, torch::kFloat64);
 
   std::vector<torch::Tensor> act_params, net_params;
   {
@@ -613,6 +616,7 @@ json run_training(const TrainConfig& config, std::ostream& log, Distributed& dis
                                : "",
                      c.output);
 
+  json input_histograms = json::object();  // slot -> what it saw in the last evaluation (all ranks)
   auto summary_of = [&]() {
     json s;
     s["model"] = c.model;
@@ -642,7 +646,8 @@ json run_training(const TrainConfig& config, std::ostream& log, Distributed& dis
                         {"type", slot->type()},
                         {"x", xs},
                         {"y", to_vector(slot->curve(grid))},
-                        {"y_init", state["init_curves"].value(name, std::vector<double>{})}});
+                        {"y_init", state["init_curves"].value(name, std::vector<double>{})},
+                        {"input_histogram", input_histograms.value(name, json())}});
     }
     s["activation_curves"] = curves;
     if (pruner) s["pruning"] = pruning_rows;
@@ -735,7 +740,18 @@ json run_training(const TrainConfig& config, std::ostream& log, Distributed& dis
     if (auto bad = first_non_finite(*model); !bad.empty())
       throw std::runtime_error(fmt::format("training diverged: {} is not finite after epoch {} ({})", bad, epoch,
                                            kept_checkpoint(epoch)));
+    // Each learnable activation's inputs on the test set, summed over the ranks: report.py shades
+    // them under the learned curve (activations.png).
+    for (auto& [name, slot] : slots)
+      if (slot->learnable()) slot->start_recording(kCurveLo, kCurveHi, kHistogramBins);
     EvalResult ev = evaluate(*model, test, c, topt, device, dist);
+    for (auto& [name, slot] : slots) {
+      if (!slot->learnable()) continue;
+      slot->stop_recording();
+      json h = slot->input_histogram();
+      h["counts"] = dist.sum(h["counts"].get<std::vector<double>>());
+      input_histograms[name] = h;
+    }
     if (!std::isfinite(ev.loss))
       throw std::runtime_error(
           fmt::format("training diverged: test loss {} after epoch {} ({})", ev.loss, epoch, kept_checkpoint(epoch)));

@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "activations.h"
 #include "trainer.h"
 #include "train_test_utils.h"
 
@@ -51,6 +53,18 @@ TEST(Training, LossGoesDownOnSyntheticData) {
   EXPECT_LT(s["final_train_loss"].get<double>(), 1.5) << log.str();
   EXPECT_EQ(s["activation_curves"].size(), 4u);
   EXPECT_EQ(s["activation_parameters"]["act1"]["numerator"].size(), 6u);
+  // Every curve carries what its activation saw in the last evaluation: 80 bins on the curve's range.
+  for (const auto& curve : s["activation_curves"]) {
+    const auto& h = curve["input_histogram"];
+    ASSERT_TRUE(h.is_object()) << curve["slot"];
+    ASSERT_EQ(h["edges"].size(), 81u);
+    ASSERT_EQ(h["counts"].size(), 80u);
+    EXPECT_DOUBLE_EQ(h["edges"].front().get<double>(), curve["x"].front().get<double>());
+    EXPECT_DOUBLE_EQ(h["edges"].back().get<double>(), curve["x"].back().get<double>());
+    double total = 0;
+    for (double v : h["counts"]) total += v;
+    EXPECT_GT(total, 0.0) << curve["slot"];
+  }
   for (auto p : {"summary.json.tmp", "metrics.csv.tmp", "checkpoint.pt.tmp"}) EXPECT_FALSE(fs::exists(d / p)) << p;
   fs::remove_all(d);
 }
@@ -86,6 +100,32 @@ TEST(Training, ResumeEqualsUninterruptedRun) {
   EXPECT_EQ(sb["epochs"], 2);
   fs::remove_all(a);
   fs::remove_all(b);
+}
+
+TEST(Activation, InputHistogramCountsWhatItSaw) {
+  Activation act = make_activation("pau", {}, 3);
+  act->start_recording(-2.0, 2.0, 4);  // bins [-2,-1) [-1,0) [0,1) [1,2)
+  const std::vector<double> values = {-3.0, -2.0, -1.5, -1.0, -0.25, 0.0, 0.5, 0.99, 1.0, 1.999, 2.0, 7.0,
+                                      std::nan(""), -0.5, 0.25};
+  auto x = torch::tensor(values, torch::kFloat32).reshape({5, 3});
+  act->forward(x);
+  act->forward(x.narrow(0, 0, 2));  // counts add up over calls
+  act->stop_recording();
+  act->forward(x);  // not recorded
+  // Expected counts written from the bin definition, element by element.
+  std::vector<double> expected(4, 0.0);
+  auto count = [&](size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+      const float v = float(values[i]);
+      if (v >= -2.0f && v < 2.0f) expected[size_t(std::floor(v + 2.0f))] += 1;
+    }
+  };
+  count(values.size());
+  count(6);
+  json h = act->input_histogram();
+  EXPECT_EQ(h["edges"], json({-2.0, -1.0, 0.0, 1.0, 2.0}));
+  EXPECT_EQ(h["counts"], json(expected));
+  EXPECT_THROW(act->start_recording(1.0, 1.0, 4), std::invalid_argument);
 }
 
 TEST(AtomicWrite, ReplacesWholeFileAndLeavesNoTemp) {
