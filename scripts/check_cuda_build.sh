@@ -24,6 +24,7 @@ VENV="${TORCH_RATIONAL_CUDA_VENV:-$HOME/.cache/torch_rational/venv-torch${TORCH_
 BUILD_DIR="${TORCH_RATIONAL_CUDA_BUILD_DIR:-$ROOT/build/cuda}"
 ARCHS="${TORCH_CUDA_ARCH_LIST:-8.0;9.0}"
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"  # a fresh clone elsewhere still hits the cache
 PY="$VENV/bin/python"
 
 log() { printf '\033[1m[check_cuda_build %s]\033[0m %s\n' "$(date -u +%H:%M:%S)" "$*"; }

@@ -38,6 +38,8 @@ done
 BUILD_DIR="${TORCH_RATIONAL_BUILD_DIR:-$ROOT/build/cmake}"
 export TORCH_RATIONAL_BUILD_DIR="$BUILD_DIR"
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
+# Paths relative to the checkout in ccache's hashes: a fresh clone elsewhere still hits the cache.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$ROOT}"
 if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
   log "configuring $BUILD_DIR"
   cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DBUILD_TESTING=ON \
