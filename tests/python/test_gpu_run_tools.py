@@ -25,13 +25,18 @@ def run(*args):
 def test_benchmarks_write_json_and_the_verdict_reads_it(tmp_path):
     r = run(SCRIPTS / "benchmark_gpu.py", "--device", "cpu", "--min-log2", "12", "--max-log2", "12",
             "--groups", "1", "channel_nhwc", "--dtypes", "float32", "--no-compile", "--rounds", "1",
-            "--min-time", "0.001", "--warmup", "1", "--json", tmp_path / "benchmark_gpu.json")
+            "--min-time", "0.001", "--warmup", "1", "--innermost-log2", "12", "--json", tmp_path / "benchmark_gpu.json")
     assert r.returncode == 0, r.stderr
     bench = json.loads((tmp_path / "benchmark_gpu.json").read_text())
-    impls = {rec["impl"] for rec in bench["records"]}
+    main = [rec for rec in bench["records"] if rec.get("section") != "channel_innermost"]
+    innermost = [rec for rec in bench["records"] if rec.get("section") == "channel_innermost"]
+    impls = {rec["impl"] for rec in main}
     assert {"torch_rational", "eager"} <= impls
-    assert {rec["groups"] for rec in bench["records"]} == {"1", "64nhwc"}
-    assert all(rec["ms"] > 0 and rec["fraction_of_ceiling"] > 0 for rec in bench["records"])
+    assert {rec["groups"] for rec in main} == {"1", "64nhwc"}
+    assert all(rec["ms"] > 0 and rec["fraction_of_ceiling"] > 0 for rec in main)
+    # The channel-innermost table: G = 1, C on channels_last and 768, 8 along channel_dim=-1.
+    assert {rec["groups"] for rec in innermost} == {1, 64, 768, 8}
+    assert all(rec["ms"] > 0 for rec in innermost)
     r = run(SCRIPTS / "benchmark_vgg_step.py", "--device", "cpu", "--batch", "2", "--width", "0.125",
             "--steps", "1", "--warmup", "0", "--json", tmp_path / "benchmark_vgg_step.json")
     assert r.returncode == 0, r.stderr
