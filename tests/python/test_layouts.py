@@ -10,6 +10,7 @@ a partial one on AVX-512 (16 lanes), two full and a partial one on AVX2 (8 lanes
 
 from __future__ import annotations
 
+import sys
 import zlib
 
 import pytest
@@ -341,6 +342,31 @@ def test_pwlu_gradcheck_channels_last():
     x = away_from_breakpoints(x, heights, bounds, 1, margin=1e-2).contiguous(memory_format=torch.channels_last)
     args = [t.requires_grad_() for t in (x, heights, bounds, slopes)]
     assert torch.autograd.gradcheck(lambda *a: F.pwlu(*a, channel_dim=1), args, eps=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------------------------
+# Many rows: the channel walk cuts a task into blocks of whole rows (32768 elements: 1638 rows of
+# C = 20), walks each vector of channels down a block's rows and flushes its float32 accumulators
+# every 128 rows; the layouts above have at most 30 rows.
+
+MANY_ROWS = {
+    "last_2d_many_rows": ((3500, C), -1, lambda x: x),
+    "channels_last_many_rows": ((2, C, 42, 42), 1, lambda x: x.contiguous(memory_format=torch.channels_last)),
+}
+
+
+@pytest.mark.parametrize("layout", list(MANY_ROWS))
+@pytest.mark.parametrize("family", ["rational", "era", "pwlu"])
+def test_many_rows(family, layout, monkeypatch):
+    monkeypatch.setitem(LAYOUTS, layout, MANY_ROWS[layout])
+    monkeypatch.setattr(sys.modules[__name__], "DENSE_LAYOUTS", DENSE_LAYOUTS + [layout])
+    for groups in (C, 2):
+        if family == "rational":
+            check_rational(layout, (5, 4), "A", "power", groups, torch.float32)
+        elif family == "era":
+            test_era_layouts(1, torch.float32, groups, layout)
+        else:
+            test_pwlu_layouts(5, torch.float32, groups, layout)
 
 
 # ------------------------------------------------------------------------------------------------

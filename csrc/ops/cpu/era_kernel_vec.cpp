@@ -161,50 +161,63 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
 }
 
 // ---------------------------------------------------------------------------------------------
-// Channel walk: a vector holds kLanes consecutive channels of one row (fewer in the last vector of
-// a row: padded lanes are neither stored nor accumulated, so a NaN there does no harm); the loop
-// runs over the block's rows with the channels' parameters and accumulators in registers, and the
-// accumulators are flushed per lane, i.e. per channel.
+// Channel walk (walk_channel_block): a vector holds kLanes consecutive channels of one row (fewer
+// in the last vector of a row: padded lanes are neither stored nor accumulated, so a NaN there
+// does no harm); each vector of channels has its own parameters and, in the backward, its own
+// accumulators, flushed per lane, i.e. per channel.
 
 template <int N>
 void forward_block(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
-  for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = lanes_at(c, C);
-    const VecEra<N> E(p.soa + c, p.ld, p.eps);
-    for (int64_t r = 0; r < rows; ++r) store_lanes(E.forward(load_lanes(x + r * C + c, count)), y + r * C + c, count);
-  }
+  walk_channel_block<VecEra<N>>(
+      rows, C, {x, y}, [&](int64_t c, int) { return VecEra<N>(p.soa + c, p.ld, p.eps); },
+      [&](const VecEra<N>& E, int64_t, int64_t o, int count) {
+        store_lanes(E.forward(load_lanes(x + o, count)), y + o, count);
+      },
+      [](const VecEra<N>&, int64_t, int) {});
 }
+
+// A vector of channels' state in the backward: parameters, float32 gradient accumulators and the
+// vectors accumulated since their last flush.
+template <int N>
+struct EraBackwardLanes {
+  static constexpr int K = 2 + 4 * N;
+  VecEra<N> E;
+  fVec acc[K];
+  int pending = 0;
+  EraBackwardLanes(const EraChannelParams& p, int64_t c) : E(p.soa + c, p.ld, p.eps) {
+    for (auto& v : acc) v = fVec(0.f);
+  }
+  // Adds lane l's sums into acc_all[(c + l) * K + k] (channel c + l's partials), then restarts.
+  void flush(const EraChannelParams& p, int64_t c, int count, double* acc_all) {
+    alignas(64) float buf[kLanes], fv[kLanes];
+    for (int k = 0; k < K; ++k) {
+      acc[k].store(buf);
+      const bool f_slot = k >= 2 && (k - 2) % 4 == 3;  // holds g 2 r / D, times -f at the flush
+      if (f_slot) fVec::loadu(p.soa + k * p.ld + c).store(fv);
+      for (int l = 0; l < count; ++l)
+        acc_all[(c + l) * K + k] += f_slot ? -static_cast<double>(fv[l]) * buf[l] : static_cast<double>(buf[l]);
+      acc[k] = fVec(0.f);
+    }
+  }
+};
 
 template <int N>
 void backward_block(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,
                     double* acc_all) {
-  constexpr int K = 2 + 4 * N;
-  for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = lanes_at(c, C);
-    const VecEra<N> E(p.soa + c, p.ld, p.eps);
-    fVec acc[K];
-    for (int k = 0; k < K; ++k) acc[k] = fVec(0.f);
-    auto flush = [&] {
-      alignas(64) float buf[kLanes], fv[kLanes];
-      for (int k = 0; k < K; ++k) {
-        acc[k].store(buf);
-        const bool f_slot = k >= 2 && (k - 2) % 4 == 3;  // holds g 2 r / D, times -f at the flush
-        if (f_slot) fVec::loadu(p.soa + k * p.ld + c).store(fv);
-        for (int l = 0; l < count; ++l)
-          acc_all[(c + l) * K + k] += f_slot ? -static_cast<double>(fv[l]) * buf[l] : static_cast<double>(buf[l]);
-        acc[k] = fVec(0.f);
-      }
-    };
-    int pending = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t o = r * C + c;
-      const fVec xv = load_lanes(x + o, count), gv = load_lanes(g + o, count);
-      const fVec gxv = backward_step(acc_all != nullptr, pending,
-                                     [&](auto with) { return E.template backward<decltype(with)::value>(xv, gv, acc); }, flush);
-      if (gx) store_lanes(gxv, gx + o, count);
-    }
-    if (acc_all) flush();
-  }
+  using S_t = EraBackwardLanes<N>;
+  walk_channel_block<S_t>(
+      rows, C, {x, g, gx}, [&](int64_t c, int) { return S_t(p, c); },
+      [&](S_t& s, int64_t c, int64_t o, int count) {
+        const fVec xv = load_lanes(x + o, count), gv = load_lanes(g + o, count);
+        const fVec gxv = backward_step(
+            acc_all != nullptr, s.pending,
+            [&](auto with) { return s.E.template backward<decltype(with)::value>(xv, gv, s.acc); },
+            [&] { s.flush(p, c, count, acc_all); });
+        if (gx) store_lanes(gxv, gx + o, count);
+      },
+      [&](S_t& s, int64_t c, int count) {
+        if (acc_all) s.flush(p, c, count, acc_all);
+      });
 }
 
 // Calls fn(std::integral_constant<int, N>) for the specialised n = 1..4; false for other n (the

@@ -35,10 +35,11 @@ namespace cpu {
 
 constexpr int64_t kMinTaskSize = 16384;  // elements; below this, fewer tasks than threads
 constexpr int64_t kTile = 512;           // float32 tile for half/bfloat16 inputs (run walk)
-// Channel walk: elements per block of whole rows. x, grad_output and grad_x of a block (3 x 128
-// KiB in float) stay in L2 while the block body passes over them once per vector of channels, and
-// a block has enough rows (42 for C = 768) to amortise the per-vector-of-channels setup (parameter
-// loads) and the flush of the gradient accumulators into the per-channel float64 partials.
+// Channel walk: elements per block of whole rows. A block's arrays and the next block's, which the
+// body requests while it walks this one (walk_channel_block), fit in L2 (backward: 6 x 128 KiB in
+// float), and a block has enough rows (42 for C = 768) to amortise the per-vector-of-channels
+// setup (parameter loads) and the flush of the gradient accumulators into the per-channel float64
+// partials.
 constexpr int64_t kBlockElements = 32768;
 constexpr int64_t kMaxLanes = 16;  // float32 lanes of the widest build (AVX-512)
 
@@ -122,21 +123,6 @@ struct ChannelParams {
 
 namespace detail {
 
-// Channel walk: the block body passes over a block one vector of channels at a time, i.e. with a
-// stride of a row, which the hardware prefetchers follow poorly from memory. The next block is
-// requested in memory order while this one is computed.
-template <typename T>
-inline void prefetch_block(const T* p, int64_t n, bool for_write) {
-  constexpr int64_t kStep = 64 / sizeof(T);  // one cache line
-  if (p == nullptr) return;
-  for (int64_t i = 0; i < n; i += kStep) {
-    if (for_write)
-      __builtin_prefetch(p + i, 1);
-    else
-      __builtin_prefetch(p + i, 0);
-  }
-}
-
 // Calls fn(begin, end) for each task's share [begin, end) of [0, total) (rows or elements).
 template <typename Fn>
 void for_each_task(int64_t total, int64_t tasks, Fn&& fn) {
@@ -169,9 +155,6 @@ void grouped_forward(const GroupLayout& l, const scalar_t* x, scalar_t* y, Run&&
         std::vector<float> xb(kConvert ? R * C : 0), yb(kConvert ? R * C : 0);
         for (int64_t r = r0; r < r1; r += R) {
           const int64_t rows = std::min(R, r1 - r), n = rows * C, o = r * C;
-          const int64_t next = std::min(R, std::max<int64_t>(0, r1 - r - R)) * C;
-          detail::prefetch_block(x + o + n, next, false);
-          detail::prefetch_block(y + o + n, next, true);
           if constexpr (kConvert) {
             at::vec::convert(x + o, xb.data(), n);
             block(xb.data(), yb.data(), rows, C);
@@ -226,10 +209,6 @@ std::vector<double> grouped_backward(const GroupLayout& l, const scalar_t* x, co
         double* acc = task_acc(t);
         for (int64_t r = r0; r < r1; r += R) {
           const int64_t rows = std::min(R, r1 - r), n = rows * C, o = r * C;
-          const int64_t next = std::min(R, std::max<int64_t>(0, r1 - r - R)) * C;
-          detail::prefetch_block(x + o + n, next, false);
-          detail::prefetch_block(gy + o + n, next, false);
-          detail::prefetch_block(gx ? gx + o + n : nullptr, next, true);
           if constexpr (kConvert) {
             at::vec::convert(x + o, xb.data(), n);
             at::vec::convert(gy + o, gb.data(), n);

@@ -237,21 +237,20 @@ void backward_loop(const kernels::PwluGroup<float>& p, const float* x, const flo
                                        bins, lane_stride);
 }
 
-// Channel walk: lane l of the vector at channel c is channel c + l, with its own bins (lane_stride
-// = the bins of one channel), so the per-lane bins of the run walk are simply the channels' bins.
+// Channel walk (walk_channel_block): lane l of the vector at channel c is channel c + l, with its
+// own bins (lane_stride = the bins of one channel), so the per-lane bins of the run walk are
+// simply the channels' bins.
 template <bool WANT_X, bool WANT_BINS>
 void backward_block_loop(const PwluChannelParams& p, const float* x, const float* g, float* gx, int64_t rows,
                          int64_t C, double* bins) {
   const int64_t nb = pwlu_bin_doubles(p.n);
-  for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = lanes_at(c, C);
-    const PwluLanes lanes(p.soa + c, p.ld, p.n);
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t o = r * C + c;
-      backward_vector<WANT_X, WANT_BINS>(lanes, x + o, g + o, WANT_X ? gx + o : nullptr, count,
-                                         WANT_BINS ? bins + c * nb : nullptr, nb);
-    }
-  }
+  walk_channel_block<PwluLanes>(
+      rows, C, {x, g, gx}, [&](int64_t c, int) { return PwluLanes(p.soa + c, p.ld, p.n); },
+      [&](const PwluLanes& lanes, int64_t c, int64_t o, int count) {
+        backward_vector<WANT_X, WANT_BINS>(lanes, x + o, g + o, WANT_X ? gx + o : nullptr, count,
+                                           WANT_BINS ? bins + c * nb : nullptr, nb);
+      },
+      [](const PwluLanes&, int64_t, int) {});
 }
 
 // Calls fn(WANT_X, WANT_BINS) as std::bool_constant values for what is requested (nothing: no call).
@@ -271,12 +270,12 @@ void backward_f32(const kernels::PwluGroup<float>& p, const float* x, const floa
 }
 
 void forward_block(const PwluChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
-  for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = lanes_at(c, C);
-    const PwluLanes lanes(p.soa + c, p.ld, p.n);
-    for (int64_t r = 0; r < rows; ++r)
-      store_lanes(forward_vector(lanes, load_lanes(x + r * C + c, count)), y + r * C + c, count);
-  }
+  walk_channel_block<PwluLanes>(
+      rows, C, {x, y}, [&](int64_t c, int) { return PwluLanes(p.soa + c, p.ld, p.n); },
+      [&](const PwluLanes& lanes, int64_t, int64_t o, int count) {
+        store_lanes(forward_vector(lanes, load_lanes(x + o, count)), y + o, count);
+      },
+      [](const PwluLanes&, int64_t, int) {});
 }
 
 void backward_block(const PwluChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,

@@ -34,7 +34,11 @@ struct VecRational {
   fVec b[NB];
   fVec absb[NB];
   fVec sgnb[NB];
-  fVec al[D > 0 ? D : 1], be[D > 0 ? D : 1], ga[D > 0 ? D : 1];
+  // Recurrence coefficients of the orthogonal bases (unused by the power basis: one slot, so a
+  // channel walk's per-vector states stay small).
+  static constexpr int DB = POWER || D == 0 ? 1 : D;
+  fVec al[DB], be[DB], ga[DB];
+
 
   // One group's coefficients in every lane (run walk).
   explicit VecRational(const RunConfig& cfg, const GroupCoefs& c) {
@@ -60,7 +64,7 @@ struct VecRational {
   }
 
   void init_basis(const RunConfig& cfg) {
-    if (!POWER) {
+    if constexpr (!POWER) {
       for (int k = 0; k < D; ++k) {
         float x, y, z;
         kernels::basis_recurrence<float>(cfg.basis, k, x, y, z);
@@ -86,7 +90,7 @@ struct VecRational {
         f[k] = f[k - 1] * x;
         if (DERIV) df[k] = fVec(float(k)) * f[k - 1];
       }
-    } else {
+    } else if constexpr (!POWER) {
       fVec fprev(0.f), dprev(0.f);
       for (int k = 0; k < D; ++k) {
         const fVec lin = at::vec::fmadd(al[k], x, be[k]);
@@ -363,11 +367,10 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
 }
 
 // ---------------------------------------------------------------------------------------------
-// Channel walk: a vector holds kLanes consecutive channels of one row (fewer in the last vector of
-// a row: padded lanes read x = 0 and zero coefficients, and are neither stored nor accumulated).
-// The vector loop runs over the rows of the block, so the coefficients and the gradient
-// accumulators of those channels stay in registers; the accumulators are flushed per lane, i.e.
-// per channel, into float64.
+// Channel walk (walk_channel_block): a vector holds kLanes consecutive channels of one row (fewer in
+// the last vector of a row: padded lanes read x = 0 and zero coefficients, and are neither stored
+// nor accumulated); each vector of channels has its own coefficients and, in the backward, its
+// own accumulators, flushed per lane, i.e. per channel, into float64.
 
 template <int M, int N, Version V, bool POWER>
 void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, float* y, int64_t rows,
@@ -376,78 +379,85 @@ void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x,
   constexpr int NA = M + 1, NB = R_t::NB;
   const fVec thr(static_cast<float>(POWER ? cfg.vec_threshold : INFINITY));
   const double big64 = cfg.scaled_threshold;
-  for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = lanes_at(c, C);
-    const R_t R(cfg, cc.soa + c, cc.ld);
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * C + c;
-      float* yr = y + r * C + c;
-      const fVec xv = load_lanes(xr, count);
-      if (POWER && any_above(xv, thr)) {
-        for (int l = 0; l < count; ++l) {
-          const int64_t g = (c + l) / cc.per_group;
-          yr[l] = static_cast<float>(scalar_forward_element(cfg, cc.a64 + g * NA, cc.b64 + g * NB, xr[l], big64));
+  walk_channel_block<R_t>(
+      rows, C, {x, y}, [&](int64_t c, int) { return R_t(cfg, cc.soa + c, cc.ld); },
+      [&](const R_t& R, int64_t c, int64_t o, int count) {
+        const fVec xv = load_lanes(x + o, count);
+        if (POWER && any_above(xv, thr)) {
+          for (int l = 0; l < count; ++l) {
+            const int64_t g = (c + l) / cc.per_group;
+            y[o + l] = static_cast<float>(scalar_forward_element(cfg, cc.a64 + g * NA, cc.b64 + g * NB, x[o + l], big64));
+          }
+          return;
         }
-        continue;
-      }
-      store_lanes(R.forward(xv), yr, count);
-    }
-  }
+        store_lanes(R.forward(xv), y + o, count);
+      },
+      [](const R_t&, int64_t, int) {});
 }
+
+// A vector of channels' state in the backward: coefficients, float32 gradient accumulators and
+// the vectors accumulated since their last flush.
+template <int M, int N, Version V, bool POWER>
+struct BackwardLanes {
+  using R_t = VecRational<M, N, V, POWER>;
+  R_t R;
+  fVec va[M + 1], vb[R_t::NB];
+  int pending = 0;
+  BackwardLanes(const RunConfig& cfg, const float* soa, int64_t ld) : R(cfg, soa, ld) { zero(); }
+  void zero() {
+    for (auto& v : va) v = fVec(0.f);
+    for (auto& v : vb) v = fVec(0.f);
+  }
+  // Adds lane l's sums into acc[(c + l) * K + k] (channel c + l's partials), then restarts.
+  void flush(int64_t c, int count, double* acc) {
+    constexpr int NA = M + 1, K = NA + R_t::NB;
+    alignas(64) float buf[kLanes], fin[kLanes];
+    for (int k = 0; k < K; ++k) {
+      if (k < NA) {
+        va[k].store(buf);
+        for (int l = 0; l < count; ++l) acc[(c + l) * K + k] += buf[l];
+      } else {
+        vb[k - NA].store(buf);
+        R.den_flush_factor(k - NA).store(fin);
+        for (int l = 0; l < count; ++l) acc[(c + l) * K + k] += static_cast<double>(fin[l]) * buf[l];
+      }
+    }
+    zero();
+  }
+};
 
 template <int M, int N, Version V, bool POWER>
 void backward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, const float* g, float* gx,
                     int64_t rows, int64_t C, double* acc) {
-  using R_t = VecRational<M, N, V, POWER>;
-  constexpr int NA = M + 1, NB = R_t::NB, K = NA + NB;
+  using S_t = BackwardLanes<M, N, V, POWER>;
+  constexpr int NA = M + 1, NB = S_t::R_t::NB, K = NA + NB;
   const fVec thr(static_cast<float>(POWER ? cfg.vec_threshold : INFINITY));
   const double big64 = cfg.scaled_threshold;
   const bool coefs = acc != nullptr;
-  double gx64;
-  for (int64_t c = 0; c < C; c += kLanes) {
-    const int count = lanes_at(c, C);
-    const R_t R(cfg, cc.soa + c, cc.ld);
-    fVec va[NA], vb[NB];
-    auto zero_acc = [&] {
-      for (int j = 0; j < NA; ++j) va[j] = fVec(0.f);
-      for (int i = 0; i < NB; ++i) vb[i] = fVec(0.f);
-    };
-    auto flush = [&] {
-      alignas(64) float buf[kLanes], fin[kLanes];
-      for (int k = 0; k < K; ++k) {
-        if (k < NA) {
-          va[k].store(buf);
-          for (int l = 0; l < count; ++l) acc[(c + l) * K + k] += buf[l];
-        } else {
-          vb[k - NA].store(buf);
-          R.den_flush_factor(k - NA).store(fin);
-          for (int l = 0; l < count; ++l) acc[(c + l) * K + k] += static_cast<double>(fin[l]) * buf[l];
+  walk_channel_block<S_t>(
+      rows, C, {x, g, gx}, [&](int64_t c, int) { return S_t(cfg, cc.soa + c, cc.ld); },
+      [&](S_t& s, int64_t c, int64_t o, int count) {
+        const fVec xv = load_lanes(x + o, count);
+        if (POWER && any_above(xv, thr)) {
+          double gx64;
+          for (int l = 0; l < count; ++l) {
+            const int64_t grp = (c + l) / cc.per_group;
+            double* acc_l = coefs ? acc + (c + l) * K : nullptr;
+            scalar_backward_element(cfg, cc.a64 + grp * NA, cc.b64 + grp * NB, x[o + l], g[o + l], big64, acc_l,
+                                    coefs ? acc_l + NA : nullptr, &gx64);
+            if (gx) gx[o + l] = static_cast<float>(gx64);
+          }
+          return;
         }
-      }
-      zero_acc();
-    };
-    zero_acc();
-    int pending = 0;
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t o = r * C + c;
-      const fVec xv = load_lanes(x + o, count);
-      if (POWER && any_above(xv, thr)) {
-        for (int l = 0; l < count; ++l) {
-          const int64_t grp = (c + l) / cc.per_group;
-          double* acc_l = coefs ? acc + (c + l) * K : nullptr;
-          scalar_backward_element(cfg, cc.a64 + grp * NA, cc.b64 + grp * NB, x[o + l], g[o + l], big64, acc_l,
-                                  coefs ? acc_l + NA : nullptr, &gx64);
-          if (gx) gx[o + l] = static_cast<float>(gx64);
-        }
-        continue;
-      }
-      const fVec gv = load_lanes(g + o, count);
-      const fVec gxv = backward_step(
-          coefs, pending, [&](auto with) { return R.template backward<decltype(with)::value>(xv, gv, va, vb); }, flush);
-      if (gx) store_lanes(gxv, gx + o, count);
-    }
-    if (coefs) flush();
-  }
+        const fVec gv = load_lanes(g + o, count);
+        const fVec gxv = backward_step(
+            coefs, s.pending, [&](auto with) { return s.R.template backward<decltype(with)::value>(xv, gv, s.va, s.vb); },
+            [&] { s.flush(c, count, acc); });
+        if (gx) store_lanes(gxv, gx + o, count);
+      },
+      [&](S_t& s, int64_t c, int count) {
+        if (coefs) s.flush(c, count, acc);
+      });
 }
 
 using ForwardFn = void (*)(const RunConfig&, const GroupCoefs&, const float*, float*, int64_t);

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <type_traits>
+#include <vector>
 
 namespace torch_rational {
 namespace cpu {
@@ -46,6 +48,42 @@ inline at::vec::Vectorized<float> backward_step(bool want_params, int& pending, 
     pending = 0;
   }
   return out;
+}
+
+// The channel walk's loop order, shared by the families' block bodies. Lane l of the vector at
+// channel c is channel c + l, with its own parameters: each vector of channels gets its State (the
+// family's parameters as vectors, in a backward also its gradient accumulators) from make(c,
+// count), as a local of one loop down the block's rows, so the compiler keeps it in registers as
+// in the run walk (states read from memory on every row measured 2x slower). That loop strides by
+// a row, which the hardware prefetchers do not follow; instead the block that follows this one in
+// memory (the next rows of the task) is requested one cache line per step, in memory order, so
+// the rows of the next block are in cache when its walk starts. streams: the arrays the body
+// reads or writes (null ones skipped).
+//   step(state, c, offset, count): the vector at channel c of a row, offset = its first element;
+//   finish(state, c, count): after the vector's last row.
+template <typename State, typename Make, typename Step, typename Finish>
+void walk_channel_block(int64_t rows, int64_t C, std::initializer_list<const float*> streams, Make&& make,
+                        Step&& step, Finish&& finish) {
+  constexpr int kL = at::vec::Vectorized<float>::size();
+  constexpr int64_t kLine = 64 / sizeof(float);
+  const int64_t n = rows * C;
+  int64_t ahead = n;  // the next line of the following block to request
+  auto column = [&](int64_t c, auto lanes) {
+    const int count = decltype(lanes)::value > 0 ? decltype(lanes)::value : static_cast<int>(C - c);
+    State state = make(c, count);
+    for (int64_t r = 0; r < rows; ++r) {
+      if (ahead < 2 * n) {
+        for (const float* p : streams)
+          if (p != nullptr) __builtin_prefetch(p + ahead);
+        ahead += kLine;
+      }
+      step(state, c, r * C + c, count);
+    }
+    finish(state, c, count);
+  };
+  int64_t c = 0;
+  for (; c + kL <= C; c += kL) column(c, std::integral_constant<int, kL>{});
+  if (c < C) column(c, std::integral_constant<int, 0>{});  // the last, partial vector of a row
 }
 
 }  // namespace CPU_CAPABILITY
