@@ -347,20 +347,24 @@ def test_pwlu_gradcheck_channels_last():
 # ------------------------------------------------------------------------------------------------
 # Many rows: the channel walk cuts a task into blocks of whole rows (32768 elements: 1638 rows of
 # C = 20), walks each vector of channels down a block's rows and flushes its float32 accumulators
-# every 128 rows; the layouts above have at most 30 rows.
+# every 128 rows; the layouts above have at most 30 rows. And whole vectors in one group (C / G a
+# multiple of the lanes, 8 or 16), where PWLU takes the group's parameters for the whole vector.
 
+# name: (shape, channel_dim, to_layout, group counts)
 MANY_ROWS = {
-    "last_2d_many_rows": ((3500, C), -1, lambda x: x),
-    "channels_last_many_rows": ((2, C, 42, 42), 1, lambda x: x.contiguous(memory_format=torch.channels_last)),
+    "last_2d_many_rows": ((3500, C), -1, lambda x: x, (C, 2)),
+    "channels_last_many_rows": ((2, C, 42, 42), 1, lambda x: x.contiguous(memory_format=torch.channels_last), (C, 2)),
+    "last_2d_group_vectors": ((700, 64), -1, lambda x: x, (2, 4)),
 }
 
 
 @pytest.mark.parametrize("layout", list(MANY_ROWS))
 @pytest.mark.parametrize("family", ["rational", "era", "pwlu"])
 def test_many_rows(family, layout, monkeypatch):
-    monkeypatch.setitem(LAYOUTS, layout, MANY_ROWS[layout])
+    shape, cdim, to_layout, group_counts = MANY_ROWS[layout]
+    monkeypatch.setitem(LAYOUTS, layout, (shape, cdim, to_layout))
     monkeypatch.setattr(sys.modules[__name__], "DENSE_LAYOUTS", DENSE_LAYOUTS + [layout])
-    for groups in (C, 2):
+    for groups in group_counts:
         if family == "rational":
             check_rational(layout, (5, 4), "A", "power", groups, torch.float32)
         elif family == "era":

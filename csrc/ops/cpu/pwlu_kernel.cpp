@@ -48,6 +48,8 @@ struct PwluParams {
   std::vector<double> h64, b64, s64;
   std::vector<float> h32, b32, s32;
   ChannelParams per_channel;  // channel walk: PwluChannelParams rows of every channel
+  std::vector<PwluGroup<float>> groups32;  // channel walk: every group's float parameters
+  int64_t per_group = 1;
   PwluParams(const at::Tensor& heights, const at::Tensor& bounds64, const at::Tensor& slopes, int64_t groups, int n_)
       : n(n_) {
     auto h = heights.detach().to(at::kCPU, at::kDouble).contiguous();
@@ -73,8 +75,10 @@ struct PwluParams {
   void prepare_channels(const GroupLayout& l) {
     const int K = pwlu_channel_rows(n);
     std::vector<float> rows(l.groups * K);
+    per_group = l.per_group;
     for (int64_t g = 0; g < l.groups; ++g) {
       const PwluGroup<float> p = group<float>(g);
+      groups32.push_back(p);
       float* r = rows.data() + g * K;
       std::copy(p.heights, p.heights + n + 1, r);
       const float tail[6] = {p.left, p.right, p.slope_left, p.slope_right, p.d, p.inv_d};
@@ -82,7 +86,9 @@ struct PwluParams {
     }
     per_channel = ChannelParams(l, rows.data(), K);
   }
-  PwluChannelParams channels() const { return PwluChannelParams{per_channel.soa.data(), per_channel.ld, n}; }
+  PwluChannelParams channels() const {
+    return PwluChannelParams{per_channel.soa.data(), per_channel.ld, n, groups32.data(), per_group};
+  }
   // Bounds distinct in float64 can round to the same float; the float math would divide by zero.
   void check_float_bounds(int64_t groups) const {
     for (int64_t g = 0; g < groups; ++g)

@@ -237,6 +237,13 @@ void backward_loop(const kernels::PwluGroup<float>& p, const float* x, const flo
                                        bins, lane_stride);
 }
 
+// The parameters of the vector of channels at channel c: its group's (see PwluChannelParams), or
+// each lane its own channel's.
+inline PwluLanes channel_lanes(const PwluChannelParams& p, int64_t c) {
+  if (p.per_group % kLanes == 0) return PwluLanes(p.groups[c / p.per_group]);
+  return PwluLanes(p.soa + c, p.ld, p.n);
+}
+
 // Channel walk (walk_channel_block): lane l of the vector at channel c is channel c + l, with its
 // own bins (lane_stride = the bins of one channel), so the per-lane bins of the run walk are
 // simply the channels' bins.
@@ -245,7 +252,7 @@ void backward_block_loop(const PwluChannelParams& p, const float* x, const float
                          int64_t C, double* bins) {
   const int64_t nb = pwlu_bin_doubles(p.n);
   walk_channel_block<PwluLanes>(
-      rows, C, {x, g, gx}, [&](int64_t c, int) { return PwluLanes(p.soa + c, p.ld, p.n); },
+      rows, C, {x, g, gx}, [&](int64_t c, int) { return channel_lanes(p, c); },
       [&](const PwluLanes& lanes, int64_t c, int64_t o, int count) {
         backward_vector<WANT_X, WANT_BINS>(lanes, x + o, g + o, WANT_X ? gx + o : nullptr, count,
                                            WANT_BINS ? bins + c * nb : nullptr, nb);
@@ -271,7 +278,7 @@ void backward_f32(const kernels::PwluGroup<float>& p, const float* x, const floa
 
 void forward_block(const PwluChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
   walk_channel_block<PwluLanes>(
-      rows, C, {x, y}, [&](int64_t c, int) { return PwluLanes(p.soa + c, p.ld, p.n); },
+      rows, C, {x, y}, [&](int64_t c, int) { return channel_lanes(p, c); },
       [&](const PwluLanes& lanes, int64_t, int64_t o, int count) {
         store_lanes(forward_vector(lanes, load_lanes(x + o, count)), y + o, count);
       },

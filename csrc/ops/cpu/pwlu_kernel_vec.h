@@ -22,10 +22,15 @@ inline int64_t pwlu_bin_doubles(int n) { return 2 * (static_cast<int64_t>(n) + 2
 // The channel walk's parameters (group_layout.h): row k of channel c at soa[k * ld + c], rows
 // Y_0..Y_N, then L, R, K_L, K_R, d, inv_d (in float, as kernels::make_pwlu_group<float> computes
 // them, so the breakpoints are the bits of the run walk's).
+// groups / per_group: every group's parameters and C / G. When a vector of channels lies in one
+// group (per_group a multiple of the lanes, e.g. G = 8 of C = 768), its lanes take that group's
+// parameters as the run walk does: heights in registers (N < lanes) instead of gathered per lane.
 struct PwluChannelParams {
   const float* soa;
   int64_t ld;
   int n;
+  const kernels::PwluGroup<float>* groups;
+  int64_t per_group;
 };
 inline int pwlu_channel_rows(int n) { return n + 7; }
 
