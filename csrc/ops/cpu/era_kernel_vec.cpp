@@ -188,7 +188,7 @@ struct EraBackwardLanes {
     for (auto& v : acc) v = fVec(0.f);
   }
   // Adds lane l's sums into acc_all[(c + l) * K + k] (channel c + l's partials), then restarts.
-  void flush(const EraChannelParams& p, int64_t c, int count, double* acc_all) {
+  C10_ALWAYS_INLINE void flush(const EraChannelParams& p, int64_t c, int count, double* acc_all) {
     alignas(64) float buf[kLanes], fv[kLanes];
     for (int k = 0; k < K; ++k) {
       acc[k].store(buf);

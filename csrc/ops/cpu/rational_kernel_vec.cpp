@@ -409,7 +409,7 @@ struct BackwardLanes {
     for (auto& v : vb) v = fVec(0.f);
   }
   // Adds lane l's sums into acc[(c + l) * K + k] (channel c + l's partials), then restarts.
-  void flush(int64_t c, int count, double* acc) {
+  C10_ALWAYS_INLINE void flush(int64_t c, int count, double* acc) {
     constexpr int NA = M + 1, K = NA + R_t::NB;
     alignas(64) float buf[kLanes], fin[kLanes];
     for (int k = 0; k < K; ++k) {

@@ -3,10 +3,10 @@
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
+#include <c10/macros/Macros.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <initializer_list>
 #include <type_traits>
 #include <vector>
 
@@ -61,24 +61,30 @@ inline at::vec::Vectorized<float> backward_step(bool want_params, int& pending, 
 // reads or writes (null ones skipped).
 //   step(state, c, offset, count): the vector at channel c of a row, offset = its first element;
 //   finish(state, c, count): after the vector's last row.
-template <typename State, typename Make, typename Step, typename Finish>
-void walk_channel_block(int64_t rows, int64_t C, std::initializer_list<const float*> streams, Make&& make,
-                        Step&& step, Finish&& finish) {
+template <typename State, size_t NS, typename Make, typename Step, typename Finish>
+void walk_channel_block(int64_t rows, int64_t C, const float* const (&streams)[NS], Make&& make, Step&& step,
+                        Finish&& finish) {
   constexpr int kL = at::vec::Vectorized<float>::size();
   constexpr int64_t kLine = 64 / sizeof(float);
   const int64_t n = rows * C;
   int64_t ahead = n;  // the next line of the following block to request
-  auto column = [&](int64_t c, auto lanes) {
+  // Everything the row loop reads is a local of it (no reference the compiler must reload).
+  auto column = [&](int64_t c, auto lanes) C10_ALWAYS_INLINE_ATTRIBUTE {
     const int count = decltype(lanes)::value > 0 ? decltype(lanes)::value : static_cast<int>(C - c);
+    const int64_t rows_here = rows, stride = C, end = 2 * n;
+    const float* next[NS];
+    for (size_t i = 0; i < NS; ++i) next[i] = streams[i];
+    int64_t line = ahead;
     State state = make(c, count);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (ahead < 2 * n) {
-        for (const float* p : streams)
-          if (p != nullptr) __builtin_prefetch(p + ahead);
-        ahead += kLine;
+    for (int64_t r = 0; r < rows_here; ++r) {
+      if (line < end) {
+        for (size_t i = 0; i < NS; ++i)
+          if (next[i] != nullptr) __builtin_prefetch(next[i] + line);
+        line += kLine;
       }
-      step(state, c, r * C + c, count);
+      step(state, c, r * stride + c, count);
     }
+    ahead = line;
     finish(state, c, count);
   };
   int64_t c = 0;
