@@ -244,7 +244,6 @@ void override_grid_rows(kc::ElementwiseParams<T>& p, const Case& s) {
 // and param_grad start as NaN, so a slot no block writes shows up in param_grad. Kernels is the
 // family's side of the launch:
 //   int64_t grad_slots() const                   parameter-gradient slots per group (K)
-//   torch::TensorOptions math_options() const    the dtype of the partials and param_grad
 //   template <typename T> P params(const Case&, DeviceTensors&, const T* x, const T* grad_y, T* out) const
 //                                                the filled and planned params (grad_y null: forward);
 //                                                run_kernels then applies the Case's gridDim.y override
@@ -275,8 +274,9 @@ KernelRun run_kernels(const Kernels& kernels, const Case& s, const torch::Tensor
     torch::Tensor partials;
     if (want_params) {
       const int64_t K = kernels.grad_slots();
-      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), kernels.math_options());
-      r.param_grad = torch::full({s.groups, K}, std::nan(""), kernels.math_options());
+      const auto math = torch::TensorOptions().dtype(acc_dtype(s.x.scalar_type()));  // acc_t's
+      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), math);
+      r.param_grad = torch::full({s.groups, K}, std::nan(""), math);
       pb.partials = dev.out<acc_t>(partials);
       pb.param_grad = dev.out<acc_t>(r.param_grad);
     }

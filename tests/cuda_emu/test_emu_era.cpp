@@ -43,7 +43,6 @@ struct EraKernels {
 
   // param_grad: [groups][2 + 4n], laid out as packed_params
   int64_t grad_slots() const { return kr::era_params_per_group(n); }
-  torch::TensorOptions math_options() const { return packed_params.options(); }
   template <typename T>
   kc::EraCudaParams<T> params(const Case& s, DeviceTensors& dev, const T* x, const T* grad_y, T* out) const {
     using acc_t = typename kc::OpMath<T>::type;

@@ -43,7 +43,6 @@ struct PwluKernels {
 
   // param_grad: [groups][N + 5] = [dY_0..dY_N | dL dR | dK_L dK_R]
   int64_t grad_slots() const { return kr::pwlu_grad_slots(q.n()); }
-  torch::TensorOptions math_options() const { return q.h.options(); }
   template <typename T>
   kc::PwluCudaParams<T> params(const Case& s, DeviceTensors& dev, const T* x, const T* grad_y, T* out) const {
     using acc_t = typename kc::OpMath<T>::type;

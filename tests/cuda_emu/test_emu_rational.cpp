@@ -43,7 +43,6 @@ struct RationalKernels {
 
   // param_grad: [groups][m + 1 + nb], numerator then denominator
   int64_t grad_slots() const { return m + 1 + b.size(-1); }
-  torch::TensorOptions math_options() const { return a.options(); }
   template <typename T>
   kc::RationalCudaParams<T> params(const Case& s, DeviceTensors& dev, const T* x, const T* grad_y, T* out) const {
     using acc_t = typename kc::OpMath<T>::type;
