@@ -1,5 +1,6 @@
 // Helpers of the emulated kernel tests: element types, the [outer][groups][span] view the CUDA
-// glue computes (csrc/ops/cuda/launch_utils.h, make_launch), tolerances and comparisons.
+// glue computes (csrc/ops/cuda/launch_utils.h, make_launch), tolerances and comparisons, and
+// run_kernels, the forward + backward + finish every family's test runs its kernels through.
 // Include after <torch/torch.h> and cuda_emu.h.
 #pragma once
 
@@ -296,8 +297,9 @@ inline bool suits_rows_kernels(const Case& s, Layout layout) {
 }
 
 // The layout exercises the path it is meant for: the vectorised runs (the rows kernels are
-// vectorised too) or the scalar loop, the rows kernels in both directions exactly when want_rows,
-// and several backward blocks, so that the finish sums several partials, where the data is large.
+// vectorised too) or the scalar loop; the rows kernels in both directions exactly when want_rows;
+// on the layouts with the most elements per group (Flat, Misaligned, ManyBlocks), several
+// backward blocks, so that the finish sums several partials.
 inline void expect_intended_path(const KernelRun& r, Layout layout, bool want_rows) {
   const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
                         layout == Layout::ManyBlocks ||
