@@ -12,24 +12,17 @@ The fitter is plain single-threaded C++ (no LAPACK), so the tables are bitwise r
 Usage:
   python3 scripts/generate_era_init_tables.py               # refit everything, write both files
   python3 scripts/generate_era_init_tables.py --from-json   # regenerate the .inc from the JSON only
-
-To use a library that is not installed, point TORCH_RATIONAL_LIBRARY at it, e.g.
-  TORCH_RATIONAL_LIBRARY=build/cmake/libtorch_rational.so PYTHONPATH=python \\
-      python3 scripts/generate_era_init_tables.py
-After regenerating, rebuild the library so the new tables are compiled in.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
-# The same functions, grid and C++ literal rules as the rational table.
-from generate_init_tables import FUNCTIONS, NUM_POINTS, RANGE, ROOT, c_double
+import init_tables
+from init_tables import FUNCTIONS, RANGE, ROOT, c_double, c_string
 
 DEFAULT_JSON = ROOT / "configs" / "era_init.json"
 DEFAULT_INC = ROOT / "csrc" / "fit" / "era_init_tables.inc"
@@ -67,40 +60,17 @@ def fit_all() -> list:
 
 
 def write_json(entries: list, path: Path) -> None:
-    dump = json.dumps
-    blocks = []
-    for e in entries:
-        blocks.append(f'    {{"function": {dump(e["function"])}, "num_fractions": {e["num_fractions"]},\n'
-                      f'     "linear": {dump(e["linear"])},\n'
-                      f'     "fractions": {dump(e["fractions"])},\n'
-                      f'     "max_error": {dump(e["max_error"])}}}')
-    text = ("{\n"
-            f'  "description": {dump(DESCRIPTION)},\n'
-            f'  "range": {dump(list(RANGE))},\n'
-            f'  "num_points": {NUM_POINTS},\n'
-            '  "entries": [\n' + ",\n".join(blocks) + "\n  ]\n}\n")
-    doc = {"description": DESCRIPTION, "range": list(RANGE), "num_points": NUM_POINTS, "entries": entries}
-    if json.loads(text) != doc:
-        raise RuntimeError("internal error: the formatted JSON does not parse back to the table")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {path} ({len(entries)} entries)")
+    init_tables.write_json(entries, path, DESCRIPTION, key_fields=("function", "num_fractions"),
+                           list_fields=("linear", "fractions"))
 
 
-def write_inc(entries: list, path: Path) -> None:
-    lines = [INC_HEADER]
-    for e in entries:
-        n = int(e["num_fractions"])
-        if len(e["linear"]) != 2 or len(e["fractions"]) != n or any(len(r) != 4 for r in e["fractions"]):
-            raise ValueError(f"wrong number of parameters in entry {e}")
-        if any(c in e["function"] for c in '"\\\n') or not e["function"].isascii():
-            raise ValueError(f"unexpected character in {e['function']!r}")
-        lin = ", ".join(c_double(v) for v in e["linear"])
-        fr = ", ".join(c_double(v) for row in e["fractions"] for v in row)
-        lines.append(f'{{"{e["function"]}", {n}, {{{lin}}}, {{{fr}}}, {c_double(e["max_error"])}}},')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path} ({len(entries)} entries)")
+def c_initialiser(e: dict) -> str:
+    n = int(e["num_fractions"])
+    if len(e["linear"]) != 2 or len(e["fractions"]) != n or any(len(r) != 4 for r in e["fractions"]):
+        raise ValueError(f"wrong number of parameters in entry {e}")
+    lin = ", ".join(c_double(v) for v in e["linear"])
+    fr = ", ".join(c_double(v) for row in e["fractions"] for v in row)
+    return f'{{{c_string(e["function"])}, {n}, {{{lin}}}, {{{fr}}}, {c_double(e["max_error"])}}},'
 
 
 def summarize(entries: list) -> None:
@@ -112,21 +82,9 @@ def summarize(entries: list) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--from-json", action="store_true",
-                        help="do not fit: regenerate the .inc file from the existing JSON file")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="JSON table (default: %(default)s)")
-    parser.add_argument("--inc", type=Path, default=DEFAULT_INC, help="C++ include file (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if args.from_json:
-        entries = json.loads(args.json.read_text())["entries"]
-        print(f"read {args.json} ({len(entries)} entries)")
-    else:
-        entries = fit_all()
-        write_json(entries, args.json)
-    write_inc(entries, args.inc)
+    args = init_tables.argument_parser(__doc__, DEFAULT_JSON, DEFAULT_INC).parse_args(argv)
+    entries = init_tables.fit_or_read(args, fit_all, write_json)
+    init_tables.write_inc(entries, args.inc, INC_HEADER, c_initialiser)
     summarize(entries)
     return 0
 

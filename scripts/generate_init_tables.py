@@ -13,32 +13,21 @@ between thread counts, so one fixed thread count keeps the tables reproducible.
 Usage:
   python3 scripts/generate_init_tables.py               # refit everything, write both files
   python3 scripts/generate_init_tables.py --from-json   # regenerate the .inc from the JSON only
-
-To use a library that is not installed, point TORCH_RATIONAL_LIBRARY at it, e.g.
-  TORCH_RATIONAL_LIBRARY=build/cmake/libtorch_rational.so PYTHONPATH=python \\
-      python3 scripts/generate_init_tables.py
-After regenerating, rebuild the library so the new tables are compiled in.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import init_tables
+from init_tables import FUNCTIONS, NUM_POINTS, RANGE, ROOT, c_double, c_string
+
 DEFAULT_JSON = ROOT / "configs" / "rational_init.json"
 DEFAULT_INC = ROOT / "csrc" / "fit" / "init_tables.inc"
 
-RANGE = (-3.0, 3.0)
-NUM_POINTS = 4001
-
-# "silu" is an alias of "swish" resolved in C++; "leaky_relu" has slope 0.01.
-FUNCTIONS = ("relu", "leaky_relu", "leaky_relu_0.2", "leaky_relu_0.3", "swish", "gelu", "tanh", "sigmoid",
-             "elu", "identity")
 VERSIONS = ("A", "B", "C")
 ORTHOGONAL_BASES = ("chebyshev_t", "chebyshev_u", "hermite", "hermite_e", "laguerre", "legendre")
 # (degrees, basis) combinations, each fitted for every version and function.
@@ -85,61 +74,19 @@ def fit_all(threads: int) -> list:
 
 
 def write_json(entries: list, path: Path) -> None:
-    """One entry per block, coefficient lists on one line. json writes floats with repr(): the
-    shortest representation that round-trips, i.e. full float64 precision."""
-    dump = json.dumps
-    blocks = []
-    for e in entries:
-        key = ", ".join(f"{dump(k)}: {dump(e[k])}" for k in ("function", "version", "basis", "degrees"))
-        blocks.append(f"    {{{key},\n"
-                      f'     "numerator": {dump(e["numerator"])},\n'
-                      f'     "denominator": {dump(e["denominator"])},\n'
-                      f'     "max_error": {dump(e["max_error"])}}}')
-    text = ("{\n"
-            f'  "description": {dump(DESCRIPTION)},\n'
-            f'  "range": {dump(list(RANGE))},\n'
-            f'  "num_points": {NUM_POINTS},\n'
-            '  "entries": [\n' + ",\n".join(blocks) + "\n  ]\n}\n")
-    doc = {"description": DESCRIPTION, "range": list(RANGE), "num_points": NUM_POINTS, "entries": entries}
-    if json.loads(text) != doc:
-        raise RuntimeError("internal error: the formatted JSON does not parse back to the table")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {path} ({len(entries)} entries)")
+    init_tables.write_json(entries, path, DESCRIPTION, key_fields=("function", "version", "basis", "degrees"),
+                           list_fields=("numerator", "denominator"))
 
 
-def read_json(path: Path) -> list:
-    doc = json.loads(path.read_text())
-    return doc["entries"]
-
-
-def c_double(v: float) -> str:
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"non-finite coefficient {v!r}")
-    return repr(v)  # shortest round-trip form, a valid C++ double literal (e.g. 1.5, -2e-05)
-
-
-def c_string(s: str) -> str:
-    if any(c in s for c in '"\\\n') or not s.isascii():
-        raise ValueError(f"unexpected character in {s!r}")
-    return f'"{s}"'
-
-
-def write_inc(entries: list, path: Path) -> None:
-    lines = [INC_HEADER]
-    for e in entries:
-        m, n = (int(d) for d in e["degrees"])
-        num = ", ".join(c_double(v) for v in e["numerator"])
-        den = ", ".join(c_double(v) for v in e["denominator"])
-        expected_den = n + 1 if e["version"] == "C" else n
-        if len(e["numerator"]) != m + 1 or len(e["denominator"]) != expected_den:
-            raise ValueError(f"wrong number of coefficients in entry {e}")
-        lines.append(f"{{{c_string(e['function'])}, {c_string(e['version'])}, {c_string(e['basis'])}, {m}, {n}, "
-                     f"{{{num}}}, {{{den}}}, {c_double(e['max_error'])}}},")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    print(f"wrote {path} ({len(entries)} entries)")
+def c_initialiser(e: dict) -> str:
+    m, n = (int(d) for d in e["degrees"])
+    num = ", ".join(c_double(v) for v in e["numerator"])
+    den = ", ".join(c_double(v) for v in e["denominator"])
+    expected_den = n + 1 if e["version"] == "C" else n
+    if len(e["numerator"]) != m + 1 or len(e["denominator"]) != expected_den:
+        raise ValueError(f"wrong number of coefficients in entry {e}")
+    return (f"{{{c_string(e['function'])}, {c_string(e['version'])}, {c_string(e['basis'])}, {m}, {n}, "
+            f"{{{num}}}, {{{den}}}, {c_double(e['max_error'])}}},")
 
 
 def summarize(entries: list) -> bool:
@@ -163,24 +110,12 @@ def summarize(entries: list) -> bool:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-    parser.add_argument("--from-json", action="store_true",
-                        help="do not fit: regenerate the .inc file from the existing JSON file")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="JSON table (default: %(default)s)")
-    parser.add_argument("--inc", type=Path, default=DEFAULT_INC, help="C++ include file (default: %(default)s)")
+    parser = init_tables.argument_parser(__doc__, DEFAULT_JSON, DEFAULT_INC)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads while fitting (default: %(default)s)")
     args = parser.parse_args(argv)
-
-    if args.from_json:
-        entries = read_json(args.json)
-        print(f"read {args.json} ({len(entries)} entries)")
-    else:
-        entries = fit_all(args.threads)
-        write_json(entries, args.json)
-    write_inc(entries, args.inc)
+    entries = init_tables.fit_or_read(args, lambda: fit_all(args.threads), write_json)
+    init_tables.write_inc(entries, args.inc, INC_HEADER, c_initialiser)
     ok = summarize(entries)
     return 0 if ok else 1
 

@@ -376,6 +376,15 @@ def colors_for(plt, n: int):
     return [cmap(i % cmap.N) for i in range(n)]
 
 
+def plot_mean_and_band(ax, xs, means, stds, g: Group, color, label: str) -> None:
+    """One group's mean over seeds (solid for a learnable activation, dashed for a fixed one) and,
+    where the seeds differ, its ±1 std band."""
+    ax.plot(xs, means, "-" if g.learnable else "--", marker="o", markersize=3, color=color, label=label)
+    if any(stds):
+        ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                        color=color, alpha=0.12, linewidth=0)
+
+
 def plot_accuracy_curves(plt, groups: list[Group], path: Path) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
@@ -403,10 +412,7 @@ def plot_accuracy_curves(plt, groups: list[Group], path: Path) -> None:
                 ax.errorbar([e + offset for e in epochs], means, yerr=stds if any(stds) else None,
                             fmt="o" if g.learnable else "s", markersize=7, capsize=3, color=color, label=label)
                 continue
-            ax.plot(epochs, means, "-" if g.learnable else "--", marker="o", markersize=3, color=color, label=label)
-            if any(stds):
-                ax.fill_between(epochs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                                color=color, alpha=0.12, linewidth=0)
+            plot_mean_and_band(ax, epochs, means, stds, g, color, label)
         ax.set_title(f"{model} / {dataset}: test accuracy\n(mean over seeds, ±1 std)")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy (%)")
@@ -605,11 +611,7 @@ def plot_pruning(plt, groups: list[Group], path: Path) -> None:
     for ax, ((model, dataset), members) in zip(axes.flat, panels.items()):
         for color, g in zip(colors_for(plt, len(members)), members):
             xs, means, stds = pruning_curve(g)
-            ax.plot(xs, means, "-" if g.learnable else "--", marker="o", markersize=3, color=color,
-                    label=f"{g.label} (n={len(g.runs)})")
-            if any(stds):
-                ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                                color=color, alpha=0.12, linewidth=0)
+            plot_mean_and_band(ax, xs, means, stds, g, color, f"{g.label} (n={len(g.runs)})")
         ax.set_title(f"{model} / {dataset}: filter pruning (mean over seeds)")
         ax.set_xlabel("conv filters pruned (%)")
         ax.set_ylabel("test accuracy (%)")

@@ -65,10 +65,6 @@ torch.ops.load_library(str(LIBRARY_PATH))
 ops = torch.ops.torch_rational
 
 
-def _num_groups(numerator: torch.Tensor) -> int:
-    return numerator.shape[0] if numerator.dim() == 2 else 1
-
-
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -99,86 +95,81 @@ def _check_same_device(op: str, x: torch.Tensor, **tensors: torch.Tensor) -> Non
         torch._check_value(t.device == x.device, lambda message=message: message)
 
 
+def _check_tensor_arguments(op: str, x: torch.Tensor, grad_output: torch.Tensor | None = None,
+                            **parameters: torch.Tensor) -> None:
+    """The dtypes, then the devices, of an op's tensor arguments (grad_output: backward ops only)."""
+    leading = {"x": x} if grad_output is None else {"grad_output": grad_output, "x": x}
+    _check_dtypes(op, **leading, **parameters)
+    _check_same_device(op, x, **{name: t for name, t in leading.items() if name != "x"}, **parameters)
+
+
+def _num_groups(per_group: torch.Tensor) -> int:
+    """Groups of a per-group parameter: its first dimension when it has one more than one group's."""
+    return per_group.shape[0] if per_group.dim() == 2 else 1
+
+
+def _check_groups_divide_channels(who: str, x: torch.Tensor, channel_dim: int, num_groups: int) -> None:
+    if num_groups > 1:
+        torch._check(x.shape[channel_dim] % num_groups == 0,
+                     lambda: f"{who}: x.size(channel_dim) is not divisible by num_groups")
+
+
+def _backward_outputs(x: torch.Tensor, output_mask, *parameters: torch.Tensor) -> tuple:
+    """What a backward op returns: grad_x like x (its memory format too), then each parameter's
+    gradient, contiguous; an empty tensor where output_mask does not ask for the gradient."""
+    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
+    return (gx, *(torch.empty_like(p, memory_format=torch.contiguous_format) if wanted else p.new_empty((0,))
+                  for p, wanted in zip(parameters, output_mask[1:])))
+
+
 @torch.library.register_fake("torch_rational::rational")
 def _rational_fake(x, numerator, denominator, version="A", basis="power", channel_dim=1, noise=0.0,
                    noise_seed=None):
-    _check_dtypes("rational", x=x, numerator=numerator, denominator=denominator)
-    _check_same_device("rational", x, numerator=numerator, denominator=denominator)
+    _check_tensor_arguments("rational", x, numerator=numerator, denominator=denominator)
     _check_noise_seed("rational", x, noise_seed)
     torch._check(numerator.dim() in (1, 2), lambda: "torch_rational: numerator must be 1-D or 2-D")
     torch._check(numerator.dim() == denominator.dim(),
                  lambda: "torch_rational: numerator and denominator must both be 1-D or both 2-D")
-    g = _num_groups(numerator)
-    if g > 1:
-        torch._check(x.shape[channel_dim] % g == 0,
-                     lambda: "torch_rational: x.size(channel_dim) is not divisible by num_groups")
+    _check_groups_divide_channels("torch_rational", x, channel_dim, _num_groups(numerator))
     return torch.empty_like(x)
 
 
 @torch.library.register_fake("torch_rational::rational_backward")
 def _rational_backward_fake(grad_output, x, numerator, denominator, version, basis, channel_dim, noise,
                             noise_seed, output_mask):
-    _check_dtypes("rational_backward", grad_output=grad_output, x=x, numerator=numerator, denominator=denominator)
-    _check_same_device("rational_backward", x, grad_output=grad_output, numerator=numerator, denominator=denominator)
+    _check_tensor_arguments("rational_backward", x, grad_output, numerator=numerator, denominator=denominator)
     _check_noise_seed("rational_backward", x, noise_seed)
-    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
-    gn = torch.empty_like(numerator, memory_format=torch.contiguous_format) if output_mask[1] \
-        else numerator.new_empty((0,))
-    gd = torch.empty_like(denominator, memory_format=torch.contiguous_format) if output_mask[2] \
-        else denominator.new_empty((0,))
-    return gx, gn, gd
+    return _backward_outputs(x, output_mask, numerator, denominator)
 
 
 @torch.library.register_fake("torch_rational::pwlu")
 def _pwlu_fake(x, heights, bounds, slopes, channel_dim=1):
-    _check_dtypes("pwlu", x=x, heights=heights, bounds=bounds, slopes=slopes)
-    _check_same_device("pwlu", x, heights=heights, bounds=bounds, slopes=slopes)
+    _check_tensor_arguments("pwlu", x, heights=heights, bounds=bounds, slopes=slopes)
     torch._check(heights.dim() in (1, 2), lambda: "torch_rational.pwlu: heights must be 1-D or 2-D")
     torch._check(heights.shape[-1] >= 2, lambda: "torch_rational.pwlu: heights must have N+1 >= 2 entries")
-    g = heights.shape[0] if heights.dim() == 2 else 1
-    if g > 1:
-        torch._check(x.shape[channel_dim] % g == 0,
-                     lambda: "torch_rational.pwlu: x.size(channel_dim) is not divisible by num_groups")
+    _check_groups_divide_channels("torch_rational.pwlu", x, channel_dim, _num_groups(heights))
     return torch.empty_like(x)
 
 
 @torch.library.register_fake("torch_rational::pwlu_backward")
 def _pwlu_backward_fake(grad_output, x, heights, bounds, slopes, channel_dim, output_mask):
-    _check_dtypes("pwlu_backward", grad_output=grad_output, x=x, heights=heights, bounds=bounds, slopes=slopes)
-    _check_same_device("pwlu_backward", x, grad_output=grad_output, heights=heights, bounds=bounds, slopes=slopes)
-    def grad_of(t, wanted):
-        return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty((0,))
-
-    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
-    return gx, grad_of(heights, output_mask[1]), grad_of(bounds, output_mask[2]), grad_of(slopes, output_mask[3])
-
-
-def _era_groups(linear: torch.Tensor) -> int:
-    return linear.shape[0] if linear.dim() == 2 else 1
+    _check_tensor_arguments("pwlu_backward", x, grad_output, heights=heights, bounds=bounds, slopes=slopes)
+    return _backward_outputs(x, output_mask, heights, bounds, slopes)
 
 
 @torch.library.register_fake("torch_rational::era")
 def _era_fake(x, linear, fractions, eps=1e-6, channel_dim=1):
-    _check_dtypes("era", x=x, linear=linear, fractions=fractions)
-    _check_same_device("era", x, linear=linear, fractions=fractions)
+    _check_tensor_arguments("era", x, linear=linear, fractions=fractions)
     torch._check(linear.dim() in (1, 2) and linear.shape[-1] == 2,
                  lambda: "torch_rational.era: linear must have shape (2,) or (groups, 2)")
     torch._check(fractions.dim() == linear.dim() + 1 and fractions.shape[-1] == 4,
                  lambda: "torch_rational.era: fractions must have shape (n, 4) or (groups, n, 4)")
     torch._check(eps >= 0, lambda: "torch_rational.era: eps must be >= 0")
-    g = _era_groups(linear)
-    if g > 1:
-        torch._check(x.shape[channel_dim] % g == 0,
-                     lambda: "torch_rational.era: x.size(channel_dim) is not divisible by num_groups")
+    _check_groups_divide_channels("torch_rational.era", x, channel_dim, _num_groups(linear))
     return torch.empty_like(x)
 
 
 @torch.library.register_fake("torch_rational::era_backward")
 def _era_backward_fake(grad_output, x, linear, fractions, eps, channel_dim, output_mask):
-    _check_dtypes("era_backward", grad_output=grad_output, x=x, linear=linear, fractions=fractions)
-    _check_same_device("era_backward", x, grad_output=grad_output, linear=linear, fractions=fractions)
-    def grad_of(t, wanted):
-        return torch.empty_like(t, memory_format=torch.contiguous_format) if wanted else t.new_empty((0,))
-
-    gx = torch.empty_like(x) if output_mask[0] else x.new_empty((0,))
-    return gx, grad_of(linear, output_mask[1]), grad_of(fractions, output_mask[2])
+    _check_tensor_arguments("era_backward", x, grad_output, linear=linear, fractions=fractions)
+    return _backward_outputs(x, output_mask, linear, fractions)

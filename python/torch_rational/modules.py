@@ -30,10 +30,30 @@ def _check_degrees(degrees) -> Tuple[int, int]:
 
 def _check_groups(num_groups, channel_dim, who: str) -> None:
     """The (num_groups, channel_dim) options every activation module takes; errors name ``who``."""
-    if isinstance(num_groups, bool) or not isinstance(num_groups, int) or num_groups < 1:
+    if not _is_int(num_groups) or num_groups < 1:
         raise ValueError(f"{who}: num_groups must be a positive integer, got {num_groups!r}")
     if not isinstance(channel_dim, int):
         raise TypeError(f"{who}: channel_dim must be an int, got {channel_dim!r}")
+
+
+def _checked_float(who: str, name: str, value, valid, requirement: str) -> float:
+    """``float(value)`` if ``valid`` of it, else a ValueError naming the option and the requirement."""
+    value = float(value)
+    if not valid(value):
+        raise ValueError(f"{who}: {name} must be {requirement}, got {value!r}")
+    return value
+
+
+def _is_int(value) -> bool:
+    """An int proper: bool is an int subclass, but ``True`` as a count is a mistake."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _store_options(module: nn.Module, **options) -> None:
+    """Keeps a module's checked constructor options as attributes of the same names (what
+    ``forward``, ``reset_parameters`` and ``extra_repr`` read)."""
+    for name, value in options.items():
+        setattr(module, name, value)
 
 
 def _factory(device, dtype) -> dict:
@@ -98,9 +118,7 @@ class Rational(nn.Module):
         if basis not in F.BASES:
             raise ValueError(f"torch_rational: basis must be one of {F.BASES}, got {basis!r}")
         _check_groups(num_groups, channel_dim, "torch_rational")
-        noise = float(noise)
-        if not noise >= 0.0:
-            raise ValueError(f"torch_rational: noise must be >= 0, got {noise!r}")
+        noise = _checked_float("torch_rational", "noise", noise, lambda v: v >= 0.0, ">= 0")
         if not isinstance(init, str) and not callable(init):
             raise TypeError(f"torch_rational: init must be a function name or a callable, got {init!r}")
         for flag, value in (("trainable", trainable), ("train_numerator", train_numerator),
@@ -109,18 +127,12 @@ class Rational(nn.Module):
                 raise TypeError(f"torch_rational: {flag} must be a bool, got {value!r}")
         if init == "random" and fit_range is not None:
             raise ValueError("torch_rational: fit_range needs a function to fit; init is 'random'")
-        self.version = version
-        self.basis = basis
         # A callable is recorded by name only (for extra_repr); its fit is in the init buffers.
         self._init_name = init if isinstance(init, str) else getattr(init, "__name__", None) or type(init).__name__
         self.fit_range = None if fit_range is None else check_fit_range(fit_range)
-        self.num_groups = num_groups
-        self.channel_dim = channel_dim
-        self.shared_numerator = shared_numerator
-        self.noise = noise
-        self.trainable = trainable
-        self.train_numerator = train_numerator
-        self.train_denominator = train_denominator
+        _store_options(self, version=version, basis=basis, num_groups=num_groups, channel_dim=channel_dim,
+                       shared_numerator=shared_numerator, noise=noise, trainable=trainable,
+                       train_numerator=train_numerator, train_denominator=train_denominator)
         m, n = self.degrees
         nb = n + 1 if version == "C" else n
         factory = _factory(device, dtype)
@@ -270,26 +282,19 @@ class ERA(nn.Module):
                  normalize: str | None = None, eps: float = 1e-6, trainable: bool = True, device=None,
                  dtype=None) -> None:
         super().__init__()
-        if isinstance(num_fractions, bool) or not isinstance(num_fractions, int) or not 1 <= num_fractions <= 32:
+        if not _is_int(num_fractions) or not 1 <= num_fractions <= 32:
             raise ValueError(f"torch_rational.ERA: num_fractions must be an integer in [1, 32], got {num_fractions!r}")
         _check_groups(num_groups, channel_dim, "torch_rational.ERA")
         if normalize not in ERA_NORMALIZATIONS:
             raise ValueError(f"torch_rational.ERA: normalize must be one of {ERA_NORMALIZATIONS}, got {normalize!r}")
-        eps = float(eps)
-        if not eps >= 0.0 or eps == float("inf"):
-            raise ValueError(f"torch_rational.ERA: eps must be finite and >= 0, got {eps!r}")
+        eps = _checked_float("torch_rational.ERA", "eps", eps, lambda v: 0.0 <= v < float("inf"), "finite and >= 0")
         if not isinstance(init, str):
             raise TypeError(f"torch_rational.ERA: init must be a function name, got {init!r}")
-        self.num_fractions = num_fractions
-        self.init = init
-        self.num_groups = num_groups
-        self.channel_dim = channel_dim
-        self.normalize = normalize
-        self.eps = eps
-        factory = _factory(device, dtype)
         if not isinstance(trainable, bool):
             raise TypeError(f"torch_rational.ERA: trainable must be a bool, got {trainable!r}")
-        self.trainable = trainable
+        _store_options(self, num_fractions=num_fractions, init=init, num_groups=num_groups, channel_dim=channel_dim,
+                       normalize=normalize, eps=eps, trainable=trainable)
+        factory = _factory(device, dtype)
         self.linear = nn.Parameter(torch.empty(num_groups, 2, **factory), requires_grad=trainable)
         self.fractions = nn.Parameter(torch.empty(num_groups, num_fractions, 4, **factory), requires_grad=trainable)
         self.reset_parameters()
@@ -371,27 +376,18 @@ class PWLU(nn.Module):
         dtype=None,
     ) -> None:
         super().__init__()
-        if isinstance(num_pieces, bool) or not isinstance(num_pieces, int) or num_pieces < 1:
+        if not _is_int(num_pieces) or num_pieces < 1:
             raise ValueError(f"torch_rational: num_pieces must be a positive integer, got {num_pieces!r}")
         _check_groups(num_groups, channel_dim, "torch_rational")
         if not isinstance(realign_steps, int) or realign_steps < 0:
             raise ValueError(f"torch_rational: realign_steps must be an integer >= 0, got {realign_steps!r}")
-        bound = float(bound)
-        if not 0.0 < bound < float("inf"):
-            raise ValueError(f"torch_rational: bound must be finite and > 0, got {bound!r}")
-        momentum = float(momentum)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"torch_rational: momentum must be in [0, 1), got {momentum!r}")
+        bound = _checked_float("torch_rational", "bound", bound, lambda v: 0.0 < v < float("inf"), "finite and > 0")
+        momentum = _checked_float("torch_rational", "momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
         if not isinstance(init, str):
             raise TypeError(f"torch_rational: init must be a function name, got {init!r}")
         activation_function(init, torch.zeros(1, dtype=torch.float64))  # raises, naming the function, if unknown
-        self.num_pieces = num_pieces
-        self.init = init
-        self.num_groups = num_groups
-        self.channel_dim = channel_dim
-        self.realign_steps = realign_steps
-        self.bound = bound
-        self.momentum = momentum
+        _store_options(self, num_pieces=num_pieces, init=init, num_groups=num_groups, channel_dim=channel_dim,
+                       realign_steps=realign_steps, bound=bound, momentum=momentum)
         factory = _factory(device, dtype)
         g = num_groups
         self.heights = nn.Parameter(torch.empty(g, num_pieces + 1, **factory))

@@ -65,6 +65,10 @@ DEFAULT_TARGETS: Tuple[Type[nn.Module], ...] = (
 )
 
 Factory = Union[None, str, Type[nn.Module], Callable[..., Optional[nn.Module]]]
+# The activation classes to replace (None: DEFAULT_TARGETS), and the qualified module names (glob
+# patterns) to leave alone: the same two options in every function that finds or replaces.
+Targets = Optional[Sequence[Type[nn.Module]]]
+Exclude = Union[str, Sequence[str]]
 
 #: Activation classes of other libraries, keyed by class or by qualified class name
 #: (``"module.QualName"``, so the library need not be imported), -> the named function they compute
@@ -358,8 +362,8 @@ def _matcher(targets, exclude) -> _Matcher:
     return _Matcher(None if targets is None else _check_targets(targets), _check_exclude(exclude))
 
 
-def find_activations(model: nn.Module, targets: Optional[Sequence[Type[nn.Module]]] = None, *,
-                     exclude: Union[str, Sequence[str]] = ()) -> List[Tuple[str, nn.Module]]:
+def find_activations(model: nn.Module, targets: Targets = None, *,
+                     exclude: Exclude = ()) -> List[Tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every module of ``model`` that ``replace_activations`` would
     replace with these ``targets`` and ``exclude`` (torch_rational modules themselves are never
     targets)."""
@@ -369,16 +373,8 @@ def find_activations(model: nn.Module, targets: Optional[Sequence[Type[nn.Module
             if matcher.is_target(m) and not matcher.excluded(n)]
 
 
-def replace_activations(
-    model: nn.Module,
-    factory: Factory = None,
-    *,
-    targets: Optional[Sequence[Type[nn.Module]]] = None,
-    exclude: Union[str, Sequence[str]] = (),
-    inplace: bool = True,
-    verbose: bool = True,
-    **kwargs: Any,
-) -> nn.Module:
+def replace_activations(model: nn.Module, factory: Factory = None, *, targets: Targets = None, exclude: Exclude = (),
+                        inplace: bool = True, verbose: bool = True, **kwargs: Any) -> nn.Module:
     """Replaces the activation modules of ``model`` by learnable ones.
 
     Args:
@@ -563,15 +559,9 @@ def _mutates_a_shared_input(node: "torch.fx.Node") -> bool:
     return inplace and isinstance(source, torch.fx.Node) and len(source.users) > 1
 
 
-def replace_functional_activations(
-    model: nn.Module,
-    factory: Factory = None,
-    *,
-    targets: Optional[Sequence[Type[nn.Module]]] = None,
-    exclude: Union[str, Sequence[str]] = (),
-    verbose: bool = True,
-    **kwargs: Any,
-) -> "torch.fx.GraphModule":
+def replace_functional_activations(model: nn.Module, factory: Factory = None, *, targets: Targets = None,
+                                   exclude: Exclude = (), verbose: bool = True,
+                                   **kwargs: Any) -> "torch.fx.GraphModule":
     """Traces ``model`` with ``torch.fx.symbolic_trace`` and replaces functional activations
     (``F.relu(x)``, ``F.leaky_relu(x, 0.2)``, ``torch.tanh(x)``, ``x.sigmoid()``, ...) as well as
     activation modules by learnable ones, like :func:`replace_activations` (same ``factory``,

@@ -148,21 +148,15 @@ namespace cuda_emu {
 
 enum class Schedule { Forward, Reverse };
 
-// ASan's view of memory (no-ops without ASan): poisoned bytes are reported when accessed.
-inline void poison(const void* p, size_t bytes) {
+// ASan's view of memory: poisoned bytes are reported when accessed. Without ASan there is no
+// shadow memory to mark, so both do nothing.
 #ifdef CUDA_EMU_ASAN
-  ASAN_POISON_MEMORY_REGION(p, bytes);
+inline void poison(const void* p, size_t bytes) { ASAN_POISON_MEMORY_REGION(p, bytes); }
+inline void unpoison(const void* p, size_t bytes) { ASAN_UNPOISON_MEMORY_REGION(p, bytes); }
 #else
-  (void)p, (void)bytes;
+inline void poison(const void*, size_t) {}
+inline void unpoison(const void*, size_t) {}
 #endif
-}
-inline void unpoison(const void* p, size_t bytes) {
-#ifdef CUDA_EMU_ASAN
-  ASAN_UNPOISON_MEMORY_REGION(p, bytes);
-#else
-  (void)p, (void)bytes;
-#endif
-}
 
 // A context's stack and, under ASan, its saved fake stack: what ASan must be told about the
 // stack a switch goes to (switch_context). The scheduler's own (OS thread) stack is learnt when

@@ -1,14 +1,17 @@
 // Helpers of the emulated kernel tests: element types, the [outer][groups][span] view the CUDA
-// glue computes (csrc/ops/cuda/launch_utils.h, make_launch), tolerances and comparisons.
+// glue computes (csrc/ops/cuda/launch_utils.h, make_launch), tolerances and comparisons, and
+// run_kernels, the forward + backward + finish every family's test runs its kernels through.
 // Include after <torch/torch.h> and cuda_emu.h.
 #pragma once
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -160,6 +163,15 @@ inline const char* layout_name(Layout l) {
   return "?";
 }
 
+// Parameter values the families' kernel tests share (INSTANTIATE_TEST_SUITE_P).
+inline const auto kAllDtypes = ::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16);
+// The dtypes of the layout sweeps: three element sizes, three vector widths.
+inline const auto kLayoutSweepDtypes = ::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble);
+// The layouts that change only the launch shape: a tail, the scalar loop, a misaligned pointer,
+// blocks looping over groups, several blocks per group.
+inline const auto kLaunchShapeLayouts =
+    ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::Misaligned, Layout::FewGridRows, Layout::ManyBlocks);
+
 struct Case {
   torch::Tensor x;      // in the layout under test, dtype under test
   int64_t groups;       // along dim 1
@@ -196,26 +208,137 @@ struct ScheduleGuard {
   ~ScheduleGuard() { cuda_emu::set_schedule(cuda_emu::Schedule::Forward); }
 };
 
+// What one emulated forward + backward + finish gives back (run_kernels).
+struct KernelRun {
+  torch::Tensor y, grad_x;      // grad_x undefined unless requested
+  torch::Tensor param_grad;     // [groups][the family's gradient slots]; undefined unless requested
+  bool vectorised = false;      // the forward's plan took the 16-byte runs
+  bool forward_rows = false;    // the forward's plan took the rows kernels
+  bool backward_rows = false;   // the backward's plan took the rows kernels
+  int64_t backward_blocks = 0;  // the backward's blocks per group: more than one makes the finish sum partials
+};
+
+// A family's params P (an ElementwiseParams<T>) with the launch fields every family shares filled
+// as the CUDA glue does (make_launch): the element pointers (grad_y null in the forward) and s.x
+// seen as [outer][groups][span].
+template <typename P, typename T>
+P elementwise_params(const Case& s, const T* x, const T* grad_y, T* out) {
+  const View v = make_view(s.x, s.groups, 1);
+  P p;
+  p.x = x;
+  p.grad_y = grad_y;
+  p.out = out;
+  p.outer = v.outer;
+  p.groups = v.groups;
+  p.span = v.span;
+  return p;
+}
+
+// The Case's gridDim.y override, applied after the plan (it leaves the plan's other choices alone).
+template <typename T>
+void override_grid_rows(kc::ElementwiseParams<T>& p, const Case& s) {
+  if (s.grid_rows > 0) p.grid_groups = s.grid_rows;
+}
+
+// Forward, then the fused backward + finish, of one family's kernels on the emulator with the
+// launch shapes the glue computes. want_x / want_params as the glue's output_mask; the partials
+// and param_grad start as NaN, so a slot no block writes shows up in param_grad. Kernels is the
+// family's side of the launch:
+//   int64_t grad_slots() const                   parameter-gradient slots per group (K)
+//   template <typename T> P params(const Case&, DeviceTensors&, const T* x, const T* grad_y, T* out) const
+//                                                the filled and planned params (grad_y null: forward);
+//                                                run_kernels then applies the Case's gridDim.y override
+//   template <typename P> static void forward(const P&), backward(const P&), finish(const P&)
+template <typename Kernels>
+KernelRun run_kernels(const Kernels& kernels, const Case& s, const torch::Tensor& gy, bool want_x, bool want_params) {
+  KernelRun r;
+  dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
+    using T = decltype(tag);
+    using acc_t = typename kc::OpMath<T>::type;
+    DeviceTensors dev;
+    const T* x = dev.in<T>(s.x);
+    r.y = torch::empty_like(s.x);
+    auto pf = kernels.template params<T>(s, dev, x, nullptr, dev.out<T>(r.y));
+    override_grid_rows(pf, s);
+    r.vectorised = pf.vectorised;
+    r.forward_rows = pf.rows;
+    Kernels::forward(pf);
+
+    // grad_y in x's dtype and strides, as the glue's checks require.
+    torch::Tensor gin = gy.to(s.x.scalar_type());
+    if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
+    if (want_x) r.grad_x = torch::empty_like(s.x);
+    auto pb = kernels.template params<T>(s, dev, x, dev.in<T>(gin), dev.out<T>(r.grad_x));
+    override_grid_rows(pb, s);
+    r.backward_rows = pb.rows;
+    r.backward_blocks = pb.blocks_per_group;
+    torch::Tensor partials;
+    if (want_params) {
+      const int64_t K = kernels.grad_slots();
+      const auto math = torch::TensorOptions().dtype(acc_dtype(s.x.scalar_type()));  // acc_t's
+      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), math);
+      r.param_grad = torch::full({s.groups, K}, std::nan(""), math);
+      pb.partials = dev.out<acc_t>(partials);
+      pb.param_grad = dev.out<acc_t>(r.param_grad);
+    }
+    Kernels::backward(pb);
+    if (want_params) Kernels::finish(pb);
+    dev.copy_back();
+  });
+  return r;
+}
+
+// Whether s suits the rows kernels: span-1 layouts of several rows whose groups fill the forward's
+// lanes (4 per thread, 2 for double), on aligned data.
+inline bool suits_rows_kernels(const Case& s, Layout layout) {
+  const View view = make_view(s.x, s.groups, 1);
+  const int lanes = s.x.scalar_type() == torch::kDouble ? 2 : 4;
+  return view.span == 1 && view.outer > 1 && s.groups % lanes == 0 && layout != Layout::Misaligned;
+}
+
+// The layout exercises the path it is meant for: the vectorised runs (the rows kernels are
+// vectorised too) or the scalar loop; the rows kernels in both directions exactly when want_rows;
+// on the layouts with the most elements per group (Flat, Misaligned, ManyBlocks), several
+// backward blocks, so that the finish sums several partials.
+inline void expect_intended_path(const KernelRun& r, Layout layout, bool want_rows) {
+  const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
+                        layout == Layout::ManyBlocks ||
+                        (layout == Layout::GroupedOdd && r.y.scalar_type() == torch::kDouble) || want_rows;
+  EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
+  EXPECT_EQ(r.forward_rows && r.backward_rows, want_rows) << "the layout does not exercise the intended path";
+  if (layout == Layout::Flat || layout == Layout::Misaligned || layout == Layout::ManyBlocks)
+    EXPECT_GT(r.backward_blocks, 1) << "the finish should sum several block partials";
+}
+
 // The checks every family's kernel test ends with. run(want_x, want_params): the test's forward +
-// backward + finish with that output mask, returning a Result with y, grad_x and the parameter
-// gradients in the member `grads`; full: run(true, true) under the default schedule.
+// backward + finish with that output mask (run_kernels); full: run(true, true) under the default
+// schedule.
 //   - reverse fiber order gives bitwise the same outputs (no race on shared memory, fixed
 //     reduction order);
 //   - partial backward requests (grad_x only, parameter gradients only) give the same bits as the
 //     full one.
-template <typename Result, typename Run>
-void expect_reproducible_bits(Run&& run, const Result& full, torch::Tensor Result::*grads) {
+template <typename Run>
+void expect_reproducible_bits(Run&& run, const KernelRun& full) {
   {
     const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
-    const Result rr = run(true, true);
+    const KernelRun rr = run(true, true);
     EXPECT_TRUE(bitwise_equal(full.y, rr.y));
     EXPECT_TRUE(bitwise_equal(full.grad_x, rr.grad_x));
-    EXPECT_TRUE(bitwise_equal(full.*grads, rr.*grads));
+    EXPECT_TRUE(bitwise_equal(full.param_grad, rr.param_grad));
   }
-  const Result only_x = run(true, false);
-  const Result only_p = run(false, true);
+  const KernelRun only_x = run(true, false);
+  const KernelRun only_p = run(false, true);
   EXPECT_TRUE(bitwise_equal(full.grad_x, only_x.grad_x));
-  EXPECT_TRUE(bitwise_equal(full.*grads, only_p.*grads));
+  EXPECT_TRUE(bitwise_equal(full.param_grad, only_p.param_grad));
+}
+
+// The parameters of the families whose kernels take one integer size (ERA's n, PWLU's N), and
+// their test names: <dtype>N<size><layout>.
+using DtypeSizeLayout = std::tuple<torch::Dtype, int, Layout>;
+
+inline std::string dtype_size_layout_name(const ::testing::TestParamInfo<DtypeSizeLayout>& info) {
+  const auto& [dtype, n, layout] = info.param;
+  return dtype_name(dtype) + "N" + std::to_string(n) + layout_name(layout);
 }
 
 }  // namespace emu_test

@@ -30,76 +30,34 @@ torch::Tensor packed(const torch::Tensor& lin, const torch::Tensor& fr) {
   return torch::cat({lin.reshape({G, 2}), fr.reshape({G, -1})}, 1).contiguous();
 }
 
-// Fills the parameters as csrc/ops/cuda/era_kernel.cu (fill_common) does; ptrs: the element
-// buffers in device memory (the plan looks at their alignment); params is copied to `dev`.
-template <typename T>
-kc::EraCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const torch::Tensor& params, int n, double eps,
-                                 bool backward, std::initializer_list<const void*> ptrs) {
-  using acc_t = typename kc::OpMath<T>::type;
-  kc::EraCudaParams<T> p;
-  const View v = make_view(s.x, s.groups, 1);
-  p.outer = v.outer;
-  p.groups = v.groups;
-  p.span = v.span;
-  p.params = dev.in<acc_t>(params);
-  p.n = n;
-  p.eps = static_cast<acc_t>(eps);
-  kc::plan_era_launch(p, backward, aligned16(ptrs), s.multiprocessors);
-  if (s.grid_rows > 0) p.grid_groups = s.grid_rows;
-  return p;
-}
+// The ERA side of run_kernels: the parameters filled as csrc/ops/cuda/era_kernel.cu (fill_common)
+// does, from the packed (G, 2 + 4n) parameters.
+struct EraKernels {
+  torch::Tensor packed_params;  // packed(lin, fr)
+  int n;
+  double eps;
 
-struct Result {
-  torch::Tensor y, grad_x, param_grad;  // param_grad: [groups][2 + 4n]
-  bool vectorised = false;
-  bool rows = false;  // forward and backward both took the rows kernels
-  int64_t backward_blocks = 0;
+  template <typename P> static void forward(const P& p) { kc::launch_era_forward(p, nullptr); }
+  template <typename P> static void backward(const P& p) { kc::launch_era_backward(p, nullptr); }
+  template <typename P> static void finish(const P& p) { kc::launch_era_finish(p, nullptr); }
+
+  // param_grad: [groups][2 + 4n], laid out as packed_params
+  int64_t grad_slots() const { return kr::era_params_per_group(n); }
+  template <typename T>
+  kc::EraCudaParams<T> params(const Case& s, DeviceTensors& dev, const T* x, const T* grad_y, T* out) const {
+    using acc_t = typename kc::OpMath<T>::type;
+    auto p = elementwise_params<kc::EraCudaParams<T>>(s, x, grad_y, out);
+    p.params = dev.in<acc_t>(packed_params);
+    p.n = n;
+    p.eps = static_cast<acc_t>(eps);
+    kc::plan_era_launch(p, /*backward=*/grad_y != nullptr, aligned16({x, grad_y, out}), s.multiprocessors);
+    return p;
+  }
 };
 
-// Forward, then the fused backward + finish, on the emulator. want_x / want_params as the glue's
-// output_mask; unwritten partials would stay NaN and show up in param_grad.
-Result run(const Case& s, const torch::Tensor& lin, const torch::Tensor& fr, double eps, const torch::Tensor& gy,
-           bool want_x = true, bool want_params = true) {
-  Result r;
-  const int n = static_cast<int>(fr.size(1));
-  const torch::Tensor params = packed(lin, fr);
-  dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    using acc_t = typename kc::OpMath<T>::type;
-    DeviceTensors dev;
-    const T* x = dev.in<T>(s.x);
-    r.y = torch::empty_like(s.x);
-    T* y = dev.out<T>(r.y);
-    auto pf = make_params<T>(s, dev, params, n, eps, /*backward=*/false, {x, y});
-    pf.x = x;
-    pf.out = y;
-    r.vectorised = pf.vectorised;
-    kc::launch_era_forward<T>(pf, nullptr);
-
-    torch::Tensor gin = gy.to(s.x.scalar_type());
-    if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
-    if (want_x) r.grad_x = torch::empty_like(s.x);
-    const T* grad_y = dev.in<T>(gin);
-    T* grad_x = dev.out<T>(r.grad_x);
-    auto pb = make_params<T>(s, dev, params, n, eps, /*backward=*/true, {x, grad_y, grad_x});
-    pb.x = x;
-    pb.grad_y = grad_y;
-    pb.out = grad_x;
-    r.backward_blocks = pb.blocks_per_group;
-    r.rows = pf.rows && pb.rows;
-    const int64_t K = kr::era_params_per_group(n);
-    torch::Tensor partials;
-    if (want_params) {
-      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), params.options());
-      r.param_grad = torch::full({s.groups, K}, std::nan(""), params.options());
-      pb.partials = dev.out<acc_t>(partials);
-      pb.param_grad = dev.out<acc_t>(r.param_grad);
-    }
-    kc::launch_era_backward<T>(pb, nullptr);
-    if (want_params) kc::launch_era_finish<T>(pb, nullptr);
-    dev.copy_back();
-  });
-  return r;
+KernelRun run(const Case& s, const torch::Tensor& lin, const torch::Tensor& fr, double eps, const torch::Tensor& gy,
+              bool want_x = true, bool want_params = true) {
+  return run_kernels(EraKernels{packed(lin, fr), static_cast<int>(fr.size(1)), eps}, s, gy, want_x, want_params);
 }
 
 // Random parameters as tests/cpp/test_era.cpp: poles e in [-2, 2], |f| in [0.3, 1.5].
@@ -122,9 +80,7 @@ torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& lin, const 
   return torch::cat(parts, 1);
 }
 
-using Param = std::tuple<torch::Dtype, int, Layout>;
-
-class EmuEraTest : public ::testing::TestWithParam<Param> {};
+class EmuEraTest : public ::testing::TestWithParam<DtypeSizeLayout> {};
 
 TEST_P(EmuEraTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   const auto [dtype, n, layout] = GetParam();
@@ -139,20 +95,11 @@ TEST_P(EmuEraTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   const auto lin = lin64.to(acc_dtype(dtype)), fr = fr64.to(acc_dtype(dtype));
   const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
 
-  const Result r = run(s, lin, fr, eps, gy);
-  // The rows kernels take span-1 layouts of the fixed n whose groups fill the forward's lanes.
-  const View view = make_view(s.x, G, 1);
-  const int lanes = dtype == torch::kDouble ? 2 : 4;
-  const bool want_rows =
-      n <= 4 && view.span == 1 && view.outer > 1 && G % lanes == 0 && layout != Layout::Misaligned;
+  const KernelRun r = run(s, lin, fr, eps, gy);
+  // The rows kernels take the fixed n only.
+  const bool want_rows = n <= 4 && suits_rows_kernels(s, layout);
   if (layout == Layout::RowsNhwc || layout == Layout::RowsLinear) EXPECT_EQ(want_rows, n <= 4);
-  const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
-                        layout == Layout::ManyBlocks ||
-                        (layout == Layout::GroupedOdd && dtype == torch::kDouble) || want_rows;
-  EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
-  EXPECT_EQ(r.rows, want_rows) << "the layout does not exercise the intended path";
-  if (layout == Layout::Flat || layout == Layout::Misaligned || layout == Layout::ManyBlocks)
-    EXPECT_GT(r.backward_blocks, 1) << "the finish should sum several block partials";
+  expect_intended_path(r, layout, want_rows);
 
   // Float64 reference on exactly the rounded inputs the kernels saw.
   auto xr = s.x.to(torch::kDouble).requires_grad_(true);
@@ -180,38 +127,27 @@ TEST_P(EmuEraTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
 
   // Reverse fiber schedule and partial backward requests: the same bits.
   expect_reproducible_bits(
-      [&](bool want_x, bool want_params) { return run(s, lin, fr, eps, gy, want_x, want_params); }, r,
-      &Result::param_grad);
-}
-
-std::string param_name(const ::testing::TestParamInfo<Param>& info) {
-  const auto& [dtype, n, layout] = info.param;
-  return dtype_name(dtype) + "N" + std::to_string(n) + layout_name(layout);
+      [&](bool want_x, bool want_params) { return run(s, lin, fr, eps, gy, want_x, want_params); }, r);
 }
 
 // Every fixed specialisation (n = 1..4) and the generic path (n = 5), all dtypes.
 INSTANTIATE_TEST_SUITE_P(Fractions, EmuEraTest,
-                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf,
-                                                              torch::kBFloat16),
-                                            ::testing::Values(1, 2, 3, 4, 5),
+                         ::testing::Combine(kAllDtypes, ::testing::Values(1, 2, 3, 4, 5),
                                             ::testing::Values(Layout::Grouped, Layout::ChannelsLast,
                                                               Layout::RowsNhwc, Layout::RowsLinear)),
-                         param_name);
+                         dtype_size_layout_name);
 
 // Every layout on a fixed kernel and on the generic one.
 INSTANTIATE_TEST_SUITE_P(Layouts, EmuEraTest,
-                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble),
-                                            ::testing::Values(3, 6),
-                                            ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::Misaligned,
-                                                              Layout::FewGridRows, Layout::ManyBlocks)),
-                         param_name);
+                         ::testing::Combine(kLayoutSweepDtypes, ::testing::Values(3, 6), kLaunchShapeLayouts),
+                         dtype_size_layout_name);
 
 // The largest n the op accepts (kMaxEraFractions): the generic kernels' shared and local arrays.
 INSTANTIATE_TEST_SUITE_P(MaxFractions, EmuEraTest,
                          ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble),
                                             ::testing::Values(kr::kMaxEraFractions),
                                             ::testing::Values(Layout::Grouped, Layout::Flat)),
-                         param_name);
+                         dtype_size_layout_name);
 
 // |x| near the float maximum: the overflow-safe form gives y = a x + b and dy/dx = a (the
 // fractions vanish), not inf / inf = NaN; in the fixed kernel (n = 2) and the generic one (n = 6).
@@ -230,7 +166,7 @@ TEST(EmuEra, LargeInputsMatchTheReference) {
     lin64.select(1, 0).fill_(0.75);  // a x stays finite in float
     const auto lin = lin64.to(torch::kFloat), fr = fr64.to(torch::kFloat);
     const auto gy = torch::ones_like(s.x);
-    const Result r = run(s, lin, fr, 1e-6, gy, true, false);
+    const KernelRun r = run(s, lin, fr, 1e-6, gy, true, false);
     auto xr = s.x.to(torch::kDouble).requires_grad_(true);
     const auto yr = reference(xr, lin.to(torch::kDouble), fr.to(torch::kDouble), 1e-6);
     ASSERT_TRUE(torch::isfinite(yr).all().item<bool>());
@@ -262,7 +198,7 @@ TEST(EmuEra, InfiniteInputsTakeTheLimitOfTheLine) {
         const auto acc = acc_dtype(dtype);
         const auto lin = lin64.to(acc), fr = fr64.to(acc);
         const auto gy = (torch::rand(x.sizes(), opts) + 0.5).to(dtype);
-        const Result r = run(Case{x, 2, 0, 1}, lin, fr, 1e-6, gy);
+        const KernelRun r = run(Case{x, 2, 0, 1}, lin, fr, 1e-6, gy);
         const std::string what = dtype_name(dtype) + " n=" + std::to_string(n) + " a=" + std::to_string(a);
         const auto lin_d = lin.to(torch::kDouble), g64 = gy.to(torch::kDouble);
         for (int grp = 0; grp < 2; ++grp) {
@@ -295,7 +231,7 @@ TEST(EmuEra, NanStaysInItsElement) {
     auto [lin64, fr64] = random_params(1, n);
     const auto lin = lin64.to(torch::kFloat), fr = fr64.to(torch::kFloat);
     const auto gy = torch::ones_like(x);
-    const Result r = run(s, lin, fr, 1e-6, gy);
+    const KernelRun r = run(s, lin, fr, 1e-6, gy);
     const auto nan_y = torch::isnan(r.y), nan_g = torch::isnan(r.grad_x);
     EXPECT_EQ(nan_y.sum().item<int64_t>(), 1);
     EXPECT_TRUE(nan_y[1234].item<bool>());

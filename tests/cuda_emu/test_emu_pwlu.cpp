@@ -32,74 +32,32 @@ struct Params {
   int n() const { return static_cast<int>(h.size(1)) - 1; }
 };
 
-// Fills the parameters as csrc/ops/cuda/pwlu_kernel.cu (fill_pwlu_params) does; ptrs: the
-// element buffers in device memory (the plan looks at their alignment); q is copied to `dev`.
-template <typename T>
-kc::PwluCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const Params& q, bool backward,
-                                  std::initializer_list<const void*> ptrs) {
-  using acc_t = typename kc::OpMath<T>::type;
-  kc::PwluCudaParams<T> p;
-  const View v = make_view(s.x, s.groups, 1);
-  p.outer = v.outer;
-  p.groups = v.groups;
-  p.span = v.span;
-  p.heights = dev.in<acc_t>(q.h);
-  p.bounds = dev.in<acc_t>(q.b);
-  p.slopes = dev.in<acc_t>(q.s);
-  p.n = q.n();
-  kc::plan_pwlu_launch(p, backward, aligned16(ptrs), s.multiprocessors);
-  if (s.grid_rows > 0) p.grid_groups = s.grid_rows;
-  return p;
-}
+// The PWLU side of run_kernels: the parameters filled as csrc/ops/cuda/pwlu_kernel.cu
+// (fill_pwlu_params) does.
+struct PwluKernels {
+  const Params& q;
 
-struct Result {
-  torch::Tensor y, grad_x, param_grad;  // param_grad: [groups][N + 5] = [dY_0..dY_N | dL dR | dK_L dK_R]
-  bool vectorised = false;
-  bool rows = false;  // forward and backward both took the rows kernels
-  int64_t backward_blocks = 0;
+  template <typename P> static void forward(const P& p) { kc::launch_pwlu_forward(p, nullptr); }
+  template <typename P> static void backward(const P& p) { kc::launch_pwlu_backward(p, nullptr); }
+  template <typename P> static void finish(const P& p) { kc::launch_pwlu_finish(p, nullptr); }
+
+  // param_grad: [groups][N + 5] = [dY_0..dY_N | dL dR | dK_L dK_R]
+  int64_t grad_slots() const { return kr::pwlu_grad_slots(q.n()); }
+  template <typename T>
+  kc::PwluCudaParams<T> params(const Case& s, DeviceTensors& dev, const T* x, const T* grad_y, T* out) const {
+    using acc_t = typename kc::OpMath<T>::type;
+    auto p = elementwise_params<kc::PwluCudaParams<T>>(s, x, grad_y, out);
+    p.heights = dev.in<acc_t>(q.h);
+    p.bounds = dev.in<acc_t>(q.b);
+    p.slopes = dev.in<acc_t>(q.s);
+    p.n = q.n();
+    kc::plan_pwlu_launch(p, /*backward=*/grad_y != nullptr, aligned16({x, grad_y, out}), s.multiprocessors);
+    return p;
+  }
 };
 
-// Forward, then the fused backward + finish, on the emulator. want_x / want_params as the glue's
-// output_mask; unwritten partials would stay NaN and show up in param_grad.
-Result run(const Case& s, const Params& q, const torch::Tensor& gy, bool want_x = true, bool want_params = true) {
-  Result r;
-  dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    using acc_t = typename kc::OpMath<T>::type;
-    DeviceTensors dev;
-    const T* x = dev.in<T>(s.x);
-    r.y = torch::empty_like(s.x);
-    T* y = dev.out<T>(r.y);
-    auto pf = make_params<T>(s, dev, q, /*backward=*/false, {x, y});
-    pf.x = x;
-    pf.out = y;
-    r.vectorised = pf.vectorised;
-    kc::launch_pwlu_forward<T>(pf, nullptr);
-
-    torch::Tensor gin = gy.to(s.x.scalar_type());
-    if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
-    if (want_x) r.grad_x = torch::empty_like(s.x);
-    const T* grad_y = dev.in<T>(gin);
-    T* grad_x = dev.out<T>(r.grad_x);
-    auto pb = make_params<T>(s, dev, q, /*backward=*/true, {x, grad_y, grad_x});
-    pb.x = x;
-    pb.grad_y = grad_y;
-    pb.out = grad_x;
-    r.backward_blocks = pb.blocks_per_group;
-    r.rows = pf.rows && pb.rows;
-    const int64_t K = kr::pwlu_grad_slots(q.n());
-    torch::Tensor partials;
-    if (want_params) {
-      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), q.h.options());
-      r.param_grad = torch::full({s.groups, K}, std::nan(""), q.h.options());
-      pb.partials = dev.out<acc_t>(partials);
-      pb.param_grad = dev.out<acc_t>(r.param_grad);
-    }
-    kc::launch_pwlu_backward<T>(pb, nullptr);
-    if (want_params) kc::launch_pwlu_finish<T>(pb, nullptr);
-    dev.copy_back();
-  });
-  return r;
+KernelRun run(const Case& s, const Params& q, const torch::Tensor& gy, bool want_x = true, bool want_params = true) {
+  return run_kernels(PwluKernels{q}, s, gy, want_x, want_params);
 }
 
 // Random parameters as tests/cpp/test_pwlu.cpp: L in [-3, -1], R - L in [1, 5].
@@ -136,9 +94,7 @@ torch::Tensor reference(const torch::Tensor& x, const torch::Tensor& h, const to
   return tr_test::pwlu_reference(x, h, b, s);
 }
 
-using Param = std::tuple<torch::Dtype, int, Layout>;
-
-class EmuPwluTest : public ::testing::TestWithParam<Param> {};
+class EmuPwluTest : public ::testing::TestWithParam<DtypeSizeLayout> {};
 
 TEST_P(EmuPwluTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   const auto [dtype, n, layout] = GetParam();
@@ -161,19 +117,10 @@ TEST_P(EmuPwluTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   }
   const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
 
-  const Result r = run(s, q, gy);
-  // The rows kernels take span-1 layouts whose groups fill the forward's lanes.
-  const View view = make_view(s.x, G, 1);
-  const int lanes = dtype == torch::kDouble ? 2 : 4;
-  const bool want_rows = view.span == 1 && view.outer > 1 && G % lanes == 0 && layout != Layout::Misaligned;
+  const KernelRun r = run(s, q, gy);
+  const bool want_rows = suits_rows_kernels(s, layout);
   if (rows_layout) EXPECT_TRUE(want_rows);
-  const bool want_vec = layout == Layout::Flat || layout == Layout::Grouped || layout == Layout::FewGridRows ||
-                        layout == Layout::ManyBlocks ||
-                        (layout == Layout::GroupedOdd && dtype == torch::kDouble) || want_rows;
-  EXPECT_EQ(r.vectorised, want_vec) << "the layout does not exercise the intended path";
-  EXPECT_EQ(r.rows, want_rows) << "the layout does not exercise the intended path";
-  if (layout == Layout::Flat || layout == Layout::Misaligned || layout == Layout::ManyBlocks)
-    EXPECT_GT(r.backward_blocks, 1) << "the finish should sum several block partials";
+  expect_intended_path(r, layout, want_rows);
 
   // Both sides of both bounds are there.
   const auto x64 = s.x.to(torch::kDouble);
@@ -208,30 +155,19 @@ TEST_P(EmuPwluTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   EXPECT_LE(rel_err(r.param_grad.narrow(1, n + 3, 2), gs_cpu), ptol) << "grad slopes vs CPU";
 
   // Reverse fiber schedule and partial backward requests: the same bits.
-  expect_reproducible_bits([&](bool want_x, bool want_params) { return run(s, q, gy, want_x, want_params); }, r,
-                           &Result::param_grad);
-}
-
-std::string param_name(const ::testing::TestParamInfo<Param>& info) {
-  const auto& [dtype, n, layout] = info.param;
-  return dtype_name(dtype) + "N" + std::to_string(n) + layout_name(layout);
+  expect_reproducible_bits([&](bool want_x, bool want_params) { return run(s, q, gy, want_x, want_params); }, r);
 }
 
 // N = 100: more heights than one window of bins holds for every dtype (see WindowsOfLargeN).
 INSTANTIATE_TEST_SUITE_P(Pieces, EmuPwluTest,
-                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf,
-                                                              torch::kBFloat16),
-                                            ::testing::Values(1, 4, 16, 100),
+                         ::testing::Combine(kAllDtypes, ::testing::Values(1, 4, 16, 100),
                                             ::testing::Values(Layout::Grouped, Layout::ChannelsLast, Layout::RowsNhwc,
                                                               Layout::RowsLinear)),
-                         param_name);
+                         dtype_size_layout_name);
 
 INSTANTIATE_TEST_SUITE_P(Layouts, EmuPwluTest,
-                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble),
-                                            ::testing::Values(4, 100),
-                                            ::testing::Values(Layout::Flat, Layout::GroupedOdd, Layout::Misaligned,
-                                                              Layout::FewGridRows, Layout::ManyBlocks)),
-                         param_name);
+                         ::testing::Combine(kLayoutSweepDtypes, ::testing::Values(4, 100), kLaunchShapeLayouts),
+                         dtype_size_layout_name);
 
 // The backward's bins window: N = 100 needs several passes (float: 64 heights per pass, double: 32).
 TEST(EmuPwlu, WindowsOfLargeN) {
@@ -270,7 +206,7 @@ TEST(EmuPwlu, BreakpointsAndBoundsMatchTheCpuOp) {
       q.s = torch::randn({G, 2}, opts).to(acc);
       const Case s{x, G, 0, 1};
       const auto gy = torch::randn(x.sizes(), opts).to(dtype);
-      const Result r = run(s, q, gy);
+      const KernelRun r = run(s, q, gy);
       const auto y_cpu = torch_rational::pwlu(x, q.h, q.b, q.s, 1);
       const auto [gx_cpu, gh_cpu, gb_cpu, gs_cpu] =
           torch_rational::pwlu_backward(gy, x, q.h, q.b, q.s, 1, {true, true, true, true});
@@ -330,7 +266,7 @@ TEST(EmuPwlu, EveryBreakpointTakesTheRightPiece) {
       q.b = torch::tensor({L, R}, opts).reshape({1, 2}).to(dtype);
       q.s = torch::tensor({0.75, -1.5}, opts).reshape({1, 2}).to(dtype);
       const auto gy = (torch::rand({len}, opts) + 0.5).to(dtype);
-      const Result r = run(Case{x, 1, 0, 2}, q, gy);
+      const KernelRun r = run(Case{x, 1, 0, 2}, q, gy);
       const auto h = q.h.to(torch::kDouble)[0];
       const double W = R - L, d = W / n, kr_ = q.s[0][1].item<double>();
       const double tol = dtype == torch::kDouble ? 1e-12 : 2e-6;
@@ -387,7 +323,7 @@ TEST(EmuPwlu, InfiniteInputsMatchTheCpuOp) {
     const Params q = random_params(2, 4, acc_dtype(dtype));
     const Case s{x, 2, 0, 1};
     const auto gy = torch::randn(x.sizes(), opts).to(dtype);
-    const Result r = run(s, q, gy);
+    const KernelRun r = run(s, q, gy);
     const auto y_cpu = torch_rational::pwlu(x, q.h, q.b, q.s, 1);
     const auto [gx_cpu, gh_cpu, gb_cpu, gs_cpu] =
         torch_rational::pwlu_backward(gy, x, q.h, q.b, q.s, 1, {true, true, true, true});
@@ -413,7 +349,7 @@ TEST(EmuPwlu, NanStaysInItsElement) {
     const Case s{x, 1, 0, 2};
     const Params q = random_params(1, n, torch::kFloat);
     const auto gy = torch::ones_like(x);
-    const Result r = run(s, q, gy);
+    const KernelRun r = run(s, q, gy);
     const auto nan_y = torch::isnan(r.y), nan_g = torch::isnan(r.grad_x);
     EXPECT_EQ(nan_y.sum().item<int64_t>(), 1);
     EXPECT_TRUE(nan_y[1234].item<bool>());

@@ -28,80 +28,49 @@ namespace kr = torch_rational::kernels;
 using torch_rational::parse_basis;
 using torch_rational::parse_version;
 
-// Fills the parameters as csrc/ops/cuda/rational_kernel.cu does (pointers first: the plan looks
-// at their alignment); a and b are copied to `dev`.
-template <typename T>
-kc::RationalCudaParams<T> make_params(const Case& s, DeviceTensors& dev, const torch::Tensor& a,
-                                      const torch::Tensor& b, int m, const std::string& version,
-                                      const std::string& basis, double noise, uint64_t seed, const T* x,
-                                      const T* grad_y, T* out) {
-  using acc_t = typename kc::OpMath<T>::type;
-  kc::RationalCudaParams<T> p;
-  const View v = make_view(s.x, s.groups, 1);
-  p.x = x;
-  p.grad_y = grad_y;
-  p.out = out;
-  p.outer = v.outer;
-  p.groups = v.groups;
-  p.span = v.span;
-  p.a = dev.in<acc_t>(a);
-  p.b = dev.in<acc_t>(b);
-  p.m = m;
-  p.nb = static_cast<int>(b.size(-1));
-  p.version = parse_version(version);
-  p.basis = parse_basis(basis);
-  const int n_top = p.nb - 1 + kr::first_den_power(p.version);
-  p.threshold = static_cast<acc_t>(
-      kr::overflow_threshold<double>(std::max(m, n_top), is_double<acc_t>() ? DBL_MAX : double(FLT_MAX)));
-  p.noise = static_cast<acc_t>(noise);
-  p.seed = seed;
-  // RPAU: the glue makes x contiguous first; the tests only use contiguous x with noise.
-  kc::plan_rational_launch<T>(p, s.multiprocessors);
-  if (s.grid_rows > 0) {
-    EXPECT_FALSE(p.rows);
-    p.grid_groups = s.grid_rows;
-  }
-  return p;
-}
+// The rational side of run_kernels: the parameters filled as csrc/ops/cuda/rational_kernel.cu
+// does (pointers first: the plan looks at their alignment).
+struct RationalKernels {
+  torch::Tensor a, b;
+  int m;
+  std::string version, basis;
+  double noise;
+  uint64_t seed;
 
-struct Result {
-  torch::Tensor y, grad_x, coef_grad;  // coef_grad: [groups][m + 1 + nb]
-  bool rows = false;                   // the forward took the rows kernels
+  template <typename P> static void forward(const P& p) { kc::launch_rational_forward(p, nullptr); }
+  template <typename P> static void backward(const P& p) { kc::launch_rational_backward(p, nullptr); }
+  template <typename P> static void finish(const P& p) { kc::launch_rational_finish(p, nullptr); }
+
+  // param_grad: [groups][m + 1 + nb], numerator then denominator
+  int64_t grad_slots() const { return m + 1 + b.size(-1); }
+  template <typename T>
+  kc::RationalCudaParams<T> params(const Case& s, DeviceTensors& dev, const T* x, const T* grad_y, T* out) const {
+    using acc_t = typename kc::OpMath<T>::type;
+    auto p = elementwise_params<kc::RationalCudaParams<T>>(s, x, grad_y, out);
+    p.a = dev.in<acc_t>(a);
+    p.b = dev.in<acc_t>(b);
+    p.m = m;
+    p.nb = static_cast<int>(b.size(-1));
+    p.version = parse_version(version);
+    p.basis = parse_basis(basis);
+    const int n_top = p.nb - 1 + kr::first_den_power(p.version);
+    p.threshold = static_cast<acc_t>(
+        kr::overflow_threshold<double>(std::max(m, n_top), is_double<acc_t>() ? DBL_MAX : double(FLT_MAX)));
+    p.noise = static_cast<acc_t>(noise);
+    p.seed = seed;
+    // RPAU: the glue makes x contiguous first; the tests only use contiguous x with noise.
+    kc::plan_rational_launch<T>(p, s.multiprocessors);
+    // run_kernels overrides gridDim.y next: the cases that do must not take the rows kernels.
+    if (s.grid_rows > 0) EXPECT_FALSE(p.rows);
+    return p;
+  }
 };
 
-// Forward, then the fused backward + finish, on the emulator. want_x / want_coefs as the glue's
-// output_mask; unwritten partials would stay NaN and show up in coef_grad.
-Result run(const Case& s, const torch::Tensor& a, const torch::Tensor& b, int m, const std::string& version,
-           const std::string& basis, const torch::Tensor& gy, double noise = 0.0, uint64_t seed = 0,
-           bool want_x = true, bool want_coefs = true) {
-  Result r;
-  dispatch_dtype(s.x.scalar_type(), [&](auto tag) {
-    using T = decltype(tag);
-    using acc_t = typename kc::OpMath<T>::type;
-    DeviceTensors dev;
-    const T* x = dev.in<T>(s.x);
-    r.y = torch::empty_like(s.x);
-    auto pf = make_params<T>(s, dev, a, b, m, version, basis, noise, seed, x, nullptr, dev.out<T>(r.y));
-    r.rows = pf.rows;
-    kc::launch_rational_forward<T>(pf, nullptr);
-
-    torch::Tensor gin = gy.to(s.x.scalar_type());
-    if (gin.strides() != s.x.strides()) gin = torch::empty_like(s.x).copy_(gin);
-    if (want_x) r.grad_x = torch::empty_like(s.x);
-    auto pb = make_params<T>(s, dev, a, b, m, version, basis, noise, seed, x, dev.in<T>(gin), dev.out<T>(r.grad_x));
-    const int64_t K = m + 1 + b.size(-1);
-    torch::Tensor partials;
-    if (want_coefs) {
-      partials = torch::full({s.groups * pb.blocks_per_group * K}, std::nan(""), a.options());
-      r.coef_grad = torch::full({s.groups, K}, std::nan(""), a.options());
-      pb.partials = dev.out<acc_t>(partials);
-      pb.param_grad = dev.out<acc_t>(r.coef_grad);
-    }
-    kc::launch_rational_backward<T>(pb, nullptr);
-    if (want_coefs) kc::launch_rational_finish<T>(pb, nullptr);
-    dev.copy_back();
-  });
-  return r;
+// r.forward_rows: the forward took the rows kernels.
+KernelRun run(const Case& s, const torch::Tensor& a, const torch::Tensor& b, int m, const std::string& version,
+              const std::string& basis, const torch::Tensor& gy, double noise = 0.0, uint64_t seed = 0,
+              bool want_x = true, bool want_coefs = true) {
+  return run_kernels(RationalKernels{a, b, m, version, basis, noise, seed}, s, gy, want_x, want_coefs);
 }
 
 using Param = std::tuple<torch::Dtype, std::pair<int, int>, std::string, std::string, Layout>;
@@ -141,13 +110,13 @@ TEST_P(EmuRationalTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   const auto a = a64.to(acc_dtype(dtype)), b = b64.to(acc_dtype(dtype));
   const auto gy = torch::randn(s.x.sizes(), opts).to(dtype);
 
-  const Result r = run(s, a, b, m, version, basis, gy);
+  const KernelRun r = run(s, a, b, m, version, basis, gy);
   // The rows kernels take span-1 layouts of the fixed degrees whose groups fill the lanes.
   const View view = make_view(s.x, G, 1);
   const int lanes = dtype == torch::kDouble ? 2 : 4;
-  EXPECT_EQ(r.rows, kc::rational_fixed_degree(m, n) && view.span == 1 && view.outer > 1 && G % lanes == 0 &&
+  EXPECT_EQ(r.forward_rows, kc::rational_fixed_degree(m, n) && view.span == 1 && view.outer > 1 && G % lanes == 0 &&
                         layout != Layout::Misaligned);
-  if (layout == Layout::RowsNhwc || layout == Layout::RowsLinear) EXPECT_EQ(r.rows, kc::rational_fixed_degree(m, n));
+  if (layout == Layout::RowsNhwc || layout == Layout::RowsLinear) EXPECT_EQ(r.forward_rows, kc::rational_fixed_degree(m, n));
 
   // Float64 reference on exactly the rounded inputs the kernels saw.
   auto xr = s.x.to(torch::kDouble).requires_grad_(true);
@@ -168,8 +137,8 @@ TEST_P(EmuRationalTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   yr.backward(gy.to(torch::kDouble));
   const double gtol = dtype == torch::kDouble ? 1e-9 : dtype == torch::kFloat ? 1e-3 : dtype == torch::kHalf ? 1e-2 : 6e-2;
   EXPECT_LE(rel_err(r.grad_x, xr.grad()), gtol) << "grad_x";
-  EXPECT_LE(rel_err(r.coef_grad.narrow(1, 0, m + 1), ar.grad()), gtol) << "grad numerator";
-  EXPECT_LE(rel_err(r.coef_grad.narrow(1, m + 1, nb), br.grad()), gtol) << "grad denominator";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, m + 1), ar.grad()), gtol) << "grad numerator";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, m + 1, nb), br.grad()), gtol) << "grad denominator";
 
   // The CPU op: the same math, so agreement to a few roundings of the element type.
   const auto y_cpu = torch_rational::rational(s.x, a, b, version, basis, 1);
@@ -178,15 +147,15 @@ TEST_P(EmuRationalTest, MatchesReferenceAndCpuAndIsScheduleIndependent) {
   const double ctol = dtype == torch::kDouble ? 1e-12 : dtype == torch::kFloat ? 2e-4 : dtype == torch::kHalf ? 2e-3 : 1.6e-2;
   EXPECT_LE(rel_err(r.y, y_cpu), ctol) << "forward vs CPU";
   EXPECT_LE(rel_err(r.grad_x, gx_cpu), ctol) << "grad_x vs CPU";
-  EXPECT_LE(rel_err(r.coef_grad.narrow(1, 0, m + 1), ga_cpu), 10 * ctol) << "grad numerator vs CPU";
-  EXPECT_LE(rel_err(r.coef_grad.narrow(1, m + 1, nb), gb_cpu), 10 * ctol) << "grad denominator vs CPU";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, m + 1), ga_cpu), 10 * ctol) << "grad numerator vs CPU";
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, m + 1, nb), gb_cpu), 10 * ctol) << "grad denominator vs CPU";
 
   // Reverse fiber schedule and partial backward requests: the same bits.
   expect_reproducible_bits(
       [&](bool want_x, bool want_coefs) {
         return run(s, a, b, m, version, basis, gy, 0.0, 0, want_x, want_coefs);
       },
-      r, &Result::coef_grad);
+      r);
 }
 
 std::string param_name(const ::testing::TestParamInfo<Param>& info) {
@@ -212,8 +181,7 @@ const auto kAllLayouts = ::testing::Values(Layout::Flat, Layout::Grouped, Layout
 // Every fixed-degree specialisation and the generic path (2,3), every version, all dtypes.
 INSTANTIATE_TEST_SUITE_P(
     PowerBasis, EmuRationalTest,
-    ::testing::Combine(::testing::Values(torch::kFloat, torch::kDouble, torch::kHalf, torch::kBFloat16),
-                       ::testing::Values(std::make_pair(5, 4), std::make_pair(4, 4), std::make_pair(3, 2),
+    ::testing::Combine(kAllDtypes, ::testing::Values(std::make_pair(5, 4), std::make_pair(4, 4), std::make_pair(3, 2),
                                          std::make_pair(7, 6), std::make_pair(2, 3)),
                        ::testing::Values("A", "B", "C", "N"), ::testing::Values("power"),
                        ::testing::Values(Layout::Grouped, Layout::ChannelsLast, Layout::RowsNhwc)),
@@ -221,7 +189,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // Every layout on the most used kernel and on the generic one.
 INSTANTIATE_TEST_SUITE_P(Layouts, EmuRationalTest,
-                         ::testing::Combine(::testing::Values(torch::kFloat, torch::kHalf, torch::kDouble),
+                         ::testing::Combine(kLayoutSweepDtypes,
                                             ::testing::Values(std::make_pair(5, 4), std::make_pair(2, 3)),
                                             ::testing::Values("A"), ::testing::Values("power"), kAllLayouts),
                          param_name);
@@ -267,22 +235,22 @@ TEST_P(EmuRpauTest, SameNoiseAsCpu) {
   const double noise = 0.2;
   const uint64_t seed = 123456789;
   const auto seed_t = torch::tensor({static_cast<int64_t>(seed)}, torch::kLong);
-  const Result r = run(s, a, b, m, version, "power", gy, noise, seed);
+  const KernelRun r = run(s, a, b, m, version, "power", gy, noise, seed);
   const auto y_cpu = torch_rational::rational(s.x, a, b, version, "power", 1, noise, seed_t);
   const auto [gx_cpu, ga_cpu, gb_cpu] =
       torch_rational::rational_backward(gy, s.x, a, b, version, "power", 1, noise, seed_t, {true, true, true});
   const double ctol = dtype == torch::kDouble ? 1e-12 : dtype == torch::kFloat ? 5e-5 : 1.6e-2;
   EXPECT_LE(rel_err(r.y, y_cpu), ctol);
   EXPECT_LE(rel_err(r.grad_x, gx_cpu), ctol);
-  EXPECT_LE(rel_err(r.coef_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1)), 10 * ctol);
+  EXPECT_LE(rel_err(r.param_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1)), 10 * ctol);
   // The noise is there: without it the output differs by far more than rounding.
-  const Result r0 = run(s, a, b, m, version, "power", gy);
+  const KernelRun r0 = run(s, a, b, m, version, "power", gy);
   EXPECT_GT(rel_err(r.y, r0.y), 0.01);
   // Reverse schedule: the same bits.
   const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
-  const Result rr = run(s, a, b, m, version, "power", gy, noise, seed);
+  const KernelRun rr = run(s, a, b, m, version, "power", gy, noise, seed);
   EXPECT_TRUE(bitwise_equal(r.grad_x, rr.grad_x));
-  EXPECT_TRUE(bitwise_equal(r.coef_grad, rr.coef_grad));
+  EXPECT_TRUE(bitwise_equal(r.param_grad, rr.param_grad));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -310,6 +278,28 @@ inline Case large_input_case(uint64_t seed) {
   return Case{x64.to(torch::kFloat), 1, 0, 1};
 }
 
+// Float64 copies of the kernels' inputs, exactly as rounded, as autograd leaves of the reference.
+struct ReferenceLeaves {
+  torch::Tensor x, a, b;
+  ReferenceLeaves(const torch::Tensor& x_in, const torch::Tensor& a_in, const torch::Tensor& b_in)
+      : x(x_in.to(torch::kDouble).requires_grad_(true)),
+        a(a_in.to(torch::kDouble).requires_grad_(true)),
+        b(b_in.to(torch::kDouble).requires_grad_(true)) {}
+};
+
+// r (run with grad_y = 1) against the reference yr computed on ref: y and grad_x element by
+// element, since with large inputs the outputs span many magnitudes; the coefficient gradients as
+// a whole.
+void expect_large_inputs_match(const KernelRun& r, const torch::Tensor& yr, const ReferenceLeaves& ref, int m) {
+  const int nb = static_cast<int>(ref.b.size(1));
+  EXPECT_LE(((r.y.to(torch::kDouble) - yr).abs() / (1 + yr.abs())).max().item<double>(), 1e-5) << "m=" << m;
+  yr.sum().backward();
+  EXPECT_LE(((r.grad_x.to(torch::kDouble) - ref.x.grad()).abs() / (1 + ref.x.grad().abs())).max().item<double>(), 1e-4)
+      << "m=" << m;
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, 0, m + 1), ref.a.grad()), 1e-4) << "m=" << m;
+  EXPECT_LE(rel_err(r.param_grad.narrow(1, m + 1, nb), ref.b.grad()), 1e-4) << "m=" << m;
+}
+
 // |x| above the overflow threshold of the math type takes the double path (scaled form only
 // where double would overflow too), in the fixed-degree kernels and the generic one (2,3).
 TEST(EmuRational, LargeInputsMatchTheReference) {
@@ -319,20 +309,12 @@ TEST(EmuRational, LargeInputsMatchTheReference) {
     const auto a = (torch::rand({1, m + 1}, opts) + 0.5).to(torch::kFloat);
     const auto b = (torch::rand({1, n}, opts) + 0.5).to(torch::kFloat);
     const auto gy = torch::ones_like(s.x);
-    const Result r = run(s, a, b, m, "A", "power", gy);
-    auto xr = s.x.to(torch::kDouble).requires_grad_(true);
-    auto ar = a.to(torch::kDouble).requires_grad_(true);
-    auto br = b.to(torch::kDouble).requires_grad_(true);
-    auto yr = tr_test::rational_reference(xr, ar[0], br[0], "A", "power");
+    const KernelRun r = run(s, a, b, m, "A", "power", gy);
+    const ReferenceLeaves ref(s.x, a, b);
+    const auto yr = tr_test::rational_reference(ref.x, ref.a[0], ref.b[0], "A", "power");
     ASSERT_TRUE(torch::isfinite(yr).all().item<bool>());
     EXPECT_TRUE(torch::isfinite(r.y).all().item<bool>()) << "m=" << m;
-    // Relative error per element (the outputs span many magnitudes).
-    EXPECT_LE(((r.y.to(torch::kDouble) - yr).abs() / (1 + yr.abs())).max().item<double>(), 1e-5) << "m=" << m;
-    yr.sum().backward();
-    EXPECT_LE(((r.grad_x.to(torch::kDouble) - xr.grad()).abs() / (1 + xr.grad().abs())).max().item<double>(), 1e-4)
-        << "m=" << m;
-    EXPECT_LE(rel_err(r.coef_grad.narrow(1, 0, m + 1), ar.grad()), 1e-4) << "m=" << m;
-    EXPECT_LE(rel_err(r.coef_grad.narrow(1, m + 1, n), br.grad()), 1e-4) << "m=" << m;
+    expect_large_inputs_match(r, yr, ref, m);
     // The CPU op takes the same double path.
     EXPECT_LE(rel_err(r.y, torch_rational::rational(s.x, a, b, "A", "power", 1)), 1e-6) << "m=" << m;
   }
@@ -351,18 +333,18 @@ TEST(EmuRational, LargeInputsInTheRpauKernelsMatchTheCpuOp) {
     const double noise = 0.2;
     const uint64_t seed = 987654321;
     const auto seed_t = torch::tensor({static_cast<int64_t>(seed)}, torch::kLong);
-    const Result r = run(s, a, b, m, "A", "power", gy, noise, seed);
+    const KernelRun r = run(s, a, b, m, "A", "power", gy, noise, seed);
     const auto y_cpu = torch_rational::rational(s.x, a, b, "A", "power", 1, noise, seed_t);
     const auto [gx_cpu, ga_cpu, gb_cpu] =
         torch_rational::rational_backward(gy, s.x, a, b, "A", "power", 1, noise, seed_t, {true, true, true});
     ASSERT_TRUE(torch::isfinite(y_cpu).all().item<bool>());
     EXPECT_LE(((r.y - y_cpu).abs() / (1 + y_cpu.abs())).max().item<double>(), 1e-5) << "m=" << m;
     EXPECT_LE(((r.grad_x - gx_cpu).abs() / (1 + gx_cpu.abs())).max().item<double>(), 1e-4) << "m=" << m;
-    EXPECT_LE(rel_err(r.coef_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1)), 1e-4) << "m=" << m;
+    EXPECT_LE(rel_err(r.param_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1)), 1e-4) << "m=" << m;
     const ScheduleGuard guard(cuda_emu::Schedule::Reverse);
-    const Result rr = run(s, a, b, m, "A", "power", gy, noise, seed);
+    const KernelRun rr = run(s, a, b, m, "A", "power", gy, noise, seed);
     EXPECT_TRUE(bitwise_equal(r.y, rr.y)) << "m=" << m;
-    EXPECT_TRUE(bitwise_equal(r.coef_grad, rr.coef_grad)) << "m=" << m;
+    EXPECT_TRUE(bitwise_equal(r.param_grad, rr.param_grad)) << "m=" << m;
   }
 }
 
@@ -378,20 +360,13 @@ TEST(EmuRational, LargeInputsMatchTheReferenceInTheRowsKernels) {
     const Case s{x64.to(torch::kFloat), 8, 0, 1};
     const auto a = (torch::rand({8, m + 1}, opts) + 0.5).to(torch::kFloat);
     const auto b = (torch::rand({8, n}, opts) + 0.5).to(torch::kFloat);
-    const Result r = run(s, a, b, m, "A", "power", torch::ones_like(s.x));
-    ASSERT_TRUE(r.rows);
-    auto xr = s.x.to(torch::kDouble).requires_grad_(true);
-    auto ar = a.to(torch::kDouble).requires_grad_(true);
-    auto br = b.to(torch::kDouble).requires_grad_(true);
+    const KernelRun r = run(s, a, b, m, "A", "power", torch::ones_like(s.x));
+    ASSERT_TRUE(r.forward_rows);
+    const ReferenceLeaves ref(s.x, a, b);
     std::vector<torch::Tensor> cols;
-    for (int64_t c = 0; c < 8; ++c) cols.push_back(tr_test::rational_reference(xr.select(1, c), ar[c], br[c], "A", "power").unsqueeze(1));
-    auto yr = torch::cat(cols, 1);
-    EXPECT_LE(((r.y.to(torch::kDouble) - yr).abs() / (1 + yr.abs())).max().item<double>(), 1e-5) << "m=" << m;
-    yr.sum().backward();
-    EXPECT_LE(((r.grad_x.to(torch::kDouble) - xr.grad()).abs() / (1 + xr.grad().abs())).max().item<double>(), 1e-4)
-        << "m=" << m;
-    EXPECT_LE(rel_err(r.coef_grad.narrow(1, 0, m + 1), ar.grad()), 1e-4) << "m=" << m;
-    EXPECT_LE(rel_err(r.coef_grad.narrow(1, m + 1, n), br.grad()), 1e-4) << "m=" << m;
+    for (int64_t c = 0; c < 8; ++c)
+      cols.push_back(tr_test::rational_reference(ref.x.select(1, c), ref.a[c], ref.b[c], "A", "power").unsqueeze(1));
+    expect_large_inputs_match(r, torch::cat(cols, 1), ref, m);
   }
 }
 
@@ -404,12 +379,12 @@ TEST(EmuRational, NanStaysInItsElement) {
   x[1234] = std::nan("");
   const Case s{x, 1, 0, 1};
   const auto a = torch::randn({1, 6}, opts) * 0.5, b = torch::randn({1, 4}, opts) * 0.5;
-  const Result r = run(s, a, b, 5, "A", "power", torch::ones_like(x));
+  const KernelRun r = run(s, a, b, 5, "A", "power", torch::ones_like(x));
   const auto nan_y = torch::isnan(r.y), nan_g = torch::isnan(r.grad_x);
   EXPECT_EQ(nan_y.sum().item<int64_t>(), 1);
   EXPECT_TRUE(nan_y[1234].item<bool>());
   EXPECT_EQ(nan_g.sum().item<int64_t>(), 1);
-  EXPECT_TRUE(torch::isnan(r.coef_grad).all().item<bool>());
+  EXPECT_TRUE(torch::isnan(r.param_grad).all().item<bool>());
 }
 
 // x = +-inf with the power basis: the limits as x -> +-inf (docs/DESIGN.md, Math; the Python
@@ -431,8 +406,8 @@ TEST(EmuRational, InfinityGivesTheLimitVersionN) {
         a.select(1, 2).fill_(1.0);
         auto b = torch::zeros({G, n}, opts);
         b.select(1, 0).fill_(-1.0);
-        const Result r = run(s, a.to(dtype), b.to(dtype), m, "N", "power", torch::ones_like(s.x));
-        EXPECT_EQ(r.rows, rows);
+        const KernelRun r = run(s, a.to(dtype), b.to(dtype), m, "N", "power", torch::ones_like(s.x));
+        EXPECT_EQ(r.forward_rows, rows);
         SCOPED_TRACE(std::string(dtype == torch::kFloat ? "float" : "double") + " m=" + std::to_string(m) + (rows ? " rows" : ""));
         const auto y = r.y.to(torch::kDouble), gx = r.grad_x.to(torch::kDouble);
         EXPECT_TRUE((y.select(0, 1) == -INFINITY).all().item<bool>()) << y.select(0, 1);
@@ -471,7 +446,7 @@ TEST(EmuRational, InfinityMatchesTheCpuOp) {
           if (zero_top > 0) a.narrow(1, m + 1 - std::min(zero_top, m + 1), std::min(zero_top, m + 1)).zero_();
           if (zero_top > 1) b.narrow(1, nb - 1, 1).zero_();
           const auto gy = torch::ones_like(s.x);
-          const Result r = run(s, a, b, m, version, "power", gy);
+          const KernelRun r = run(s, a, b, m, version, "power", gy);
           const auto y_cpu = torch_rational::rational(s.x, a, b, version, "power", 1);
           const auto [gx_cpu, ga_cpu, gb_cpu] = torch_rational::rational_backward(
               gy, s.x, a, b, version, "power", 1, 0.0, std::nullopt, {true, true, true});
@@ -488,7 +463,7 @@ TEST(EmuRational, InfinityMatchesTheCpuOp) {
                                    std::to_string(zero_top) + (rows ? " rows" : "");
           EXPECT_TRUE(same(r.y, y_cpu)) << what;
           EXPECT_TRUE(same(r.grad_x, gx_cpu)) << what;
-          EXPECT_TRUE(same(r.coef_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1))) << what;
+          EXPECT_TRUE(same(r.param_grad, torch::cat(std::vector<torch::Tensor>{ga_cpu, gb_cpu}, 1))) << what;
         }
       }
     }
@@ -506,7 +481,7 @@ TEST(EmuRational, CoefficientGradientsOfManyBlocks) {
   const auto a = torch::tensor({0.0299, 0.6169, 2.3770, 2.5767, 1.1998, 0.1528}, opts).reshape({1, 6}).to(torch::kFloat);
   const auto b = torch::tensor({1.2198, 4.4400, 0.3886, 0.6060}, opts).reshape({1, 4}).to(torch::kFloat);
   const auto gy = torch::ones_like(s.x);
-  const Result r = run(s, a, b, 5, "A", "power", gy);
+  const KernelRun r = run(s, a, b, 5, "A", "power", gy);
   auto xr = s.x.to(torch::kDouble).flatten();
   auto ar = a.to(torch::kDouble)[0], br = b.to(torch::kDouble)[0];
   // The terms g dy/dcoef of the float64 formula, and their sums and absolute sums.
@@ -518,7 +493,7 @@ TEST(EmuRational, CoefficientGradientsOfManyBlocks) {
   for (int k = 1; k <= 4; ++k) terms.push_back(-P / (Q * Q) * br[k - 1].sign() * xr.abs().pow(k));
   const auto t = torch::stack(terms, 1);
   const auto ref = t.sum(0), scale = t.abs().sum(0);
-  const auto err = ((r.coef_grad[0].to(torch::kDouble) - ref).abs() / scale).max().item<double>();
+  const auto err = ((r.param_grad[0].to(torch::kDouble) - ref).abs() / scale).max().item<double>();
   EXPECT_LE(err, 4 * 0x1p-24) << "max |error| / scale = " << err;
 }
 

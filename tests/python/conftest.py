@@ -10,13 +10,14 @@ from __future__ import annotations
 import importlib.util
 import math
 import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
-from reference import denominator_length, error_scales, kink_margin
+from reference import BASES, VERSIONS, denominator_length, error_scales, kink_margin, rational_reference_grads
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,6 +93,21 @@ def assert_close_scaled(actual, expected, scale, tol: Tolerance, name="value"):
             f"allowed {allowed[i].item():.3e} (scale {s[i].item():.3e}, {tol})")
 
 
+def rational_matrix(degrees_list, cases):
+    """pytest params (basis, version, degrees, case value, dtype): every basis x version x case at
+    (5, 4) for every dtype, the other degrees only for float32 / float64 so the suite stays small.
+    cases: {id: value}."""
+    for basis in BASES:
+        for version in VERSIONS:
+            for degrees in degrees_list:
+                dtypes = DTYPES if degrees == (5, 4) else FULL_PRECISION_DTYPES
+                for dtype in dtypes:
+                    for name, value in cases.items():
+                        yield pytest.param(
+                            basis, version, degrees, value, dtype,
+                            id=f"{basis}-{version}-deg{degrees[0]}_{degrees[1]}-{name}-{dtype_id(dtype)}")
+
+
 def check_against_reference(y, x, numerator, denominator, version, basis, channel_dim, name="y"):
     """Forward output of the op vs the float64 reference on the same (already rounded) inputs."""
     from reference import rational_reference
@@ -104,9 +120,36 @@ def check_against_reference(y, x, numerator, denominator, version, basis, channe
     assert_close_scaled(y, ref, scale, tolerance(x.dtype), name)
 
 
+def assert_rational_grads_close(x, num, den, g, version, basis, channel_dim, got, name=""):
+    """Gradients got = (y, grad_x, grad_num, grad_den) of the rational op vs the float64
+    reference's for grad_output g, on the same (already rounded) inputs. The callers check dtypes,
+    shapes and devices first: what they require differs between the CPU and the CUDA tests."""
+    _, gx, ga, gb = got
+    _, rgx, rga, rgb = rational_reference_grads(x, num, den, g, version, basis, channel_dim)
+    s = error_scales(x, num, den, g, version, basis, channel_dim)
+    assert_close_scaled(gx, rgx, s["grad_x"], tolerance(x.dtype), f"{name}grad_x")
+    assert_close_scaled(ga, rga, s["grad_numerator"], tolerance(x.dtype, num.dtype), f"{name}grad_numerator")
+    assert_close_scaled(gb, rgb, s["grad_denominator"], tolerance(x.dtype, den.dtype), f"{name}grad_denominator")
+
+
+def forward_backward(op, *inputs_and_grad_output, **kwargs):
+    """op(*inputs, **kwargs) on detached leaf copies of the tensor inputs, then backward with
+    grad_output (the last positional argument). Returns (y, *the inputs' gradients)."""
+    *inputs, grad_output = inputs_and_grad_output
+    leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
+    y = op(*leaves, **kwargs)
+    y.backward(grad_output)
+    return (y.detach(), *(leaf.grad for leaf in leaves))
+
+
 # ------------------------------------------------------------------------------------------------
 # Input builders. Everything is drawn from an explicit torch.Generator so each test is reproducible
 # on its own, independent of test order.
+
+
+def seed_of(*parts) -> int:
+    """A seed from a test's parameters: each case draws its own inputs, whatever else runs."""
+    return zlib.crc32("-".join(map(str, parts)).encode())
 
 
 def make_generator(seed: int) -> torch.Generator:

@@ -9,8 +9,6 @@ vector loop and its scalar tail, several blocks per group, the fixed-degree spec
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 from conftest import (
@@ -18,14 +16,18 @@ from conftest import (
     FULL_PRECISION_DTYPES,
     HAS_CUDA,
     assert_close_scaled,
+    assert_rational_grads_close,
     check_against_reference,
     dtype_id,
+    forward_backward,
     make_case,
     make_generator,
     make_x,
+    rational_matrix,
+    seed_of,
     tolerance,
 )
-from reference import BASES, VERSIONS, error_scales, rational_reference_grads
+from reference import BASES, VERSIONS, error_scales
 
 pytestmark = pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
 
@@ -49,42 +51,18 @@ SHAPES = {
 }
 
 
-def seed_of(*parts) -> int:
-    return zlib.crc32("-".join(map(str, parts)).encode())
-
-
 def run_with_grads(x, num, den, grad_output, **kwargs):
-    xs = x.detach().clone().requires_grad_(True)
-    a = num.detach().clone().requires_grad_(True)
-    b = den.detach().clone().requires_grad_(True)
-    y = rational(xs, a, b, **kwargs)
-    y.backward(grad_output)
-    return y.detach(), xs.grad, a.grad, b.grad
+    return forward_backward(rational, x, num, den, grad_output, **kwargs)
 
 
 def check_grads(x, num, den, g, version, basis, channel_dim, got, name=""):
     _, gx, ga, gb = got
-    _, rgx, rga, rgb = rational_reference_grads(x, num, den, g, version, basis, channel_dim)
-    s = error_scales(x, num, den, g, version, basis, channel_dim)
     assert gx.device.type == "cuda" and ga.device.type == "cuda" and gb.device.type == "cuda"
     assert gx.dtype == x.dtype and ga.dtype == num.dtype and gb.dtype == den.dtype
-    assert_close_scaled(gx, rgx, s["grad_x"], tolerance(x.dtype), f"{name}grad_x")
-    assert_close_scaled(ga, rga, s["grad_numerator"], tolerance(x.dtype, num.dtype), f"{name}grad_numerator")
-    assert_close_scaled(gb, rgb, s["grad_denominator"], tolerance(x.dtype, den.dtype), f"{name}grad_denominator")
+    assert_rational_grads_close(x, num, den, g, version, basis, channel_dim, got, name)
 
 
-def _matrix():
-    for basis in BASES:
-        for version in VERSIONS:
-            for degrees in DEGREES:
-                dtypes = DTYPES if degrees == (5, 4) else FULL_PRECISION_DTYPES
-                for dtype in dtypes:
-                    for sname in SHAPES:
-                        yield pytest.param(basis, version, degrees, sname, dtype,
-                                           id=f"{basis}-{version}-deg{degrees[0]}_{degrees[1]}-{sname}-{dtype_id(dtype)}")
-
-
-@pytest.mark.parametrize("basis,version,degrees,sname,dtype", list(_matrix()))
+@pytest.mark.parametrize("basis,version,degrees,sname,dtype", list(rational_matrix(DEGREES, {s: s for s in SHAPES})))
 def test_cuda_forward_backward_match_reference(basis, version, degrees, sname, dtype):
     shape, cdim, groups = SHAPES[sname]
     seed = seed_of("cuda", basis, version, degrees, sname, dtype)

@@ -9,12 +9,20 @@ from __future__ import annotations
 import copy
 import io
 import pickle
-import zlib
 
 import pytest
 import torch
 import torch_rational
-from conftest import DTYPES, Tolerance, assert_close_scaled, dtype_id, requires_cuda, tolerance
+from conftest import (
+    DTYPES,
+    Tolerance,
+    assert_close_scaled,
+    dtype_id,
+    forward_backward,
+    requires_cuda,
+    seed_of,
+    tolerance,
+)
 from reference_era import era_error_scales, era_reference, era_reference_grads, parameter_grad_scales
 
 era = torch_rational.functional.era
@@ -25,10 +33,6 @@ GROUPS = {"G1_1d": (1, True), "G1": (1, False), "G2": (2, False), "per_channel":
 NUM_FRACTIONS = [1, 2, 3, 5]  # 1..4 have vectorised bodies, 5 takes the scalar path
 CHANNEL_DIMS = [1, -1]
 INIT_NAMES = ["relu", "leaky_relu", "leaky_relu_0.3", "swish", "gelu", "tanh", "identity"]
-
-
-def seed_of(*parts) -> int:
-    return zlib.crc32("-".join(map(str, parts)).encode())
 
 
 def make_params(groups, n, *, gen, dtype=torch.float32, one_d=False):
@@ -83,12 +87,7 @@ def era_tolerance(x_dtype, out_dtype=None):
 
 
 def run_with_grads(x, lin, fr, g, **kwargs):
-    xs = x.detach().clone().requires_grad_(True)
-    ls = lin.detach().clone().requires_grad_(True)
-    fs = fr.detach().clone().requires_grad_(True)
-    y = era(xs, ls, fs, **kwargs)
-    y.backward(g)
-    return y.detach(), xs.grad, ls.grad, fs.grad
+    return forward_backward(era, x, lin, fr, g, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -257,58 +256,38 @@ def _ok():
     return torch.randn(2, 4, 3), torch.randn(2, 2), torch.rand(2, 1, 4)
 
 
-@pytest.mark.parametrize("case,exc,pattern", [
-    ("linear_shape", ValueError, "linear must have shape"),
-    ("fractions_shape", ValueError, "fractions must have shape"),
-    ("mixed_grouping", ValueError, "both be ungrouped"),
-    ("group_mismatch", ValueError, "linear has 2 groups but fractions has 3"),
-    ("zero_groups", ValueError, "at least one group"),
-    ("zero_fractions", ValueError, "num_fractions"),
-    ("too_many_fractions", ValueError, "num_fractions"),
-    ("not_divisible", ValueError, r"x.size\(channel_dim=1\) = 3 is not divisible"),
-    ("channel_dim_range", IndexError, "channel_dim 5 is out of range"),
-    ("negative_eps", ValueError, "eps must be finite and >= 0"),
-    ("nan_eps", ValueError, "eps must be finite and >= 0"),
-    ("int_x", TypeError, "era: x has dtype Int; supported: float16, bfloat16, float32, float64"),
-    ("int_linear", TypeError, "era: linear has dtype Long; supported: float16"),
-    ("int_fractions", TypeError, "era: fractions has dtype Long; supported: float16"),
-    ("grouped_scalar_x", ValueError, "x must have a channel dimension"),
-])
+# Each case: the arguments that replace _ok()'s (built when the test runs), the error and its message.
+BAD_INPUTS = {
+    "linear_shape": (lambda: {"linear": torch.randn(2, 3)}, ValueError, "linear must have shape"),
+    "fractions_shape": (lambda: {"fractions": torch.randn(2, 1, 3)}, ValueError, "fractions must have shape"),
+    "mixed_grouping": (lambda: {"linear": torch.randn(2)}, ValueError, "both be ungrouped"),
+    "group_mismatch": (lambda: {"fractions": torch.rand(3, 1, 4)}, ValueError,
+                       "linear has 2 groups but fractions has 3"),
+    "zero_groups": (lambda: {"linear": torch.randn(0, 2), "fractions": torch.rand(0, 1, 4)}, ValueError,
+                    "at least one group"),
+    "zero_fractions": (lambda: {"fractions": torch.rand(2, 0, 4)}, ValueError, "num_fractions"),
+    "too_many_fractions": (lambda: {"fractions": torch.rand(2, 33, 4)}, ValueError, "num_fractions"),
+    "not_divisible": (lambda: {"x": torch.randn(2, 3, 3)}, ValueError,
+                      r"x.size\(channel_dim=1\) = 3 is not divisible"),
+    "channel_dim_range": (lambda: {"channel_dim": 5}, IndexError, "channel_dim 5 is out of range"),
+    "negative_eps": (lambda: {"eps": -1e-6}, ValueError, "eps must be finite and >= 0"),
+    "nan_eps": (lambda: {"eps": float("nan")}, ValueError, "eps must be finite and >= 0"),
+    "int_x": (lambda: {"x": torch.ones(2, 4, 3, dtype=torch.int32)}, TypeError,
+              "era: x has dtype Int; supported: float16, bfloat16, float32, float64"),
+    "int_linear": (lambda: {"linear": torch.ones(2, 2, dtype=torch.int64)}, TypeError,
+                   "era: linear has dtype Long; supported: float16"),
+    "int_fractions": (lambda: {"fractions": torch.ones(2, 1, 4, dtype=torch.int64)}, TypeError,
+                      "era: fractions has dtype Long; supported: float16"),
+    "grouped_scalar_x": (lambda: {"x": torch.tensor(1.0)}, ValueError, "x must have a channel dimension"),
+}
+
+
+@pytest.mark.parametrize("case,exc,pattern", [(case, exc, pattern) for case, (_, exc, pattern) in BAD_INPUTS.items()])
 def test_bad_input(case, exc, pattern):
     x, lin, fr = _ok()
-    kwargs = {}
-    if case == "linear_shape":
-        lin = torch.randn(2, 3)
-    elif case == "fractions_shape":
-        fr = torch.randn(2, 1, 3)
-    elif case == "mixed_grouping":
-        lin = torch.randn(2)
-    elif case == "group_mismatch":
-        fr = torch.rand(3, 1, 4)
-    elif case == "zero_groups":
-        lin, fr = torch.randn(0, 2), torch.rand(0, 1, 4)
-    elif case == "zero_fractions":
-        fr = torch.rand(2, 0, 4)
-    elif case == "too_many_fractions":
-        fr = torch.rand(2, 33, 4)
-    elif case == "not_divisible":
-        x = torch.randn(2, 3, 3)
-    elif case == "channel_dim_range":
-        kwargs["channel_dim"] = 5
-    elif case == "negative_eps":
-        kwargs["eps"] = -1e-6
-    elif case == "nan_eps":
-        kwargs["eps"] = float("nan")
-    elif case == "int_x":
-        x = torch.ones(2, 4, 3, dtype=torch.int32)
-    elif case == "int_linear":
-        lin = torch.ones(2, 2, dtype=torch.int64)
-    elif case == "int_fractions":
-        fr = torch.ones(2, 1, 4, dtype=torch.int64)
-    elif case == "grouped_scalar_x":
-        x = torch.tensor(1.0)
+    arguments = {"x": x, "linear": lin, "fractions": fr, **BAD_INPUTS[case][0]()}
     with pytest.raises(exc, match=pattern):
-        era(x, lin, fr, **kwargs)
+        era(**arguments)
 
 
 def test_bad_grad_output():

@@ -11,7 +11,6 @@ a partial one on AVX-512 (16 lanes), two full and a partial one on AVX2 (8 lanes
 from __future__ import annotations
 
 import sys
-import zlib
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from conftest import (
     dtype_id,
     make_case,
     make_generator,
+    seed_of,
 )
 from test_era import check_all as check_era_against_reference
 from test_era import make_params as make_era_params
@@ -41,10 +41,6 @@ F = torch_rational.functional
 C = 20
 DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16]
 GROUPS = [1, 2, C // 2, C]
-
-
-def seed_of(*parts) -> int:
-    return zlib.crc32("-".join(map(str, parts)).encode())
 
 
 # Each layout: (shape of the logical tensor, channel_dim, a function giving the tensor in the layout

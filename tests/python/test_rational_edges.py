@@ -13,22 +13,17 @@ Other bases at +-inf: not special-cased; y is NaN or the limit (see test_other_b
 from __future__ import annotations
 
 import math
-import zlib
 from fractions import Fraction
 
 import pytest
 import torch
 
 import torch_rational
-from conftest import DEVICES
+from conftest import DEVICES, seed_of
 from reference import BASES, VERSIONS, denominator_length, rational_reference
 
 rational = torch_rational.functional.rational
 INF = float("inf")
-
-
-def seed_of(*parts) -> int:
-    return zlib.crc32("-".join(map(str, parts)).encode())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ what they test.
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 import torch
 
@@ -19,14 +17,18 @@ from conftest import (
     FULL_PRECISION_DTYPES,
     HAS_CUDA,
     assert_close_scaled,
+    assert_rational_grads_close,
     avoid_kinks,
     check_against_reference,
     dtype_id,
+    forward_backward,
     make_case,
     make_coefficients,
     make_generator,
     make_x,
+    rational_matrix,
     requires_cuda,
+    seed_of,
     tolerance,
 )
 from reference import (
@@ -47,49 +49,22 @@ MATRIX_SHAPE = (3, 4, 5)  # channel_dim = 1 with C = 4
 GROUPS = {"G1": 1, "G2": 2, "per_channel": 4}
 
 
-def seed_of(*parts) -> int:
-    return zlib.crc32("-".join(map(str, parts)).encode())
-
-
-def _matrix_params():
-    # Full product of bases x versions x groups at (5, 4) for every dtype; the other degrees only
-    # for float32 / float64 so the suite stays small.
-    for basis in BASES:
-        for version in VERSIONS:
-            for degrees in DEGREES:
-                dtypes = DTYPES if degrees == (5, 4) else FULL_PRECISION_DTYPES
-                for dtype in dtypes:
-                    for gname, groups in GROUPS.items():
-                        yield pytest.param(
-                            basis, version, degrees, groups, dtype,
-                            id=f"{basis}-{version}-deg{degrees[0]}_{degrees[1]}-{gname}-{dtype_id(dtype)}")
-
-
-MATRIX = list(_matrix_params())
+MATRIX = list(rational_matrix(DEGREES, GROUPS))
 
 
 def run_with_grads(x, num, den, grad_output, **kwargs):
     """Forward + backward through the functional API; returns (y, grad_x, grad_num, grad_den)."""
-    xs = x.detach().clone().requires_grad_(True)
-    a = num.detach().clone().requires_grad_(True)
-    b = den.detach().clone().requires_grad_(True)
-    y = rational(xs, a, b, **kwargs)
-    y.backward(grad_output)
-    return y.detach(), xs.grad, a.grad, b.grad
+    return forward_backward(rational, x, num, den, grad_output, **kwargs)
 
 
 def check_grads_against_reference(x, num, den, g, version, basis, channel_dim, got, name=""):
     _, gx, ga, gb = got
-    _, rgx, rga, rgb = rational_reference_grads(x, num, den, g, version, basis, channel_dim)
-    s = error_scales(x, num, den, g, version, basis, channel_dim)
     assert gx is not None and ga is not None and gb is not None, "missing gradient"
     assert gx.dtype == x.dtype and gx.shape == x.shape
     assert ga.dtype == num.dtype and ga.shape == num.shape, (ga.dtype, ga.shape)
     assert gb.dtype == den.dtype and gb.shape == den.shape, (gb.dtype, gb.shape)
     assert gx.device == x.device and ga.device == num.device
-    assert_close_scaled(gx, rgx, s["grad_x"], tolerance(x.dtype), f"{name}grad_x")
-    assert_close_scaled(ga, rga, s["grad_numerator"], tolerance(x.dtype, num.dtype), f"{name}grad_numerator")
-    assert_close_scaled(gb, rgb, s["grad_denominator"], tolerance(x.dtype, den.dtype), f"{name}grad_denominator")
+    assert_rational_grads_close(x, num, den, g, version, basis, channel_dim, got, name)
 
 
 # ------------------------------------------------------------------------------------------------
