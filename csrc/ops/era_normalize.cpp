@@ -12,9 +12,11 @@
 #include <cmath>
 #include <numeric>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "ops/autograd/elementwise_autograd.h"  // needs_composite
+#include "ops/cpu/vec_dispatch.h"                // vec_level
 
 namespace torch_rational {
 
@@ -28,8 +30,8 @@ constexpr double kNormEps = 1e-5;  // as torch.nn.InstanceNorm / LayerNorm
 // norm over the channels of channels_last or of (T, C)) is at::layer_norm's layout, without a copy.
 // I > 1 (layer norm over the channels of NCHW, instance norm of channels_last) is no native
 // kernel's layout: at::layer_norm needs it transposed, which copies x and its gradient forth and
-// back (5.8x the ERA op itself, scripts/compare_era_normalize.py); the fused kernels below
-// normalise it in place, vectorised across the I inner columns.
+// back (5.8x the ERA op itself, scripts/compare_era_normalize.py); the fused kernels
+// (era_normalize_kernels.inc) normalise it where it lies, vectorised across the I inner columns.
 
 struct MemoryBlocks {
   std::vector<int64_t> order;  // x.permute(order) is contiguous
@@ -58,110 +60,47 @@ std::optional<MemoryBlocks> memory_blocks(const at::Tensor& x, const std::vector
   return blocks;
 }
 
-// Columns of one task: a slice of R rows x this many columns stays in the L2 cache across the
-// kernels' passes (statistics, then the write), so x and the gradient are read from memory once.
-int64_t columns_per_task(int64_t reduced, int64_t inner, size_t element_size) {
-  constexpr int64_t kSliceBytes = 256 * 1024;
-  constexpr int64_t kVectorColumns = 16;  // one AVX-512 register of float
-  const int64_t fit = kSliceBytes / static_cast<int64_t>(element_size) / std::max<int64_t>(reduced, 1);
-  const int64_t columns = std::max(kVectorColumns, fit / kVectorColumns * kVectorColumns);
-  return std::min(columns, inner);
+namespace baseline {
+#include "ops/era_normalize_kernels.inc"
+}  // namespace baseline
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+#include "ops/era_normalize_kernels.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
+namespace avx512 {
+#include "ops/era_normalize_kernels.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+#endif
+
+// The widest build the CPU and torch's capability allow (the choice of the vectorised op kernels).
+void run_middle_forward(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
+#ifdef TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
+  switch (cpu::vec_level()) {
+    case cpu::VecLevel::Avx512: return avx512::middle_forward(x, y, mean, rstd);
+    case cpu::VecLevel::Avx2: return avx2::middle_forward(x, y, mean, rstd);
+    case cpu::VecLevel::Default: break;
+  }
+#endif
+  baseline::middle_forward(x, y, mean, rstd);
 }
 
-// Calls body(offset of the slice's first element in x, offset of its first column in the (O, I)
-// statistics, number of columns) for every (outer, column block) task, in parallel. Each column is reduced by one task in a fixed order, so the
-// results do not depend on the thread count.
-template <typename Body>
-void for_each_slice(int64_t outer, int64_t reduced, int64_t inner, size_t element_size, const Body& body) {
-  const int64_t columns = columns_per_task(reduced, inner, element_size);
-  const int64_t blocks = (inner + columns - 1) / columns;
-  at::parallel_for(0, outer * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / blocks, first = (task % blocks) * columns;
-      body(o * reduced * inner + first, o * inner + first, std::min(columns, inner - first));
-    }
-  });
-}
-
-// y = (x - mean) * rstd per column of each (R, I) slice; mean and rstd (O, I) float64. Sums in
-// float64 (two passes: the mean, then the squared deviations, as layer_norm), the write in the
-// op math type.
-template <typename scalar_t>
-void middle_forward_kernel(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  const int64_t R = x.size(1), I = x.size(2);
-  const scalar_t* x_base = x.const_data_ptr<scalar_t>();
-  scalar_t* y_base = y.mutable_data_ptr<scalar_t>();
-  double* mean_base = mean.mutable_data_ptr<double>();
-  double* rstd_base = rstd.mutable_data_ptr<double>();
-  for_each_slice(x.size(0), R, I, sizeof(scalar_t), [&](int64_t offset, int64_t stat, int64_t n) {
-    const scalar_t* __restrict__ xs = x_base + offset;
-    scalar_t* __restrict__ ys = y_base + offset;
-    double* __restrict__ m = mean_base + stat;
-    double* __restrict__ s = rstd_base + stat;
-    std::fill(m, m + n, 0.0);
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t i = 0; i < n; ++i) m[i] += static_cast<double>(xs[r * I + i]);
-    for (int64_t i = 0; i < n; ++i) m[i] /= static_cast<double>(R);
-    std::fill(s, s + n, 0.0);
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t i = 0; i < n; ++i) {
-        const double d = static_cast<double>(xs[r * I + i]) - m[i];
-        s[i] += d * d;
-      }
-    for (int64_t i = 0; i < n; ++i) s[i] = 1.0 / std::sqrt(s[i] / static_cast<double>(R) + kNormEps);
-    std::vector<opmath_t> m_op(m, m + n), s_op(s, s + n);
-    const opmath_t* __restrict__ mo = m_op.data();
-    const opmath_t* __restrict__ so = s_op.data();
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t i = 0; i < n; ++i)
-        ys[r * I + i] = static_cast<scalar_t>((static_cast<opmath_t>(xs[r * I + i]) - mo[i]) * so[i]);
-  });
-}
-
-// grad_x = rstd * (g - mean_R(g) - xhat * mean_R(g * xhat)), xhat = (x - mean) * rstd: the
-// derivative of the normalisation (no affine), with the column sums in float64.
-template <typename scalar_t>
-void middle_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                            at::Tensor& grad_x) {
-  using opmath_t = at::opmath_type<scalar_t>;
-  const int64_t R = x.size(1), I = x.size(2);
-  const scalar_t* g_base = g.const_data_ptr<scalar_t>();
-  const scalar_t* x_base = x.const_data_ptr<scalar_t>();
-  scalar_t* gx_base = grad_x.mutable_data_ptr<scalar_t>();
-  const double* mean_base = mean.const_data_ptr<double>();
-  const double* rstd_base = rstd.const_data_ptr<double>();
-  for_each_slice(x.size(0), R, I, sizeof(scalar_t), [&](int64_t offset, int64_t stat, int64_t n) {
-    const scalar_t* __restrict__ gs = g_base + offset;
-    const scalar_t* __restrict__ xs = x_base + offset;
-    scalar_t* __restrict__ gxs = gx_base + offset;
-    const double* __restrict__ m = mean_base + stat;
-    const double* __restrict__ s = rstd_base + stat;
-    std::vector<double> sums(2 * n, 0.0);
-    double* __restrict__ sum_g = sums.data();
-    double* __restrict__ sum_gxhat = sums.data() + n;
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t i = 0; i < n; ++i) {
-        const double gv = static_cast<double>(gs[r * I + i]);
-        sum_g[i] += gv;
-        sum_gxhat[i] += gv * ((static_cast<double>(xs[r * I + i]) - m[i]) * s[i]);
-      }
-    // grad_x = s * g - s * mean(g) - xhat * s * mean(g xhat), as a * g + b + c * x per column.
-    std::vector<opmath_t> coef(3 * n);
-    opmath_t* __restrict__ a = coef.data();
-    opmath_t* __restrict__ b = coef.data() + n;
-    opmath_t* __restrict__ c = coef.data() + 2 * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const double mg = sum_g[i] / static_cast<double>(R), mgx = sum_gxhat[i] / static_cast<double>(R);
-      a[i] = static_cast<opmath_t>(s[i]);
-      c[i] = static_cast<opmath_t>(-mgx * s[i] * s[i]);
-      b[i] = static_cast<opmath_t>(-s[i] * mg + mgx * s[i] * s[i] * m[i]);
-    }
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t i = 0; i < n; ++i)
-        gxs[r * I + i] = static_cast<scalar_t>(a[i] * static_cast<opmath_t>(gs[r * I + i]) + b[i] +
-                                               c[i] * static_cast<opmath_t>(xs[r * I + i]));
-  });
+void run_middle_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                         at::Tensor& grad_x) {
+#ifdef TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
+  switch (cpu::vec_level()) {
+    case cpu::VecLevel::Avx512: return avx512::middle_backward(g, x, mean, rstd, grad_x);
+    case cpu::VecLevel::Avx2: return avx2::middle_backward(g, x, mean, rstd, grad_x);
+    case cpu::VecLevel::Default: break;
+  }
+#endif
+  baseline::middle_backward(g, x, mean, rstd, grad_x);
 }
 
 // The same normalisation as differentiable ATen ops, on the (O, R, I) view.
@@ -177,8 +116,7 @@ struct MiddleNormalize : public torch::autograd::Function<MiddleNormalize> {
     auto y = at::empty_like(x);
     auto mean = at::empty({x.size(0), x.size(2)}, x.options().dtype(at::kDouble));
     auto rstd = at::empty_like(mean);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "era_normalize",
-                                    [&] { middle_forward_kernel<scalar_t>(x, y, mean, rstd); });
+    run_middle_forward(x, y, mean, rstd);
     ctx->save_for_backward({x, mean, rstd});
     return y;
   }
@@ -195,8 +133,7 @@ struct MiddleNormalize : public torch::autograd::Function<MiddleNormalize> {
     }
     const auto gc = g.contiguous();
     auto grad_x = at::empty_like(x);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "era_normalize_backward",
-                                    [&] { middle_backward_kernel<scalar_t>(gc, x, saved[1], saved[2], grad_x); });
+    run_middle_backward(gc, x, saved[1], saved[2], grad_x);
     return {grad_x};
   }
 };
