@@ -762,6 +762,17 @@ def test_era_normalize_layouts_gradcheck_and_second_derivatives(kind, shape, cha
 
     assert torch.autograd.gradcheck(fn, (x,))
     assert torch.autograd.gradgradcheck(fn, (x,))
+    # gradgradcheck checks the second derivative against differences of the first one computed
+    # with create_graph=True; that first derivative and a Hessian-vector product against the formula.
+    gen = torch.Generator().manual_seed(6)
+    w, v = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    for f in (fn, lambda t: _normalized_f64(t, kind, channel_dim)):
+        (g1,) = torch.autograd.grad(f(x), x, w, create_graph=True)
+        (hv,) = torch.autograd.grad(g1, x, v)
+        if f is fn:
+            got = (g1, hv)
+    torch.testing.assert_close(got[0], g1, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], hv, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind, layout", [("layer", "contiguous"), ("instance", "channels_last")])
