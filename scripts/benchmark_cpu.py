@@ -16,6 +16,7 @@ channel_dim=-1 (T*768 ~ --numel elements). Targets: G=C channels_last and G=768 
 G=1, G=8 within 1.1x, forward and backward.
 
     python3 scripts/benchmark_cpu.py --era-normalize      # ERA with each normalisation instead
+    python3 scripts/benchmark_cpu.py --era-normalize --clock cpu --threads 1   # CPU time, on a busy machine
 
 --era-normalize prints ERA (n=1, swish init, G=1) without normalisation and after each
 normalisation the ERA module offers (torch_rational::era_normalize), on NCHW (N,64,32,32), the same
@@ -154,7 +155,7 @@ def era_normalize_table(args, dtype) -> None:
     lin, fr = (t.to(dtype).requires_grad_() for t in torch_rational.era_init_parameters("swish", 1))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
           f"{torch.backends.cpu.get_cpu_capability()}; {args.dtype}; ERA n=1, G=1; median of {args.repeats} after "
-          f"{args.warmup} warm-up, the rows of a tensor interleaved; x = time relative to ERA without "
+          f"{args.warmup} warm-up, {args.clock} clock, the rows of a tensor interleaved; x = time relative to ERA without "
           f"normalisation on the same tensor")
     header = f"| {'layout':<22} | {'normalisation':<18} | {'forward ms':>10} | {'backward ms':>11} | " \
              f"{'fwd+bwd ms':>10} | {'fwd x':>6} | {'bwd x':>6} | {'fwd+bwd x':>9} |"
@@ -199,7 +200,11 @@ def _by_tensor(cases):
 
 
 class Timer:
-    """Forward, backward and forward+backward times of fwd(x, *params) with grad_output g."""
+    """Forward, backward and forward+backward times of fwd(x, *params) with grad_output g.
+    Timer.clock: time.perf_counter (wall) or time.process_time (CPU time of all threads, --clock cpu:
+    on a machine whose CPU quota other processes exhaust, wall times come in scheduler slices)."""
+
+    clock = time.perf_counter
 
     def __init__(self, fwd, x, params, g):
         self.fwd, self.x, self.params, self.g = fwd, x, params, g
@@ -224,9 +229,9 @@ class Timer:
     def once(self):
         y = self.fwd(self.x, *self.params)
         for k, fn in enumerate((self._forward, lambda: self._backward(y), self._both)):
-            t0 = time.perf_counter()
+            t0 = Timer.clock()
             fn()
-            self.times[k].append(time.perf_counter() - t0)
+            self.times[k].append(Timer.clock() - t0)
 
     def medians(self):
         return tuple(statistics.median(t) * 1e3 for t in self.times)
@@ -243,12 +248,16 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     ap.add_argument("--layouts", action="store_true",
                     help="instead: grouped parameters on NCHW / channels_last / (T,768), against G=1")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="--layouts / --era-normalize: wall time, or CPU time of the process (all threads)")
     ap.add_argument("--era-normalize", action="store_true",
                     help="instead: ERA without and with each normalisation, on NCHW / channels_last / (T,768)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    if args.clock == "cpu":
+        Timer.clock = time.process_time
     if args.era_normalize:
         torch.manual_seed(0)
         era_normalize_table(args, dtype)
