@@ -138,12 +138,19 @@ struct MiddleNormalize : public torch::autograd::Function<MiddleNormalize> {
   }
 };
 
+// A tensor with real sizes and data: fake and functional tensors (torch.compile's tracing, with
+// symbolic sizes) have neither, and take today's path, which needs no strides or data.
+bool plain_tensor(const at::Tensor& x) {
+  return !x.key_set().has(c10::DispatchKey::Python) && !x.key_set().has(c10::DispatchKey::Functionalize) &&
+         !x.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
+}
+
 bool fused_kernels_serve(const at::Tensor& x) {
-  // CPU kernels on plain CPU tensors; torch.func transforms, forward-mode AD and tensor subclasses
-  // (fake tensors of torch.compile) take the composite of native ops, as the ERA op does.
+  // CPU kernels on plain CPU tensors; torch.func transforms and forward-mode AD take the composite
+  // of native ops, as the ERA op does.
   const auto t = x.scalar_type();
   return x.device().is_cpu() && (t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16) &&
-         !x.key_set().has(c10::DispatchKey::Python) && !needs_composite(x);
+         !needs_composite(x);
 }
 
 // Today's general path: at::layer_norm with the normalised dims moved last (a copy when they are
@@ -187,7 +194,7 @@ at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_vi
     std::fill(normalised.begin() + 1, normalised.end(), true);  // the spatial dims: all but batch, channel
     normalised[cd] = false;
   }
-  const auto blocks = x.numel() > 0 ? memory_blocks(x, normalised) : std::nullopt;
+  const auto blocks = plain_tensor(x) && x.numel() > 0 ? memory_blocks(x, normalised) : std::nullopt;
   if (!blocks || blocks->reduced == 1 || (blocks->inner > 1 && !fused_kernels_serve(x)))
     return normalize_moving_dims(x, kind, cd);
   // x in memory order (a view), as (O, R, I); the result goes back through the same views, so it

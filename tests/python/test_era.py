@@ -813,3 +813,18 @@ def test_era_module_normalize_on_nchw_and_channels_last_matches_reference():
             x = _strided((2, 6, 5, 7), layout, gen, torch.float64)
             ref = era_reference(_normalized_f64(x, kind, 1), m.linear.detach(), m.fractions.detach())
             torch.testing.assert_close(m(x), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind, layout", [("layer", "contiguous"), ("instance", "channels_last")])
+def test_era_normalize_fused_layouts_under_torch_compile(kind, layout):
+    # Tracing sees fake tensors (no data, maybe symbolic sizes): they take the path of native ops.
+    x = _strided((2, 8, 5, 6), layout, torch.Generator().manual_seed(12), torch.float32).requires_grad_(True)
+    f = torch.compile(lambda t: torch.ops.torch_rational.era_normalize(t, kind, 1), fullgraph=True,
+                      backend="aot_eager")
+    y = f(x)
+    torch.testing.assert_close(y.double(), _normalized_f64(x, kind, 1), rtol=2e-5, atol=2e-5)
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    (grad,) = torch.autograd.grad(y, x, w.float())
+    xd = x.detach().double().requires_grad_(True)
+    (want,) = torch.autograd.grad(_normalized_f64(xd, kind, 1), xd, w)
+    torch.testing.assert_close(grad.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
