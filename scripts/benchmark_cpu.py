@@ -14,6 +14,15 @@ parameters on the layouts a model uses, each against one group (G=1) on the same
 NCHW (16,64,64,64) with G=C on NCHW and on channels_last, and (T,768) with G=768 and G=8 along
 channel_dim=-1 (T*768 ~ --numel elements). Targets: G=C channels_last and G=768 within 1.25x of
 G=1, G=8 within 1.1x, forward and backward.
+
+    python3 scripts/benchmark_cpu.py --era-normalize      # ERA with each normalisation instead
+    python3 scripts/benchmark_cpu.py --era-normalize --clock cpu --threads 1   # CPU time, on a busy machine
+
+--era-normalize prints ERA (n=1, swish init, G=1) without normalisation and after each
+normalisation the ERA module offers (torch_rational::era_normalize), on NCHW (N,64,32,32), the same
+tensor channels_last (normalize over channel_dim=1), and (T,768) with channel_dim=-1 (N*65536 and
+T*768 ~ --numel elements); x = time relative to ERA without normalisation on the same tensor.
+Target: every row within 2x, forward+backward.
 """
 
 from __future__ import annotations
@@ -120,24 +129,63 @@ def layout_table(args, dtype) -> None:
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for fam_index in range(3):
-        # The rows of one tensor are measured interleaved (one repeat of each in turn), so a burst
-        # of load from other processes on a shared machine hits all of them alike.
         for same_tensor in _by_tensor(cases):
             timers = []
             for label, x0, groups, cdim in same_tensor:
                 name, fwd, params = family_ops(m, n, groups, cdim, dtype)[fam_index]
                 x = x0.detach().clone(memory_format=torch.preserve_format).requires_grad_()
                 timers.append((name, label, Timer(fwd, x, params, torch.randn_like(x))))
-            for t in timers:
-                t[2].warm(args.warmup)
-            for _ in range(args.repeats):
-                for t in timers:
-                    t[2].once()
+            _time_interleaved([t[2] for t in timers], args)
             ref = timers[0][2].medians()
             for name, label, t in timers:
                 f_ms, b_ms, fb_ms = t.medians()
                 print(f"| {name:<18} | {label:<26} | {f_ms:>10.2f} | {b_ms:>11.2f} | {fb_ms:>10.2f} | "
                       f"{f_ms / ref[0]:>6.2f} | {b_ms / ref[1]:>6.2f} | {fb_ms / ref[2]:>9.2f} |", flush=True)
+
+
+def era_normalize_table(args, dtype) -> None:
+    """ERA without and with each normalisation, on the layouts a model uses, rows of a tensor interleaved."""
+    n = max(1, args.numel // (64 * 32 * 32))
+    nchw = torch.randn(n, 64, 32, 32).to(dtype)
+    T = max(1, args.numel // 768)
+    tokens = torch.randn(T, 768).to(dtype)
+    tensors = [(f"NCHW ({n},64,32,32)", nchw, 1, ("layer", "instance")),
+               ("channels_last, same", nchw.contiguous(memory_format=torch.channels_last), 1, ("layer", "instance")),
+               (f"({T},768) dim=-1", tokens, -1, ("layer",))]
+    lin, fr = (t.to(dtype).requires_grad_() for t in torch_rational.era_init_parameters("swish", 1))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}; {args.dtype}; ERA n=1, G=1; median of {args.repeats} after "
+          f"{args.warmup} warm-up, {args.clock} clock, the rows of a tensor interleaved; x = time relative to ERA without "
+          f"normalisation on the same tensor")
+    header = f"| {'layout':<22} | {'normalisation':<18} | {'forward ms':>10} | {'backward ms':>11} | " \
+             f"{'fwd+bwd ms':>10} | {'fwd x':>6} | {'bwd x':>6} | {'fwd+bwd x':>9} |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for label, x0, cdim, kinds in tensors:
+        timers = []
+        for kind in ("",) + kinds:
+            def fwd(x, lin, fr, kind=kind, cdim=cdim):
+                return torch_rational.functional.era(torch.ops.torch_rational.era_normalize(x, kind, cdim), lin, fr,
+                                                     channel_dim=cdim)
+            x = x0.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+            name = f"{kind} dim={cdim}" if kind == "layer" else (kind or "none")
+            timers.append((name, Timer(fwd, x, (lin, fr), torch.randn_like(x))))
+        _time_interleaved([t for _, t in timers], args)
+        ref = timers[0][1].medians()
+        for name, t in timers:
+            f_ms, b_ms, fb_ms = t.medians()
+            print(f"| {label:<22} | {name:<18} | {f_ms:>10.2f} | {b_ms:>11.2f} | {fb_ms:>10.2f} | "
+                  f"{f_ms / ref[0]:>6.2f} | {b_ms / ref[1]:>6.2f} | {fb_ms / ref[2]:>9.2f} |", flush=True)
+
+
+def _time_interleaved(timers, args):
+    """Warm-up, then one repeat of each timer in turn, so a burst of load from other processes on a
+    shared machine hits all of them alike."""
+    for t in timers:
+        t.warm(args.warmup)
+    for _ in range(args.repeats):
+        for t in timers:
+            t.once()
 
 
 def _by_tensor(cases):
@@ -152,7 +200,11 @@ def _by_tensor(cases):
 
 
 class Timer:
-    """Forward, backward and forward+backward times of fwd(x, *params) with grad_output g."""
+    """Forward, backward and forward+backward times of fwd(x, *params) with grad_output g.
+    Timer.clock: time.perf_counter (wall) or time.process_time (CPU time of all threads, --clock cpu:
+    on a machine whose CPU quota other processes exhaust, wall times come in scheduler slices)."""
+
+    clock = time.perf_counter
 
     def __init__(self, fwd, x, params, g):
         self.fwd, self.x, self.params, self.g = fwd, x, params, g
@@ -177,9 +229,9 @@ class Timer:
     def once(self):
         y = self.fwd(self.x, *self.params)
         for k, fn in enumerate((self._forward, lambda: self._backward(y), self._both)):
-            t0 = time.perf_counter()
+            t0 = Timer.clock()
             fn()
-            self.times[k].append(time.perf_counter() - t0)
+            self.times[k].append(Timer.clock() - t0)
 
     def medians(self):
         return tuple(statistics.median(t) * 1e3 for t in self.times)
@@ -196,10 +248,20 @@ def main() -> None:
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     ap.add_argument("--layouts", action="store_true",
                     help="instead: grouped parameters on NCHW / channels_last / (T,768), against G=1")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                    help="--layouts / --era-normalize: wall time, or CPU time of the process (all threads)")
+    ap.add_argument("--era-normalize", action="store_true",
+                    help="instead: ERA without and with each normalisation, on NCHW / channels_last / (T,768)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
+    if args.clock == "cpu":
+        Timer.clock = time.process_time
+    if args.era_normalize:
+        torch.manual_seed(0)
+        era_normalize_table(args, dtype)
+        return
     if args.layouts:
         torch.manual_seed(0)
         layout_table(args, dtype)

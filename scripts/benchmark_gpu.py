@@ -31,6 +31,12 @@ per-channel parameters cost); "% ceil" as above.
 
     python3 scripts/benchmark_gpu.py --groups 1 --max-log2 16 --innermost-log2 24   # mostly the innermost table
 
+ERA normalisation (at the --innermost-log2 size; --no-era-normalize to skip): ERA n = 2, G = 1,
+without normalisation and after each normalisation of the ERA module (torch_rational::era_normalize)
+on NCHW (N, 64, 32, 32), the same tensor channels_last (over channel_dim = 1) and (T, 768) with
+channel_dim = -1; forward, backward, forward+backward; last column: this row's time / the time
+without normalisation on the same tensor (the CPU target is 2x). JSON: the "era_normalize" list.
+
 --json FILE writes every measurement as a record (rewritten after each size, so an interrupted run
 keeps what it measured); scripts/gpu_verdict.py reads it.
 """
@@ -225,6 +231,39 @@ def bench_channel_innermost(timer, device, dtype, log2, gen, emit, records):
     return out
 
 
+def bench_era_normalize(timer, device, dtype, log2, gen, emit):
+    """The ERA normalisation table for one dtype (see the module docstring); returns its records."""
+    numel = 1 << log2
+    nchw = (torch.randn(max(numel // (64 * 32 * 32), 1), 64, 32, 32, device=device) * 2).to(dtype)
+    tokens = (torch.randn(max(numel // 768, 1), 768, device=device) * 2).to(dtype)
+    lin, fr = (p.to(device, torch.float32 if dtype != torch.float64 else dtype) for p in era_params(1, gen))
+    records = []
+    for layout, x, dim, kinds in (("nchw", nchw, 1, ("layer", "instance")),
+                                  ("nhwc", nchw.contiguous(memory_format=torch.channels_last), 1, ("layer", "instance")),
+                                  ("T,768 dim-1", tokens, -1, ("layer",))):
+        g = torch.randn_like(x)
+        none_ms = None
+        for kind in ("",) + kinds:
+            def fwd(x, lin, fr, kind=kind, dim=dim):
+                return torch.ops.torch_rational.era(torch.ops.torch_rational.era_normalize(x, kind, dim), lin, fr,
+                                                    1e-6, dim)
+
+            times = measure(timer, fwd, x, lin, fr, g)
+            none_ms = none_ms or times
+            for p, pname in enumerate(("forward", "backward", "fwd+bwd")):
+                impl = f"era+{kind}" if kind else "era"
+                ratio = times[p] / none_ms[p]
+                emit([str(dtype).replace("torch.", ""), f"1 {layout}", f"2^{log2}", pname, impl, f"{times[p]:.4f}",
+                      "-", "-", f"{ratio:.2f}x vs none"])
+                records.append({"dtype": str(dtype).replace("torch.", ""), "layout": layout, "channel_dim": dim,
+                                "log2_numel": log2, "pass": pname, "normalize": kind, "ms": times[p],
+                                "vs_none": ratio})
+        del x, g
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return records
+
+
 def shape_for(numel, channels):
     hw = 32 * 32
     if numel % (channels * hw) == 0:
@@ -253,6 +292,7 @@ def main() -> None:
                     help="torch.compile(dynamic=False): one compile per shape (slow); default dynamic=True")
     ap.add_argument("--innermost-log2", type=int, default=24,
                     help="size of the channel-innermost table, 2^N elements (default 24; 0 to skip)")
+    ap.add_argument("--no-era-normalize", action="store_true", help="skip the ERA normalisation table")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown to this file")
     ap.add_argument("--json", default=None, help="also write the measurements as JSON records to this file")
     args = ap.parse_args()
@@ -273,12 +313,14 @@ def main() -> None:
 
     print("  ".join(f"{c:>12}" if i >= 5 else f"{c:<10}" for i, c in enumerate(cols)))
     records = []
+    era_normalize_records = []  # its own list: gpu_verdict.py reads "records"
 
     def save_json():
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-                           "torch": torch.__version__, "degrees": [m, n], "records": records}, f, indent=1)
+                           "torch": torch.__version__, "degrees": [m, n], "records": records,
+                           "era_normalize": era_normalize_records}, f, indent=1)
 
     compiled_cache = {}
     for dtype_name in args.dtypes:
@@ -337,6 +379,13 @@ def main() -> None:
             innermost_rows = bench_channel_innermost(timer, device, getattr(torch, dtype_name), args.innermost_log2,
                                                      gen, emit, records)
             rows += innermost_rows
+            save_json()
+    if args.innermost_log2 > 0 and not args.no_era_normalize:
+        print("# ERA normalisation: ERA n=2, G=1, without and with era_normalize; last column: this row's time / "
+              "the time without normalisation on the same tensor")
+        for dtype_name in args.dtypes:
+            era_normalize_records += bench_era_normalize(timer, device, getattr(torch, dtype_name),
+                                                         args.innermost_log2, gen, emit)
             save_json()
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -1,8 +1,22 @@
 #include "ops/era_normalize.h"
 
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "ops/autograd/elementwise_autograd.h"  // needs_composite
+#include "ops/cpu/vec_dispatch.h"                // vec_level
 
 namespace torch_rational {
 
@@ -10,8 +24,155 @@ namespace {
 
 constexpr double kNormEps = 1e-5;  // as torch.nn.InstanceNorm / LayerNorm
 
-// CompositeImplicitAutograd: built from ATen's native normalisation ops, so autograd (and
-// double backward) goes through their own derivative kernels, on CPU and CUDA alike.
+// ------------------------------------------------------------------------------------------------
+// Layouts. In x's memory order (outermost dim first), the normalised dims are usually one block:
+// x is then (outer O, reduced R, inner I) contiguous elements. I == 1 (instance norm of NCHW, layer
+// norm over the channels of channels_last or of (T, C)) is at::layer_norm's layout, without a copy.
+// I > 1 (layer norm over the channels of NCHW, instance norm of channels_last) is no native
+// kernel's layout: at::layer_norm needs it transposed, which copies x and its gradient forth and
+// back (5.8x the ERA op itself, scripts/compare_era_normalize.py); the fused kernels
+// (era_normalize_kernels.inc) normalise it where it lies, vectorised across the I inner columns.
+
+struct MemoryBlocks {
+  std::vector<int64_t> order;  // x.permute(order) is contiguous
+  int64_t outer, reduced, inner;
+};
+
+std::optional<MemoryBlocks> memory_blocks(const at::Tensor& x, const std::vector<bool>& normalised) {
+  if (!x.is_non_overlapping_and_dense()) return std::nullopt;
+  std::vector<int64_t> order(x.dim());
+  std::iota(order.begin(), order.end(), 0);
+  // Outermost first; size-1 dims have arbitrary strides, and sit anywhere in a contiguous tensor.
+  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return x.stride(a) > x.stride(b); });
+  MemoryBlocks blocks{order, 1, 1, 1};
+  int phase = 0;  // 0: outer kept dims, 1: normalised dims, 2: inner kept dims
+  for (const int64_t d : order) {
+    if (x.size(d) == 1) continue;
+    if (normalised[d]) {
+      if (phase == 2) return std::nullopt;  // the normalised dims are not one block
+      phase = 1;
+      blocks.reduced *= x.size(d);
+    } else {
+      if (phase == 1) phase = 2;
+      (phase == 0 ? blocks.outer : blocks.inner) *= x.size(d);
+    }
+  }
+  return blocks;
+}
+
+namespace baseline {
+#include "ops/era_normalize_kernels.inc"
+}  // namespace baseline
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+namespace avx2 {
+#include "ops/era_normalize_kernels.inc"
+}  // namespace avx2
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
+namespace avx512 {
+#include "ops/era_normalize_kernels.inc"
+}  // namespace avx512
+#pragma GCC pop_options
+#endif
+
+// The widest build the CPU and torch's capability allow (the choice of the vectorised op kernels).
+void run_middle_forward(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
+#ifdef TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
+  switch (cpu::vec_level()) {
+    case cpu::VecLevel::Avx512: return avx512::middle_forward(x, y, mean, rstd);
+    case cpu::VecLevel::Avx2: return avx2::middle_forward(x, y, mean, rstd);
+    case cpu::VecLevel::Default: break;
+  }
+#endif
+  baseline::middle_forward(x, y, mean, rstd);
+}
+
+void run_middle_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                         at::Tensor& grad_x) {
+#ifdef TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
+  switch (cpu::vec_level()) {
+    case cpu::VecLevel::Avx512: return avx512::middle_backward(g, x, mean, rstd, grad_x);
+    case cpu::VecLevel::Avx2: return avx2::middle_backward(g, x, mean, rstd, grad_x);
+    case cpu::VecLevel::Default: break;
+  }
+#endif
+  baseline::middle_backward(g, x, mean, rstd, grad_x);
+}
+
+// The same normalisation as differentiable ATen ops, on the (O, R, I) view.
+at::Tensor middle_normalize_composite(const at::Tensor& x) {
+  auto var_mean = at::var_mean(x, {1}, /*correction=*/0, /*keepdim=*/true);
+  return (x - std::get<1>(var_mean)) * at::rsqrt(std::get<0>(var_mean) + kNormEps);
+}
+
+// The fused kernels' first derivative; with create_graph the gradient is the composite's, built
+// with a graph, so it can be differentiated again (as every op of this library).
+struct MiddleNormalize : public torch::autograd::Function<MiddleNormalize> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
+    auto y = at::empty_like(x);
+    auto mean = at::empty({x.size(0), x.size(2)}, x.options().dtype(at::kDouble));
+    auto rstd = at::empty_like(mean);
+    run_middle_forward(x, y, mean, rstd);
+    ctx->save_for_backward({x, mean, rstd});
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& g = grad_outputs[0];
+    if (at::GradMode::is_enabled()) {
+      // d/dx of <composite(x), g>, built with a graph through g and x.
+      auto y = middle_normalize_composite(x);
+      return {torch::autograd::grad({y}, {x}, {g}, /*retain_graph=*/true, /*create_graph=*/true)[0]};
+    }
+    const auto gc = g.contiguous();
+    auto grad_x = at::empty_like(x);
+    run_middle_backward(gc, x, saved[1], saved[2], grad_x);
+    return {grad_x};
+  }
+};
+
+// A tensor with real sizes and data: fake and functional tensors (torch.compile's tracing, with
+// symbolic sizes) have neither, and take today's path, which needs no strides or data.
+bool plain_tensor(const at::Tensor& x) {
+  return !x.key_set().has(c10::DispatchKey::Python) && !x.key_set().has(c10::DispatchKey::Functionalize) &&
+         !x.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
+}
+
+bool fused_kernels_serve(const at::Tensor& x) {
+  // CPU kernels on plain CPU tensors; torch.func transforms and forward-mode AD take the composite
+  // of native ops, as the ERA op does.
+  const auto t = x.scalar_type();
+  return x.device().is_cpu() && (t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16) &&
+         !needs_composite(x);
+}
+
+// Today's general path: at::layer_norm with the normalised dims moved last (a copy when they are
+// not innermost in memory). Serves layouts without a block structure, and CUDA.
+at::Tensor normalize_moving_dims(const at::Tensor& x, const std::string& kind, int64_t cd) {
+  if (kind == "layer") {
+    // layer_norm normalises trailing dims; move the channels last (a view), and back.
+    const auto last = x.dim() - 1;
+    auto xt = cd == last ? x : x.movedim(cd, last);
+    auto y = at::layer_norm(xt, {xt.size(last)}, std::nullopt, std::nullopt, kNormEps);
+    // Back in x's layout: the per-group ERA kernels are fastest on long runs of one channel.
+    return cd == last ? y : y.movedim(last, cd).contiguous(x.suggest_memory_format());
+  }
+  // With the channels at dim 1, layer_norm over the trailing (spatial) dims is instance norm: per
+  // (sample, channel). Measured faster than group_norm(x, C) and instance_norm on CPU.
+  auto xt = cd == 1 ? x : x.movedim(cd, 1);
+  auto y = at::layer_norm(xt, xt.sizes().slice(2), std::nullopt, std::nullopt, kNormEps);
+  return cd == 1 ? y : y.movedim(1, cd).contiguous(x.suggest_memory_format());
+}
+
+// CompositeImplicitAutograd: native layer_norm where the layout suits it, else the fused kernels
+// (with their own autograd) or layer_norm on moved dims; on CPU and CUDA alike.
 at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_view, int64_t channel_dim) {
   const std::string kind(kind_view);
   TORCH_CHECK_VALUE(kind.empty() || kind == "instance" || kind == "layer",
@@ -22,23 +183,30 @@ at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_vi
   TORCH_CHECK_INDEX(channel_dim >= -x.dim() && channel_dim < x.dim(), "torch_rational::era_normalize: channel_dim ",
                     channel_dim, " is out of range for x with ", x.dim(), " dimensions");
   const int64_t cd = channel_dim < 0 ? channel_dim + x.dim() : channel_dim;
+  std::vector<bool> normalised(x.dim(), false);
   if (kind == "layer") {
-    // layer_norm normalises trailing dims; move the channels last (a view), and back.
-    const auto last = x.dim() - 1;
-    auto xt = cd == last ? x : x.movedim(cd, last);
-    auto y = at::layer_norm(xt, {xt.size(last)}, std::nullopt, std::nullopt, kNormEps);
-    // Back in x's layout: the per-group ERA kernels are fastest on long runs of one channel.
-    return cd == last ? y : y.movedim(last, cd).contiguous(x.suggest_memory_format());
+    normalised[cd] = true;
+  } else {
+    TORCH_CHECK_VALUE(x.dim() >= 3, "torch_rational::era_normalize: normalize=\"instance\" needs x of shape "
+                      "(N, C, *spatial), got ", x.sizes());
+    TORCH_CHECK_VALUE(cd != 0, "torch_rational::era_normalize: normalize=\"instance\" needs channel_dim != 0 (dim "
+                      "0 is the batch)");
+    std::fill(normalised.begin() + 1, normalised.end(), true);  // the spatial dims: all but batch, channel
+    normalised[cd] = false;
   }
-  TORCH_CHECK_VALUE(x.dim() >= 3, "torch_rational::era_normalize: normalize=\"instance\" needs x of shape "
-                    "(N, C, *spatial), got ", x.sizes());
-  TORCH_CHECK_VALUE(cd != 0, "torch_rational::era_normalize: normalize=\"instance\" needs channel_dim != 0 (dim 0 "
-                    "is the batch)");
-  // With the channels at dim 1, layer_norm over the trailing (spatial) dims is instance norm: per
-  // (sample, channel). Measured faster than group_norm(x, C) and instance_norm on CPU.
-  auto xt = cd == 1 ? x : x.movedim(cd, 1);
-  auto y = at::layer_norm(xt, xt.sizes().slice(2), std::nullopt, std::nullopt, kNormEps);
-  return cd == 1 ? y : y.movedim(1, cd).contiguous(x.suggest_memory_format());
+  const auto blocks = plain_tensor(x) && x.numel() > 0 ? memory_blocks(x, normalised) : std::nullopt;
+  if (!blocks || blocks->reduced == 1 || (blocks->inner > 1 && !fused_kernels_serve(x)))
+    return normalize_moving_dims(x, kind, cd);
+  // x in memory order (a view), as (O, R, I); the result goes back through the same views, so it
+  // has x's strides.
+  const auto xp = x.permute(blocks->order);
+  auto y3 = blocks->inner == 1
+                ? at::layer_norm(xp.view({blocks->outer, blocks->reduced}), {blocks->reduced}, std::nullopt,
+                                 std::nullopt, kNormEps)
+                : MiddleNormalize::apply(xp.view({blocks->outer, blocks->reduced, blocks->inner}));
+  std::vector<int64_t> inverse(x.dim());
+  for (int64_t i = 0; i < x.dim(); ++i) inverse[blocks->order[i]] = i;
+  return y3.view(xp.sizes()).permute(inverse);
 }
 
 }  // namespace

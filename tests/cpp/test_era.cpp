@@ -165,3 +165,45 @@ TEST(EraCuda, MatchesCpu) {
 }
 
 }  // namespace
+
+namespace {
+
+// era_normalize where the normalised dims sit in the middle of x's memory order (layer norm over
+// the channels of NCHW, instance norm of channels_last: the fused CPU kernels), against the
+// formula in float64: values, strides, and the input gradient against autograd through the formula.
+torch::Tensor normalized_f64(const torch::Tensor& x, std::vector<int64_t> dims) {
+  auto xd = x.to(torch::kDouble);
+  auto mean = xd.mean(dims, true);
+  return (xd - mean) / torch::sqrt((xd - mean).pow(2).mean(dims, true) + 1e-5);
+}
+
+TEST(EraNormalize, FusedLayoutsMatchFormula) {
+  torch::manual_seed(23);
+  struct Case {
+    std::string kind;
+    bool channels_last;
+    std::vector<int64_t> dims;
+  };
+  for (const auto& c : {Case{"layer", false, {1}}, Case{"instance", true, {2, 3}}}) {
+    for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+      auto x = (torch::randn({3, 16, 5, 9}, torch::kDouble) * 2 + 1).to(dtype);
+      if (c.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+      x.set_requires_grad(true);
+      auto y = torch_rational::era_normalize(x, c.kind, 1);
+      EXPECT_EQ(y.strides(), x.strides()) << c.kind;
+      const double tol = dtype == torch::kFloat64 ? 1e-12 : 2e-5;
+      auto want = normalized_f64(x.detach(), c.dims);
+      EXPECT_LE((y.to(torch::kDouble) - want).abs().max().item<double>(), tol) << c.kind;
+      auto w = torch::randn(x.sizes(), torch::kDouble);
+      auto grad = torch::autograd::grad({y}, {x}, {w.to(dtype)})[0];
+      auto xd = x.detach().to(torch::kDouble).set_requires_grad(true);
+      auto want_grad = torch::autograd::grad({normalized_f64(xd, c.dims)}, {xd}, {w})[0];
+      const double gtol = dtype == torch::kFloat64 ? 1e-10 : 1e-4;
+      EXPECT_LE((grad.to(torch::kDouble) - want_grad).abs().max().item<double>(),
+                gtol * want_grad.abs().max().item<double>())
+          << c.kind;
+    }
+  }
+}
+
+}  // namespace

@@ -658,3 +658,152 @@ def test_module_trainable_false_freezes_parameters():
     m(x).sum().backward()
     assert m.linear.grad is None and x.grad is not None
     assert torch_rational.ERA(1).linear.requires_grad
+
+
+# ------------------------------------------------------------------------------------------------
+# era_normalize on every layout: the normalised dims innermost in memory (native layer_norm on a
+# view), in the middle of the memory order (the fused CPU kernels: layer norm over the channels of
+# NCHW, instance norm of channels_last), and neither (layer_norm on moved dims).
+
+
+def _normalized_f64(x, kind, channel_dim):
+    """The formula in float64: (x - mean) / sqrt(biased var + 1e-5) over channel_dim ("layer") or
+    over every dim but the batch (0) and channel_dim ("instance")."""
+    x = x.double()
+    cd = channel_dim % x.dim()
+    dims = [cd] if kind == "layer" else [d for d in range(1, x.dim()) if d != cd]
+    mean = x.mean(dim=dims, keepdim=True)
+    return (x - mean) / torch.sqrt((x - mean).square().mean(dim=dims, keepdim=True) + 1e-5)
+
+
+def _strided(shape, layout, gen, dtype):
+    """x of `shape` (logical) in the memory layout named `layout`, values with a mean offset."""
+    x = torch.randn(shape, generator=gen, dtype=torch.float64) * 3 + 2
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "channels_last_3d":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    elif layout == "NHCW":  # spatial dims H, W not adjacent in memory: no block structure
+        x = x.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)
+    return x.to(dtype)
+
+
+NORMALIZE_LAYOUTS = [
+    # kind, shape, channel_dim, layout          path
+    ("layer", (2, 6, 5, 7), 1, "contiguous"),       # fused: (N, C, HW), over C
+    ("layer", (2, 6, 5, 7), 1, "channels_last"),    # layer_norm on the (NHW, C) view
+    ("instance", (2, 6, 5, 7), 1, "channels_last"),  # fused: (N, HW, C), over HW
+    ("instance", (2, 6, 5, 7), 1, "contiguous"),    # layer_norm on the (NC, HW) view
+    ("instance", (2, 3, 4, 5, 6), 1, "channels_last_3d"),  # fused
+    ("layer", (3, 8, 50), 1, "contiguous"),         # fused
+    ("layer", (40, 5), 0, "contiguous"),            # fused, one outer slice
+    ("instance", (2, 6, 5, 7), 1, "NHCW"),          # layer_norm on moved dims
+    ("layer", (2, 300, 1100), 1, "contiguous"),     # fused, several column blocks and a tail
+]
+
+
+@pytest.mark.parametrize("kind, shape, channel_dim, layout", NORMALIZE_LAYOUTS,
+                         ids=lambda v: str(v).replace(" ", ""))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=dtype_id)
+def test_era_normalize_layouts_match_formula(kind, shape, channel_dim, layout, dtype):
+    gen = torch.Generator().manual_seed(17)
+    x = _strided(shape, layout, gen, dtype)
+    y = torch.ops.torch_rational.era_normalize(x, kind, channel_dim)
+    assert y.dtype == dtype and y.shape == x.shape
+    if layout != "NHCW":  # the block layouts keep x's strides (the others come back contiguous, as before)
+        assert y.stride() == x.stride()
+    tol = {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 2e-2}[dtype]
+    torch.testing.assert_close(y.double(), _normalized_f64(x, kind, channel_dim), rtol=tol, atol=tol)
+    # The input gradient against autograd through the float64 formula.
+    xr = x.detach().requires_grad_(True)
+    w = torch.randn(shape, generator=gen, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(torch.ops.torch_rational.era_normalize(xr, kind, channel_dim), xr, w.to(dtype))
+    xd = x.double().requires_grad_(True)
+    (want,) = torch.autograd.grad(_normalized_f64(xd, kind, channel_dim), xd, w)
+    gtol = {torch.float64: 1e-10, torch.float32: 1e-4, torch.bfloat16: 1e-1}[dtype]
+    torch.testing.assert_close(grad.double(), want, rtol=gtol, atol=gtol * want.abs().max().item())
+
+
+@pytest.mark.parametrize("kind, shape, channel_dim, layout", [
+    ("layer", (2, 4, 3, 3), 1, "contiguous"),
+    ("layer", (2, 4, 3, 3), 1, "channels_last"),
+    ("instance", (2, 4, 3, 3), 1, "channels_last"),
+    ("instance", (2, 4, 3, 3), 1, "contiguous"),
+    ("instance", (2, 3, 2, 3, 2), 1, "channels_last_3d"),
+    ("layer", (6, 5), 0, "contiguous"),
+    ("instance", (2, 4, 3, 3), 1, "NHCW"),
+], ids=lambda v: str(v).replace(" ", ""))
+def test_era_normalize_layouts_gradcheck_and_second_derivatives(kind, shape, channel_dim, layout):
+    x = _strided(shape, layout, torch.Generator().manual_seed(5), torch.float64).requires_grad_(True)
+
+    def fn(t):
+        return torch.ops.torch_rational.era_normalize(t, kind, channel_dim)
+
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+    # gradgradcheck checks the second derivative against differences of the first one computed
+    # with create_graph=True; that first derivative and a Hessian-vector product against the formula.
+    gen = torch.Generator().manual_seed(6)
+    w, v = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    for f in (fn, lambda t: _normalized_f64(t, kind, channel_dim)):
+        (g1,) = torch.autograd.grad(f(x), x, w, create_graph=True)
+        (hv,) = torch.autograd.grad(g1, x, v)
+        if f is fn:
+            got = (g1, hv)
+    torch.testing.assert_close(got[0], g1, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got[1], hv, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind, layout", [("layer", "contiguous"), ("instance", "channels_last")])
+def test_era_normalize_fused_layouts_reproducible_across_thread_counts(kind, layout):
+    x = _strided((4, 64, 12, 12), layout, torch.Generator().manual_seed(8), torch.float32).requires_grad_(True)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(9))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            y = torch.ops.torch_rational.era_normalize(x, kind, 1)
+            results.append((y, torch.autograd.grad(y, x, g)[0]))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_era_normalize_fused_layouts_under_forward_ad_and_vmap():
+    # torch.func and forward-mode AD take the composite of native ops (a C++ autograd Function
+    # cannot serve them): the same values as the formula.
+    x = _strided((3, 6, 4, 5), "channels_last", torch.Generator().manual_seed(2), torch.float64)
+    t = torch.randn(x.shape, dtype=torch.float64)
+    for kind in ("layer", "instance"):
+        _, tangent = torch.func.jvp(lambda v: torch.ops.torch_rational.era_normalize(v, kind, 1), (x,), (t,))
+        _, want = torch.func.jvp(lambda v: _normalized_f64(v, kind, 1), (x,), (t,))
+        torch.testing.assert_close(tangent, want, rtol=1e-10, atol=1e-10)
+    # vmap over the batch: layer norm over each sample's channels (dim 0 of a sample).
+    batched = torch.vmap(lambda v: torch.ops.torch_rational.era_normalize(v, "layer", 0))(x)
+    torch.testing.assert_close(batched, _normalized_f64(x, "layer", 1), rtol=1e-12, atol=1e-12)
+
+
+def test_era_module_normalize_on_nchw_and_channels_last_matches_reference():
+    gen = torch.Generator().manual_seed(4)
+    for kind in ("layer", "instance"):
+        m = torch_rational.ERA(1, init="gelu", num_groups=6, normalize=kind, dtype=torch.float64)
+        for layout in ("contiguous", "channels_last"):
+            x = _strided((2, 6, 5, 7), layout, gen, torch.float64)
+            ref = era_reference(_normalized_f64(x, kind, 1), m.linear.detach(), m.fractions.detach())
+            torch.testing.assert_close(m(x), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind, layout", [("layer", "contiguous"), ("instance", "channels_last")])
+def test_era_normalize_fused_layouts_under_torch_compile(kind, layout):
+    # Tracing sees fake tensors (no data, maybe symbolic sizes): they take the path of native ops.
+    x = _strided((2, 8, 5, 6), layout, torch.Generator().manual_seed(12), torch.float32).requires_grad_(True)
+    f = torch.compile(lambda t: torch.ops.torch_rational.era_normalize(t, kind, 1), fullgraph=True,
+                      backend="aot_eager")
+    y = f(x)
+    torch.testing.assert_close(y.double(), _normalized_f64(x, kind, 1), rtol=2e-5, atol=2e-5)
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(13), dtype=torch.float64)
+    (grad,) = torch.autograd.grad(y, x, w.float())
+    xd = x.detach().double().requires_grad_(True)
+    (want,) = torch.autograd.grad(_normalized_f64(xd, kind, 1), xd, w)
+    torch.testing.assert_close(grad.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
