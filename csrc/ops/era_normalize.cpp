@@ -16,13 +16,19 @@
 #include <vector>
 
 #include "ops/autograd/elementwise_autograd.h"  // needs_composite
-#include "ops/cpu/vec_dispatch.h"                // vec_level
+#include "ops/cpu/era_normalize_kernel_vec.h"
+#include "ops/cpu/vec_dispatch.h"
 
 namespace torch_rational {
 
-namespace {
+namespace cpu {
+const EraNormalizeKernels& era_normalize_kernels() {
+  static const EraNormalizeKernels& chosen = TR_PICK_VEC_TABLE(era_normalize_table);
+  return chosen;
+}
+}  // namespace cpu
 
-constexpr double kNormEps = 1e-5;  // as torch.nn.InstanceNorm / LayerNorm
+namespace {
 
 // ------------------------------------------------------------------------------------------------
 // Layouts. In x's memory order (outermost dim first), the normalised dims are usually one block:
@@ -31,7 +37,7 @@ constexpr double kNormEps = 1e-5;  // as torch.nn.InstanceNorm / LayerNorm
 // I > 1 (layer norm over the channels of NCHW, instance norm of channels_last) is no native
 // kernel's layout: at::layer_norm needs it transposed, which copies x and its gradient forth and
 // back (5.8x the ERA op itself, scripts/compare_era_normalize.py); the fused kernels
-// (era_normalize_kernels.inc) normalise it where it lies, vectorised across the I inner columns.
+// (cpu/era_normalize_kernel_vec.cpp) normalise it where it lies, vectorised across the I inner columns.
 
 struct MemoryBlocks {
   std::vector<int64_t> order;  // x.permute(order) is contiguous
@@ -60,53 +66,13 @@ std::optional<MemoryBlocks> memory_blocks(const at::Tensor& x, const std::vector
   return blocks;
 }
 
-namespace baseline {
-#include "ops/era_normalize_kernels.inc"
-}  // namespace baseline
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-namespace avx2 {
-#include "ops/era_normalize_kernels.inc"
-}  // namespace avx2
-#pragma GCC pop_options
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")
-namespace avx512 {
-#include "ops/era_normalize_kernels.inc"
-}  // namespace avx512
-#pragma GCC pop_options
-#endif
-
-// The widest build the CPU and torch's capability allow (the choice of the vectorised op kernels).
-void run_middle_forward(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
-#ifdef TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
-  switch (cpu::vec_level()) {
-    case cpu::VecLevel::Avx512: return avx512::middle_forward(x, y, mean, rstd);
-    case cpu::VecLevel::Avx2: return avx2::middle_forward(x, y, mean, rstd);
-    case cpu::VecLevel::Default: break;
-  }
-#endif
-  baseline::middle_forward(x, y, mean, rstd);
-}
-
-void run_middle_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                         at::Tensor& grad_x) {
-#ifdef TORCH_RATIONAL_ERA_NORMALIZE_PER_ISA
-  switch (cpu::vec_level()) {
-    case cpu::VecLevel::Avx512: return avx512::middle_backward(g, x, mean, rstd, grad_x);
-    case cpu::VecLevel::Avx2: return avx2::middle_backward(g, x, mean, rstd, grad_x);
-    case cpu::VecLevel::Default: break;
-  }
-#endif
-  baseline::middle_backward(g, x, mean, rstd, grad_x);
-}
+// The fused kernels of the widest build the CPU and torch's capability allow.
+const cpu::EraNormalizeKernels& middle_kernels() { return cpu::era_normalize_kernels(); }
 
 // The same normalisation as differentiable ATen ops, on the (O, R, I) view.
 at::Tensor middle_normalize_composite(const at::Tensor& x) {
   auto var_mean = at::var_mean(x, {1}, /*correction=*/0, /*keepdim=*/true);
-  return (x - std::get<1>(var_mean)) * at::rsqrt(std::get<0>(var_mean) + kNormEps);
+  return (x - std::get<1>(var_mean)) * at::rsqrt(std::get<0>(var_mean) + cpu::kEraNormEps);
 }
 
 // The fused kernels' first derivative; with create_graph the gradient is the composite's, built
@@ -116,7 +82,7 @@ struct MiddleNormalize : public torch::autograd::Function<MiddleNormalize> {
     auto y = at::empty_like(x);
     auto mean = at::empty({x.size(0), x.size(2)}, x.options().dtype(at::kDouble));
     auto rstd = at::empty_like(mean);
-    run_middle_forward(x, y, mean, rstd);
+    middle_kernels().middle_forward(x, y, mean, rstd);
     ctx->save_for_backward({x, mean, rstd});
     return y;
   }
@@ -133,7 +99,7 @@ struct MiddleNormalize : public torch::autograd::Function<MiddleNormalize> {
     }
     const auto gc = g.contiguous();
     auto grad_x = at::empty_like(x);
-    run_middle_backward(gc, x, saved[1], saved[2], grad_x);
+    middle_kernels().middle_backward(gc, x, saved[1], saved[2], grad_x);
     return {grad_x};
   }
 };
@@ -160,14 +126,14 @@ at::Tensor normalize_moving_dims(const at::Tensor& x, const std::string& kind, i
     // layer_norm normalises trailing dims; move the channels last (a view), and back.
     const auto last = x.dim() - 1;
     auto xt = cd == last ? x : x.movedim(cd, last);
-    auto y = at::layer_norm(xt, {xt.size(last)}, std::nullopt, std::nullopt, kNormEps);
+    auto y = at::layer_norm(xt, {xt.size(last)}, std::nullopt, std::nullopt, cpu::kEraNormEps);
     // Back in x's layout: the per-group ERA kernels are fastest on long runs of one channel.
     return cd == last ? y : y.movedim(last, cd).contiguous(x.suggest_memory_format());
   }
   // With the channels at dim 1, layer_norm over the trailing (spatial) dims is instance norm: per
   // (sample, channel). Measured faster than group_norm(x, C) and instance_norm on CPU.
   auto xt = cd == 1 ? x : x.movedim(cd, 1);
-  auto y = at::layer_norm(xt, xt.sizes().slice(2), std::nullopt, std::nullopt, kNormEps);
+  auto y = at::layer_norm(xt, xt.sizes().slice(2), std::nullopt, std::nullopt, cpu::kEraNormEps);
   return cd == 1 ? y : y.movedim(1, cd).contiguous(x.suggest_memory_format());
 }
 
@@ -202,7 +168,7 @@ at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_vi
   const auto xp = x.permute(blocks->order);
   auto y3 = blocks->inner == 1
                 ? at::layer_norm(xp.view({blocks->outer, blocks->reduced}), {blocks->reduced}, std::nullopt,
-                                 std::nullopt, kNormEps)
+                                 std::nullopt, cpu::kEraNormEps)
                 : MiddleNormalize::apply(xp.view({blocks->outer, blocks->reduced, blocks->inner}));
   std::vector<int64_t> inverse(x.dim());
   for (int64_t i = 0; i < x.dim(); ++i) inverse[blocks->order[i]] = i;

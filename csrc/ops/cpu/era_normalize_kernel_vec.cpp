@@ -1,8 +1,22 @@
-// The fused CPU kernels of era_normalize over the middle of x's memory order: x is (O, R, I)
-// contiguous, normalised over R per (o, i). Plain loops across the I columns, which the compiler
-// vectorises; era_normalize.cpp includes this file once per instruction set (inside a namespace,
-// after all the headers it needs), because the objects of csrc/ops/ are compiled for the baseline
-// x86-64 only and these loops are compute-bound there (float64 sums, 2 lanes).
+// The fused CPU kernels of era_normalize (csrc/ops/era_normalize.cpp) over the middle of x's
+// memory order: x is (O, R, I) contiguous, normalised over R per (o, i). Plain loops across the I
+// columns, which the compiler vectorises; compiled once per CPU capability like the other
+// *_kernel_vec.cpp files, because they are compute-bound (float64 sums) at the baseline's 2 lanes.
+#include "ops/cpu/era_normalize_kernel_vec.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace torch_rational {
+namespace cpu {
+namespace CPU_CAPABILITY {
+namespace {
 
 // Columns of one task: a slice of R rows x this many columns stays in the L2 cache across the
 // kernels' two passes (statistics, then the write), so x and the gradient are read from memory
@@ -91,7 +105,7 @@ void middle_forward_kernel(const at::Tensor& x, at::Tensor& y, at::Tensor& mean,
       const double mean_d = s1[i] / static_cast<double>(R);
       const double var = std::max(s[i] / static_cast<double>(R) - mean_d * mean_d, 0.0);
       m[i] += mean_d;
-      s[i] = 1.0 / std::sqrt(var + kNormEps);
+      s[i] = 1.0 / std::sqrt(var + kEraNormEps);
       mo[i] = static_cast<opmath_t>(m[i]);
       so[i] = static_cast<opmath_t>(s[i]);
     }
@@ -145,14 +159,24 @@ void middle_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::
   });
 }
 
-// The kernels of this instruction set, for scalar_type's dispatch in era_normalize.cpp.
-inline void middle_forward(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
+void middle_forward(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "era_normalize",
                                   [&] { middle_forward_kernel<scalar_t>(x, y, mean, rstd); });
 }
 
-inline void middle_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
-                            at::Tensor& grad_x) {
+void middle_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                     at::Tensor& grad_x) {
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "era_normalize_backward",
                                   [&] { middle_backward_kernel<scalar_t>(g, x, mean, rstd, grad_x); });
 }
+
+}  // namespace
+
+const EraNormalizeKernels& era_normalize_table() {
+  static const EraNormalizeKernels t{middle_forward, middle_backward};
+  return t;
+}
+
+}  // namespace CPU_CAPABILITY
+}  // namespace cpu
+}  // namespace torch_rational
