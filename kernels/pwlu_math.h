@@ -17,13 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef TR_HOST_DEVICE
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define TR_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define TR_HOST_DEVICE inline
-#endif
-#endif
+#include "host_device.h"
 
 namespace torch_rational {
 namespace kernels {

@@ -12,11 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__) || defined(__HIPCC__)
-#define TR_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define TR_HOST_DEVICE inline
-#endif
+#include "host_device.h"
 
 namespace torch_rational {
 namespace kernels {
