@@ -8,6 +8,7 @@
 #include "ops/autograd/elementwise_autograd.h"
 #include "ops/composite/composite.h"
 #include "ops/era.h"
+#include "ops/registration.h"
 
 namespace torch_rational {
 namespace {
@@ -59,8 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_autograd(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
-  m.impl("era", &era_autograd);
-  m.impl("era_backward", &era_backward_autograd);
+  impl_op_and_backward(m, "era", &era_autograd, &era_backward_autograd);
 }
 
 }  // namespace torch_rational

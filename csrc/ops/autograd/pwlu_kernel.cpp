@@ -8,6 +8,7 @@
 #include "ops/autograd/elementwise_autograd.h"
 #include "ops/composite/composite.h"
 #include "ops/pwlu.h"
+#include "ops/registration.h"
 
 namespace torch_rational {
 namespace {
@@ -57,8 +58,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_autogra
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
-  m.impl("pwlu", &pwlu_autograd);
-  m.impl("pwlu_backward", &pwlu_backward_autograd);
+  impl_op_and_backward(m, "pwlu", &pwlu_autograd, &pwlu_backward_autograd);
 }
 
 }  // namespace torch_rational

@@ -8,6 +8,7 @@
 #include "ops/autograd/elementwise_autograd.h"
 #include "ops/composite/composite.h"
 #include "ops/rational.h"
+#include "ops/registration.h"
 
 namespace torch_rational {
 namespace {
@@ -74,8 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_autograd(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
-  m.impl("rational", &rational_autograd);
-  m.impl("rational_backward", &rational_backward_autograd);
+  impl_op_and_backward(m, "rational", &rational_autograd, &rational_backward_autograd);
 }
 
 }  // namespace torch_rational

@@ -25,9 +25,9 @@
 #include "ops/cpu/group_layout.h"
 #include "ops/era_utils.h"
 #include "ops/grad_finish.h"
+#include "ops/registration.h"
 
-namespace torch_rational {
-namespace cpu {
+namespace torch_rational::cpu {
 
 const EraVecKernelTable& era_vec_kernels() {
   static const EraVecKernelTable& chosen = TR_PICK_VEC_TABLE(era_table);
@@ -179,9 +179,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cpu(const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CPU, m) {
-  m.impl("era", &era_forward_cpu);
-  m.impl("era_backward", &era_backward_cpu);
+  impl_op_and_backward(m, "era", &era_forward_cpu, &era_backward_cpu);
 }
 
-}  // namespace cpu
-}  // namespace torch_rational
+}  // namespace torch_rational::cpu

@@ -27,10 +27,10 @@
 #include "ops/cpu/vec_dispatch.h"
 #include "ops/grad_finish.h"
 #include "ops/pwlu_utils.h"
+#include "ops/registration.h"
 #include "pwlu_math.h"
 
-namespace torch_rational {
-namespace cpu {
+namespace torch_rational::cpu {
 
 const PwluVecKernelTable& pwlu_vec_kernels() {
   static const PwluVecKernelTable& chosen = TR_PICK_VEC_TABLE(pwlu_table);
@@ -278,9 +278,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CPU, m) {
-  m.impl("pwlu", &pwlu_forward_cpu);
-  m.impl("pwlu_backward", &pwlu_backward_cpu);
+  impl_op_and_backward(m, "pwlu", &pwlu_forward_cpu, &pwlu_backward_cpu);
 }
 
-}  // namespace cpu
-}  // namespace torch_rational
+}  // namespace torch_rational::cpu

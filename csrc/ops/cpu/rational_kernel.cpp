@@ -26,9 +26,9 @@
 #include "ops/cpu/vec_dispatch.h"
 #include "ops/grad_finish.h"
 #include "ops/rational_utils.h"
+#include "ops/registration.h"
 
-namespace torch_rational {
-namespace cpu {
+namespace torch_rational::cpu {
 
 const VecKernelTable& vec_kernels() {
   static const VecKernelTable& chosen = TR_PICK_VEC_TABLE(table);
@@ -252,9 +252,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CPU, m) {
-  m.impl("rational", &rational_forward_cpu);
-  m.impl("rational_backward", &rational_backward_cpu);
+  impl_op_and_backward(m, "rational", &rational_forward_cpu, &rational_backward_cpu);
 }
 
-}  // namespace cpu
-}  // namespace torch_rational
+}  // namespace torch_rational::cpu

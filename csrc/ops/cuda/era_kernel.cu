@@ -24,9 +24,9 @@
 #include "ops/era_utils.h"
 #include "ops/cuda/elementwise_glue.h"
 #include "ops/cuda/launch_utils.h"
+#include "ops/registration.h"
 
-namespace torch_rational {
-namespace cuda {
+namespace torch_rational::cuda {
 namespace {
 
 namespace kc = kernels::cuda;
@@ -117,12 +117,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tenso
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
-  m.impl("era", &era_forward_cuda);
-  m.impl("era_backward", &era_backward_cuda);
+  impl_op_and_backward(m, "era", &era_forward_cuda, &era_backward_cuda);
 }
 
-}  // namespace cuda
-}  // namespace torch_rational
+}  // namespace torch_rational::cuda
 
 // Explicit instantiations of the launchers for the element types dispatched above.
 namespace torch_rational::kernels::cuda {

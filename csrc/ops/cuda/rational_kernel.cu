@@ -26,10 +26,10 @@
 #include "ops/rational_utils.h"
 #include "ops/cuda/elementwise_glue.h"
 #include "ops/cuda/launch_utils.h"
+#include "ops/registration.h"
 #include "rational.cuh"
 
-namespace torch_rational {
-namespace cuda {
+namespace torch_rational::cuda {
 namespace {
 
 namespace kc = kernels::cuda;
@@ -125,12 +125,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
-  m.impl("rational", &rational_forward_cuda);
-  m.impl("rational_backward", &rational_backward_cuda);
+  impl_op_and_backward(m, "rational", &rational_forward_cuda, &rational_backward_cuda);
 }
 
-}  // namespace cuda
-}  // namespace torch_rational
+}  // namespace torch_rational::cuda
 
 // Explicit instantiations of the launchers for the element types dispatched above.
 namespace torch_rational::kernels::cuda {
