@@ -44,8 +44,12 @@ inline EraConfig check_era_args(const at::Tensor& x, const at::Tensor& linear, c
   return EraConfig{check_group_split(op, x, gl, channel_dim), static_cast<int>(n)};
 }
 
-inline void check_era_grad_output(const at::Tensor& grad_output, const at::Tensor& x) {
+// The arguments of era_backward: those of era, then grad_output (dtype, device, shape, as x).
+inline EraConfig check_era_backward_args(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& linear,
+                                         const at::Tensor& fractions, double eps, int64_t channel_dim) {
+  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim, "era_backward");
   check_grad_output("era_backward", grad_output, x);
+  return cfg;
 }
 
 }  // namespace torch_rational

@@ -42,8 +42,13 @@ inline PwluConfig check_pwlu_args(const at::Tensor& x, const at::Tensor& heights
   return PwluConfig{check_group_split(op, x, groups, channel_dim), static_cast<int>(n)};
 }
 
-inline void check_pwlu_grad_output(const at::Tensor& grad_output, const at::Tensor& x) {
+// The arguments of pwlu_backward: those of pwlu, then grad_output (dtype, device, shape, as x).
+inline PwluConfig check_pwlu_backward_args(const at::Tensor& grad_output, const at::Tensor& x,
+                                           const at::Tensor& heights, const at::Tensor& bounds,
+                                           const at::Tensor& slopes, int64_t channel_dim) {
+  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim, "pwlu_backward");
   check_grad_output("pwlu_backward", grad_output, x);
+  return cfg;
 }
 
 // Checks L < R (both finite) for every group and returns the bounds as a contiguous float64 CPU

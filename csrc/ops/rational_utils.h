@@ -100,10 +100,16 @@ inline RationalConfig check_rational_args(const at::Tensor& x, const at::Tensor&
   return cfg;
 }
 
-// grad_output of rational_backward (dtype, device, shape, as x). For the backends' backward entry
-// points, right after check_rational_args(..., "rational_backward").
-inline void check_rational_grad_output(const at::Tensor& grad_output, const at::Tensor& x) {
+// The arguments of rational_backward: those of rational, then grad_output (dtype, device, shape, as x).
+inline RationalConfig check_rational_backward_args(const at::Tensor& grad_output, const at::Tensor& x,
+                                                   const at::Tensor& numerator, const at::Tensor& denominator,
+                                                   c10::string_view version, c10::string_view basis,
+                                                   int64_t channel_dim, double noise,
+                                                   const std::optional<at::Tensor>& noise_seed) {
+  const RationalConfig cfg = check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise,
+                                                 noise_seed, "rational_backward");
   check_grad_output("rational_backward", grad_output, x);
+  return cfg;
 }
 
 inline uint64_t read_noise_seed(double noise, const std::optional<at::Tensor>& noise_seed) {

@@ -147,8 +147,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cpu(const at::Tensor
                                                                 const at::Tensor& linear,
                                                                 const at::Tensor& fractions, double eps,
                                                                 int64_t channel_dim, std::array<bool, 3> output_mask) {
-  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim, "era_backward");
-  check_era_grad_output(grad_output, x);
+  const EraConfig cfg = check_era_backward_args(grad_output, x, linear, fractions, eps, channel_dim);
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   const at::Tensor gin = grad_output_like(grad_output, xin);
   const bool want_x = output_mask[0], want_params = output_mask[1] || output_mask[2];

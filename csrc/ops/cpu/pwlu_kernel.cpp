@@ -228,8 +228,7 @@ void finish_bins(const PwluGroup<T>& p, const double* bins, double* out) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
     const at::Tensor& slopes, int64_t channel_dim, std::array<bool, 4> output_mask) {
-  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim, "pwlu_backward");
-  check_pwlu_grad_output(grad_output, x);
+  const PwluConfig cfg = check_pwlu_backward_args(grad_output, x, heights, bounds, slopes, channel_dim);
   const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   const at::Tensor gin = grad_output_like(grad_output, xin);

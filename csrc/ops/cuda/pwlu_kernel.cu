@@ -79,8 +79,7 @@ at::Tensor pwlu_forward_cuda(const at::Tensor& x, const at::Tensor& heights, con
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "pwlu_forward_cuda", [&] {
     using T = typename CudaType<scalar_t>::type;
-    const auto acc_dtype = std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
-    const MathParams params(heights, bounds, slopes, acc_dtype);
+    const MathParams params(heights, bounds, slopes, math_dtype(x));
     kc::PwluCudaParams<T> p;
     p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
     p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
@@ -96,43 +95,37 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cuda(
     const at::Tensor& slopes, int64_t channel_dim, std::array<bool, 4> output_mask) {
   // Every argument against x first (a CUDA grad_output with a CPU x lands here too: the error
   // names grad_output), then x itself.
-  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim, "pwlu_backward");
-  check_pwlu_grad_output(grad_output, x);
+  const PwluConfig cfg = check_pwlu_backward_args(grad_output, x, heights, bounds, slopes, channel_dim);
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.pwlu_backward: x must be a CUDA tensor for the CUDA kernel, got ",
                     x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   check_bounds_in_math_type(bounds, cfg.groups, x.scalar_type());
   const Launch l = make_launch(x, cfg);
   const at::Tensor gin = grad_output_like(grad_output, l.xin);
-  const bool want_x = output_mask[0];
-  const bool want_params = output_mask[1] || output_mask[2] || output_mask[3];
-  at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
+  const int64_t slots = kernels::pwlu_grad_slots(cfg.n);
+  const BackwardOutputs out(l, x, output_mask[0], output_mask[1] || output_mask[2] || output_mask[3], slots);
   at::Tensor grad_heights = at::empty({0}, heights.options());
   at::Tensor grad_bounds = at::empty({0}, bounds.options());
   at::Tensor grad_slopes = at::empty({0}, slopes.options());
-  const int n = cfg.n;
-  const int64_t slots = kernels::pwlu_grad_slots(n);
-  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor total;
-  if (want_params) total = at::zeros({cfg.groups, slots}, x.options().dtype(acc_dtype));
-  if (l.xin.numel() > 0 && (want_x || want_params)) {
+  if (out.launch_needed(l)) {
     const auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "pwlu_backward_cuda", [&] {
       using T = typename CudaType<scalar_t>::type;
       using acc_t = typename kc::OpMath<T>::type;
-      const MathParams params(heights, bounds, slopes, acc_dtype);
+      const MathParams params(heights, bounds, slopes, math_dtype(x));
       kc::PwluCudaParams<T> p;
       p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
-      p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
+      p.out = out.grad_x_out<T, scalar_t>();
       fill_pwlu_params<T>(p, l, cfg, params, x.get_device(), /*backward=*/true, {p.x, p.grad_y, p.out});
-      launch_backward_with_finish<acc_t>(p, total, slots, stream, &kc::launch_pwlu_backward<T>,
+      launch_backward_with_finish<acc_t>(p, out.param_table, slots, stream, &kc::launch_pwlu_backward<T>,
                                          &kc::launch_pwlu_finish<T>);
     });
   }
-  cut_param_grads(total, {{output_mask[1], heights, grad_heights}, {output_mask[2], bounds, grad_bounds},
-                          {output_mask[3], slopes, grad_slopes}});
-  return {grad_x, grad_heights, grad_bounds, grad_slopes};
+  cut_param_grads(out.param_table, {{output_mask[1], heights, grad_heights},
+                                   {output_mask[2], bounds, grad_bounds},
+                                   {output_mask[3], slopes, grad_slopes}});
+  return {out.grad_x, grad_heights, grad_bounds, grad_slopes};
 }
 
 }  // namespace
