@@ -1,7 +1,8 @@
-// What the Autograd kernels of the three families share beyond the fused first derivative.
+// What the Autograd kernels of the three families share: the autograd Function of the fused first
+// derivative (FusedFunction) and the rules for when the composite serves instead.
 //
 // Forward ops: the fused kernel and a torch::autograd::Function whose backward is the family's
-// backward op, except where that cannot serve (needs_composite): inside a torch.func transform,
+// backward op (FusedFunction), except where that cannot serve (needs_composite): inside a torch.func transform,
 // whose wrapper tensors a C++ Function rejects, and in forward-mode AD, which the fused kernels do
 // not implement. There the op runs as its differentiable composite (csrc/ops/composite/).
 //
