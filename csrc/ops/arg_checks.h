@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace torch_rational {
 
@@ -27,6 +28,22 @@ inline void check_supported_dtype(const char* op, const char* arg, const at::Ten
 inline void check_same_device(const char* op, const char* arg, const at::Tensor& t, const at::Tensor& x) {
   TORCH_CHECK_VALUE(t.device() == x.device(), "torch_rational.", op, ": ", arg, " is on ", t.device(),
                     " but x is on ", x.device());
+}
+
+// An op's tensor argument with the name its error messages give it.
+struct NamedTensor {
+  const char* name;
+  const at::Tensor& tensor;
+};
+
+// check_supported_dtype for each tensor, in order (an op's first check, x and its parameters).
+inline void check_supported_dtypes(const char* op, std::initializer_list<NamedTensor> tensors) {
+  for (const NamedTensor& t : tensors) check_supported_dtype(op, t.name, t.tensor);
+}
+
+// check_same_device against x for each parameter, in order (an op's last check before its group split).
+inline void check_on_device_of_x(const char* op, const at::Tensor& x, std::initializer_list<NamedTensor> params) {
+  for (const NamedTensor& p : params) check_same_device(op, p.name, p.tensor, x);
 }
 
 // grad_output of a backward op: a supported dtype, on x's device, with x's shape and dtype.

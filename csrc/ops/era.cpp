@@ -2,15 +2,15 @@
 // namespace itself is defined by rational.cpp (TORCH_LIBRARY); this file adds to it.
 #include "ops/era.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include "ops/registration.h"
 
 namespace torch_rational {
 
 at::Tensor era(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions, double eps,
                int64_t channel_dim) {
-  static auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("torch_rational::era", "").typed<decltype(era)>();
+  static const auto op = typed_op<decltype(era)>("era");
   return op.call(x, linear, fractions, eps, channel_dim);
 }
 
@@ -18,9 +18,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward(const at::Tensor& gr
                                                             const at::Tensor& linear, const at::Tensor& fractions,
                                                             double eps, int64_t channel_dim,
                                                             std::array<bool, 3> output_mask) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torch_rational::era_backward", "")
-                       .typed<decltype(era_backward)>();
+  static const auto op = typed_op<decltype(era_backward)>("era_backward");
   return op.call(grad_output, x, linear, fractions, eps, channel_dim, output_mask);
 }
 

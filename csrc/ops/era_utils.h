@@ -20,10 +20,7 @@ struct EraConfig : GroupSplit {
 
 inline EraConfig check_era_args(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions,
                                 double eps, int64_t channel_dim, const char* op = "era") {
-  EraConfig cfg;
-  check_supported_dtype(op, "x", x);
-  check_supported_dtype(op, "linear", linear);
-  check_supported_dtype(op, "fractions", fractions);
+  check_supported_dtypes(op, {{"x", x}, {"linear", linear}, {"fractions", fractions}});
   TORCH_CHECK_VALUE((linear.dim() == 1 || linear.dim() == 2) && linear.size(-1) == 2,
                     "torch_rational.", op, ": linear must have shape (2,) or (groups, 2) holding (a, b), got ",
                     linear.sizes());
@@ -43,15 +40,16 @@ inline EraConfig check_era_args(const at::Tensor& x, const at::Tensor& linear, c
                     "torch_rational.", op, ": fractions must have between 1 and ", kernels::kMaxEraFractions,
                     " rows per group (num_fractions), got ", n);
   TORCH_CHECK_VALUE(eps >= 0.0 && std::isfinite(eps), "torch_rational.", op, ": eps must be finite and >= 0, got ", eps);
-  check_same_device(op, "linear", linear, x);
-  check_same_device(op, "fractions", fractions, x);
-  cfg.n = static_cast<int>(n);
-  static_cast<GroupSplit&>(cfg) = check_group_split(op, x, gl, channel_dim);
-  return cfg;
+  check_on_device_of_x(op, x, {{"linear", linear}, {"fractions", fractions}});
+  return EraConfig{check_group_split(op, x, gl, channel_dim), static_cast<int>(n)};
 }
 
-inline void check_era_grad_output(const at::Tensor& grad_output, const at::Tensor& x) {
+// The arguments of era_backward: those of era, then grad_output (dtype, device, shape, as x).
+inline EraConfig check_era_backward_args(const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& linear,
+                                         const at::Tensor& fractions, double eps, int64_t channel_dim) {
+  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim, "era_backward");
   check_grad_output("era_backward", grad_output, x);
+  return cfg;
 }
 
 }  // namespace torch_rational

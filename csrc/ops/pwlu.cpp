@@ -2,24 +2,22 @@
 // the dispatcher-calling C++ entry points.
 #include "ops/pwlu.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include "ops/registration.h"
 
 namespace torch_rational {
 
 at::Tensor pwlu(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds, const at::Tensor& slopes,
                 int64_t channel_dim) {
-  static auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("torch_rational::pwlu", "").typed<decltype(pwlu)>();
+  static const auto op = typed_op<decltype(pwlu)>("pwlu");
   return op.call(x, heights, bounds, slopes, channel_dim);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
     const at::Tensor& slopes, int64_t channel_dim, std::array<bool, 4> output_mask) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torch_rational::pwlu_backward", "")
-                       .typed<decltype(pwlu_backward)>();
+  static const auto op = typed_op<decltype(pwlu_backward)>("pwlu_backward");
   return op.call(grad_output, x, heights, bounds, slopes, channel_dim, output_mask);
 }
 

@@ -20,11 +20,7 @@ constexpr int64_t kPwluMaxPieces = 1 << 20;
 
 inline PwluConfig check_pwlu_args(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
                                   const at::Tensor& slopes, int64_t channel_dim, const char* op = "pwlu") {
-  PwluConfig cfg;
-  check_supported_dtype(op, "x", x);
-  check_supported_dtype(op, "heights", heights);
-  check_supported_dtype(op, "bounds", bounds);
-  check_supported_dtype(op, "slopes", slopes);
+  check_supported_dtypes(op, {{"x", x}, {"heights", heights}, {"bounds", bounds}, {"slopes", slopes}});
   TORCH_CHECK_VALUE(heights.dim() == 1 || heights.dim() == 2,
                     "torch_rational.", op, ": heights must have shape (N+1,) or (groups, N+1), got ", heights.sizes());
   const int64_t groups = heights.dim() == 2 ? heights.size(0) : 1;
@@ -42,16 +38,17 @@ inline PwluConfig check_pwlu_args(const at::Tensor& x, const at::Tensor& heights
                           : (slopes.dim() == 2 && slopes.size(0) == groups && slopes.size(1) == 2),
                     "torch_rational.", op, ": slopes must have shape ", one_d ? "(2,)" : "(groups, 2)",
                     " like heights ", heights.sizes(), ", got ", slopes.sizes());
-  check_same_device(op, "heights", heights, x);
-  check_same_device(op, "bounds", bounds, x);
-  check_same_device(op, "slopes", slopes, x);
-  cfg.n = static_cast<int>(n);
-  static_cast<GroupSplit&>(cfg) = check_group_split(op, x, groups, channel_dim);
-  return cfg;
+  check_on_device_of_x(op, x, {{"heights", heights}, {"bounds", bounds}, {"slopes", slopes}});
+  return PwluConfig{check_group_split(op, x, groups, channel_dim), static_cast<int>(n)};
 }
 
-inline void check_pwlu_grad_output(const at::Tensor& grad_output, const at::Tensor& x) {
+// The arguments of pwlu_backward: those of pwlu, then grad_output (dtype, device, shape, as x).
+inline PwluConfig check_pwlu_backward_args(const at::Tensor& grad_output, const at::Tensor& x,
+                                           const at::Tensor& heights, const at::Tensor& bounds,
+                                           const at::Tensor& slopes, int64_t channel_dim) {
+  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim, "pwlu_backward");
   check_grad_output("pwlu_backward", grad_output, x);
+  return cfg;
 }
 
 // Checks L < R (both finite) for every group and returns the bounds as a contiguous float64 CPU

@@ -1,17 +1,16 @@
 // Schemas of the torch_rational ops and the dispatcher-calling C++ entry points.
 #include "ops/rational.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
+
+#include "ops/registration.h"
 
 namespace torch_rational {
 
 at::Tensor rational(const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
                     c10::string_view version, c10::string_view basis, int64_t channel_dim, double noise,
                     const std::optional<at::Tensor>& noise_seed) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torch_rational::rational", "")
-                       .typed<decltype(rational)>();
+  static const auto op = typed_op<decltype(rational)>("rational");
   return op.call(x, numerator, denominator, version, basis, channel_dim, noise, noise_seed);
 }
 
@@ -19,9 +18,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& numerator,
     const at::Tensor& denominator, c10::string_view version, c10::string_view basis, int64_t channel_dim,
     double noise, const std::optional<at::Tensor>& noise_seed, std::array<bool, 3> output_mask) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torch_rational::rational_backward", "")
-                       .typed<decltype(rational_backward)>();
+  static const auto op = typed_op<decltype(rational_backward)>("rational_backward");
   return op.call(grad_output, x, numerator, denominator, version, basis, channel_dim, noise, noise_seed,
                  output_mask);
 }

@@ -54,9 +54,7 @@ inline RationalConfig check_rational_args(const at::Tensor& x, const at::Tensor&
   RationalConfig cfg;
   cfg.version = parse_version(version);
   cfg.basis = parse_basis(basis);
-  check_supported_dtype(op, "x", x);
-  check_supported_dtype(op, "numerator", numerator);
-  check_supported_dtype(op, "denominator", denominator);
+  check_supported_dtypes(op, {{"x", x}, {"numerator", numerator}, {"denominator", denominator}});
   TORCH_CHECK_VALUE(numerator.dim() == 1 || numerator.dim() == 2,
                     "torch_rational.", op, ": numerator must have shape (m+1,) or (groups, m+1), got ",
                     numerator.sizes());
@@ -94,8 +92,7 @@ inline RationalConfig check_rational_args(const at::Tensor& x, const at::Tensor&
     TORCH_CHECK_VALUE(noise_seed->device().is_cpu(), "torch_rational.", op, ": noise_seed is on ",
                       noise_seed->device(), " but must be a CPU tensor (x is on ", x.device(), ")");
   }
-  check_same_device(op, "numerator", numerator, x);
-  check_same_device(op, "denominator", denominator, x);
+  check_on_device_of_x(op, x, {{"numerator", numerator}, {"denominator", denominator}});
   cfg.m = static_cast<int>(na - 1);
   cfg.nb = static_cast<int>(nb);
   // With one group channel_dim is ignored, so a bare PAU works on any shape, like nn.ReLU.
@@ -103,10 +100,16 @@ inline RationalConfig check_rational_args(const at::Tensor& x, const at::Tensor&
   return cfg;
 }
 
-// grad_output of rational_backward (dtype, device, shape, as x). For the backends' backward entry
-// points, right after check_rational_args(..., "rational_backward").
-inline void check_rational_grad_output(const at::Tensor& grad_output, const at::Tensor& x) {
+// The arguments of rational_backward: those of rational, then grad_output (dtype, device, shape, as x).
+inline RationalConfig check_rational_backward_args(const at::Tensor& grad_output, const at::Tensor& x,
+                                                   const at::Tensor& numerator, const at::Tensor& denominator,
+                                                   c10::string_view version, c10::string_view basis,
+                                                   int64_t channel_dim, double noise,
+                                                   const std::optional<at::Tensor>& noise_seed) {
+  const RationalConfig cfg = check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise,
+                                                 noise_seed, "rational_backward");
   check_grad_output("rational_backward", grad_output, x);
+  return cfg;
 }
 
 inline uint64_t read_noise_seed(double noise, const std::optional<at::Tensor>& noise_seed) {

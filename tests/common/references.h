@@ -99,4 +99,10 @@ inline torch::Tensor pwlu_reference(const torch::Tensor& x, const torch::Tensor&
   return torch::where(x < left, lo, torch::where(x >= right, hi, inner));
 }
 
+// t as a float64 leaf that requires grad: the input of a reference whose gradients a test compares
+// with the op's.
+inline torch::Tensor float64_leaf(const torch::Tensor& t) {
+  return t.detach().to(torch::kDouble).requires_grad_(true);
+}
+
 }  // namespace tr_test

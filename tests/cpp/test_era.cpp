@@ -44,9 +44,9 @@ TEST_P(EraOpTest, ForwardAndBackwardMatchReference) {
   ASSERT_EQ(y.scalar_type(), dtype);
   ASSERT_EQ(y.sizes(), x.sizes());
 
-  auto xr = x.detach().to(torch::kDouble).requires_grad_(true);
-  auto lr = lin.detach().to(torch::kDouble).requires_grad_(true);
-  auto frr = fr.detach().to(torch::kDouble).requires_grad_(true);
+  auto xr = tr_test::float64_leaf(x);
+  auto lr = tr_test::float64_leaf(lin);
+  auto frr = tr_test::float64_leaf(fr);
   std::vector<torch::Tensor> parts;
   const int64_t cpg = 4 / G;
   for (int64_t c = 0; c < 4; ++c)

@@ -11,6 +11,7 @@
 
 namespace {
 
+using tr_test::float64_leaf;
 using tr_test::rational_reference;
 
 using Param = std::tuple<torch::Dtype, std::pair<int, int>, std::string, std::string>;
@@ -19,7 +20,7 @@ class RationalOpTest : public ::testing::TestWithParam<Param> {};
 
 TEST_P(RationalOpTest, ForwardAndBackwardMatchReference) {
   const auto [dtype, degrees, version, basis] = GetParam();
-  const int m = degrees.first, n = degrees.second;
+  const auto [m, n] = degrees;
   const int nb = version == "C" ? n + 1 : n;
   torch::manual_seed(1234);
   auto opts = torch::TensorOptions().dtype(torch::kDouble);
@@ -41,9 +42,9 @@ TEST_P(RationalOpTest, ForwardAndBackwardMatchReference) {
   ASSERT_EQ(y.sizes(), x.sizes());
 
   // Reference per group: channel c uses group c / 2 (6 channels, 3 groups).
-  auto xr = x.detach().to(torch::kDouble).requires_grad_(true);
-  auto ar = a.detach().to(torch::kDouble).requires_grad_(true);
-  auto br = b.detach().to(torch::kDouble).requires_grad_(true);
+  auto xr = float64_leaf(x);
+  auto ar = float64_leaf(a);
+  auto br = float64_leaf(b);
   std::vector<torch::Tensor> parts;
   for (int c = 0; c < 6; ++c)
     parts.push_back(rational_reference(xr.select(1, c), ar[c / 2], br[c / 2], version, basis).unsqueeze(1));

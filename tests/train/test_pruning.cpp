@@ -193,11 +193,10 @@ TEST(Pruning, ResumeContinuesTheRoundExactly) {
   auto ca = synthetic_config(a, 256, 64, 1, 0);
   ca.prune_rounds = 2;
   ca.prune_fraction = 0.3;
+  auto cb = ca;  // the same run into b
+  cb.output = b.string();
   json sa = run_training(ca, log);
 
-  auto cb = synthetic_config(b, 256, 64, 1, 0);
-  cb.prune_rounds = 2;
-  cb.prune_fraction = 0.3;
   // A run that stops after its first round: write its checkpoint by running the first round only,
   // i.e. with the fault hook failing the checkpoint of epoch 2 (round 1's end).
   setenv("RATIONAL_TRAIN_FAIL_WRITE", "checkpoint.pt:2", 1);

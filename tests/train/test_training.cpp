@@ -78,13 +78,10 @@ TEST(Training, ResumeEqualsUninterruptedRun) {
   ca.rotation = 30;
   ca.crop_padding = 2;
   ca.hflip = true;
+  auto cb = ca;  // the same run into b, stopped after epoch 1 and resumed
+  cb.output = b.string();
   json sa = run_training(ca, log);
 
-  auto cb = synthetic_config(b, 384, 128, 2, 2);
-  cb.activation = "rpau";
-  cb.rotation = 30;
-  cb.crop_padding = 2;
-  cb.hflip = true;
   cb.epochs = 1;
   cb.workers = 0;  // different thread layout of the loader: same data
   run_training(cb, log);

@@ -1,7 +1,8 @@
-// What the Autograd kernels of the three families share beyond the fused first derivative.
+// What the Autograd kernels of the three families share: the autograd Function of the fused first
+// derivative (FusedFunction) and the rules for when the composite serves instead.
 //
 // Forward ops: the fused kernel and a torch::autograd::Function whose backward is the family's
-// backward op, except where that cannot serve (needs_composite): inside a torch.func transform,
+// backward op (FusedFunction), except where that cannot serve (needs_composite): inside a torch.func transform,
 // whose wrapper tensors a C++ Function rejects, and in forward-mode AD, which the fused kernels do
 // not implement. There the op runs as its differentiable composite (csrc/ops/composite/).
 //
@@ -15,10 +16,100 @@
 #include <torch/autograd.h>
 
 #include <array>
+#include <cstddef>
+#include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 
 namespace torch_rational {
+
+namespace detail {
+
+// How FusedFunction keeps a non-tensor argument until the backward: a string view as its own
+// string (the caller's string does not outlive the forward call), anything else as it is.
+inline std::string saved_arg(c10::string_view v) {
+  return std::string(v.data(), v.size());
+}
+template <typename T>
+T saved_arg(const T& v) {
+  return v;
+}
+
+template <typename Fn>
+struct ArgumentTypes;
+template <typename R, typename... Args>
+struct ArgumentTypes<R (*)(Args...)> {
+  using type = std::tuple<std::decay_t<Args>...>;
+};
+
+// The saved form of the arguments of Fn from index First on.
+template <typename Fn, size_t First, typename Indices>
+struct SavedArguments;
+template <typename Fn, size_t First, size_t... I>
+struct SavedArguments<Fn, First, std::index_sequence<I...>> {
+  using Args = typename ArgumentTypes<Fn>::type;
+  using type = std::tuple<decltype(saved_arg(std::declval<std::tuple_element_t<First + I, Args>>()))...>;
+};
+
+}  // namespace detail
+
+// The torch::autograd::Function of every family's forward op. Forward is the op's C++ entry point
+// (ops/<f>.h), whose first N arguments are the tensors it is differentiable in; Backward is its
+// backward op, called as Backward(grad_output, <the forward's arguments>, output_mask of N). The
+// forward runs the op below autograd and saves the N tensors (save_for_backward) and the other
+// arguments (ctx->saved_data); the backward returns the gradient of each of the N tensors whose
+// gradient autograd needs, and none for the other arguments.
+template <auto Forward, auto Backward, size_t N>
+class FusedFunction : public torch::autograd::Function<FusedFunction<Forward, Backward, N>> {
+  static constexpr size_t kArgs = std::tuple_size_v<typename detail::ArgumentTypes<decltype(Forward)>::type>;
+  using Rest = std::make_index_sequence<kArgs - N>;
+  using SavedRest = typename detail::SavedArguments<decltype(Forward), N, Rest>::type;
+
+  template <typename Args, size_t... I>
+  static torch::autograd::variable_list tensors(const Args& args, std::index_sequence<I...>) {
+    return {std::get<I>(args)...};
+  }
+  template <typename Args, size_t... I>
+  static SavedRest rest(const Args& args, std::index_sequence<I...>) {
+    return SavedRest(detail::saved_arg(std::get<N + I>(args))...);
+  }
+  template <size_t... T, size_t... R>
+  static auto run_backward(const at::Tensor& grad, const torch::autograd::variable_list& saved,
+                           const SavedRest& rest, const std::array<bool, N>& mask, std::index_sequence<T...>,
+                           std::index_sequence<R...>) {
+    return Backward(grad, saved[T]..., std::get<R>(rest)..., mask);
+  }
+
+ public:
+  template <typename... Args>
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const Args&... args) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    at::Tensor y = Forward(args...);
+    const auto all = std::forward_as_tuple(args...);
+    ctx->save_for_backward(tensors(all, std::make_index_sequence<N>{}));
+    ctx->saved_data["arguments"] = c10::IValue(rest(all, Rest{}));
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto saved_rest = ctx->saved_data["arguments"].to<SavedRest>();
+    std::array<bool, N> mask;
+    for (size_t i = 0; i < N; ++i) mask[i] = ctx->needs_input_grad(i);
+    at::Tensor grad = grad_outputs[0];
+    if (!grad.defined()) grad = at::zeros_like(saved[0]);
+    const auto grads = run_backward(grad, saved, saved_rest, mask, std::make_index_sequence<N>{}, Rest{});
+    // One entry per forward argument: the wanted gradients, undefined for everything else.
+    torch::autograd::variable_list out(kArgs);
+    std::apply([&](const auto&... g) {
+      size_t i = 0;
+      ((out[i] = mask[i] ? g : at::Tensor(), ++i), ...);
+    }, grads);
+    return out;
+  }
+};
 
 template <typename... Tensors>
 bool needs_composite(const Tensors&... inputs) {

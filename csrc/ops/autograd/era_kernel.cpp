@@ -8,38 +8,12 @@
 #include "ops/autograd/elementwise_autograd.h"
 #include "ops/composite/composite.h"
 #include "ops/era.h"
+#include "ops/registration.h"
 
 namespace torch_rational {
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-class EraFunction : public torch::autograd::Function<EraFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& linear,
-                            const at::Tensor& fractions, double eps, int64_t channel_dim) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor y = era(x, linear, fractions, eps, channel_dim);
-    ctx->save_for_backward({x, linear, fractions});
-    ctx->saved_data["eps"] = eps;
-    ctx->saved_data["channel_dim"] = channel_dim;
-    return y;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
-    const double eps = ctx->saved_data["eps"].toDouble();
-    const int64_t channel_dim = ctx->saved_data["channel_dim"].toInt();
-    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                      ctx->needs_input_grad(2)};
-    at::Tensor grad = grad_outputs[0];
-    if (!grad.defined()) grad = at::zeros_like(saved[0]);
-    auto [gx, glin, gfr] = era_backward(grad, saved[0], saved[1], saved[2], eps, channel_dim, mask);
-    return {mask[0] ? gx : at::Tensor(), mask[1] ? glin : at::Tensor(), mask[2] ? gfr : at::Tensor(), at::Tensor(),
-            at::Tensor()};
-  }
-};
+using EraFunction = FusedFunction<&era, &era_backward, /*tensor_inputs=*/3>;
 
 at::Tensor era_autograd(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions, double eps,
                         int64_t channel_dim) {
@@ -59,8 +33,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_autograd(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
-  m.impl("era", &era_autograd);
-  m.impl("era_backward", &era_backward_autograd);
+  impl_op_and_backward(m, "era", &era_autograd, &era_backward_autograd);
 }
 
 }  // namespace torch_rational

@@ -8,36 +8,12 @@
 #include "ops/autograd/elementwise_autograd.h"
 #include "ops/composite/composite.h"
 #include "ops/pwlu.h"
+#include "ops/registration.h"
 
 namespace torch_rational {
 namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
-
-class PwluFunction : public torch::autograd::Function<PwluFunction> {
- public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& heights,
-                            const at::Tensor& bounds, const at::Tensor& slopes, int64_t channel_dim) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    at::Tensor y = pwlu(x, heights, bounds, slopes, channel_dim);
-    ctx->save_for_backward({x, heights, bounds, slopes});
-    ctx->saved_data["channel_dim"] = channel_dim;
-    return y;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
-    const int64_t channel_dim = ctx->saved_data["channel_dim"].toInt();
-    const std::array<bool, 4> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                      ctx->needs_input_grad(2), ctx->needs_input_grad(3)};
-    at::Tensor grad = grad_outputs[0];
-    if (!grad.defined()) grad = at::zeros_like(saved[0]);
-    auto [gx, gh, gb, gs] = pwlu_backward(grad, saved[0], saved[1], saved[2], saved[3], channel_dim, mask);
-    return {mask[0] ? gx : at::Tensor(), mask[1] ? gh : at::Tensor(), mask[2] ? gb : at::Tensor(),
-            mask[3] ? gs : at::Tensor(), at::Tensor()};
-  }
-};
+using PwluFunction = FusedFunction<&pwlu, &pwlu_backward, /*tensor_inputs=*/4>;
 
 at::Tensor pwlu_autograd(const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
                          const at::Tensor& slopes, int64_t channel_dim) {
@@ -57,8 +33,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_autogra
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, Autograd, m) {
-  m.impl("pwlu", &pwlu_autograd);
-  m.impl("pwlu_backward", &pwlu_backward_autograd);
+  impl_op_and_backward(m, "pwlu", &pwlu_autograd, &pwlu_backward_autograd);
 }
 
 }  // namespace torch_rational

@@ -25,9 +25,9 @@
 #include "ops/cpu/group_layout.h"
 #include "ops/era_utils.h"
 #include "ops/grad_finish.h"
+#include "ops/registration.h"
 
-namespace torch_rational {
-namespace cpu {
+namespace torch_rational::cpu {
 
 const EraVecKernelTable& era_vec_kernels() {
   static const EraVecKernelTable& chosen = TR_PICK_VEC_TABLE(era_table);
@@ -147,8 +147,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cpu(const at::Tensor
                                                                 const at::Tensor& linear,
                                                                 const at::Tensor& fractions, double eps,
                                                                 int64_t channel_dim, std::array<bool, 3> output_mask) {
-  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim, "era_backward");
-  check_era_grad_output(grad_output, x);
+  const EraConfig cfg = check_era_backward_args(grad_output, x, linear, fractions, eps, channel_dim);
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   const at::Tensor gin = grad_output_like(grad_output, xin);
   const bool want_x = output_mask[0], want_params = output_mask[1] || output_mask[2];
@@ -179,9 +178,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cpu(const at::Tensor
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CPU, m) {
-  m.impl("era", &era_forward_cpu);
-  m.impl("era_backward", &era_backward_cpu);
+  impl_op_and_backward(m, "era", &era_forward_cpu, &era_backward_cpu);
 }
 
-}  // namespace cpu
-}  // namespace torch_rational
+}  // namespace torch_rational::cpu

@@ -27,10 +27,10 @@
 #include "ops/cpu/vec_dispatch.h"
 #include "ops/grad_finish.h"
 #include "ops/pwlu_utils.h"
+#include "ops/registration.h"
 #include "pwlu_math.h"
 
-namespace torch_rational {
-namespace cpu {
+namespace torch_rational::cpu {
 
 const PwluVecKernelTable& pwlu_vec_kernels() {
   static const PwluVecKernelTable& chosen = TR_PICK_VEC_TABLE(pwlu_table);
@@ -234,8 +234,7 @@ void finish_bins(const PwluGroup<T>& p, const double* bins, double* out) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& heights, const at::Tensor& bounds,
     const at::Tensor& slopes, int64_t channel_dim, std::array<bool, 4> output_mask) {
-  const PwluConfig cfg = check_pwlu_args(x, heights, bounds, slopes, channel_dim, "pwlu_backward");
-  check_pwlu_grad_output(grad_output, x);
+  const PwluConfig cfg = check_pwlu_backward_args(grad_output, x, heights, bounds, slopes, channel_dim);
   const at::Tensor bounds64 = checked_pwlu_bounds(bounds, cfg.groups);
   const at::Tensor xin = x.is_non_overlapping_and_dense() ? x : x.contiguous();
   const at::Tensor gin = grad_output_like(grad_output, xin);
@@ -284,9 +283,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> pwlu_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CPU, m) {
-  m.impl("pwlu", &pwlu_forward_cpu);
-  m.impl("pwlu_backward", &pwlu_backward_cpu);
+  impl_op_and_backward(m, "pwlu", &pwlu_forward_cpu, &pwlu_backward_cpu);
 }
 
-}  // namespace cpu
-}  // namespace torch_rational
+}  // namespace torch_rational::cpu

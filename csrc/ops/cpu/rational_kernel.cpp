@@ -26,9 +26,9 @@
 #include "ops/cpu/vec_dispatch.h"
 #include "ops/grad_finish.h"
 #include "ops/rational_utils.h"
+#include "ops/registration.h"
 
-namespace torch_rational {
-namespace cpu {
+namespace torch_rational::cpu {
 
 const VecKernelTable& vec_kernels() {
   static const VecKernelTable& chosen = TR_PICK_VEC_TABLE(table);
@@ -213,9 +213,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cpu(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
     c10::string_view version, c10::string_view basis, int64_t channel_dim, double noise,
     const std::optional<at::Tensor>& noise_seed, std::array<bool, 3> output_mask) {
-  const RationalConfig cfg = check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise,
-                                                 noise_seed, "rational_backward");
-  check_rational_grad_output(grad_output, x);
+  const RationalConfig cfg = check_rational_backward_args(grad_output, x, numerator, denominator, version, basis,
+                                                         channel_dim, noise, noise_seed);
   const at::Tensor xin = kernel_input(x, noise);
   const at::Tensor gin = grad_output_like(grad_output, xin);
   const bool want_x = output_mask[0], want_coefs = output_mask[1] || output_mask[2];
@@ -252,9 +251,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cpu(
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CPU, m) {
-  m.impl("rational", &rational_forward_cpu);
-  m.impl("rational_backward", &rational_backward_cpu);
+  impl_op_and_backward(m, "rational", &rational_forward_cpu, &rational_backward_cpu);
 }
 
-}  // namespace cpu
-}  // namespace torch_rational
+}  // namespace torch_rational::cpu

@@ -43,6 +43,37 @@ inline at::Tensor grad_output_like(const at::Tensor& grad_output, const at::Tens
   return g;
 }
 
+// The dtype the kernels compute in for x: float64 for float64 x, float32 for half, bfloat16 and
+// float32 x. The parameters are read, and their gradients reduced, in it.
+inline at::ScalarType math_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// What a family's CUDA backward fills: grad_x in the kernel layout of x ((0,) when not wanted) and,
+// when a parameter gradient is wanted, the [groups][K] table the kernels reduce into (math dtype;
+// launch_backward_with_finish fills it, cut_param_grads cuts it into the parameters' gradients).
+struct BackwardOutputs {
+  bool want_x;
+  at::Tensor grad_x;
+  at::Tensor param_table;  // undefined when no parameter gradient is wanted
+
+  BackwardOutputs(const Launch& l, const at::Tensor& x, bool want_x_, bool want_params, int64_t K)
+      : want_x(want_x_), grad_x(want_x_ ? at::empty_like(l.xin) : at::empty({0}, x.options())) {
+    if (want_params) param_table = at::zeros({l.groups, K}, x.options().dtype(math_dtype(x)));
+  }
+
+  // Whether the kernels have anything to do: x is not empty and some gradient is wanted.
+  bool launch_needed(const Launch& l) const {
+    return l.xin.numel() > 0 && (want_x || param_table.defined());
+  }
+
+  // Where the kernels write grad_x: nullptr when it is not wanted.
+  template <typename T, typename scalar_t>
+  T* grad_x_out() const {
+    return want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
+  }
+};
+
 // The fused backward of p (x, grad_y, out and the launch plan set) and, when total is defined
 // (parameter gradients wanted: [groups][K] in the math dtype), the per-block partials
 // [groups][blocks_per_group][K] (each written by its block: no zero fill) and their fixed-order

@@ -24,9 +24,9 @@
 #include "ops/era_utils.h"
 #include "ops/cuda/elementwise_glue.h"
 #include "ops/cuda/launch_utils.h"
+#include "ops/registration.h"
 
-namespace torch_rational {
-namespace cuda {
+namespace torch_rational::cuda {
 namespace {
 
 namespace kc = kernels::cuda;
@@ -63,8 +63,7 @@ at::Tensor era_forward_cuda(const at::Tensor& x, const at::Tensor& linear, const
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "era_forward_cuda", [&] {
     using T = typename CudaType<scalar_t>::type;
-    const auto acc_dtype = std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
-    const at::Tensor params = packed_params(linear, fractions, cfg, acc_dtype);
+    const at::Tensor params = packed_params(linear, fractions, cfg, math_dtype(x));
     kc::EraCudaParams<T> p;
     p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
     p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
@@ -82,47 +81,41 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> era_backward_cuda(const at::Tenso
                                                                  std::array<bool, 3> output_mask) {
   // Every argument against x first (a CUDA grad_output with a CPU x lands here too: the error
   // names grad_output), then x itself.
-  const EraConfig cfg = check_era_args(x, linear, fractions, eps, channel_dim, "era_backward");
-  check_era_grad_output(grad_output, x);
+  const EraConfig cfg = check_era_backward_args(grad_output, x, linear, fractions, eps, channel_dim);
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational.era_backward: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const Launch l = make_launch(x, cfg);
   const at::Tensor gin = grad_output_like(grad_output, l.xin);
-  const bool want_x = output_mask[0], want_params = output_mask[1] || output_mask[2];
-  at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
+  const int K = kernels::era_params_per_group(cfg.n);
+  const BackwardOutputs out(l, x, output_mask[0], output_mask[1] || output_mask[2], K);
   at::Tensor grad_linear = at::empty({0}, linear.options());
   at::Tensor grad_fractions = at::empty({0}, fractions.options());
-  const int K = kernels::era_params_per_group(cfg.n);
-  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor total;
-  if (want_params) total = at::zeros({cfg.groups, K}, x.options().dtype(acc_dtype));
-  if (l.xin.numel() > 0 && (want_x || want_params)) {
+  if (out.launch_needed(l)) {
     const auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "era_backward_cuda", [&] {
       using T = typename CudaType<scalar_t>::type;
       using acc_t = typename kc::OpMath<T>::type;
-      const at::Tensor params = packed_params(linear, fractions, cfg, acc_dtype);
+      const at::Tensor params = packed_params(linear, fractions, cfg, math_dtype(x));
       kc::EraCudaParams<T> p;
       p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
-      p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
+      p.out = out.grad_x_out<T, scalar_t>();
       fill_common<T>(p, l, cfg, params, eps, x.get_device(), {p.x, p.grad_y, p.out});
-      launch_backward_with_finish<acc_t>(p, total, K, stream, &kc::launch_era_backward<T>, &kc::launch_era_finish<T>);
+      launch_backward_with_finish<acc_t>(p, out.param_table, K, stream, &kc::launch_era_backward<T>, &kc::launch_era_finish<T>);
     });
   }
-  cut_param_grads(total, {{output_mask[1], linear, grad_linear}, {output_mask[2], fractions, grad_fractions}});
-  return {grad_x, grad_linear, grad_fractions};
+  cut_param_grads(out.param_table,
+                  {{output_mask[1], linear, grad_linear}, {output_mask[2], fractions, grad_fractions}});
+  return {out.grad_x, grad_linear, grad_fractions};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
-  m.impl("era", &era_forward_cuda);
-  m.impl("era_backward", &era_backward_cuda);
+  impl_op_and_backward(m, "era", &era_forward_cuda, &era_backward_cuda);
 }
 
-}  // namespace cuda
-}  // namespace torch_rational
+}  // namespace torch_rational::cuda
 
 // Explicit instantiations of the launchers for the element types dispatched above.
 namespace torch_rational::kernels::cuda {

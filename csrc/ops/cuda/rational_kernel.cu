@@ -26,10 +26,10 @@
 #include "ops/rational_utils.h"
 #include "ops/cuda/elementwise_glue.h"
 #include "ops/cuda/launch_utils.h"
+#include "ops/registration.h"
 #include "rational.cuh"
 
-namespace torch_rational {
-namespace cuda {
+namespace torch_rational::cuda {
 namespace {
 
 namespace kc = kernels::cuda;
@@ -69,9 +69,8 @@ at::Tensor rational_forward_cuda(const at::Tensor& x, const at::Tensor& numerato
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "rational_forward_cuda", [&] {
     using T = typename CudaType<scalar_t>::type;
-    const auto acc_dtype = std::is_same_v<scalar_t, double> ? at::kDouble : at::kFloat;
-    const at::Tensor a = numerator.detach().to(acc_dtype).contiguous();
-    const at::Tensor b = denominator.detach().to(acc_dtype).contiguous();
+    const at::Tensor a = numerator.detach().to(math_dtype(x)).contiguous();
+    const at::Tensor b = denominator.detach().to(math_dtype(x)).contiguous();
     kc::RationalCudaParams<T> p;
     p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
     p.out = reinterpret_cast<T*>(y.mutable_data_ptr<scalar_t>());
@@ -86,51 +85,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rational_backward_cuda(
     const at::Tensor& grad_output, const at::Tensor& x, const at::Tensor& numerator, const at::Tensor& denominator,
     c10::string_view version, c10::string_view basis, int64_t channel_dim, double noise,
     const std::optional<at::Tensor>& noise_seed, std::array<bool, 3> output_mask) {
-  const RationalConfig cfg = check_rational_args(x, numerator, denominator, version, basis, channel_dim, noise,
-                                                 noise_seed, "rational_backward");
-  check_rational_grad_output(grad_output, x);
+  const RationalConfig cfg = check_rational_backward_args(grad_output, x, numerator, denominator, version, basis,
+                                                         channel_dim, noise, noise_seed);
   TORCH_CHECK_VALUE(x.is_cuda(), "torch_rational: x must be a CUDA tensor for the CUDA kernel, got ", x.device());
   const c10::cuda::CUDAGuard guard(x.device());
   const Launch l = make_launch(x, cfg, /*force_contiguous=*/noise > 0.0);
   const at::Tensor gin = grad_output_like(grad_output, l.xin);
-  const bool want_x = output_mask[0], want_coefs = output_mask[1] || output_mask[2];
-  at::Tensor grad_x = want_x ? at::empty_like(l.xin) : at::empty({0}, x.options());
+  const int na = cfg.m + 1, nb = cfg.nb;
+  const BackwardOutputs out(l, x, output_mask[0], output_mask[1] || output_mask[2], na + nb);
   at::Tensor grad_num = at::empty({0}, numerator.options());
   at::Tensor grad_den = at::empty({0}, denominator.options());
-  const int na = cfg.m + 1, nb = cfg.nb;
-  const auto acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor total;
-  if (want_coefs) total = at::zeros({cfg.groups, na + nb}, x.options().dtype(acc_dtype));
-  if (l.xin.numel() > 0 && (want_x || want_coefs)) {
+  if (out.launch_needed(l)) {
     const uint64_t seed = read_noise_seed(noise, noise_seed);
     const auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, l.xin.scalar_type(), "rational_backward_cuda", [&] {
       using T = typename CudaType<scalar_t>::type;
       using acc_t = typename kc::OpMath<T>::type;
-      const at::Tensor a = numerator.detach().to(acc_dtype).contiguous();
-      const at::Tensor b = denominator.detach().to(acc_dtype).contiguous();
+      const at::Tensor a = numerator.detach().to(math_dtype(x)).contiguous();
+      const at::Tensor b = denominator.detach().to(math_dtype(x)).contiguous();
       kc::RationalCudaParams<T> p;
       p.x = reinterpret_cast<const T*>(l.xin.const_data_ptr<scalar_t>());
       p.grad_y = reinterpret_cast<const T*>(gin.const_data_ptr<scalar_t>());
-      p.out = want_x ? reinterpret_cast<T*>(grad_x.mutable_data_ptr<scalar_t>()) : nullptr;
+      p.out = out.grad_x_out<T, scalar_t>();
       fill_common<T>(p, l, cfg, a, b, noise, seed, x.get_device());
-      launch_backward_with_finish<acc_t>(p, total, na + nb, stream, &kc::launch_rational_backward<T>,
+      launch_backward_with_finish<acc_t>(p, out.param_table, na + nb, stream, &kc::launch_rational_backward<T>,
                                          &kc::launch_rational_finish<T>);
     });
   }
-  cut_param_grads(total, {{output_mask[1], numerator, grad_num}, {output_mask[2], denominator, grad_den}});
-  return {grad_x, grad_num, grad_den};
+  cut_param_grads(out.param_table,
+                  {{output_mask[1], numerator, grad_num}, {output_mask[2], denominator, grad_den}});
+  return {out.grad_x, grad_num, grad_den};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(torch_rational, CUDA, m) {
-  m.impl("rational", &rational_forward_cuda);
-  m.impl("rational_backward", &rational_backward_cuda);
+  impl_op_and_backward(m, "rational", &rational_forward_cuda, &rational_backward_cuda);
 }
 
-}  // namespace cuda
-}  // namespace torch_rational
+}  // namespace torch_rational::cuda
 
 // Explicit instantiations of the launchers for the element types dispatched above.
 namespace torch_rational::kernels::cuda {
