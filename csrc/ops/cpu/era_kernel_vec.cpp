@@ -172,8 +172,7 @@ void forward_block(const EraChannelParams& p, const float* x, float* y, int64_t 
       rows, C, {x, y}, [&](int64_t c, int) { return VecEra<N>(p.soa + c, p.ld, p.eps); },
       [&](const VecEra<N>& E, int64_t, int64_t o, int count) {
         store_lanes(E.forward(load_lanes(x + o, count)), y + o, count);
-      },
-      [](const VecEra<N>&, int64_t, int) {});
+      });
 }
 
 // A vector of channels' state in the backward: parameters, float32 gradient accumulators and the

@@ -256,8 +256,7 @@ void backward_block_loop(const PwluChannelParams& p, const float* x, const float
       [&](const PwluLanes& lanes, int64_t c, int64_t o, int count) {
         backward_vector<WANT_X, WANT_BINS>(lanes, x + o, g + o, WANT_X ? gx + o : nullptr, count,
                                            WANT_BINS ? bins + c * nb : nullptr, nb);
-      },
-      [](const PwluLanes&, int64_t, int) {});
+      });
 }
 
 // Calls fn(WANT_X, WANT_BINS) as std::bool_constant values for what is requested (nothing: no call).
@@ -281,8 +280,7 @@ void forward_block(const PwluChannelParams& p, const float* x, float* y, int64_t
       rows, C, {x, y}, [&](int64_t c, int) { return channel_lanes(p, c); },
       [&](const PwluLanes& lanes, int64_t, int64_t o, int count) {
         store_lanes(forward_vector(lanes, load_lanes(x + o, count)), y + o, count);
-      },
-      [](const PwluLanes&, int64_t, int) {});
+      });
 }
 
 void backward_block(const PwluChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,

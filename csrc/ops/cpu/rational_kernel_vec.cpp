@@ -391,8 +391,7 @@ void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x,
           return;
         }
         store_lanes(R.forward(xv), y + o, count);
-      },
-      [](const R_t&, int64_t, int) {});
+      });
 }
 
 // A vector of channels' state in the backward: coefficients, float32 gradient accumulators and

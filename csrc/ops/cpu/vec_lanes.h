@@ -27,11 +27,6 @@ inline void store_lanes(const at::vec::Vectorized<float>& v, float* p, int count
     v.store(p, count);
 }
 
-// Lanes of the vector of channels [c, c + lanes) that exist in a row of C channels.
-inline int lanes_at(int64_t c, int64_t C) {
-  return static_cast<int>(std::min<int64_t>(at::vec::Vectorized<float>::size(), C - c));
-}
-
 // Vectors of float32 partial sums accumulated before they are added into the float64 partials:
 // the float32 sums stay short.
 constexpr int kFlushVectors = 128;
@@ -53,17 +48,23 @@ inline at::vec::Vectorized<float> backward_step(bool want_params, int& pending, 
 // The channel walk's loop order, shared by the families' block bodies. Lane l of the vector at
 // channel c is channel c + l, with its own parameters: each vector of channels gets its State (the
 // family's parameters as vectors, in a backward also its gradient accumulators) from make(c,
-// count), as a local of one loop down the block's rows, so the compiler keeps it in registers as
-// in the run walk (states read from memory on every row measured 2x slower). That loop strides by
-// a row, which the hardware prefetchers do not follow; instead the block that follows this one in
-// memory (the next rows of the task) is requested one cache line per step, in memory order, so
-// the rows of the next block are in cache when its walk starts. streams: the arrays the body
-// reads or writes (null ones skipped).
+// count), as a local of one loop down the block's rows, so the compiler can keep it in registers
+// as in the run walk. It does for the forward's parameters (states read from memory on every row
+// measured 2x slower); the backward's accumulators still pass through the stack on every row.
+// That loop strides by a row, which the hardware prefetchers do not follow; instead the block that
+// follows this one in memory (the next rows of the task) is requested one cache line per step, in
+// memory order, so the rows of the next block are in cache when its walk starts. streams: the
+// arrays the body reads or writes (null ones skipped).
 //   step(state, c, offset, count): the vector at channel c of a row, offset = its first element;
-//   finish(state, c, count): after the vector's last row.
-template <typename State, size_t NS, typename Make, typename Step, typename Finish>
+//   finish(state, c, count): after the vector's last row (none by default: forward bodies).
+struct NoFinish {
+  template <typename State>
+  void operator()(const State&, int64_t, int) const {}
+};
+
+template <typename State, size_t NS, typename Make, typename Step, typename Finish = NoFinish>
 void walk_channel_block(int64_t rows, int64_t C, const float* const (&streams)[NS], Make&& make, Step&& step,
-                        Finish&& finish) {
+                        Finish finish = {}) {
   constexpr int kL = at::vec::Vectorized<float>::size();
   constexpr int64_t kLine = 64 / sizeof(float);
   const int64_t n = rows * C;
