@@ -1,23 +1,18 @@
 #include "ops/era_normalize.h"
 
-#include <ATen/Dispatch.h>
-#include <ATen/OpMathType.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cmath>
 #include <numeric>
 #include <optional>
-#include <utility>
 #include <vector>
 
 #include "ops/autograd/elementwise_autograd.h"  // needs_composite
 #include "ops/cpu/era_normalize_kernel_vec.h"
 #include "ops/cpu/vec_dispatch.h"
+#include "ops/registration.h"
 
 namespace torch_rational {
 
@@ -178,9 +173,7 @@ at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_vi
 }  // namespace
 
 at::Tensor era_normalize(const at::Tensor& x, const std::string& kind, int64_t channel_dim) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torch_rational::era_normalize", "")
-                       .typed<at::Tensor(const at::Tensor&, c10::string_view, int64_t)>();
+  static const auto op = typed_op<at::Tensor(const at::Tensor&, c10::string_view, int64_t)>("era_normalize");
   return op.call(x, kind, channel_dim);
 }
 

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "ops/named_functions.h"
+#include "ops/registration.h"
 
 namespace torch_rational {
 
@@ -78,9 +79,7 @@ void update_statistics_impl(at::Tensor& running_mean, at::Tensor& running_std, a
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> pwlu_init_parameters(const std::string& init, const at::Tensor& left,
                                                                     const at::Tensor& right, int64_t num_pieces) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torch_rational::pwlu_init_parameters", "")
-                       .typed<decltype(init_parameters_impl)>();
+  static const auto op = typed_op<decltype(init_parameters_impl)>("pwlu_init_parameters");
   return op.call(init, left, right, num_pieces);
 }
 
@@ -88,17 +87,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> pwlu_realigned_parameters(const s
                                                                          const at::Tensor& running_mean,
                                                                          const at::Tensor& running_std,
                                                                          int64_t num_pieces) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torch_rational::pwlu_realigned_parameters", "")
-                       .typed<decltype(realigned_parameters_impl)>();
+  static const auto op = typed_op<decltype(realigned_parameters_impl)>("pwlu_realigned_parameters");
   return op.call(init, running_mean, running_std, num_pieces);
 }
 
 void pwlu_update_statistics(at::Tensor& running_mean, at::Tensor& running_std, at::Tensor& num_realign_calls,
                             const at::Tensor& x, int64_t channel_dim, double momentum) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("torch_rational::pwlu_update_statistics_", "")
-                       .typed<decltype(update_statistics_impl)>();
+  static const auto op = typed_op<decltype(update_statistics_impl)>("pwlu_update_statistics_");
   op.call(running_mean, running_std, num_realign_calls, x, channel_dim, momentum);
 }
 
