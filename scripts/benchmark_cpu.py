@@ -18,8 +18,9 @@ G=1, G=8 within 1.1x, forward and backward.
     python3 scripts/benchmark_cpu.py --era-normalize      # ERA with each normalisation instead
     python3 scripts/benchmark_cpu.py --era-normalize --clock cpu --threads 1   # CPU time, on a busy machine
 
---era-normalize prints ERA (n=1, swish init, G=1) without normalisation and after each
-normalisation the ERA module offers (torch_rational::era_normalize), on NCHW (N,64,32,32), the same
+--era-normalize prints ERA (n=1, swish init, G=1) without normalisation and with each
+normalisation the ERA module offers, as the module runs it (F.era(normalize=...): one fused
+kernel per pass on CPU float32) and as the two ops era(era_normalize(x)) ("2 ops"), on NCHW (N,64,32,32), the same
 tensor channels_last (normalize over channel_dim=1), and (T,768) with channel_dim=-1 (N*65536 and
 T*768 ~ --numel elements); x = time relative to ERA without normalisation on the same tensor.
 Target: every row within 2x, forward+backward.
@@ -163,12 +164,16 @@ def era_normalize_table(args, dtype) -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for label, x0, cdim, kinds in tensors:
         timers = []
-        for kind in ("",) + kinds:
-            def fwd(x, lin, fr, kind=kind, cdim=cdim):
-                return torch_rational.functional.era(torch.ops.torch_rational.era_normalize(x, kind, cdim), lin, fr,
-                                                     channel_dim=cdim)
+        # Each normalisation as the ERA module runs it (F.era(normalize=...), fused where it can be),
+        # and as the two ops era(era_normalize(x)), for comparison.
+        for kind, two_ops in [("", False)] + [(k, t) for k in kinds for t in (False, True)]:
+            def fwd(x, lin, fr, kind=kind, cdim=cdim, two_ops=two_ops):
+                if two_ops:
+                    x = torch.ops.torch_rational.era_normalize(x, kind, cdim)
+                return torch_rational.functional.era(x, lin, fr, channel_dim=cdim,
+                                                     normalize=None if two_ops else kind or None)
             x = x0.detach().clone(memory_format=torch.preserve_format).requires_grad_()
-            name = f"{kind} dim={cdim}" if kind == "layer" else (kind or "none")
+            name = (f"{kind} dim={cdim}" if kind == "layer" else (kind or "none")) + (", 2 ops" if two_ops else "")
             timers.append((name, Timer(fwd, x, (lin, fr), torch.randn_like(x))))
         _time_interleaved([t for _, t in timers], args)
         ref = timers[0][1].medians()

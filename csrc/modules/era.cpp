@@ -58,8 +58,7 @@ void ERAImpl::reset_parameters() {
 }
 
 torch::Tensor ERAImpl::forward(const torch::Tensor& x) {
-  return era(era_normalize(x, options.normalize(), options.channel_dim()), linear, fractions, options.eps(),
-             options.channel_dim());
+  return normalized_era(x, linear, fractions, options.eps(), options.channel_dim(), options.normalize());
 }
 
 void ERAImpl::pretty_print(std::ostream& os) const {

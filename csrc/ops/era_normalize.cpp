@@ -12,6 +12,8 @@
 #include "ops/autograd/elementwise_autograd.h"  // needs_composite
 #include "ops/cpu/era_normalize_kernel_vec.h"
 #include "ops/cpu/vec_dispatch.h"
+#include "ops/era.h"
+#include "ops/era_utils.h"
 #include "ops/registration.h"
 
 namespace torch_rational {
@@ -132,14 +134,17 @@ at::Tensor normalize_moving_dims(const at::Tensor& x, const std::string& kind, i
   return cd == 1 ? y : y.movedim(1, cd).contiguous(x.suggest_memory_format());
 }
 
-// CompositeImplicitAutograd: native layer_norm where the layout suits it, else the fused kernels
-// (with their own autograd) or layer_norm on moved dims; on CPU and CUDA alike.
-at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_view, int64_t channel_dim) {
-  const std::string kind(kind_view);
-  TORCH_CHECK_VALUE(kind.empty() || kind == "instance" || kind == "layer",
+// The checked arguments of a normalisation and where it can run on x as it lies: blocks (in x's
+// memory order) when the normalised dims are one block of them, null otherwise.
+struct NormalizePlan {
+  int64_t channel_dim;  // in [0, x.dim())
+  std::optional<MemoryBlocks> blocks;
+};
+
+NormalizePlan plan_normalize(const at::Tensor& x, const std::string& kind, int64_t channel_dim) {
+  TORCH_CHECK_VALUE(kind == "instance" || kind == "layer",
                     "torch_rational::era_normalize: normalize must be \"\", \"instance\" or \"layer\", got \"", kind,
                     "\"");
-  if (kind.empty()) return x;
   TORCH_CHECK_VALUE(x.dim() >= 1, "torch_rational::era_normalize: normalize needs x with a channel dimension");
   TORCH_CHECK_INDEX(channel_dim >= -x.dim() && channel_dim < x.dim(), "torch_rational::era_normalize: channel_dim ",
                     channel_dim, " is out of range for x with ", x.dim(), " dimensions");
@@ -155,19 +160,121 @@ at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_vi
     std::fill(normalised.begin() + 1, normalised.end(), true);  // the spatial dims: all but batch, channel
     normalised[cd] = false;
   }
-  const auto blocks = plain_tensor(x) && x.numel() > 0 ? memory_blocks(x, normalised) : std::nullopt;
-  if (!blocks || blocks->reduced == 1 || (blocks->inner > 1 && !fused_kernels_serve(x)))
-    return normalize_moving_dims(x, kind, cd);
-  // x in memory order (a view), as (O, R, I); the result goes back through the same views, so it
-  // has x's strides.
-  const auto xp = x.permute(blocks->order);
-  auto y3 = blocks->inner == 1
-                ? at::layer_norm(xp.view({blocks->outer, blocks->reduced}), {blocks->reduced}, std::nullopt,
-                                 std::nullopt, cpu::kEraNormEps)
-                : MiddleNormalize::apply(xp.view({blocks->outer, blocks->reduced, blocks->inner}));
+  auto blocks = plain_tensor(x) && x.numel() > 0 ? memory_blocks(x, normalised) : std::nullopt;
+  if (blocks && blocks->reduced == 1) blocks.reset();  // one element per statistic: nothing to gain
+  return {cd, blocks};
+}
+
+// f on x's (O, R, I) memory-order view (contiguous), with the result put back through the same
+// views, so it has x's strides.
+template <typename F>
+at::Tensor on_memory_blocks(const at::Tensor& x, const MemoryBlocks& blocks, F&& f) {
+  const auto xp = x.permute(blocks.order);
+  auto y3 = f(xp.view({blocks.outer, blocks.reduced, blocks.inner}));
   std::vector<int64_t> inverse(x.dim());
-  for (int64_t i = 0; i < x.dim(); ++i) inverse[blocks->order[i]] = i;
+  for (int64_t i = 0; i < x.dim(); ++i) inverse[blocks.order[i]] = i;
   return y3.view(xp.sizes()).permute(inverse);
+}
+
+// CompositeImplicitAutograd: native layer_norm where the layout suits it, else the fused kernels
+// (with their own autograd) or layer_norm on moved dims; on CPU and CUDA alike.
+at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_view, int64_t channel_dim) {
+  const std::string kind(kind_view);
+  if (kind.empty()) return x;
+  const auto plan = plan_normalize(x, kind, channel_dim);
+  const auto& blocks = plan.blocks;
+  if (!blocks || (blocks->inner > 1 && !fused_kernels_serve(x))) return normalize_moving_dims(x, kind, plan.channel_dim);
+  return on_memory_blocks(x, *blocks, [&](const at::Tensor& x3) {
+    return blocks->inner == 1 ? at::layer_norm(x3.view({blocks->outer, blocks->reduced}), {blocks->reduced},
+                                               std::nullopt, std::nullopt, cpu::kEraNormEps)
+                              : MiddleNormalize::apply(x3);
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// normalized_era: ERA of the normalised x. Where the fused kernels serve (CPU float32, one group,
+// n <= 4 fractions, the normalised dims one block of x's memory order), one pass normalises each
+// vector of x in registers on its way into ERA, and the backward is likewise one kernel: x is
+// read once more than by ERA alone, and the normalised x is never stored. Elsewhere ERA of
+// era_normalize, the same function.
+
+cpu::EraGroupParams group_params(const at::Tensor& linear, const at::Tensor& fractions, double eps) {
+  return {linear.const_data_ptr<float>(), fractions.const_data_ptr<float>(), static_cast<int>(fractions.size(-2)),
+          static_cast<float>(eps)};
+}
+
+struct NormalizedEra : public torch::autograd::Function<NormalizedEra> {
+  // x: the (O, R, I) view.
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& linear,
+                            const at::Tensor& fractions, double eps) {
+    auto y = at::empty_like(x);
+    auto mean = at::empty({x.size(0), x.size(2)}, x.options().dtype(at::kDouble));
+    auto rstd = at::empty_like(mean);
+    const auto lin = linear.contiguous(), fr = fractions.contiguous();
+    middle_kernels().era_forward(x, group_params(lin, fr, eps), y, mean, rstd);
+    ctx->save_for_backward({x, linear, fractions, mean, rstd});
+    ctx->saved_data["eps"] = eps;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &linear = saved[1], &fractions = saved[2];
+    const double eps = ctx->saved_data["eps"].toDouble();
+    const auto& g = grad_outputs[0];
+    torch::autograd::variable_list grads(4);
+    if (at::GradMode::is_enabled()) {
+      // The composite's gradients, built with a graph through g and the inputs (second derivatives).
+      std::vector<at::Tensor> inputs;
+      std::vector<size_t> which;
+      for (size_t i = 0; i < 3; ++i)
+        if (ctx->needs_input_grad(i)) {
+          inputs.push_back(saved[i]);
+          which.push_back(i);
+        }
+      const auto y = era(middle_normalize_composite(x), linear, fractions, eps, 1);
+      const auto got = torch::autograd::grad({y}, inputs, {g}, /*retain_graph=*/true, /*create_graph=*/true,
+                                             /*allow_unused=*/true);
+      for (size_t j = 0; j < which.size(); ++j) grads[which[j]] = got[j];
+      return grads;
+    }
+    const bool want_params = ctx->needs_input_grad(1) || ctx->needs_input_grad(2);
+    const auto lin = linear.contiguous(), fr = fractions.contiguous();
+    auto grad_x = at::empty_like(x);  // written in any case: the kernel's buffer between its passes
+    std::vector<double> grad_params(want_params ? 2 + 4 * fr.size(-2) : 0);
+    middle_kernels().era_backward(g.contiguous(), x, saved[3], saved[4], group_params(lin, fr, eps), grad_x,
+                                  want_params ? grad_params.data() : nullptr);
+    if (ctx->needs_input_grad(0)) grads[0] = grad_x;
+    if (want_params) {
+      const auto all = at::tensor(grad_params, x.options().dtype(at::kDouble)).to(linear.scalar_type());
+      grads[1] = all.narrow(0, 0, 2).view(linear.sizes());
+      grads[2] = all.narrow(0, 2, all.size(0) - 2).view(fractions.sizes());
+    }
+    return grads;
+  }
+};
+
+// The fused kernels' case (args already checked as era's: cfg).
+bool fused_era_serves(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions,
+                      const EraConfig& cfg) {
+  return fused_kernels_serve(x) && x.scalar_type() == at::kFloat && linear.scalar_type() == at::kFloat &&
+         fractions.scalar_type() == at::kFloat && cfg.groups == 1 && cfg.n <= cpu::kMaxFusedEraFractions &&
+         !needs_composite(linear, fractions) && plain_tensor(linear) && plain_tensor(fractions);
+}
+
+at::Tensor normalized_era_composite(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions,
+                                    double eps, int64_t channel_dim, c10::string_view kind_view) {
+  const std::string kind(kind_view);
+  if (!kind.empty()) {
+    const auto plan = plan_normalize(x, kind, channel_dim);
+    const auto cfg = check_era_args(x, linear, fractions, eps, channel_dim);
+    if (plan.blocks && fused_era_serves(x, linear, fractions, cfg))
+      return on_memory_blocks(x, *plan.blocks, [&](const at::Tensor& x3) {
+        return NormalizedEra::apply(x3, linear, fractions, eps);
+      });
+  }
+  return era(era_normalize(x, kind, channel_dim), linear, fractions, eps, channel_dim);
 }
 
 }  // namespace
@@ -177,8 +284,17 @@ at::Tensor era_normalize(const at::Tensor& x, const std::string& kind, int64_t c
   return op.call(x, kind, channel_dim);
 }
 
+at::Tensor normalized_era(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions, double eps,
+                          int64_t channel_dim, const std::string& kind) {
+  static const auto op = typed_op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, double, int64_t,
+                                             c10::string_view)>("normalized_era");
+  return op.call(x, linear, fractions, eps, channel_dim, kind);
+}
+
 TORCH_LIBRARY_FRAGMENT(torch_rational, m) {
   m.def("era_normalize(Tensor x, str kind, int channel_dim) -> Tensor", &era_normalize_composite);
+  m.def("normalized_era(Tensor x, Tensor linear, Tensor fractions, float eps, int channel_dim, str normalize) -> Tensor",
+        &normalized_era_composite);
 }
 
 }  // namespace torch_rational

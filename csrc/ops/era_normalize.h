@@ -17,4 +17,11 @@ namespace torch_rational {
 // InstanceNorm without parameters. Goes through the dispatcher (torch_rational::era_normalize).
 TORCH_RATIONAL_API at::Tensor era_normalize(const at::Tensor& x, const std::string& kind, int64_t channel_dim);
 
+// era(era_normalize(x, normalize, channel_dim), linear, fractions, eps, channel_dim) (ops/era.h),
+// the ERA modules' forward: on CPU float32 with one group and up to 4 fractions one fused kernel
+// per pass (the normalised x is never stored), elsewhere the two ops. normalize "" is era alone.
+// Goes through the dispatcher (torch_rational::normalized_era).
+TORCH_RATIONAL_API at::Tensor normalized_era(const at::Tensor& x, const at::Tensor& linear, const at::Tensor& fractions,
+                                             double eps, int64_t channel_dim, const std::string& normalize);
+
 }  // namespace torch_rational

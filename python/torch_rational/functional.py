@@ -96,6 +96,7 @@ def era(
     *,
     eps: float = 1e-6,
     channel_dim: int = 1,
+    normalize: str | None = None,
 ) -> torch.Tensor:
     r"""ERA, Enhanced Rational Activation, applied elementwise:
 
@@ -109,6 +110,13 @@ def era(
         fractions: ``(n, 4)`` or ``(G, n, 4)``: rows ``(c_i, d_i, e_i, f_i)``.
         eps: ``>= 0``, added to every denominator.
         channel_dim: with G > 1 groups, channel ``c`` of ``x`` along this dimension uses group
-            ``c // (C / G)`` (``C`` must be divisible by ``G``). Ignored for G = 1.
+            ``c // (C / G)`` (``C`` must be divisible by ``G``). Ignored for G = 1 unless
+            ``normalize`` is given.
+        normalize: ``None``, ``"layer"`` or ``"instance"``: ERA of ``x`` normalised first (no
+            affine, eps 1e-5; ``"layer"`` over ``channel_dim``, ``"instance"`` over the spatial
+            dims of ``(N, C, *spatial)``), as :class:`torch_rational.ERA` does. On CPU float32
+            with one group and up to 4 fractions, normalisation and ERA are one fused kernel.
     """
-    return ops.era(x, linear, fractions, float(eps), channel_dim)
+    if normalize is None:
+        return ops.era(x, linear, fractions, float(eps), channel_dim)
+    return ops.normalized_era(x, linear, fractions, float(eps), channel_dim, normalize)

@@ -314,8 +314,8 @@ class ERA(nn.Module):
                 self.fractions.copy_(fr.expand_as(self.fractions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = ops.era_normalize(x, self.normalize or "", self.channel_dim)
-        return F.era(x, self.linear, self.fractions, eps=self.eps, channel_dim=self.channel_dim)
+        return F.era(x, self.linear, self.fractions, eps=self.eps, channel_dim=self.channel_dim,
+                     normalize=self.normalize)
 
     def extra_repr(self) -> str:
         s = f"num_fractions={self.num_fractions}, init={self.init!r}, num_groups={self.num_groups}"

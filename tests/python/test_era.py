@@ -807,3 +807,164 @@ def test_era_normalize_fused_layouts_under_torch_compile(kind, layout):
     xd = x.detach().double().requires_grad_(True)
     (want,) = torch.autograd.grad(_normalized_f64(xd, kind, 1), xd, w)
     torch.testing.assert_close(grad.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+# ------------------------------------------------------------------------------------------------
+# normalized_era (F.era(normalize=...), the ERA modules' forward): on CPU float32 with one group and
+# up to 4 fractions one fused kernel per pass; otherwise era(era_normalize(x)). Against the float64
+# formula: ERA (reference_era.py) of the normalised x (_normalized_f64).
+
+NORMALIZED_ERA_LAYOUTS = NORMALIZE_LAYOUTS + [
+    ("layer", (37, 768), -1, "contiguous"),        # fused, I = 1: one row per statistic
+    ("layer", (3, 5, 33), -1, "contiguous"),        # fused, I = 1, rows of 33: vectors and a tail
+    ("instance", (2, 3, 4, 50), 1, "contiguous"),   # fused, I = 1, 200-element rows
+]
+
+
+def _normalized_era_f64(x, lin, fr, kind, channel_dim, eps=1e-6):
+    return era_reference(_normalized_f64(x, kind, channel_dim), lin.double(), fr.double(), eps, channel_dim)
+
+
+def _normalized_era_grads(x, lin, fr, g, kind, channel_dim):
+    """y and the gradients of <y, g> of F.era(normalize=kind) (got) and of the float64 formula (want)."""
+    out = []
+    for f, cast in ((lambda *a: era(*a, channel_dim=channel_dim, normalize=kind), lambda t: t),
+                    (lambda *a: _normalized_era_f64(*a, kind, channel_dim), lambda t: t.double())):
+        leaves = [cast(t).detach().requires_grad_(True) for t in (x, lin, fr)]
+        y = f(*leaves)
+        out.append((y, *torch.autograd.grad(y, leaves, cast(g))))
+    return out
+
+
+def _assert_close_to_max(got, want, rtol, name):
+    """|got - want| <= rtol * max|want|, elementwise: the error scale of a normalised input is its
+    largest value (the normalisation mixes every element of a statistic into each)."""
+    err = (got.double() - want).abs().max().item()
+    assert err <= rtol * max(want.abs().max().item(), 1e-30), f"{name}: error {err:.3g}, max {want.abs().max():.3g}"
+
+
+@pytest.mark.parametrize("kind, shape, channel_dim, layout", NORMALIZED_ERA_LAYOUTS,
+                         ids=lambda v: str(v).replace(" ", ""))
+@pytest.mark.parametrize("n, groups", [(1, 1), (2, 1), (4, 1), (5, 1), (1, 2)], ids=lambda v: str(v))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=dtype_id)
+def test_normalized_era_matches_formula(kind, shape, channel_dim, layout, n, groups, dtype):
+    gen = torch.Generator().manual_seed(21)
+    x = _strided(shape, layout, gen, dtype)
+    if groups > 1 and x.shape[channel_dim] % groups:
+        pytest.skip("channels not divisible by the groups")
+    lin, fr = make_params(groups, n, gen=gen, dtype=dtype, one_d=groups == 1 and n == 2)
+    g = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    (y, gx, gl, gf), (ry, rgx, rgl, rgf) = _normalized_era_grads(x, lin, fr, g, kind, channel_dim)
+    assert y.dtype == dtype and y.shape == x.shape
+    if layout != "NHCW":
+        assert y.stride() == x.stride()
+    assert gl.shape == lin.shape and gf.shape == fr.shape
+    rtol = {torch.float64: 1e-10, torch.float32: 2e-5, torch.bfloat16: 5e-2}[dtype]
+    _assert_close_to_max(y, ry, rtol, "y")
+    _assert_close_to_max(gx, rgx, 10 * rtol, "grad_x")
+    _assert_close_to_max(gl, rgl, 10 * rtol, "grad_linear")
+    _assert_close_to_max(gf, rgf, 10 * rtol, "grad_fractions")
+
+
+@pytest.mark.parametrize("kind", ["layer", "instance"])
+def test_normalized_era_module_matches_formula(kind):
+    # The module's forward is F.era(normalize=...): float32, one group, n = 1 takes the fused kernels.
+    m = torch_rational.ERA(1, init="gelu", normalize=kind)
+    with torch.no_grad():
+        m.fractions.add_(0.1)
+    x = _strided((2, 6, 5, 7), "channels_last", torch.Generator().manual_seed(22), torch.float32)
+    want = era_reference(_normalized_f64(x, kind, 1), m.linear.detach().double()[0], m.fractions.detach().double()[0])
+    _assert_close_to_max(m(x), want, 2e-5, "y")
+
+
+@pytest.mark.parametrize("kind, shape, channel_dim, layout", [
+    ("layer", (2, 6, 5, 7), 1, "contiguous"),       # I > 1
+    ("instance", (2, 6, 5, 7), 1, "channels_last"),  # I > 1
+    ("layer", (4, 33), -1, "contiguous"),            # I = 1
+], ids=lambda v: str(v).replace(" ", ""))
+def test_normalized_era_second_derivatives(kind, shape, channel_dim, layout):
+    # With create_graph the fused backward returns the composite's gradients, built with a graph:
+    # the first derivative and a Hessian-vector product (in x, linear and fractions) against the formula.
+    gen = torch.Generator().manual_seed(23)
+    x = _strided(shape, layout, gen, torch.float32)
+    lin, fr = make_params(1, 2, gen=gen, one_d=True)
+    w, v = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(2))
+    results = []
+    for f, dtype in ((lambda *a: era(*a, channel_dim=channel_dim, normalize=kind), torch.float32),
+                     (lambda *a: _normalized_era_f64(*a, kind, channel_dim), torch.float64)):
+        leaves = [t.to(dtype).detach().requires_grad_(True) for t in (x, lin, fr)]
+        grads = torch.autograd.grad(f(*leaves), leaves, w.to(dtype), create_graph=True)
+        hv = torch.autograd.grad(sum((gr * vv).sum() for gr, vv in zip(grads, (v.to(dtype), *(
+            torch.ones_like(t) for t in leaves[1:])))), leaves)
+        results.append((*grads, *hv))
+    for name, got, want in zip(("gx", "glin", "gfr", "hx", "hlin", "hfr"), *results):
+        _assert_close_to_max(got, want, 1e-3, name)
+
+
+@pytest.mark.parametrize("kind, shape, channel_dim, layout", [
+    ("layer", (4, 64, 12, 12), 1, "contiguous"),
+    ("instance", (4, 64, 12, 12), 1, "channels_last"),
+    ("layer", (700, 64), -1, "contiguous"),  # more tasks than the backward's 256 chunks
+], ids=lambda v: str(v).replace(" ", ""))
+def test_normalized_era_reproducible_across_thread_counts(kind, shape, channel_dim, layout):
+    gen = torch.Generator().manual_seed(24)
+    x = _strided(shape, layout, gen, torch.float32)
+    lin, fr = make_params(1, 1, gen=gen)
+    g = torch.randn(shape, generator=gen)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            results.append(_normalized_era_grads(x, lin, fr, g, kind, channel_dim)[0])
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_normalized_era_nan_stays_in_its_statistic():
+    # A NaN poisons the mean and variance of its own statistic (as layer_norm), no other.
+    x = torch.randn(3, 40, 16)
+    x[1, 7, 5] = float("nan")
+    lin, fr = make_params(1, 1, gen=torch.Generator().manual_seed(25))
+    xr = x.clone().requires_grad_(True)
+    y = era(xr, lin, fr, channel_dim=-1, normalize="layer")
+    (gx,) = torch.autograd.grad(y, xr, torch.ones_like(y))
+    poisoned = torch.zeros_like(x, dtype=torch.bool)
+    poisoned[1, 7, :] = True
+    assert y[poisoned].isnan().all() and gx[poisoned].isnan().all()
+    want = _normalized_era_f64(x, lin, fr, "layer", -1)
+    _assert_close_to_max(y[~poisoned], want[~poisoned], 2e-5, "y")
+    assert torch.isfinite(gx[~poisoned]).all()
+
+
+def test_normalized_era_under_compile_forward_ad_and_vmap():
+    # Tracing, forward-mode AD and torch.func take era(era_normalize(x)): the same function.
+    gen = torch.Generator().manual_seed(26)
+    x = _strided((2, 8, 5, 6), "channels_last", gen, torch.float32)
+    lin, fr = make_params(1, 1, gen=gen)
+    want = _normalized_era_f64(x, lin, fr, "instance", 1)
+    f = torch.compile(lambda t: era(t, lin, fr, normalize="instance"), fullgraph=True, backend="aot_eager")
+    _assert_close_to_max(f(x), want, 2e-5, "compiled")
+    t = torch.randn(x.shape, generator=gen)
+    _, tangent = torch.func.jvp(lambda u: era(u, lin, fr, normalize="instance"), (x,), (t,))
+    _, want_t = torch.func.jvp(lambda u: _normalized_era_f64(u, lin, fr, "instance", 1), (x.double(),), (t.double(),))
+    _assert_close_to_max(tangent, want_t, 1e-4, "jvp")
+    batched = torch.vmap(lambda u: era(u, lin, fr, channel_dim=0, normalize="layer"))(x)
+    _assert_close_to_max(batched, _normalized_era_f64(x, lin, fr, "layer", 1), 2e-5, "vmap")
+
+
+@pytest.mark.parametrize("kwargs, exc, pattern", [
+    ({"normalize": "batch"}, ValueError, "normalize"),
+    ({"normalize": "instance", "channel_dim": 0}, ValueError, "channel_dim"),
+    ({"normalize": "layer", "channel_dim": 4}, IndexError, "channel_dim"),
+    ({"normalize": "layer", "eps": -1.0}, ValueError, "eps"),
+    ({"normalize": "layer", "fractions": torch.zeros(1, 3)}, ValueError, "fractions"),
+])
+def test_normalized_era_bad_arguments(kwargs, exc, pattern):
+    lin, fr = make_params(1, 1, gen=torch.Generator().manual_seed(27))
+    args = {"fractions": fr, **kwargs}
+    fractions = args.pop("fractions")
+    with pytest.raises(exc, match=pattern):
+        era(torch.randn(2, 4, 3, 3), lin, fractions, **args)

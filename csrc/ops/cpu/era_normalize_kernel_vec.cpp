@@ -1,7 +1,10 @@
-// The fused CPU kernels of era_normalize (csrc/ops/era_normalize.cpp) over the middle of x's
-// memory order: x is (O, R, I) contiguous, normalised over R per (o, i). Plain loops across the I
-// columns, which the compiler vectorises; compiled once per CPU capability like the other
-// *_kernel_vec.cpp files, because they are compute-bound (float64 sums) at the baseline's 2 lanes.
+// The fused CPU kernels of era_normalize and normalized_era (csrc/ops/era_normalize.cpp): x is
+// (O, R, I) contiguous, normalised over R per (o, i). The normalisation alone (middle_*, I > 1) is
+// plain loops across the I columns, which the compiler vectorises; the ERA of the normalised x
+// (era_*, any I) normalises each vector of x in registers on its way into ERA's vector math
+// (era_vec_math.h), so x is read from memory once more than by ERA alone (for the statistics)
+// and the normalised x is never stored. Compiled once per CPU capability like the other
+// *_kernel_vec.cpp files: the float64 sums are compute-bound at the baseline's 2 lanes.
 #include "ops/cpu/era_normalize_kernel_vec.h"
 
 #include <ATen/Dispatch.h>
@@ -12,6 +15,10 @@
 #include <cmath>
 #include <cstdint>
 #include <vector>
+
+#include "era_math.h"
+#include "ops/cpu/era_vec_math.h"
+#include "ops/cpu/vec_lanes.h"
 
 namespace torch_rational {
 namespace cpu {
@@ -31,30 +38,50 @@ inline int64_t columns_per_task(int64_t reduced, int64_t inner, size_t element_s
   return std::min(columns, inner);
 }
 
-// Calls body(offset of the slice's first element in x, offset of its first column in the (O, I)
-// statistics, number of columns) for every (outer, column block) task, in parallel. Each column is
-// reduced by one task in a fixed order, so the results do not depend on the thread count.
+// The tasks of a kernel: one per (outer, block of columns), a slice of R rows x up to `columns`
+// columns (one column when I == 1: a task is then one normalised row of R elements).
+struct Slices {
+  int64_t R, I, columns, blocks, tasks;
+  Slices(int64_t outer, int64_t reduced, int64_t inner, size_t element_size)
+      : R(reduced), I(inner), columns(columns_per_task(reduced, inner, element_size)),
+        blocks((inner + columns - 1) / columns), tasks(outer * blocks) {}
+  // body(offset of the slice's first element in x, offset of its first column in the (O, I)
+  // statistics, number of columns) for task t.
+  template <typename Body>
+  void run(int64_t t, const Body& body) const {
+    const int64_t o = t / blocks, first = (t % blocks) * columns;
+    body(o * R * I + first, o * I + first, std::min(columns, I - first));
+  }
+};
+
+// Calls slices.run(task, body) for every task, in parallel. Each column is reduced by one task in
+// a fixed order, so the results do not depend on the thread count.
 template <typename Body>
-void for_each_slice(int64_t outer, int64_t reduced, int64_t inner, size_t element_size, const Body& body) {
-  const int64_t columns = columns_per_task(reduced, inner, element_size);
-  const int64_t blocks = (inner + columns - 1) / columns;
-  at::parallel_for(0, outer * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / blocks, first = (task % blocks) * columns;
-      body(o * reduced * inner + first, o * inner + first, std::min(columns, inner - first));
-    }
+void for_each_slice(const Slices& slices, const Body& body) {
+  at::parallel_for(0, slices.tasks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) slices.run(t, body);
   });
 }
 
-// sum_a[i] += u, sum_b[i] += v over rows [row_begin, R) of n columns, (u, v) = terms(r * I + i, i);
+// Calls body(chunk, first task, end task) for each of `chunks` consecutive runs of tasks, in
+// parallel: the runs depend on the shape alone, so per-chunk partial sums added in chunk order do
+// not depend on the thread count.
+template <typename Body>
+void for_each_chunk(const Slices& slices, int64_t chunks, const Body& body) {
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c) body(c, slices.tasks * c / chunks, slices.tasks * (c + 1) / chunks);
+  });
+}
+
+// sum_a[i] += u, sum_b[i] += v over the R rows of n columns, (u, v) = terms(r * I + i, i);
 // each column's terms added in a fixed order (four rows at a time, then one), so the sums do not
 // depend on the thread count. Four rows per update of the float64 sums: the sums of 1024 columns
 // (16 KiB) do not stay in the L1 cache while the rows stream through, and their traffic to the L2
 // cache, not the arithmetic, set the time.
 template <typename Terms>
-void column_sums(int64_t row_begin, int64_t R, int64_t I, int64_t n, const Terms& terms, double* __restrict__ sum_a,
+void column_sums(int64_t R, int64_t I, int64_t n, const Terms& terms, double* __restrict__ sum_a,
                  double* __restrict__ sum_b) {
-  int64_t r = row_begin;
+  int64_t r = 0;
   for (; r + 4 <= R; r += 4)
     for (int64_t i = 0; i < n; ++i) {
       const auto [u0, v0] = terms(r * I + i, i);
@@ -72,9 +99,103 @@ void column_sums(int64_t row_begin, int64_t R, int64_t I, int64_t n, const Terms
     }
 }
 
-// y = (x - mean) * rstd per column of each (R, I) slice; mean and rstd (O, I) float64. One pass of
-// float64 sums of d and d^2, d = x - (the column's first x): shifted by a value of the column, so
-// E[d^2] - E[d]^2 does not cancel the way the raw moments would. The write in the op math type.
+// The statistics of a slice: one per column (I > 1), or one for the slice's single row (I == 1).
+inline int64_t statistics_of(int64_t I, int64_t n) { return I > 1 ? n : 1; }
+
+// sum_a[i], sum_b[i] = the sums of (u, v) = terms(k, i) over the elements k of statistic i of a
+// slice (R rows of n columns at stride I), in a fixed order. I == 1: the row's R elements are
+// summed as R / 16 rows of 16 columns (vectorised like the columns of I > 1), folded in order,
+// then the last R % 16.
+template <typename Terms>
+void statistic_sums(int64_t R, int64_t I, int64_t n, const Terms& terms, double* sum_a, double* sum_b) {
+  if (I > 1) {
+    std::fill(sum_a, sum_a + n, 0.0);
+    std::fill(sum_b, sum_b + n, 0.0);
+    column_sums(R, I, n, terms, sum_a, sum_b);
+    return;
+  }
+  constexpr int64_t kWidth = 16;
+  double a[kWidth] = {}, b[kWidth] = {};
+  column_sums(R / kWidth, kWidth, kWidth, [&](int64_t k, int64_t) { return terms(k, 0); }, a, b);
+  double ta = 0.0, tb = 0.0;
+  for (int64_t j = 0; j < kWidth; ++j) {
+    ta += a[j];
+    tb += b[j];
+  }
+  for (int64_t k = R / kWidth * kWidth; k < R; ++k) {
+    const auto [u, v] = terms(k, 0);
+    ta += u;
+    tb += v;
+  }
+  sum_a[0] = ta;
+  sum_b[0] = tb;
+}
+
+// mean and rstd of each statistic of a slice (xs: its first element). float64 sums of d and d^2,
+// d = x - (the statistic's first x): shifted by a value of the statistic, so E[d^2] - E[d]^2 does
+// not cancel the way the raw moments would.
+template <typename scalar_t>
+void slice_statistics(const scalar_t* __restrict__ xs, int64_t R, int64_t I, int64_t n, double* __restrict__ mean,
+                      double* __restrict__ rstd) {
+  const int64_t stats = statistics_of(I, n);
+  std::vector<double> sum_d(stats);
+  for (int64_t i = 0; i < stats; ++i) mean[i] = static_cast<double>(xs[i]);  // the shift
+  statistic_sums(R, I, n, [&](int64_t k, int64_t i) {
+    const double d = static_cast<double>(xs[k]) - mean[i];
+    return std::pair<double, double>(d, d * d);
+  }, sum_d.data(), rstd);
+  for (int64_t i = 0; i < stats; ++i) {
+    const double mean_d = sum_d[i] / static_cast<double>(R);
+    const double var = std::max(rstd[i] / static_cast<double>(R) - mean_d * mean_d, 0.0);
+    mean[i] += mean_d;
+    rstd[i] = 1.0 / std::sqrt(var + kEraNormEps);
+  }
+}
+
+// grad_x of the normalisation of a slice for grad_output g: grad_x = rstd * (g - mean_R(g) - xhat
+// * mean_R(g * xhat)), xhat = (x - mean) * rstd, with the sums in float64. g may be grad_x itself
+// (normalized_era's backward turns its ERA gradient into grad_x in place): each element is read
+// before it is written, so the loops have no dependence between elements (ivdep).
+template <typename scalar_t>
+void normalize_backward_slice(const scalar_t* g, const scalar_t* __restrict__ xs, scalar_t* gx, int64_t R, int64_t I,
+                              int64_t n, const double* __restrict__ mean, const double* __restrict__ rstd) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  const int64_t stats = statistics_of(I, n);
+  std::vector<double> sums(2 * stats);
+  double* __restrict__ sum_g = sums.data();
+  double* __restrict__ sum_gx = sums.data() + stats;  // sum g (x - mean)
+  statistic_sums(R, I, n, [&](int64_t k, int64_t i) {
+    const double gv = static_cast<double>(g[k]);
+    return std::pair<double, double>(gv, gv * (static_cast<double>(xs[k]) - mean[i]));
+  }, sum_g, sum_gx);
+  // grad_x = s g - s mean(g) - (x - mean) s^3 mean(g (x - mean)), as a g + b + c x per statistic.
+  std::vector<opmath_t> coef(3 * stats);
+  opmath_t* __restrict__ a = coef.data();
+  opmath_t* __restrict__ b = coef.data() + stats;
+  opmath_t* __restrict__ c = coef.data() + 2 * stats;
+  for (int64_t i = 0; i < stats; ++i) {
+    const double s = rstd[i];
+    const double mg = sum_g[i] / static_cast<double>(R);
+    const double cx = -sum_gx[i] / static_cast<double>(R) * s * s * s;
+    a[i] = static_cast<opmath_t>(s);
+    b[i] = static_cast<opmath_t>(-s * mg - cx * mean[i]);
+    c[i] = static_cast<opmath_t>(cx);
+  }
+  auto grad = [&](int64_t k, int64_t i) {
+    return static_cast<scalar_t>(a[i] * static_cast<opmath_t>(g[k]) + b[i] + c[i] * static_cast<opmath_t>(xs[k]));
+  };
+  if (I == 1) {
+#pragma GCC ivdep
+    for (int64_t k = 0; k < R; ++k) gx[k] = grad(k, 0);
+    return;
+  }
+  for (int64_t r = 0; r < R; ++r)
+#pragma GCC ivdep
+    for (int64_t i = 0; i < n; ++i) gx[r * I + i] = grad(r * I + i, i);
+}
+
+// y = (x - mean) * rstd per column of each (R, I) slice, I > 1; mean and rstd (O, I) float64.
+// The write in the op math type.
 template <typename scalar_t>
 void middle_forward_kernel(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
   using opmath_t = at::opmath_type<scalar_t>;
@@ -83,80 +204,160 @@ void middle_forward_kernel(const at::Tensor& x, at::Tensor& y, at::Tensor& mean,
   scalar_t* y_base = y.mutable_data_ptr<scalar_t>();
   double* mean_base = mean.mutable_data_ptr<double>();
   double* rstd_base = rstd.mutable_data_ptr<double>();
-  for_each_slice(x.size(0), R, I, sizeof(scalar_t), [&](int64_t offset, int64_t stat, int64_t n) {
+  for_each_slice(Slices(x.size(0), R, I, sizeof(scalar_t)), [&](int64_t offset, int64_t stat, int64_t n) {
     const scalar_t* __restrict__ xs = x_base + offset;
     scalar_t* __restrict__ ys = y_base + offset;
-    double* __restrict__ m = mean_base + stat;  // the shift, then the mean
-    double* __restrict__ s = rstd_base + stat;  // sum d^2, then rstd
-    std::vector<double> sum_d(n, 0.0);
-    double* __restrict__ s1 = sum_d.data();
-    for (int64_t i = 0; i < n; ++i) {
-      m[i] = static_cast<double>(xs[i]);
-      s[i] = 0.0;
-    }
-    column_sums(1, R, I, n, [&](int64_t k, int64_t i) {
-      const double d = static_cast<double>(xs[k]) - m[i];
-      return std::pair<double, double>(d, d * d);
-    }, s1, s);
-    std::vector<opmath_t> m_op(n), s_op(n);
-    opmath_t* __restrict__ mo = m_op.data();
-    opmath_t* __restrict__ so = s_op.data();
-    for (int64_t i = 0; i < n; ++i) {
-      const double mean_d = s1[i] / static_cast<double>(R);
-      const double var = std::max(s[i] / static_cast<double>(R) - mean_d * mean_d, 0.0);
-      m[i] += mean_d;
-      s[i] = 1.0 / std::sqrt(var + kEraNormEps);
-      mo[i] = static_cast<opmath_t>(m[i]);
-      so[i] = static_cast<opmath_t>(s[i]);
-    }
+    double* m = mean_base + stat;
+    double* s = rstd_base + stat;
+    slice_statistics(xs, R, I, n, m, s);
+    std::vector<opmath_t> m_op(m, m + n), s_op(s, s + n);
+    const opmath_t* __restrict__ mo = m_op.data();
+    const opmath_t* __restrict__ so = s_op.data();
     for (int64_t r = 0; r < R; ++r)
       for (int64_t i = 0; i < n; ++i)
         ys[r * I + i] = static_cast<scalar_t>((static_cast<opmath_t>(xs[r * I + i]) - mo[i]) * so[i]);
   });
 }
 
-// grad_x = rstd * (g - mean_R(g) - xhat * mean_R(g * xhat)), xhat = (x - mean) * rstd: the
-// derivative of the normalisation (no affine), with the column sums in float64.
 template <typename scalar_t>
 void middle_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
                             at::Tensor& grad_x) {
-  using opmath_t = at::opmath_type<scalar_t>;
   const int64_t R = x.size(1), I = x.size(2);
   const scalar_t* g_base = g.const_data_ptr<scalar_t>();
   const scalar_t* x_base = x.const_data_ptr<scalar_t>();
   scalar_t* gx_base = grad_x.mutable_data_ptr<scalar_t>();
   const double* mean_base = mean.const_data_ptr<double>();
   const double* rstd_base = rstd.const_data_ptr<double>();
-  for_each_slice(x.size(0), R, I, sizeof(scalar_t), [&](int64_t offset, int64_t stat, int64_t n) {
-    const scalar_t* __restrict__ gs = g_base + offset;
-    const scalar_t* __restrict__ xs = x_base + offset;
-    scalar_t* __restrict__ gxs = gx_base + offset;
-    const double* __restrict__ m = mean_base + stat;
-    const double* __restrict__ s = rstd_base + stat;
-    std::vector<double> sums(2 * n, 0.0);
-    double* __restrict__ sum_g = sums.data();
-    double* __restrict__ sum_gx = sums.data() + n;  // sum g (x - mean)
-    column_sums(0, R, I, n, [&](int64_t k, int64_t i) {
-      const double gv = static_cast<double>(gs[k]);
-      return std::pair<double, double>(gv, gv * (static_cast<double>(xs[k]) - m[i]));
-    }, sum_g, sum_gx);
-    // grad_x = s g - s mean(g) - (x - mean) s^3 mean(g (x - mean)), as a g + b + c x per column.
-    std::vector<opmath_t> coef(3 * n);
-    opmath_t* __restrict__ a = coef.data();
-    opmath_t* __restrict__ b = coef.data() + n;
-    opmath_t* __restrict__ c = coef.data() + 2 * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const double mg = sum_g[i] / static_cast<double>(R);
-      const double cx = -sum_gx[i] / static_cast<double>(R) * s[i] * s[i] * s[i];
-      a[i] = static_cast<opmath_t>(s[i]);
-      b[i] = static_cast<opmath_t>(-s[i] * mg - cx * m[i]);
-      c[i] = static_cast<opmath_t>(cx);
-    }
-    for (int64_t r = 0; r < R; ++r)
-      for (int64_t i = 0; i < n; ++i)
-        gxs[r * I + i] = static_cast<scalar_t>(a[i] * static_cast<opmath_t>(gs[r * I + i]) + b[i] +
-                                               c[i] * static_cast<opmath_t>(xs[r * I + i]));
+  for_each_slice(Slices(x.size(0), R, I, sizeof(scalar_t)), [&](int64_t offset, int64_t stat, int64_t n) {
+    normalize_backward_slice(g_base + offset, x_base + offset, gx_base + offset, R, I, n, mean_base + stat,
+                             rstd_base + stat);
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// normalized_era: ERA of one group (VecEra<N>) on z = (x - mean) * rstd, float32.
+
+using era_vec::fVec;
+using era_vec::kLanes;
+using era_vec::VecEra;
+
+// The float32 mean and rstd of a slice's statistics, and each vector's: the columns' own (I > 1)
+// or the row's in every lane (I == 1).
+struct SliceScale {
+  std::vector<float> mean, rstd;
+  bool per_column;
+  SliceScale(const double* m, const double* s, int64_t I, int64_t n)
+      : mean(m, m + statistics_of(I, n)), rstd(s, s + statistics_of(I, n)), per_column(I > 1) {}
+  // z of the vector of `count` elements of x at column i.
+  fVec normalise(const fVec& x, int64_t i, int count) const {
+    if (!per_column) return (x - fVec(mean[0])) * fVec(rstd[0]);
+    return (x - load_lanes(mean.data() + i, count)) * load_lanes(rstd.data() + i, count);
+  }
+  float normalise(float x, int64_t i) const {
+    const int64_t j = per_column ? i : 0;
+    return (x - mean[j]) * rstd[j];
+  }
+};
+
+// Calls body(offset, column, count) for the elements of a slice in vectors of up to kLanes: along
+// each row's n columns (I > 1), or along the row of R elements (I == 1, column 0).
+template <typename Body>
+void for_each_vector(int64_t R, int64_t I, int64_t n, const Body& body) {
+  if (I == 1) {
+    for (int64_t k = 0; k < R; k += kLanes) body(k, int64_t{0}, static_cast<int>(std::min<int64_t>(kLanes, R - k)));
+    return;
+  }
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t i = 0; i < n; i += kLanes)
+      body(r * I + i, i, static_cast<int>(std::min<int64_t>(kLanes, n - i)));
+}
+
+template <int N>
+void era_forward_kernel(const at::Tensor& x, const EraGroupParams& p, at::Tensor& y, at::Tensor& mean,
+                        at::Tensor& rstd) {
+  const VecEra<N> E(p);
+  const int64_t R = x.size(1), I = x.size(2);
+  const float* x_base = x.const_data_ptr<float>();
+  float* y_base = y.mutable_data_ptr<float>();
+  double* mean_base = mean.mutable_data_ptr<double>();
+  double* rstd_base = rstd.mutable_data_ptr<double>();
+  for_each_slice(Slices(x.size(0), R, I, sizeof(float)), [&](int64_t offset, int64_t stat, int64_t n) {
+    const float* __restrict__ xs = x_base + offset;
+    float* __restrict__ ys = y_base + offset;
+    slice_statistics(xs, R, I, n, mean_base + stat, rstd_base + stat);
+    const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
+    for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
+      store_lanes(E.forward(scale.normalise(load_lanes(xs + k, count), i, count)), ys + k, count);
+    });
+  });
+}
+
+template <int N>
+void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                         const EraGroupParams& p, at::Tensor& grad_x, double* grad_params) {
+  constexpr int K = VecEra<N>::kAccumulators;
+  const VecEra<N> E(p);
+  const int64_t R = x.size(1), I = x.size(2);
+  const float* g_base = g.const_data_ptr<float>();
+  const float* x_base = x.const_data_ptr<float>();
+  float* gx_base = grad_x.mutable_data_ptr<float>();
+  const double* mean_base = mean.const_data_ptr<double>();
+  const double* rstd_base = rstd.const_data_ptr<double>();
+  const bool coefs = grad_params != nullptr;
+  const Slices slices(x.size(0), R, I, sizeof(float));
+  constexpr int64_t kMaxChunks = 256;
+  const int64_t chunks = std::min(slices.tasks, kMaxChunks);
+  std::vector<double> partials(coefs ? chunks * K : 0, 0.0);  // (a, b, c, d, e, f...) per chunk
+  for_each_chunk(slices, chunks, [&](int64_t chunk, int64_t first, int64_t end) {
+    double* acc_lin = coefs ? partials.data() + chunk * K : nullptr;
+    double* acc_fr = coefs ? acc_lin + 2 : nullptr;
+    fVec acc[K];
+    for (auto& v : acc) v = fVec(0.f);
+    int pending = 0;
+    auto flush = [&] { era_vec::flush_group_accumulators<N>(acc, p.fr, acc_lin, acc_fr); };
+    for (int64_t t = first; t < end; ++t) {
+      slices.run(t, [&](int64_t offset, int64_t stat, int64_t n) {
+        const float* __restrict__ gs = g_base + offset;
+        const float* __restrict__ xs = x_base + offset;
+        float* gxs = gx_base + offset;
+        const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
+        // ERA's gradient at z (g dy/dz) into grad_x, and the parameter gradients.
+        for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
+          if (count == kLanes) {
+            const fVec z = scale.normalise(fVec::loadu(xs + k), i, kLanes), gv = fVec::loadu(gs + k);
+            backward_step(coefs, pending, [&](auto with) {
+              return E.template backward<decltype(with)::value>(z, gv, acc);
+            }, flush).store(gxs + k);
+            return;
+          }
+          // A partial vector through the scalar path, as ERA's run walk: zero-padded lanes could
+          // turn into 0 * inf = NaN in the accumulators.
+          for (int j = 0; j < count; ++j)
+            gxs[k + j] = kernels::era_backward_element<float, double>(scale.normalise(xs[k + j], i + j), gs[k + j],
+                                                                      p.lin[0], p.fr, N, p.eps, acc_lin, acc_fr);
+        });
+        // Then through the normalisation, in place.
+        normalize_backward_slice(gxs, xs, gxs, R, I, n, mean_base + stat, rstd_base + stat);
+      });
+    }
+    if (coefs) flush();
+  });
+  if (!coefs) return;
+  std::fill(grad_params, grad_params + K, 0.0);
+  for (int64_t c = 0; c < chunks; ++c)
+    for (int k = 0; k < K; ++k) grad_params[k] += partials[c * K + k];
+}
+
+void era_forward(const at::Tensor& x, const EraGroupParams& p, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
+  const bool served = era_vec::with_fractions(p.n, [&](auto N) { era_forward_kernel<decltype(N)::value>(x, p, y, mean, rstd); });
+  TORCH_INTERNAL_ASSERT(served, "normalized_era's fused kernel has no build for n = ", p.n);
+}
+
+void era_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
+                  const EraGroupParams& p, at::Tensor& grad_x, double* grad_params) {
+  const bool served = era_vec::with_fractions(
+      p.n, [&](auto N) { era_backward_kernel<decltype(N)::value>(g, x, mean, rstd, p, grad_x, grad_params); });
+  TORCH_INTERNAL_ASSERT(served, "normalized_era's fused kernel has no build for n = ", p.n);
 }
 
 void middle_forward(const at::Tensor& x, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
@@ -173,7 +374,7 @@ void middle_backward(const at::Tensor& g, const at::Tensor& x, const at::Tensor&
 }  // namespace
 
 const EraNormalizeKernels& era_normalize_table() {
-  static const EraNormalizeKernels t{middle_forward, middle_backward};
+  static const EraNormalizeKernels t{middle_forward, middle_backward, era_forward, era_backward};
   return t;
 }
 
