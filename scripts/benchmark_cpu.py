@@ -158,7 +158,7 @@ def era_normalize_table(args, dtype) -> None:
           f"{torch.backends.cpu.get_cpu_capability()}; {args.dtype}; ERA n=1, G=1; median of {args.repeats} after "
           f"{args.warmup} warm-up, {args.clock} clock, the rows of a tensor interleaved; x = time relative to ERA without "
           f"normalisation on the same tensor")
-    header = f"| {'layout':<22} | {'normalisation':<18} | {'forward ms':>10} | {'backward ms':>11} | " \
+    header = f"| {'layout':<22} | {'normalisation':<20} | {'forward ms':>10} | {'backward ms':>11} | " \
              f"{'fwd+bwd ms':>10} | {'fwd x':>6} | {'bwd x':>6} | {'fwd+bwd x':>9} |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
@@ -179,7 +179,7 @@ def era_normalize_table(args, dtype) -> None:
         ref = timers[0][1].medians()
         for name, t in timers:
             f_ms, b_ms, fb_ms = t.medians()
-            print(f"| {label:<22} | {name:<18} | {f_ms:>10.2f} | {b_ms:>11.2f} | {fb_ms:>10.2f} | "
+            print(f"| {label:<22} | {name:<20} | {f_ms:>10.2f} | {b_ms:>11.2f} | {fb_ms:>10.2f} | "
                   f"{f_ms / ref[0]:>6.2f} | {b_ms / ref[1]:>6.2f} | {fb_ms / ref[2]:>9.2f} |", flush=True)
 
 

@@ -32,7 +32,7 @@ per-channel parameters cost); "% ceil" as above.
     python3 scripts/benchmark_gpu.py --groups 1 --max-log2 16 --innermost-log2 24   # mostly the innermost table
 
 ERA normalisation (at the --innermost-log2 size; --no-era-normalize to skip): ERA n = 2, G = 1,
-without normalisation and after each normalisation of the ERA module (torch_rational::era_normalize)
+without normalisation and after each normalisation of the ERA module (torch_rational::normalized_era)
 on NCHW (N, 64, 32, 32), the same tensor channels_last (over channel_dim = 1) and (T, 768) with
 channel_dim = -1; forward, backward, forward+backward; last column: this row's time / the time
 without normalisation on the same tensor (the CPU target is 2x). JSON: the "era_normalize" list.
@@ -245,8 +245,8 @@ def bench_era_normalize(timer, device, dtype, log2, gen, emit):
         none_ms = None
         for kind in ("",) + kinds:
             def fwd(x, lin, fr, kind=kind, dim=dim):
-                return torch.ops.torch_rational.era(torch.ops.torch_rational.era_normalize(x, kind, dim), lin, fr,
-                                                    1e-6, dim)
+                # As the ERA module runs it (on CUDA: era of era_normalize).
+                return torch.ops.torch_rational.normalized_era(x, lin, fr, 1e-6, dim, kind)
 
             times = measure(timer, fwd, x, lin, fr, g)
             none_ms = none_ms or times
