@@ -29,10 +29,13 @@ namespace {
 // kernels' two passes (statistics, then the write), so x and the gradient are read from memory
 // once. Whole rows where they fit (read in memory order; measured faster than 256 columns on
 // NCHW's 1024-column rows, whose 4 KiB stride defeats the prefetcher).
+// At most kMaxColumns, so a slice's per-column statistics and coefficients are arrays on the stack
+// (a heap allocation per task cost more than the work of a 64-element row).
+constexpr int64_t kMaxColumns = 1024;
+
 inline int64_t columns_per_task(int64_t reduced, int64_t inner, size_t element_size) {
   constexpr int64_t kSliceBytes = 256 * 1024;
   constexpr int64_t kVectorColumns = 16;  // one AVX-512 register of float
-  constexpr int64_t kMaxColumns = 1024;
   const int64_t fit = kSliceBytes / static_cast<int64_t>(element_size) / std::max<int64_t>(reduced, 1);
   const int64_t columns = std::clamp(fit / kVectorColumns * kVectorColumns, kVectorColumns, kMaxColumns);
   return std::min(columns, inner);
@@ -45,12 +48,13 @@ struct Slices {
   Slices(int64_t outer, int64_t reduced, int64_t inner, size_t element_size)
       : R(reduced), I(inner), columns(columns_per_task(reduced, inner, element_size)),
         blocks((inner + columns - 1) / columns), tasks(outer * blocks) {}
+  int64_t offset(int64_t t) const { return t / blocks * R * I + t % blocks * columns; }
   // body(offset of the slice's first element in x, offset of its first column in the (O, I)
-  // statistics, number of columns) for task t.
+  // statistics, number of columns, offset of the next slice the thread takes or -1) for task t.
   template <typename Body>
-  void run(int64_t t, const Body& body) const {
+  void run(int64_t t, int64_t end, const Body& body) const {
     const int64_t o = t / blocks, first = (t % blocks) * columns;
-    body(o * R * I + first, o * I + first, std::min(columns, I - first));
+    body(offset(t), o * I + first, std::min(columns, I - first), t + 1 < end ? offset(t + 1) : int64_t{-1});
   }
 };
 
@@ -59,8 +63,15 @@ struct Slices {
 template <typename Body>
 void for_each_slice(const Slices& slices, const Body& body) {
   at::parallel_for(0, slices.tasks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) slices.run(t, body);
+    for (int64_t t = begin; t < end; ++t) slices.run(t, end, body);
   });
+}
+
+// A slice's statistics pass reads x from memory without the arithmetic to hide the wait: the pass
+// before it (over the previous slice, from the L2 cache) requests it, one line per vector, at the
+// same place in the slice (next: x at the next slice's first element, or null).
+inline void prefetch_next_slice(const float* next, int64_t k) {
+  if (next != nullptr) __builtin_prefetch(next + k);
 }
 
 // Calls body(chunk, first task, end task) for each of `chunks` consecutive runs of tasks, in
@@ -88,71 +99,45 @@ void column_sums(int64_t R, int64_t I, int64_t n, const Terms& terms, double* __
       const auto [u1, v1] = terms((r + 1) * I + i, i);
       const auto [u2, v2] = terms((r + 2) * I + i, i);
       const auto [u3, v3] = terms((r + 3) * I + i, i);
-      sum_a[i] += (u0 + u1) + (u2 + u3);
-      sum_b[i] += (v0 + v1) + (v2 + v3);
+      sum_a[i] += static_cast<double>((u0 + u1) + (u2 + u3));
+      sum_b[i] += static_cast<double>((v0 + v1) + (v2 + v3));
     }
   for (; r < R; ++r)
     for (int64_t i = 0; i < n; ++i) {
       const auto [u, v] = terms(r * I + i, i);
-      sum_a[i] += u;
-      sum_b[i] += v;
+      sum_a[i] += static_cast<double>(u);
+      sum_b[i] += static_cast<double>(v);
     }
 }
 
-// The statistics of a slice: one per column (I > 1), or one for the slice's single row (I == 1).
-inline int64_t statistics_of(int64_t I, int64_t n) { return I > 1 ? n : 1; }
-
-// sum_a[i], sum_b[i] = the sums of (u, v) = terms(k, i) over the elements k of statistic i of a
-// slice (R rows of n columns at stride I), in a fixed order. I == 1: the row's R elements are
-// summed as R / 16 rows of 16 columns (vectorised like the columns of I > 1), folded in order,
-// then the last R % 16.
-template <typename Terms>
-void statistic_sums(int64_t R, int64_t I, int64_t n, const Terms& terms, double* sum_a, double* sum_b) {
-  if (I > 1) {
-    std::fill(sum_a, sum_a + n, 0.0);
-    std::fill(sum_b, sum_b + n, 0.0);
-    column_sums(R, I, n, terms, sum_a, sum_b);
-    return;
-  }
-  constexpr int64_t kWidth = 16;
-  double a[kWidth] = {}, b[kWidth] = {};
-  column_sums(R / kWidth, kWidth, kWidth, [&](int64_t k, int64_t) { return terms(k, 0); }, a, b);
-  double ta = 0.0, tb = 0.0;
-  for (int64_t j = 0; j < kWidth; ++j) {
-    ta += a[j];
-    tb += b[j];
-  }
-  for (int64_t k = R / kWidth * kWidth; k < R; ++k) {
-    const auto [u, v] = terms(k, 0);
-    ta += u;
-    tb += v;
-  }
-  sum_a[0] = ta;
-  sum_b[0] = tb;
+// The float64 mean and rstd of a statistic of R elements from the sums of d = x - shift and d^2.
+inline void finish_statistic(double shift, double sum_d, double sum_d2, int64_t R, double& mean, double& rstd) {
+  const double mean_d = sum_d / static_cast<double>(R);
+  const double var = std::max(sum_d2 / static_cast<double>(R) - mean_d * mean_d, 0.0);
+  mean = shift + mean_d;
+  rstd = 1.0 / std::sqrt(var + kEraNormEps);
 }
 
-// mean and rstd of each statistic of a slice (xs: its first element). float64 sums of d and d^2,
-// d = x - (the statistic's first x): shifted by a value of the statistic, so E[d^2] - E[d]^2 does
-// not cancel the way the raw moments would.
+// mean and rstd of each column of a slice, I > 1 (xs: its first element). Sums of d and d^2, d = x -
+// (the column's first x): shifted by a value of the statistic, so E[d^2] - E[d]^2 does not
+// cancel the way the raw moments would. The terms in the op math type, four rows of them added
+// before each float64 add (float32 terms: the statistics cost as much as the ERA itself with a
+// conversion to float64 per element).
 template <typename scalar_t>
 void slice_statistics(const scalar_t* __restrict__ xs, int64_t R, int64_t I, int64_t n, double* __restrict__ mean,
                       double* __restrict__ rstd) {
-  const int64_t stats = statistics_of(I, n);
-  std::vector<double> sum_d(stats);
-  for (int64_t i = 0; i < stats; ++i) mean[i] = static_cast<double>(xs[i]);  // the shift
-  statistic_sums(R, I, n, [&](int64_t k, int64_t i) {
-    const double d = static_cast<double>(xs[k]) - mean[i];
-    return std::pair<double, double>(d, d * d);
-  }, sum_d.data(), rstd);
-  for (int64_t i = 0; i < stats; ++i) {
-    const double mean_d = sum_d[i] / static_cast<double>(R);
-    const double var = std::max(rstd[i] / static_cast<double>(R) - mean_d * mean_d, 0.0);
-    mean[i] += mean_d;
-    rstd[i] = 1.0 / std::sqrt(var + kEraNormEps);
-  }
+  using opmath_t = at::opmath_type<scalar_t>;
+  double sum_d[kMaxColumns] = {}, sum_d2[kMaxColumns] = {};
+  opmath_t shift[kMaxColumns];
+  for (int64_t i = 0; i < n; ++i) shift[i] = static_cast<opmath_t>(xs[i]);
+  column_sums(R, I, n, [&](int64_t k, int64_t i) {
+    const opmath_t d = static_cast<opmath_t>(xs[k]) - shift[i];
+    return std::pair<opmath_t, opmath_t>(d, d * d);
+  }, sum_d, sum_d2);
+  for (int64_t i = 0; i < n; ++i) finish_statistic(shift[i], sum_d[i], sum_d2[i], R, mean[i], rstd[i]);
 }
 
-// grad_x of the normalisation of a slice for grad_output g: grad_x = rstd * (g - mean_R(g) - xhat
+// grad_x of the normalisation of a slice (I > 1) for grad_output g: grad_x = rstd * (g - mean_R(g) - xhat
 // * mean_R(g * xhat)), xhat = (x - mean) * rstd, with the sums in float64. g may be grad_x itself
 // (normalized_era's backward turns its ERA gradient into grad_x in place): each element is read
 // before it is written, so the loops have no dependence between elements (ivdep).
@@ -160,20 +145,14 @@ template <typename scalar_t>
 void normalize_backward_slice(const scalar_t* g, const scalar_t* __restrict__ xs, scalar_t* gx, int64_t R, int64_t I,
                               int64_t n, const double* __restrict__ mean, const double* __restrict__ rstd) {
   using opmath_t = at::opmath_type<scalar_t>;
-  const int64_t stats = statistics_of(I, n);
-  std::vector<double> sums(2 * stats);
-  double* __restrict__ sum_g = sums.data();
-  double* __restrict__ sum_gx = sums.data() + stats;  // sum g (x - mean)
-  statistic_sums(R, I, n, [&](int64_t k, int64_t i) {
+  double sum_g[kMaxColumns] = {}, sum_gx[kMaxColumns] = {};  // sum g, sum g (x - mean)
+  column_sums(R, I, n, [&](int64_t k, int64_t i) {
     const double gv = static_cast<double>(g[k]);
     return std::pair<double, double>(gv, gv * (static_cast<double>(xs[k]) - mean[i]));
   }, sum_g, sum_gx);
   // grad_x = s g - s mean(g) - (x - mean) s^3 mean(g (x - mean)), as a g + b + c x per statistic.
-  std::vector<opmath_t> coef(3 * stats);
-  opmath_t* __restrict__ a = coef.data();
-  opmath_t* __restrict__ b = coef.data() + stats;
-  opmath_t* __restrict__ c = coef.data() + 2 * stats;
-  for (int64_t i = 0; i < stats; ++i) {
+  opmath_t a[kMaxColumns], b[kMaxColumns], c[kMaxColumns];
+  for (int64_t i = 0; i < n; ++i) {
     const double s = rstd[i];
     const double mg = sum_g[i] / static_cast<double>(R);
     const double cx = -sum_gx[i] / static_cast<double>(R) * s * s * s;
@@ -181,17 +160,11 @@ void normalize_backward_slice(const scalar_t* g, const scalar_t* __restrict__ xs
     b[i] = static_cast<opmath_t>(-s * mg - cx * mean[i]);
     c[i] = static_cast<opmath_t>(cx);
   }
-  auto grad = [&](int64_t k, int64_t i) {
-    return static_cast<scalar_t>(a[i] * static_cast<opmath_t>(g[k]) + b[i] + c[i] * static_cast<opmath_t>(xs[k]));
-  };
-  if (I == 1) {
-#pragma GCC ivdep
-    for (int64_t k = 0; k < R; ++k) gx[k] = grad(k, 0);
-    return;
-  }
   for (int64_t r = 0; r < R; ++r)
 #pragma GCC ivdep
-    for (int64_t i = 0; i < n; ++i) gx[r * I + i] = grad(r * I + i, i);
+    for (int64_t i = 0; i < n; ++i)
+      gx[r * I + i] = static_cast<scalar_t>(a[i] * static_cast<opmath_t>(g[r * I + i]) + b[i] +
+                                            c[i] * static_cast<opmath_t>(xs[r * I + i]));
 }
 
 // y = (x - mean) * rstd per column of each (R, I) slice, I > 1; mean and rstd (O, I) float64.
@@ -204,15 +177,15 @@ void middle_forward_kernel(const at::Tensor& x, at::Tensor& y, at::Tensor& mean,
   scalar_t* y_base = y.mutable_data_ptr<scalar_t>();
   double* mean_base = mean.mutable_data_ptr<double>();
   double* rstd_base = rstd.mutable_data_ptr<double>();
-  for_each_slice(Slices(x.size(0), R, I, sizeof(scalar_t)), [&](int64_t offset, int64_t stat, int64_t n) {
+  for_each_slice(Slices(x.size(0), R, I, sizeof(scalar_t)), [&](int64_t offset, int64_t stat, int64_t n, int64_t) {
     const scalar_t* __restrict__ xs = x_base + offset;
     scalar_t* __restrict__ ys = y_base + offset;
     double* m = mean_base + stat;
     double* s = rstd_base + stat;
     slice_statistics(xs, R, I, n, m, s);
-    std::vector<opmath_t> m_op(m, m + n), s_op(s, s + n);
-    const opmath_t* __restrict__ mo = m_op.data();
-    const opmath_t* __restrict__ so = s_op.data();
+    opmath_t mo[kMaxColumns], so[kMaxColumns];
+    std::copy(m, m + n, mo);
+    std::copy(s, s + n, so);
     for (int64_t r = 0; r < R; ++r)
       for (int64_t i = 0; i < n; ++i)
         ys[r * I + i] = static_cast<scalar_t>((static_cast<opmath_t>(xs[r * I + i]) - mo[i]) * so[i]);
@@ -228,7 +201,7 @@ void middle_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::
   scalar_t* gx_base = grad_x.mutable_data_ptr<scalar_t>();
   const double* mean_base = mean.const_data_ptr<double>();
   const double* rstd_base = rstd.const_data_ptr<double>();
-  for_each_slice(Slices(x.size(0), R, I, sizeof(scalar_t)), [&](int64_t offset, int64_t stat, int64_t n) {
+  for_each_slice(Slices(x.size(0), R, I, sizeof(scalar_t)), [&](int64_t offset, int64_t stat, int64_t n, int64_t) {
     normalize_backward_slice(g_base + offset, x_base + offset, gx_base + offset, R, I, n, mean_base + stat,
                              rstd_base + stat);
   });
@@ -244,14 +217,16 @@ using era_vec::VecEra;
 // The float32 mean and rstd of a slice's statistics, and each vector's: the columns' own (I > 1)
 // or the row's in every lane (I == 1).
 struct SliceScale {
-  std::vector<float> mean, rstd;
+  float mean[kMaxColumns], rstd[kMaxColumns];
   bool per_column;
-  SliceScale(const double* m, const double* s, int64_t I, int64_t n)
-      : mean(m, m + statistics_of(I, n)), rstd(s, s + statistics_of(I, n)), per_column(I > 1) {}
+  SliceScale(const double* m, const double* s, int64_t I, int64_t n) : per_column(I > 1) {
+    std::copy(m, m + (per_column ? n : 1), mean);
+    std::copy(s, s + (per_column ? n : 1), rstd);
+  }
   // z of the vector of `count` elements of x at column i.
   fVec normalise(const fVec& x, int64_t i, int count) const {
     if (!per_column) return (x - fVec(mean[0])) * fVec(rstd[0]);
-    return (x - load_lanes(mean.data() + i, count)) * load_lanes(rstd.data() + i, count);
+    return (x - load_lanes(mean + i, count)) * load_lanes(rstd + i, count);
   }
   float normalise(float x, int64_t i) const {
     const int64_t j = per_column ? i : 0;
@@ -272,6 +247,52 @@ void for_each_vector(int64_t R, int64_t I, int64_t n, const Body& body) {
       body(r * I + i, i, static_cast<int>(std::min<int64_t>(kLanes, n - i)));
 }
 
+// Two sums along a row in float32 vectors, added into float64 every kFlushVectors vectors (each
+// vector's lanes in a fixed order), then the row's last elements one by one: a row's statistics
+// (I == 1) without a column array.
+struct RowSums {
+  fVec u = fVec(0.f), v = fVec(0.f);
+  double sum_u = 0.0, sum_v = 0.0;
+  int pending = 0;
+  void add(const fVec& du, const fVec& dv) {
+    u = u + du;
+    v = v + dv;
+    if (++pending == kFlushVectors) flush();
+  }
+  void add(float du, float dv) {  // after flush(): the elements of the row's partial vector
+    sum_u += du;
+    sum_v += dv;
+  }
+  void flush() {
+    alignas(64) float bu[kLanes], bv[kLanes];
+    u.store(bu);
+    v.store(bv);
+    for (int l = 0; l < kLanes; ++l) {
+      sum_u += bu[l];
+      sum_v += bv[l];
+    }
+    u = v = fVec(0.f);
+    pending = 0;
+  }
+};
+
+// mean and rstd of a row of R contiguous elements (I == 1), from d = x - x[0] as slice_statistics.
+inline void row_statistics(const float* xs, int64_t R, double& mean, double& rstd) {
+  const float shift = xs[0];
+  RowSums sums;
+  int64_t k = 0;
+  for (; k + kLanes <= R; k += kLanes) {
+    const fVec d = fVec::loadu(xs + k) - fVec(shift);
+    sums.add(d, d * d);
+  }
+  sums.flush();
+  for (; k < R; ++k) {
+    const float d = xs[k] - shift;
+    sums.add(d, d * d);
+  }
+  finish_statistic(shift, sums.sum_u, sums.sum_v, R, mean, rstd);
+}
+
 template <int N>
 void era_forward_kernel(const at::Tensor& x, const EraGroupParams& p, at::Tensor& y, at::Tensor& mean,
                         at::Tensor& rstd) {
@@ -281,12 +302,17 @@ void era_forward_kernel(const at::Tensor& x, const EraGroupParams& p, at::Tensor
   float* y_base = y.mutable_data_ptr<float>();
   double* mean_base = mean.mutable_data_ptr<double>();
   double* rstd_base = rstd.mutable_data_ptr<double>();
-  for_each_slice(Slices(x.size(0), R, I, sizeof(float)), [&](int64_t offset, int64_t stat, int64_t n) {
+  for_each_slice(Slices(x.size(0), R, I, sizeof(float)), [&](int64_t offset, int64_t stat, int64_t n, int64_t next) {
     const float* __restrict__ xs = x_base + offset;
     float* __restrict__ ys = y_base + offset;
-    slice_statistics(xs, R, I, n, mean_base + stat, rstd_base + stat);
+    const float* x_next = next < 0 ? nullptr : x_base + next;
+    if (I == 1)
+      row_statistics(xs, R, mean_base[stat], rstd_base[stat]);
+    else
+      slice_statistics(xs, R, I, n, mean_base + stat, rstd_base + stat);
     const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
     for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
+      prefetch_next_slice(x_next, k);
       store_lanes(E.forward(scale.normalise(load_lanes(xs + k, count), i, count)), ys + k, count);
     });
   });
@@ -316,28 +342,47 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
     int pending = 0;
     auto flush = [&] { era_vec::flush_group_accumulators<N>(acc, p.fr, acc_lin, acc_fr); };
     for (int64_t t = first; t < end; ++t) {
-      slices.run(t, [&](int64_t offset, int64_t stat, int64_t n) {
+      slices.run(t, end, [&](int64_t offset, int64_t stat, int64_t n, int64_t) {
         const float* __restrict__ gs = g_base + offset;
         const float* __restrict__ xs = x_base + offset;
         float* gxs = gx_base + offset;
         const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
-        // ERA's gradient at z (g dy/dz) into grad_x, and the parameter gradients.
+        RowSums row;  // I == 1: sum gz and sum gz z, gz = g dy/dz, on the way
+        // ERA's gradient at z (gz) into grad_x, and the parameter gradients.
         for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
           if (count == kLanes) {
             const fVec z = scale.normalise(fVec::loadu(xs + k), i, kLanes), gv = fVec::loadu(gs + k);
-            backward_step(coefs, pending, [&](auto with) {
+            const fVec gz = backward_step(coefs, pending, [&](auto with) {
               return E.template backward<decltype(with)::value>(z, gv, acc);
-            }, flush).store(gxs + k);
+            }, flush);
+            gz.store(gxs + k);
+            if (I == 1) row.add(gz, gz * z);
             return;
           }
           // A partial vector through the scalar path, as ERA's run walk: zero-padded lanes could
           // turn into 0 * inf = NaN in the accumulators.
-          for (int j = 0; j < count; ++j)
-            gxs[k + j] = kernels::era_backward_element<float, double>(scale.normalise(xs[k + j], i + j), gs[k + j],
-                                                                      p.lin[0], p.fr, N, p.eps, acc_lin, acc_fr);
+          if (I == 1) row.flush();
+          for (int j = 0; j < count; ++j) {
+            const float z = scale.normalise(xs[k + j], i + j);
+            const float gz = kernels::era_backward_element<float, double>(z, gs[k + j], p.lin[0], p.fr, N, p.eps,
+                                                                          acc_lin, acc_fr);
+            gxs[k + j] = gz;
+            if (I == 1) row.add(gz, gz * z);
+          }
         });
-        // Then through the normalisation, in place.
-        normalize_backward_slice(gxs, xs, gxs, R, I, n, mean_base + stat, rstd_base + stat);
+        // Then through the normalisation, in place: grad_x = rstd (gz - mean(gz) - z mean(gz z)).
+        if (I > 1) {
+          normalize_backward_slice(gxs, xs, gxs, R, I, n, mean_base + stat, rstd_base + stat);
+          return;
+        }
+        row.flush();
+        const float s = scale.rstd[0];
+        const fVec a(s), b(static_cast<float>(-s * row.sum_u / static_cast<double>(R))),
+            c(static_cast<float>(-s * row.sum_v / static_cast<double>(R)));
+        for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
+          const fVec z = scale.normalise(load_lanes(xs + k, count), i, count);
+          store_lanes(at::vec::fmadd(a, load_lanes(gxs + k, count), at::vec::fmadd(c, z, b)), gxs + k, count);
+        });
       });
     }
     if (coefs) flush();
