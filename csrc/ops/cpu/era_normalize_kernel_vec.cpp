@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "era_math.h"
@@ -78,29 +79,32 @@ inline void prefetch_next_slice(const float* next, int64_t k) {
 // parallel: the runs depend on the shape alone, so per-chunk partial sums added in chunk order do
 // not depend on the thread count.
 template <typename Body>
-void for_each_chunk(const Slices& slices, int64_t chunks, const Body& body) {
+void for_each_chunk(int64_t tasks, int64_t chunks, const Body& body) {
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) body(c, slices.tasks * c / chunks, slices.tasks * (c + 1) / chunks);
+    for (int64_t c = begin; c < end; ++c) body(c, tasks * c / chunks, tasks * (c + 1) / chunks);
   });
 }
 
+// Rows of R elements (I == 1) per unit of at::parallel_for's split: enough work to pay for a task.
+inline int64_t rows_per_grain(int64_t R) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(R, 1)); }
+
 // sum_a[i] += u, sum_b[i] += v over the R rows of n columns, (u, v) = terms(r * I + i, i);
-// each column's terms added in a fixed order (four rows at a time, then one), so the sums do not
-// depend on the thread count. Four rows per update of the float64 sums: the sums of 1024 columns
-// (16 KiB) do not stay in the L1 cache while the rows stream through, and their traffic to the L2
-// cache, not the arithmetic, set the time.
+// each column's terms added in a fixed order (eight rows at a time in the terms' type, then into
+// float64; then the last rows one by one), so the sums do not depend on the thread count. Eight
+// rows per update of the float64 sums: the sums of 1024 columns (16 KiB) do not stay in the L1
+// cache while the rows stream through, and their traffic and conversions, not the terms, set
+// the time.
 template <typename Terms>
 void column_sums(int64_t R, int64_t I, int64_t n, const Terms& terms, double* __restrict__ sum_a,
                  double* __restrict__ sum_b) {
+  constexpr int kRows = 8;
   int64_t r = 0;
-  for (; r + 4 <= R; r += 4)
+  for (; r + kRows <= R; r += kRows)
     for (int64_t i = 0; i < n; ++i) {
-      const auto [u0, v0] = terms(r * I + i, i);
-      const auto [u1, v1] = terms((r + 1) * I + i, i);
-      const auto [u2, v2] = terms((r + 2) * I + i, i);
-      const auto [u3, v3] = terms((r + 3) * I + i, i);
-      sum_a[i] += static_cast<double>((u0 + u1) + (u2 + u3));
-      sum_b[i] += static_cast<double>((v0 + v1) + (v2 + v3));
+      decltype(terms(0, 0).first) u[kRows], v[kRows];
+      for (int j = 0; j < kRows; ++j) std::tie(u[j], v[j]) = terms((r + j) * I + i, i);
+      sum_a[i] += static_cast<double>(((u[0] + u[1]) + (u[2] + u[3])) + ((u[4] + u[5]) + (u[6] + u[7])));
+      sum_b[i] += static_cast<double>(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])));
     }
   for (; r < R; ++r)
     for (int64_t i = 0; i < n; ++i) {
@@ -110,12 +114,28 @@ void column_sums(int64_t R, int64_t I, int64_t n, const Terms& terms, double* __
     }
 }
 
-// The float64 mean and rstd of a statistic of R elements from the sums of d = x - shift and d^2.
-inline void finish_statistic(double shift, double sum_d, double sum_d2, int64_t R, double& mean, double& rstd) {
-  const double mean_d = sum_d / static_cast<double>(R);
-  const double var = std::max(sum_d2 / static_cast<double>(R) - mean_d * mean_d, 0.0);
-  mean = shift + mean_d;
-  rstd = 1.0 / std::sqrt(var + kEraNormEps);
+// The float64 mean and rstd of n statistics of R elements each from the sums of d = x - shift and
+// d^2: mean holds the shifts on entry. In float64 vectors: a scalar divide and square root per
+// column cost as much as the column's sums (std::sqrt does not vectorise: errno).
+inline void finish_statistics(const double* sum_d, const double* sum_d2, int64_t n, int64_t R, double* mean,
+                              double* rstd) {
+  using dVec = at::vec::Vectorized<double>;
+  constexpr int64_t kD = dVec::size();
+  const double count = static_cast<double>(R);
+  int64_t i = 0;
+  for (; i + kD <= n; i += kD) {
+    const dVec mean_d = dVec::loadu(sum_d + i) / dVec(count);
+    const dVec var = at::vec::maximum(dVec::loadu(sum_d2 + i) / dVec(count) - mean_d * mean_d, dVec(0.0));
+    (dVec::loadu(mean + i) + mean_d).store(mean + i);
+    (var + dVec(kEraNormEps)).rsqrt().store(rstd + i);
+  }
+  // The rest one by one (a masked load of values stored just before stalls: one row's statistic).
+  for (; i < n; ++i) {
+    const double mean_d = sum_d[i] / count;
+    const double var = std::max(sum_d2[i] / count - mean_d * mean_d, 0.0);
+    mean[i] += mean_d;
+    rstd[i] = 1.0 / std::sqrt(var + kEraNormEps);
+  }
 }
 
 // mean and rstd of each column of a slice, I > 1 (xs: its first element). Sums of d and d^2, d = x -
@@ -129,12 +149,15 @@ void slice_statistics(const scalar_t* __restrict__ xs, int64_t R, int64_t I, int
   using opmath_t = at::opmath_type<scalar_t>;
   double sum_d[kMaxColumns] = {}, sum_d2[kMaxColumns] = {};
   opmath_t shift[kMaxColumns];
-  for (int64_t i = 0; i < n; ++i) shift[i] = static_cast<opmath_t>(xs[i]);
+  for (int64_t i = 0; i < n; ++i) {
+    shift[i] = static_cast<opmath_t>(xs[i]);
+    mean[i] = static_cast<double>(shift[i]);
+  }
   column_sums(R, I, n, [&](int64_t k, int64_t i) {
     const opmath_t d = static_cast<opmath_t>(xs[k]) - shift[i];
     return std::pair<opmath_t, opmath_t>(d, d * d);
   }, sum_d, sum_d2);
-  for (int64_t i = 0; i < n; ++i) finish_statistic(shift[i], sum_d[i], sum_d2[i], R, mean[i], rstd[i]);
+  finish_statistics(sum_d, sum_d2, n, R, mean, rstd);
 }
 
 // grad_x of the normalisation of a slice (I > 1) for grad_output g: grad_x = rstd * (g - mean_R(g) - xhat
@@ -224,11 +247,11 @@ struct SliceScale {
     std::copy(s, s + (per_column ? n : 1), rstd);
   }
   // z of the vector of `count` elements of x at column i.
-  fVec normalise(const fVec& x, int64_t i, int count) const {
+  C10_ALWAYS_INLINE fVec normalise(const fVec& x, int64_t i, int count) const {
     if (!per_column) return (x - fVec(mean[0])) * fVec(rstd[0]);
     return (x - load_lanes(mean + i, count)) * load_lanes(rstd + i, count);
   }
-  float normalise(float x, int64_t i) const {
+  C10_ALWAYS_INLINE float normalise(float x, int64_t i) const {
     const int64_t j = per_column ? i : 0;
     return (x - mean[j]) * rstd[j];
   }
@@ -237,7 +260,7 @@ struct SliceScale {
 // Calls body(offset, column, count) for the elements of a slice in vectors of up to kLanes: along
 // each row's n columns (I > 1), or along the row of R elements (I == 1, column 0).
 template <typename Body>
-void for_each_vector(int64_t R, int64_t I, int64_t n, const Body& body) {
+C10_ALWAYS_INLINE void for_each_vector(int64_t R, int64_t I, int64_t n, const Body& body) {
   if (I == 1) {
     for (int64_t k = 0; k < R; k += kLanes) body(k, int64_t{0}, static_cast<int>(std::min<int64_t>(kLanes, R - k)));
     return;
@@ -254,7 +277,7 @@ struct RowSums {
   fVec u = fVec(0.f), v = fVec(0.f);
   double sum_u = 0.0, sum_v = 0.0;
   int pending = 0;
-  void add(const fVec& du, const fVec& dv) {
+  C10_ALWAYS_INLINE void add(const fVec& du, const fVec& dv) {
     u = u + du;
     v = v + dv;
     if (++pending == kFlushVectors) flush();
@@ -276,8 +299,9 @@ struct RowSums {
   }
 };
 
-// mean and rstd of a row of R contiguous elements (I == 1), from d = x - x[0] as slice_statistics.
-inline void row_statistics(const float* xs, int64_t R, double& mean, double& rstd) {
+// The sums of d and d^2 over a row of R contiguous elements (I == 1), d = x - x[0] as in
+// slice_statistics.
+inline RowSums row_sums(const float* xs, int64_t R) {
   const float shift = xs[0];
   RowSums sums;
   int64_t k = 0;
@@ -290,31 +314,51 @@ inline void row_statistics(const float* xs, int64_t R, double& mean, double& rst
     const float d = xs[k] - shift;
     sums.add(d, d * d);
   }
-  finish_statistic(shift, sums.sum_u, sums.sum_v, R, mean, rstd);
+  return sums;
 }
+
+// Rows (I == 1) are taken kRowBatch at a time, one pass over the batch after the other: a row's
+// float64 statistics are a chain of dependent operations as long as its ERA, and the rows of a
+// batch are independent, so their chains overlap.
+constexpr int64_t kRowBatch = 16;
 
 template <int N>
 void era_forward_kernel(const at::Tensor& x, const EraGroupParams& p, at::Tensor& y, at::Tensor& mean,
                         at::Tensor& rstd) {
-  const VecEra<N> E(p);
+  const VecEra<N> era(p);
   const int64_t R = x.size(1), I = x.size(2);
   const float* x_base = x.const_data_ptr<float>();
   float* y_base = y.mutable_data_ptr<float>();
   double* mean_base = mean.mutable_data_ptr<double>();
   double* rstd_base = rstd.mutable_data_ptr<double>();
-  for_each_slice(Slices(x.size(0), R, I, sizeof(float)), [&](int64_t offset, int64_t stat, int64_t n, int64_t next) {
+  // One slice: R rows of n columns (I > 1), or one row of R elements (I == 1, n = 1).
+  auto slice = [&](int64_t offset, int64_t stat, int64_t n, int64_t next) {
+    const VecEra<N> E = era;  // a local: its vectors stay in registers through the loop
     const float* __restrict__ xs = x_base + offset;
     float* __restrict__ ys = y_base + offset;
     const float* x_next = next < 0 ? nullptr : x_base + next;
-    if (I == 1)
-      row_statistics(xs, R, mean_base[stat], rstd_base[stat]);
-    else
-      slice_statistics(xs, R, I, n, mean_base + stat, rstd_base + stat);
+    if (I > 1) slice_statistics(xs, R, I, n, mean_base + stat, rstd_base + stat);  // rows: by the batch
     const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
     for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
       prefetch_next_slice(x_next, k);
       store_lanes(E.forward(scale.normalise(load_lanes(xs + k, count), i, count)), ys + k, count);
     });
+  };
+  if (I > 1) return for_each_slice(Slices(x.size(0), R, I, sizeof(float)), slice);
+  // Rows: in order within a thread (the hardware prefetchers follow), a batch's statistics, then its ERA.
+  at::parallel_for(0, x.size(0), rows_per_grain(R), [&](int64_t begin, int64_t end) {
+    for (int64_t o = begin; o < end; o += kRowBatch) {
+      const int64_t rows = std::min(kRowBatch, end - o);
+      double sum_d[kRowBatch], sum_d2[kRowBatch];
+      for (int64_t r = 0; r < rows; ++r) {
+        const RowSums sums = row_sums(x_base + (o + r) * R, R);
+        mean_base[o + r] = x_base[(o + r) * R];  // the shift
+        sum_d[r] = sums.sum_u;
+        sum_d2[r] = sums.sum_v;
+      }
+      finish_statistics(sum_d, sum_d2, rows, R, mean_base + o, rstd_base + o);
+      for (int64_t r = 0; r < rows; ++r) slice((o + r) * R, o + r, 1, -1);
+    }
   });
 }
 
@@ -322,7 +366,7 @@ template <int N>
 void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Tensor& mean, const at::Tensor& rstd,
                          const EraGroupParams& p, at::Tensor& grad_x, double* grad_params) {
   constexpr int K = VecEra<N>::kAccumulators;
-  const VecEra<N> E(p);
+  const VecEra<N> era(p);
   const int64_t R = x.size(1), I = x.size(2);
   const float* g_base = g.const_data_ptr<float>();
   const float* x_base = x.const_data_ptr<float>();
@@ -331,59 +375,77 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
   const double* rstd_base = rstd.const_data_ptr<double>();
   const bool coefs = grad_params != nullptr;
   const Slices slices(x.size(0), R, I, sizeof(float));
+  const int64_t tasks = I > 1 ? slices.tasks : x.size(0);  // slices, or rows (I == 1)
   constexpr int64_t kMaxChunks = 256;
-  const int64_t chunks = std::min(slices.tasks, kMaxChunks);
+  const int64_t chunks = std::min(tasks, kMaxChunks);
   std::vector<double> partials(coefs ? chunks * K : 0, 0.0);  // (a, b, c, d, e, f...) per chunk
-  for_each_chunk(slices, chunks, [&](int64_t chunk, int64_t first, int64_t end) {
+  for_each_chunk(tasks, chunks, [&](int64_t chunk, int64_t first, int64_t end) {
     double* acc_lin = coefs ? partials.data() + chunk * K : nullptr;
     double* acc_fr = coefs ? acc_lin + 2 : nullptr;
     fVec acc[K];
     for (auto& v : acc) v = fVec(0.f);
     int pending = 0;
     auto flush = [&] { era_vec::flush_group_accumulators<N>(acc, p.fr, acc_lin, acc_fr); };
-    for (int64_t t = first; t < end; ++t) {
-      slices.run(t, end, [&](int64_t offset, int64_t stat, int64_t n, int64_t) {
-        const float* __restrict__ gs = g_base + offset;
-        const float* __restrict__ xs = x_base + offset;
-        float* gxs = gx_base + offset;
-        const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
-        RowSums row;  // I == 1: sum gz and sum gz z, gz = g dy/dz, on the way
-        // ERA's gradient at z (gz) into grad_x, and the parameter gradients.
-        for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
-          if (count == kLanes) {
-            const fVec z = scale.normalise(fVec::loadu(xs + k), i, kLanes), gv = fVec::loadu(gs + k);
-            const fVec gz = backward_step(coefs, pending, [&](auto with) {
-              return E.template backward<decltype(with)::value>(z, gv, acc);
-            }, flush);
-            gz.store(gxs + k);
-            if (I == 1) row.add(gz, gz * z);
-            return;
-          }
-          // A partial vector through the scalar path, as ERA's run walk: zero-padded lanes could
-          // turn into 0 * inf = NaN in the accumulators.
-          if (I == 1) row.flush();
-          for (int j = 0; j < count; ++j) {
-            const float z = scale.normalise(xs[k + j], i + j);
-            const float gz = kernels::era_backward_element<float, double>(z, gs[k + j], p.lin[0], p.fr, N, p.eps,
-                                                                          acc_lin, acc_fr);
-            gxs[k + j] = gz;
-            if (I == 1) row.add(gz, gz * z);
-          }
-        });
-        // Then through the normalisation, in place: grad_x = rstd (gz - mean(gz) - z mean(gz z)).
-        if (I > 1) {
-          normalize_backward_slice(gxs, xs, gxs, R, I, n, mean_base + stat, rstd_base + stat);
+    // ERA's gradient at z (gz = g dy/dz) into grad_x, and the parameter gradients; for a row
+    // (I == 1) also the sums of gz and gz z the normalisation's gradient needs.
+    auto era_pass = [&](int64_t offset, int64_t stat, int64_t n) {
+      const VecEra<N> E = era;  // a local: its vectors stay in registers through the loop
+      const float* __restrict__ gs = g_base + offset;
+      const float* __restrict__ xs = x_base + offset;
+      float* gxs = gx_base + offset;
+      const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
+      RowSums row;
+      for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
+        if (count == kLanes) {
+          const fVec z = scale.normalise(fVec::loadu(xs + k), i, kLanes), gv = fVec::loadu(gs + k);
+          const fVec gz = backward_step(coefs, pending, [&](auto with) {
+            return E.template backward<decltype(with)::value>(z, gv, acc);
+          }, flush);
+          gz.store(gxs + k);
+          if (I == 1) row.add(gz, gz * z);
           return;
         }
-        row.flush();
-        const float s = scale.rstd[0];
-        const fVec a(s), b(static_cast<float>(-s * row.sum_u / static_cast<double>(R))),
-            c(static_cast<float>(-s * row.sum_v / static_cast<double>(R)));
-        for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
-          const fVec z = scale.normalise(load_lanes(xs + k, count), i, count);
-          store_lanes(at::vec::fmadd(a, load_lanes(gxs + k, count), at::vec::fmadd(c, z, b)), gxs + k, count);
-        });
+        // A partial vector through the scalar path, as ERA's run walk: zero-padded lanes could
+        // turn into 0 * inf = NaN in the accumulators.
+        if (I == 1) row.flush();
+        for (int j = 0; j < count; ++j) {
+          const float z = scale.normalise(xs[k + j], i + j);
+          const float gz = kernels::era_backward_element<float, double>(z, gs[k + j], p.lin[0], p.fr, N, p.eps,
+                                                                        acc_lin, acc_fr);
+          gxs[k + j] = gz;
+          if (I == 1) row.add(gz, gz * z);
+        }
       });
+      row.flush();
+      return row;
+    };
+    // A row's gradient through the normalisation, in place: grad_x = rstd (gz - mean(gz) - z mean(gz z)).
+    auto row_normalize_pass = [&](int64_t o, const RowSums& sums) {
+      const float* __restrict__ xs = x_base + o * R;
+      float* __restrict__ gxs = gx_base + o * R;
+      const SliceScale scale(mean_base + o, rstd_base + o, 1, 1);
+      const float s = scale.rstd[0];
+      const fVec a(s), b(static_cast<float>(-s * sums.sum_u / static_cast<double>(R))),
+          c(static_cast<float>(-s * sums.sum_v / static_cast<double>(R)));
+      for_each_vector(R, 1, 1, [&](int64_t k, int64_t i, int count) {
+        const fVec z = scale.normalise(load_lanes(xs + k, count), i, count);
+        store_lanes(at::vec::fmadd(a, load_lanes(gxs + k, count), at::vec::fmadd(c, z, b)), gxs + k, count);
+      });
+    };
+    if (I > 1) {
+      for (int64_t t = first; t < end; ++t)
+        slices.run(t, end, [&](int64_t offset, int64_t stat, int64_t n, int64_t) {
+          era_pass(offset, stat, n);
+          normalize_backward_slice(gx_base + offset, x_base + offset, gx_base + offset, R, I, n, mean_base + stat,
+                                   rstd_base + stat);
+        });
+    } else {
+      for (int64_t o = first; o < end; o += kRowBatch) {  // a batch's ERA pass, then its normalisation
+        const int64_t rows = std::min(kRowBatch, end - o);
+        RowSums sums[kRowBatch];
+        for (int64_t r = 0; r < rows; ++r) sums[r] = era_pass((o + r) * R, o + r, 1);
+        for (int64_t r = 0; r < rows; ++r) row_normalize_pass(o + r, sums[r]);
+      }
     }
     if (coefs) flush();
   });
