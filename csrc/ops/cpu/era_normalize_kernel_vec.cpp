@@ -271,7 +271,7 @@ C10_ALWAYS_INLINE void for_each_vector(int64_t R, int64_t I, int64_t n, const Bo
 }
 
 // Two sums along a row in float32 vectors, added into float64 every kFlushVectors vectors (each
-// vector's lanes in a fixed order), then the row's last elements one by one: a row's statistics
+// vector's lanes summed in a fixed order), then the row's last elements one by one: a row's statistics
 // (I == 1) without a column array.
 struct RowSums {
   fVec u = fVec(0.f), v = fVec(0.f);
@@ -321,6 +321,32 @@ inline RowSums row_sums(const float* xs, int64_t R) {
 // float64 statistics are a chain of dependent operations as long as its ERA, and the rows of a
 // batch are independent, so their chains overlap.
 constexpr int64_t kRowBatch = 16;
+
+// The gradient of a slice's columns (I > 1) through their normalisation, in place: gz = g dy/dz in
+// gx on entry, grad_x = rstd (gz - mean(gz) - z mean(gz z)) on return. As normalize_backward_slice,
+// from float32 terms (gz, gz z), z recomputed from x: eight rows of them summed before each float64
+// add (float64 terms cost as much as the ERA's gradient).
+inline void columns_normalize_pass(float* gx, const float* __restrict__ xs, int64_t R, int64_t I, int64_t n,
+                                   const SliceScale& scale) {
+  double sum_g[kMaxColumns] = {}, sum_gz[kMaxColumns] = {};
+  const float* __restrict__ m = scale.mean;
+  const float* __restrict__ s = scale.rstd;
+  column_sums(R, I, n, [&](int64_t k, int64_t i) {
+    const float gz = gx[k];
+    return std::pair<float, float>(gz, gz * ((xs[k] - m[i]) * s[i]));
+  }, sum_g, sum_gz);
+  float b[kMaxColumns], c[kMaxColumns];
+  for (int64_t i = 0; i < n; ++i) {
+    b[i] = static_cast<float>(-s[i] * sum_g[i] / static_cast<double>(R));
+    c[i] = static_cast<float>(-s[i] * sum_gz[i] / static_cast<double>(R));
+  }
+  for (int64_t r = 0; r < R; ++r)
+#pragma GCC ivdep
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t k = r * I + i;
+      gx[k] = s[i] * gx[k] + b[i] + c[i] * ((xs[k] - m[i]) * s[i]);
+    }
+}
 
 template <int N>
 void era_forward_kernel(const at::Tensor& x, const EraGroupParams& p, at::Tensor& y, at::Tensor& mean,
@@ -388,12 +414,11 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
     auto flush = [&] { era_vec::flush_group_accumulators<N>(acc, p.fr, acc_lin, acc_fr); };
     // ERA's gradient at z (gz = g dy/dz) into grad_x, and the parameter gradients; for a row
     // (I == 1) also the sums of gz and gz z the normalisation's gradient needs.
-    auto era_pass = [&](int64_t offset, int64_t stat, int64_t n) {
+    auto era_pass = [&](int64_t offset, const SliceScale& scale, int64_t n) {
       const VecEra<N> E = era;  // a local: its vectors stay in registers through the loop
       const float* __restrict__ gs = g_base + offset;
       const float* __restrict__ xs = x_base + offset;
       float* gxs = gx_base + offset;
-      const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
       RowSums row;
       for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
         if (count == kLanes) {
@@ -435,15 +460,15 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
     if (I > 1) {
       for (int64_t t = first; t < end; ++t)
         slices.run(t, end, [&](int64_t offset, int64_t stat, int64_t n, int64_t) {
-          era_pass(offset, stat, n);
-          normalize_backward_slice(gx_base + offset, x_base + offset, gx_base + offset, R, I, n, mean_base + stat,
-                                   rstd_base + stat);
+          const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
+          era_pass(offset, scale, n);
+          columns_normalize_pass(gx_base + offset, x_base + offset, R, I, n, scale);
         });
     } else {
       for (int64_t o = first; o < end; o += kRowBatch) {  // a batch's ERA pass, then its normalisation
         const int64_t rows = std::min(kRowBatch, end - o);
         RowSums sums[kRowBatch];
-        for (int64_t r = 0; r < rows; ++r) sums[r] = era_pass((o + r) * R, o + r, 1);
+        for (int64_t r = 0; r < rows; ++r) sums[r] = era_pass((o + r) * R, SliceScale(mean_base + o + r, rstd_base + o + r, 1, 1), 1);
         for (int64_t r = 0; r < rows; ++r) row_normalize_pass(o + r, sums[r]);
       }
     }
