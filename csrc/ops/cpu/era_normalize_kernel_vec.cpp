@@ -160,13 +160,12 @@ void slice_statistics(const scalar_t* __restrict__ xs, int64_t R, int64_t I, int
   finish_statistics(sum_d, sum_d2, n, R, mean, rstd);
 }
 
-// grad_x of the normalisation of a slice (I > 1) for grad_output g: grad_x = rstd * (g - mean_R(g) - xhat
-// * mean_R(g * xhat)), xhat = (x - mean) * rstd, with the sums in float64. g may be grad_x itself
-// (normalized_era's backward turns its ERA gradient into grad_x in place): each element is read
-// before it is written, so the loops have no dependence between elements (ivdep).
+// grad_x of the normalisation of a slice (I > 1) for grad_output g: grad_x = rstd * (g - mean_R(g) -
+// xhat * mean_R(g * xhat)), xhat = (x - mean) * rstd, with float64 terms and sums (any dtype).
 template <typename scalar_t>
-void normalize_backward_slice(const scalar_t* g, const scalar_t* __restrict__ xs, scalar_t* gx, int64_t R, int64_t I,
-                              int64_t n, const double* __restrict__ mean, const double* __restrict__ rstd) {
+void normalize_backward_slice(const scalar_t* __restrict__ g, const scalar_t* __restrict__ xs,
+                              scalar_t* __restrict__ gx, int64_t R, int64_t I, int64_t n,
+                              const double* __restrict__ mean, const double* __restrict__ rstd) {
   using opmath_t = at::opmath_type<scalar_t>;
   double sum_g[kMaxColumns] = {}, sum_gx[kMaxColumns] = {};  // sum g, sum g (x - mean)
   column_sums(R, I, n, [&](int64_t k, int64_t i) {
@@ -184,7 +183,6 @@ void normalize_backward_slice(const scalar_t* g, const scalar_t* __restrict__ xs
     c[i] = static_cast<opmath_t>(cx);
   }
   for (int64_t r = 0; r < R; ++r)
-#pragma GCC ivdep
     for (int64_t i = 0; i < n; ++i)
       gx[r * I + i] = static_cast<scalar_t>(a[i] * static_cast<opmath_t>(g[r * I + i]) + b[i] +
                                             c[i] * static_cast<opmath_t>(xs[r * I + i]));
@@ -323,9 +321,10 @@ inline RowSums row_sums(const float* xs, int64_t R) {
 constexpr int64_t kRowBatch = 16;
 
 // The gradient of a slice's columns (I > 1) through their normalisation, in place: gz = g dy/dz in
-// gx on entry, grad_x = rstd (gz - mean(gz) - z mean(gz z)) on return. As normalize_backward_slice,
-// from float32 terms (gz, gz z), z recomputed from x: eight rows of them summed before each float64
-// add (float64 terms cost as much as the ERA's gradient).
+// gx on entry, grad_x = rstd (gz - mean(gz) - z mean(gz z)) on return (each element read before it
+// is written: no dependence between elements, ivdep). As normalize_backward_slice, from float32
+// terms (gz, gz z), z recomputed from x: eight rows of them summed before each float64 add (float64
+// terms cost as much as the ERA's gradient).
 inline void columns_normalize_pass(float* gx, const float* __restrict__ xs, int64_t R, int64_t I, int64_t n,
                                    const SliceScale& scale) {
   double sum_g[kMaxColumns] = {}, sum_gz[kMaxColumns] = {};
