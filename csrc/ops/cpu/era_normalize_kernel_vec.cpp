@@ -364,7 +364,7 @@ void era_forward_kernel(const at::Tensor& x, const EraGroupParams& p, at::Tensor
     const float* x_next = next < 0 ? nullptr : x_base + next;
     if (I > 1) slice_statistics(xs, R, I, n, mean_base + stat, rstd_base + stat);  // rows: by the batch
     const SliceScale scale(mean_base + stat, rstd_base + stat, I, n);
-    for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
+    for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) C10_ALWAYS_INLINE_ATTRIBUTE {
       prefetch_next_slice(x_next, k);
       store_lanes(E.forward(scale.normalise(load_lanes(xs + k, count), i, count)), ys + k, count);
     });
@@ -419,7 +419,7 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
       const float* __restrict__ xs = x_base + offset;
       float* gxs = gx_base + offset;
       RowSums row;
-      for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) {
+      for_each_vector(R, I, n, [&](int64_t k, int64_t i, int count) C10_ALWAYS_INLINE_ATTRIBUTE {
         if (count == kLanes) {
           const fVec z = scale.normalise(fVec::loadu(xs + k), i, kLanes), gv = fVec::loadu(gs + k);
           const fVec gz = backward_step(coefs, pending, [&](auto with) {
@@ -451,7 +451,7 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
       const float s = scale.rstd[0];
       const fVec a(s), b(static_cast<float>(-s * sums.sum_u / static_cast<double>(R))),
           c(static_cast<float>(-s * sums.sum_v / static_cast<double>(R)));
-      for_each_vector(R, 1, 1, [&](int64_t k, int64_t i, int count) {
+      for_each_vector(R, 1, 1, [&](int64_t k, int64_t i, int count) C10_ALWAYS_INLINE_ATTRIBUTE {
         const fVec z = scale.normalise(load_lanes(xs + k, count), i, count);
         store_lanes(at::vec::fmadd(a, load_lanes(gxs + k, count), at::vec::fmadd(c, z, b)), gxs + k, count);
       });
