@@ -84,7 +84,7 @@ struct PwluParams {
       const float tail[6] = {p.left, p.right, p.slope_left, p.slope_right, p.d, p.inv_d};
       std::copy(tail, tail + 6, r + n + 1);
     }
-    per_channel = ChannelParams(l, rows.data(), K);
+    per_channel = ChannelParams(l, rows.data(), K, /*by_vector=*/true);
   }
   PwluChannelParams channels() const {
     return PwluChannelParams{per_channel.soa.data(), per_channel.ld, n, groups32.data(), per_group};

@@ -33,18 +33,60 @@ using fVec = at::vec::Vectorized<float>;
 using iVec = at::vec::Vectorized<int32_t>;
 constexpr int kLanes = fVec::size();
 
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// Per-lane rows without a gather: lane l of y_i / y_next = rows[idx_l * ld + l] / rows[(idx_l + 1)
+// * ld + l] for idx in [0, N - 1], N <= 2^kLevels, by a binary tree of blends on the bits of idx
+// over the rows loaded as vectors (rows 0..N, the loads past N repeating row N, never selected).
+// A vector gather of 16 lanes costs about as much as 16 loads and the two of them dominated the
+// channel walk (forward 3x the run walk's); this is 2^kLevels + 1 L1 loads and 2 (2^kLevels - 1)
+// blends.
+template <int kLevels>
+inline void select_rows(const float* rows, int64_t ld, int n, const iVec& idx, fVec& y_i, fVec& y_next) {
+  constexpr int kLeaves = 1 << kLevels;
+  fVec lo[kLeaves], hi[kLeaves];  // the candidates for y_i and y_next, halved at each level
+  fVec row = fVec::loadu(rows);
+  for (int k = 0; k < kLeaves; ++k) {
+    lo[k] = row;
+    row = fVec::loadu(rows + std::min(k + 1, n) * ld);
+    hi[k] = row;
+  }
+  for (int level = 0; level < kLevels; ++level) {
+    const int half = kLeaves >> (level + 1);
+#if defined(CPU_CAPABILITY_AVX512)
+    const __mmask16 take_odd = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(1 << level));
+    auto pick = [&](const fVec& even, const fVec& odd) -> fVec { return _mm512_mask_blend_ps(take_odd, even, odd); };
+#else
+    // blendv reads the sign bit: bit `level` of idx shifted there.
+    const __m256 take_odd = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 31 - level));
+    auto pick = [&](const fVec& even, const fVec& odd) -> fVec { return _mm256_blendv_ps(even, odd, take_odd); };
+#endif
+    for (int k = 0; k < half; ++k) {
+      lo[k] = pick(lo[2 * k], lo[2 * k + 1]);
+      hi[k] = pick(hi[2 * k], hi[2 * k + 1]);
+    }
+  }
+  y_i = lo[0];
+  y_next = hi[0];
+}
+constexpr int kSelectMaxPieces = 16;
+#else
+constexpr int kSelectMaxPieces = 0;  // DEFAULT build: the gather (scalar there anyway)
+#endif
+
 // Y_idx and Y_{idx+1} for idx in [0, N - 1]. With N <= lanes (N = 16 and less on AVX512, 8 on AVX2)
 // both tables fit in one register and a lane permute fetches them: the same values as a gather,
 // much cheaper (N = 16, AVX512, 2^22 floats, one thread: forward 6.3 -> 1.7 ms; microcode that
 // mitigates gather data sampling makes vgather slow). Otherwise a gather from memory.
+// Channel walk (ld != 0): lane l's Y_k at heights[k * ld + l], fetched by select_rows (N <= 16) or a
+// gather.
 struct HeightTable {
   const float* heights;
   bool in_register;
   fVec lo, hi;  // Y_0..Y_{N-1}, Y_1..Y_N (zero-padded) when in_register
-  // Channel walk: lane l's Y_k at heights[k * ld + l] (a gather), ld = 0 in the run walk.
-  int64_t ld = 0;
-  HeightTable(const float* soa, int64_t ld_) : heights(soa), in_register(false), ld(ld_) {}
-  HeightTable(const float* h, int n) : heights(h) {
+  int64_t ld = 0;  // 0 in the run walk
+  int n = 0;
+  HeightTable(const float* soa, int64_t ld_, int n_) : heights(soa), in_register(false), ld(ld_), n(n_) {}
+  HeightTable(const float* h, int n_) : heights(h), n(n_) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     in_register = n <= kLanes;
 #else
@@ -70,6 +112,11 @@ struct HeightTable {
     }
 #endif
     if (ld != 0) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+      if (n <= 4) return select_rows<2>(heights, ld, n, idx, y_i, y_next);
+      if (n <= 8) return select_rows<3>(heights, ld, n, idx, y_i, y_next);
+      if (n <= kSelectMaxPieces) return select_rows<4>(heights, ld, n, idx, y_i, y_next);
+#endif
       alignas(64) int32_t lane[kLanes];
       for (int l = 0; l < kLanes; ++l) lane[l] = l;
       const iVec where = idx * iVec(static_cast<int32_t>(ld)) + iVec::loadu(lane);
@@ -134,8 +181,8 @@ struct PwluLanes {
   explicit PwluLanes(const kernels::PwluGroup<float>& p)
       : left(p.left), right(p.right), d(p.d), inv_d(p.inv_d), slope_left(p.slope_left), slope_right(p.slope_right),
         y_first(p.heights[0]), y_last(p.heights[p.n]), n(p.n), table(p.heights, p.n) {}
-  // soa: the PwluChannelParams soa offset to the vector's first channel.
-  PwluLanes(const float* soa, int64_t ld, int n_) : n(n_), table(soa, ld) {
+  // soa: PwluChannelParams::channel of the vector's first channel.
+  PwluLanes(const float* soa, int64_t ld, int n_) : n(n_), table(soa, ld, n_) {
     auto row = [&](int k) { return fVec::loadu(soa + k * ld); };
     y_first = row(0);
     y_last = row(n);
@@ -241,7 +288,7 @@ void backward_loop(const kernels::PwluGroup<float>& p, const float* x, const flo
 // each lane its own channel's.
 inline PwluLanes channel_lanes(const PwluChannelParams& p, int64_t c) {
   if (p.per_group % kLanes == 0) return PwluLanes(p.groups[c / p.per_group]);
-  return PwluLanes(p.soa + c, p.ld, p.n);
+  return PwluLanes(p.channel(c), p.ld, p.n);
 }
 
 // Channel walk (walk_channel_block): lane l of the vector at channel c is channel c + l, with its
