@@ -34,24 +34,17 @@ using iVec = at::vec::Vectorized<int32_t>;
 constexpr int kLanes = fVec::size();
 
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-// Per-lane rows without a gather: lane l of y_i / y_next = rows[idx_l * ld + l] / rows[(idx_l + 1)
-// * ld + l] for idx in [0, N - 1], N <= 2^kLevels, by a binary tree of blends on the bits of idx
-// over the rows loaded as vectors (rows 0..N, the loads past N repeating row N, never selected).
-// A vector gather of 16 lanes costs about as much as 16 loads and the two of them dominated the
-// channel walk (forward 3x the run walk's); this is 2^kLevels + 1 L1 loads and 2 (2^kLevels - 1)
-// blends.
-template <int kLevels>
-inline void select_rows(const float* rows, int64_t ld, int n, const iVec& idx, fVec& y_i, fVec& y_next) {
-  constexpr int kLeaves = 1 << kLevels;
-  fVec lo[kLeaves], hi[kLeaves];  // the candidates for y_i and y_next, halved at each level
-  fVec row = fVec::loadu(rows);
-  for (int k = 0; k < kLeaves; ++k) {
-    lo[k] = row;
-    row = fVec::loadu(rows + std::min(k + 1, n) * ld);
-    hi[k] = row;
-  }
+// Per-lane rows without a gather (channel walk, N <= 16): lane l takes row idx_l of its own
+// channel, rows[idx_l * ld + l], by a binary tree of blends on the bits of idx over the rows loaded
+// as vectors. A vector gather of 16 lanes costs about as much as 16 loads, and the forward's two
+// dominated the channel walk (3x the run walk's time; AMD Zen 4); a tree is 2^kLevels L1 loads and
+// 2^kLevels - 1 blends per table.
+// Reduces each of the kTables sets of 2^kLevels candidates to the one at idx, lane by lane.
+template <int kLevels, int kTables>
+C10_ALWAYS_INLINE void pick_by_index(fVec (&v)[kTables][1 << kLevels], const iVec& idx) {
+  // Fully unrolled, so that the candidates stay in registers.
+#pragma GCC unroll 4
   for (int level = 0; level < kLevels; ++level) {
-    const int half = kLeaves >> (level + 1);
 #if defined(CPU_CAPABILITY_AVX512)
     const __mmask16 take_odd = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(1 << level));
     auto pick = [&](const fVec& even, const fVec& odd) -> fVec { return _mm512_mask_blend_ps(take_odd, even, odd); };
@@ -60,25 +53,59 @@ inline void select_rows(const float* rows, int64_t ld, int n, const iVec& idx, f
     const __m256 take_odd = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 31 - level));
     auto pick = [&](const fVec& even, const fVec& odd) -> fVec { return _mm256_blendv_ps(even, odd, take_odd); };
 #endif
-    for (int k = 0; k < half; ++k) {
-      lo[k] = pick(lo[2 * k], lo[2 * k + 1]);
-      hi[k] = pick(hi[2 * k], hi[2 * k + 1]);
-    }
+#pragma GCC unroll 16
+    for (int k = 0; k < (1 << kLevels) >> (level + 1); ++k)
+      for (int t = 0; t < kTables; ++t) v[t][k] = pick(v[t][2 * k], v[t][2 * k + 1]);
   }
-  y_i = lo[0];
-  y_next = hi[0];
 }
-constexpr int kSelectMaxPieces = 16;
-#else
-constexpr int kSelectMaxPieces = 0;  // DEFAULT build: the gather (scalar there anyway)
+
+// Y_idx and Y_{idx+1} (rows 0..N; the loads past N repeat row N, never picked): 2^kLevels + 1 loads.
+template <int kLevels>
+C10_ALWAYS_INLINE void select_heights(const float* rows, int64_t ld, int n, const iVec& idx, fVec& y_i, fVec& y_next) {
+  fVec v[2][1 << kLevels];
+  fVec row = fVec::loadu(rows);
+  for (int k = 0; k < (1 << kLevels); ++k) {
+    v[0][k] = row;
+    row = fVec::loadu(rows + std::min(k + 1, n) * ld);
+    v[1][k] = row;
+  }
+  pick_by_index<kLevels, 2>(v, idx);
+  y_i = v[0][0];
+  y_next = v[1][0];
+}
+
+// Row idx of the N rows at `rows` (the loads past N - 1 repeat row N - 1, never picked).
+template <int kLevels>
+C10_ALWAYS_INLINE fVec select_row(const float* rows, int64_t ld, int n, const iVec& idx) {
+  fVec v[1][1 << kLevels];
+  for (int k = 0; k < (1 << kLevels); ++k) v[0][k] = fVec::loadu(rows + std::min(k, n - 1) * ld);
+  pick_by_index<kLevels, 1>(v, idx);
+  return v[0][0];
+}
+
+// Calls fn(std::integral_constant<int, kLevels>) for the smallest tree that holds n rows; false
+// (no call) for n > 16, which takes the gathers.
+template <typename Fn>
+C10_ALWAYS_INLINE bool with_tree_levels(int n, Fn&& fn) {
+  if (n <= 4)
+    fn(std::integral_constant<int, 2>{});
+  else if (n <= 8)
+    fn(std::integral_constant<int, 3>{});
+  else if (n <= 16)
+    fn(std::integral_constant<int, 4>{});
+  else
+    return false;
+  return true;
+}
 #endif
 
 // Y_idx and Y_{idx+1} for idx in [0, N - 1]. With N <= lanes (N = 16 and less on AVX512, 8 on AVX2)
 // both tables fit in one register and a lane permute fetches them: the same values as a gather,
 // much cheaper (N = 16, AVX512, 2^22 floats, one thread: forward 6.3 -> 1.7 ms; microcode that
 // mitigates gather data sampling makes vgather slow). Otherwise a gather from memory.
-// Channel walk (ld != 0): lane l's Y_k at heights[k * ld + l], fetched by select_rows (N <= 16) or a
-// gather.
+// Channel walk (ld != 0): lane l's Y_k at heights[k * ld + l] and, from row N + 7 on (rows:
+// PwluChannelParams), its piece slopes S_k = (Y_{k+1} - Y_k) * inv_d, computed in float as the
+// backward computes them from Y_k, Y_{k+1}; fetched by a select tree (N <= 16) or gathers.
 struct HeightTable {
   const float* heights;
   bool in_register;
@@ -113,9 +140,8 @@ struct HeightTable {
 #endif
     if (ld != 0) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-      if (n <= 4) return select_rows<2>(heights, ld, n, idx, y_i, y_next);
-      if (n <= 8) return select_rows<3>(heights, ld, n, idx, y_i, y_next);
-      if (n <= kSelectMaxPieces) return select_rows<4>(heights, ld, n, idx, y_i, y_next);
+      if (with_tree_levels(n, [&](auto levels) { select_heights<levels.value>(heights, ld, n, idx, y_i, y_next); }))
+        return;
 #endif
       alignas(64) int32_t lane[kLanes];
       for (int l = 0; l < kLanes; ++l) lane[l] = l;
@@ -126,6 +152,17 @@ struct HeightTable {
     }
     y_i = at::vec::gather<sizeof(float)>(heights, idx);
     y_next = at::vec::gather<sizeof(float)>(heights + 1, idx);
+  }
+  // (Y_{idx+1} - Y_idx) * inv_d, the slope of piece idx.
+  inline fVec slope(const iVec& idx, const fVec& inv_d) const {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+    fVec s;
+    if (ld != 0 && with_tree_levels(n, [&](auto levels) { s = select_row<levels.value>(heights + (n + 7) * ld, ld, n, idx); }))
+      return s;
+#endif
+    fVec y_i, y_next;
+    fetch(idx, y_i, y_next);
+    return (y_next - y_i) * inv_d;
   }
 };
 
@@ -234,9 +271,7 @@ inline void backward_vector(const PwluLanes& p, const float* x, const float* g, 
   const fVec is_left = xv < left, is_right = xv >= right;  // both false for NaN x
   if constexpr (WANT_X) {
     const iVec idx = at::vec::convert_to_int_of_same_size(f);
-    fVec y_i, y_next;
-    table.fetch(idx, y_i, y_next);
-    fVec d = (y_next - y_i) * inv_d;
+    fVec d = table.slope(idx, inv_d);
     // A NaN x gets a NaN input gradient (x itself, as pwlu_backward_element), not piece 0's slope.
     d = fVec::blendv(d, xv, xv.isnan());
     d = fVec::blendv(d, p.slope_left, is_left);
