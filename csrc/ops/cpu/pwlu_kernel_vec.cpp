@@ -3,9 +3,10 @@
 // rational_kernel_vec.cpp.
 //
 // The piece index is computed lane-wise (a guess from u, corrected against the breakpoints as in
-// kernels::pwlu_locate) and the heights fetched with a lane permute (N <= lanes) or a
-// gather (HeightTable); the three regions (left line, pieces, right line) are computed for every
-// lane and blended.
+// kernels::pwlu_locate) and the heights fetched (HeightTable) with a lane permute (one group per
+// vector, N <= lanes), a tree of blends over the rows of the vector's channels (channel walk, N <=
+// 16) or a gather; the three regions (left line, pieces, right line) are computed for every lane
+// and blended.
 //
 // Backward: grad_x is computed and stored as whole vectors. The parameter gradient is a histogram
 // over pieces (the piece of an element is data dependent), which a vector scatter cannot add into
@@ -36,10 +37,13 @@ constexpr int kLanes = fVec::size();
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
 // Per-lane rows without a gather (channel walk, N <= 16): lane l takes row idx_l of its own
 // channel, rows[idx_l * ld + l], by a binary tree of blends on the bits of idx over the rows loaded
-// as vectors. A vector gather of 16 lanes costs about as much as 16 loads, and the forward's two
-// dominated the channel walk (3x the run walk's time; AMD Zen 4); a tree is 2^kLevels L1 loads and
-// 2^kLevels - 1 blends per table.
-// Reduces each of the kTables sets of 2^kLevels candidates to the one at idx, lane by lane.
+// as vectors (2^kLevels loads from the vector's K x 16 block, in L1, and 2^kLevels - 1 blends per
+// table). With two gathers per vector the channel walk's forward took 2.6-2.9x the run walk's time,
+// with the tree 1.8-1.9x (`scripts/benchmark_cpu.py --layouts --numel 1048576 --threads 1`, PWLU
+// channels_last G=C=64, fwd x; 2-core AVX-512 machine, AMD EPYC, loaded). The rows' layout alone
+// (by vector instead of by parameter) did not speed the gathers up: the instruction is the cost,
+// not the lines it touches.
+// pick_by_index reduces each of the kTables sets of 2^kLevels candidates to the one at idx.
 template <int kLevels, int kTables>
 C10_ALWAYS_INLINE void pick_by_index(fVec (&v)[kTables][1 << kLevels], const iVec& idx) {
   // Fully unrolled, so that the candidates stay in registers.
@@ -103,9 +107,9 @@ C10_ALWAYS_INLINE bool with_tree_levels(int n, Fn&& fn) {
 // both tables fit in one register and a lane permute fetches them: the same values as a gather,
 // much cheaper (N = 16, AVX512, 2^22 floats, one thread: forward 6.3 -> 1.7 ms; microcode that
 // mitigates gather data sampling makes vgather slow). Otherwise a gather from memory.
-// Channel walk (ld != 0): lane l's Y_k at heights[k * ld + l] and, from row N + 7 on (rows:
-// PwluChannelParams), its piece slopes S_k = (Y_{k+1} - Y_k) * inv_d, computed in float as the
-// backward computes them from Y_k, Y_{k+1}; fetched by a select tree (N <= 16) or gathers.
+// Channel walk (ld != 0): lane l's Y_k at heights[k * ld + l] and its piece slopes S_k = (Y_{k+1} -
+// Y_k) * inv_d from row pwlu_channel_slope_row(N) on (PwluChannelParams), fetched by a select
+// tree (N <= 16) or gathers.
 struct HeightTable {
   const float* heights;
   bool in_register;
@@ -153,11 +157,14 @@ struct HeightTable {
     y_i = at::vec::gather<sizeof(float)>(heights, idx);
     y_next = at::vec::gather<sizeof(float)>(heights + 1, idx);
   }
-  // (Y_{idx+1} - Y_idx) * inv_d, the slope of piece idx.
+  // (Y_{idx+1} - Y_idx) * inv_d, the slope of piece idx (the channel walk's table holds the same
+  // float operations' results: one tree instead of two).
   inline fVec slope(const iVec& idx, const fVec& inv_d) const {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     fVec s;
-    if (ld != 0 && with_tree_levels(n, [&](auto levels) { s = select_row<levels.value>(heights + (n + 7) * ld, ld, n, idx); }))
+    if (ld != 0 && with_tree_levels(n, [&](auto levels) {
+          s = select_row<levels.value>(heights + pwlu_channel_slope_row(n) * ld, ld, n, idx);
+        }))
       return s;
 #endif
     fVec y_i, y_next;

@@ -37,7 +37,8 @@ struct PwluChannelParams {
   int64_t per_group;
   inline const float* channel(int64_t c) const;
 };
-inline int pwlu_channel_rows(int n) { return 2 * n + 7; }
+inline int pwlu_channel_slope_row(int n) { return n + 7; }  // S_0
+inline int pwlu_channel_rows(int n) { return pwlu_channel_slope_row(n) + n; }
 inline const float* PwluChannelParams::channel(int64_t c) const {
   return soa + c / ld * (pwlu_channel_rows(n) * ld) + c % ld;
 }
