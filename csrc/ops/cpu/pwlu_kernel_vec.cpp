@@ -87,20 +87,36 @@ C10_ALWAYS_INLINE fVec select_row(const float* rows, int64_t ld, int n, const iV
   return v[0][0];
 }
 
-// Calls fn(std::integral_constant<int, kLevels>) for the smallest tree that holds n rows; false
-// (no call) for n > 16, which takes the gathers.
-template <typename Fn>
+// Calls fn(std::integral_constant<int, kLevels>) for the smallest tree that holds n rows, up to
+// kMaxLevels; false (no call) for more rows, which take the gathers.
+template <int kMaxLevels, typename Fn>
 C10_ALWAYS_INLINE bool with_tree_levels(int n, Fn&& fn) {
-  if (n <= 4)
+  if (n <= 4) {
     fn(std::integral_constant<int, 2>{});
-  else if (n <= 8)
+    return true;
+  }
+  if (n <= 8) {
     fn(std::integral_constant<int, 3>{});
-  else if (n <= 16)
-    fn(std::integral_constant<int, 4>{});
-  else
-    return false;
-  return true;
+    return true;
+  }
+  if constexpr (kMaxLevels >= 4) {
+    if (n <= 16) {
+      fn(std::integral_constant<int, 4>{});
+      return true;
+    }
+  }
+  return false;
 }
+
+// The largest tree for the heights' pair (select_heights). AVX2 has 16 vector registers: its pair
+// tree for N = 16 spills and lost to the gathers (forward 1.45x their time), for N <= 8 it won
+// (0.67-0.95x), while one tree (select_row, the backward's slopes) won for N = 16 too (0.8-0.86x)
+// (ATEN_CPU_CAPABILITY=avx2, one thread, 2^20 floats, G = C, 2-core AVX-512 machine, AMD EPYC).
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int kHeightTreeLevels = 4;
+#else
+constexpr int kHeightTreeLevels = 3;
+#endif
 #endif
 
 // Y_idx and Y_{idx+1} for idx in [0, N - 1]. With N <= lanes (N = 16 and less on AVX512, 8 on AVX2)
@@ -128,7 +144,7 @@ struct HeightTable {
       hi = fVec::loadu(h + 1, n);
     }
   }
-  inline void fetch(const iVec& idx, fVec& y_i, fVec& y_next) const {
+  C10_ALWAYS_INLINE void fetch(const iVec& idx, fVec& y_i, fVec& y_next) const {
 #if defined(CPU_CAPABILITY_AVX512)
     if (in_register) {
       y_i = _mm512_permutexvar_ps(idx, lo);
@@ -144,7 +160,8 @@ struct HeightTable {
 #endif
     if (ld != 0) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
-      if (with_tree_levels(n, [&](auto levels) { select_heights<levels.value>(heights, ld, n, idx, y_i, y_next); }))
+      if (with_tree_levels<kHeightTreeLevels>(
+              n, [&](auto levels) { select_heights<levels.value>(heights, ld, n, idx, y_i, y_next); }))
         return;
 #endif
       alignas(64) int32_t lane[kLanes];
@@ -159,10 +176,10 @@ struct HeightTable {
   }
   // (Y_{idx+1} - Y_idx) * inv_d, the slope of piece idx (the channel walk's table holds the same
   // float operations' results: one tree instead of two).
-  inline fVec slope(const iVec& idx, const fVec& inv_d) const {
+  C10_ALWAYS_INLINE fVec slope(const iVec& idx, const fVec& inv_d) const {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     fVec s;
-    if (ld != 0 && with_tree_levels(n, [&](auto levels) {
+    if (ld != 0 && with_tree_levels<4>(n, [&](auto levels) {
           s = select_row<levels.value>(heights + pwlu_channel_slope_row(n) * ld, ld, n, idx);
         }))
       return s;
