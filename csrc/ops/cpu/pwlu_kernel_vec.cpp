@@ -109,9 +109,9 @@ C10_ALWAYS_INLINE bool with_tree_levels(int n, Fn&& fn) {
 }
 
 // The largest tree for the heights' pair (select_heights). AVX2 has 16 vector registers: its pair
-// tree for N = 16 spills and lost to the gathers (forward 1.45x their time), for N <= 8 it won
-// (0.67-0.95x), while one tree (select_row, the backward's slopes) won for N = 16 too (0.8-0.86x)
-// (ATEN_CPU_CAPABILITY=avx2, one thread, 2^20 floats, G = C, 2-core AVX-512 machine, AMD EPYC).
+// tree for N = 16 spills and was slower than the gathers, for N <= 8 it was faster, and one tree
+// (select_row, the backward's slopes) was faster for N = 16 too (the op on G = C, one thread,
+// ATEN_CPU_CAPABILITY=avx2, AMD EPYC; the numbers are in the report of the change that made this).
 #if defined(CPU_CAPABILITY_AVX512)
 constexpr int kHeightTreeLevels = 4;
 #else
