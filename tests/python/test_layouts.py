@@ -10,6 +10,7 @@ a partial one on AVX-512 (16 lanes), two full and a partial one on AVX2 (8 lanes
 
 from __future__ import annotations
 
+import math
 import sys
 
 import pytest
@@ -274,11 +275,25 @@ def test_pwlu_layouts(n, dtype, groups, layout):
     g = torch.randn(shape, generator=gen, dtype=torch.float64)
     g = (g.sign() * (0.25 + g.abs())).to(dtype)
     x, g = in_layout(x, layout), in_layout(g, layout)
-    got = grads_of(lambda *a: F.pwlu(*a, channel_dim=cdim), x, (heights, bounds, slopes), g)
+    check_pwlu(x, g, (heights, bounds, slopes), cdim)
+
+
+def check_pwlu(x, g, params, cdim, with_param_grads=True):
+    """y, grad_x and (with_param_grads) the parameter gradients of F.pwlu against the float64
+    reference. Infinite y or grad_x must be the reference's exactly; a NaN x has a NaN grad_x (the
+    op's rule, test_pwlu.test_nan_stays_in_its_element), where the reference's where() has a number."""
+    heights, bounds, slopes = params
+    dtype, groups = x.dtype, heights.shape[0]
+    got = grads_of(lambda *a: F.pwlu(*a, channel_dim=cdim), x, params, g)
     ref = pwlu_reference_with_grads(x, heights, bounds, slopes, g, cdim)
     scale = element_scale(x, heights, bounds, slopes, cdim)
-    assert_close_pwlu(got[0], ref[0], scale, dtype, dtype, "y")
-    assert_close_pwlu(got[1], ref[1], scale * g.double().abs(), dtype, dtype, "grad_x")
+    ref_gx = ref[1].masked_fill(torch.isnan(x), math.nan)
+    for name, a, e, s in (("y", got[0], ref[0], scale), ("grad_x", got[1], ref_gx, scale * g.double().abs())):
+        inf = torch.isinf(e)
+        assert torch.equal(a.double()[inf], e[inf]), f"{name}: infinite values differ"
+        assert_close_pwlu(a.double().masked_fill(inf, 0), e.masked_fill(inf, 0), s, dtype, dtype, name)
+    if not with_param_grads:
+        return
     # A parameter gradient sums the per-element terms of its group: the error scales with that sum.
     gi = group_index(x, groups, cdim)
     g64 = g.double().abs()
@@ -286,6 +301,43 @@ def test_pwlu_layouts(n, dtype, groups, layout):
     for name, a, e in zip(("heights", "bounds", "slopes"), got[2:], ref[2:]):
         assert a.dtype == torch.float32 and a.shape == e.shape
         assert_close_pwlu(a, e, total[:, None].expand(e.shape), dtype, torch.float32, f"grad_{name}")
+
+
+# N: select trees of 4 (N <= 4), 8 and 16 leaves, N = 9 with leaves past N, N = 17 and 40: gathers.
+@pytest.mark.parametrize("layout", ["channels_last", "last_2d"])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 8, 9, 16, 17, 40])
+def test_pwlu_every_piece_per_lane(n, layout):
+    """G = C, every channel with its own parameters; x in the middle of every piece of its own
+    channel, left and right of its bounds, exactly on them, +-inf and NaN, rotated by the channel so
+    that the lanes of a vector are in different pieces. The channel walk fetches each lane's heights
+    from its own channel's rows: y and grad_x against the float64 reference (every element), the
+    parameter gradients on the finite elements."""
+    gen = make_generator(seed_of("pwlu_every_piece", n, layout))
+    heights, bounds, slopes = make_pwlu_params(C, n, gen=gen)
+    b = bounds.double()
+    d = (b[:, 1] - b[:, 0]) / n
+    values = [b[:, 0] + (k + 0.5) * d for k in range(n)]  # each (C,): one value per channel
+    values += [b[:, 0] - 0.7, b[:, 1] + 0.7, b[:, 0], b[:, 1]]
+    values += [torch.full((C,), v, dtype=torch.float64) for v in (math.inf, -math.inf, math.nan)]
+    table = torch.stack(values).float()  # (V, C)
+    V = table.shape[0]
+    rows, channels = torch.arange(2 * V)[:, None], torch.arange(C)[None, :]
+    if layout == "last_2d":
+        cdim, to_x = -1, lambda t: t
+    else:
+        cdim, to_x = 1, lambda t: t.reshape(2, V, 1, C).movedim(-1, 1).contiguous(memory_format=torch.channels_last)
+
+    def x_of(table):  # (2V, C): row r, channel c holds the channel's value (r + c) % V
+        x = to_x(table[(rows + channels) % V, channels])
+        assert x.stride(cdim) == 1
+        return x
+
+    g = torch.randn(2 * V, C, generator=gen, dtype=torch.float64)
+    g = to_x((g.sign() * (0.25 + g.abs())).float())
+    check_pwlu(x_of(table), g, (heights, bounds, slopes), cdim, with_param_grads=False)
+    finite = table.clone()
+    finite[-3:] = table[n]  # +-inf and NaN -> left of L
+    check_pwlu(x_of(finite), g, (heights, bounds, slopes), cdim)
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "last_2d"])

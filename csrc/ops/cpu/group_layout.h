@@ -103,22 +103,33 @@ inline at::Tensor grad_output_like(const at::Tensor& grad_output, const at::Tens
   return g;
 }
 
-// Per-channel parameters of the channel walk: parameter k of channel c at soa[k * ld + c], the
-// channels of a group repeating its values; ld = C rounded up to whole vectors (zero padding), so
-// parameter k of kMaxLanes consecutive channels is one unaligned vector load. Built once per call.
+// Per-channel parameters of the channel walk, the channels of a group repeating its values, built
+// once per call. Parameter k of channel c is at soa[offset(c) + k * ld], zero-padded to whole vectors
+// of kMaxLanes channels, so parameter k of the channels of a vector (starting at a multiple of the
+// lanes) is one vector load. Two layouts:
+//  - by parameter (default): row k holds parameter k of every channel, ld = C rounded up to
+//    kMaxLanes, offset(c) = c;
+//  - by vector (by_vector): the K rows of each kMaxLanes channels are one contiguous K x kMaxLanes
+//    block (ld = kMaxLanes), so lanes that each read a different row of their channel (PWLU's
+//    heights, by piece) stay within K * 64 bytes instead of touching K rows C * 4 bytes apart.
 struct ChannelParams {
   std::vector<float> soa;
   int64_t ld = 0;
+  int64_t rows = 0;  // K
   ChannelParams() = default;
   // per_group_params: K floats per group, group-major ([G][K]).
-  ChannelParams(const GroupLayout& l, const float* per_group_params, int64_t K) {
-    ld = (l.channels + kMaxLanes - 1) / kMaxLanes * kMaxLanes;
-    soa.assign(K * ld, 0.0f);
+  ChannelParams(const GroupLayout& l, const float* per_group_params, int64_t K, bool by_vector = false) {
+    const int64_t padded = (l.channels + kMaxLanes - 1) / kMaxLanes * kMaxLanes;
+    ld = by_vector ? kMaxLanes : padded;
+    rows = K;
+    soa.assign(K * padded, 0.0f);
     for (int64_t c = 0; c < l.channels; ++c) {
       const float* p = per_group_params + (c / l.per_group) * K;
-      for (int64_t k = 0; k < K; ++k) soa[k * ld + c] = p[k];
+      for (int64_t k = 0; k < K; ++k) soa[offset(c) + k * ld] = p[k];
     }
   }
+  // Both layouts: c / ld is 0 by parameter; by vector, the block of c's vector, then its lane.
+  int64_t offset(int64_t c) const { return c / ld * (rows * ld) + c % ld; }
 };
 
 namespace detail {

@@ -83,8 +83,10 @@ struct PwluParams {
       std::copy(p.heights, p.heights + n + 1, r);
       const float tail[6] = {p.left, p.right, p.slope_left, p.slope_right, p.d, p.inv_d};
       std::copy(tail, tail + 6, r + n + 1);
+      // The backward's dy/dx on piece k, (Y_{k+1} - Y_k) * inv_d, the same float operations.
+      for (int k = 0; k < n; ++k) r[pwlu_channel_slope_row(n) + k] = (p.heights[k + 1] - p.heights[k]) * p.inv_d;
     }
-    per_channel = ChannelParams(l, rows.data(), K);
+    per_channel = ChannelParams(l, rows.data(), K, /*by_vector=*/true);
   }
   PwluChannelParams channels() const {
     return PwluChannelParams{per_channel.soa.data(), per_channel.ld, n, groups32.data(), per_group};

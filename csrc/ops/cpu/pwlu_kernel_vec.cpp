@@ -3,9 +3,10 @@
 // rational_kernel_vec.cpp.
 //
 // The piece index is computed lane-wise (a guess from u, corrected against the breakpoints as in
-// kernels::pwlu_locate) and the heights fetched with a lane permute (N <= lanes) or a
-// gather (HeightTable); the three regions (left line, pieces, right line) are computed for every
-// lane and blended.
+// kernels::pwlu_locate) and the heights fetched (HeightTable) with a lane permute (one group per
+// vector, N <= lanes), a tree of blends over the rows of the vector's channels (channel walk, N <=
+// 16) or a gather; the three regions (left line, pieces, right line) are computed for every lane
+// and blended.
 //
 // Backward: grad_x is computed and stored as whole vectors. The parameter gradient is a histogram
 // over pieces (the piece of an element is data dependent), which a vector scatter cannot add into
@@ -33,18 +34,106 @@ using fVec = at::vec::Vectorized<float>;
 using iVec = at::vec::Vectorized<int32_t>;
 constexpr int kLanes = fVec::size();
 
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+// Per-lane rows without a gather (channel walk, N <= 16): lane l takes row idx_l of its own
+// channel, rows[idx_l * ld + l], by a binary tree of blends on the bits of idx over the rows loaded
+// as vectors (2^kLevels loads from the vector's K x 16 block, in L1, and 2^kLevels - 1 blends per
+// table). With two gathers per vector the channel walk's forward took 2.6-2.9x the run walk's time,
+// with the tree 1.8-1.9x (`scripts/benchmark_cpu.py --layouts --numel 1048576 --threads 1`, PWLU
+// channels_last G=C=64, fwd x; 2-core AVX-512 machine, AMD EPYC, loaded). The rows' layout alone
+// (by vector instead of by parameter) did not speed the gathers up: the instruction is the cost,
+// not the lines it touches.
+// pick_by_index reduces each of the kTables sets of 2^kLevels candidates to the one at idx.
+template <int kLevels, int kTables>
+C10_ALWAYS_INLINE void pick_by_index(fVec (&v)[kTables][1 << kLevels], const iVec& idx) {
+  // Fully unrolled, so that the candidates stay in registers.
+#pragma GCC unroll 4
+  for (int level = 0; level < kLevels; ++level) {
+#if defined(CPU_CAPABILITY_AVX512)
+    const __mmask16 take_odd = _mm512_test_epi32_mask(idx, _mm512_set1_epi32(1 << level));
+    auto pick = [&](const fVec& even, const fVec& odd) -> fVec { return _mm512_mask_blend_ps(take_odd, even, odd); };
+#else
+    // blendv reads the sign bit: bit `level` of idx shifted there.
+    const __m256 take_odd = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 31 - level));
+    auto pick = [&](const fVec& even, const fVec& odd) -> fVec { return _mm256_blendv_ps(even, odd, take_odd); };
+#endif
+#pragma GCC unroll 16
+    for (int k = 0; k < (1 << kLevels) >> (level + 1); ++k)
+      for (int t = 0; t < kTables; ++t) v[t][k] = pick(v[t][2 * k], v[t][2 * k + 1]);
+  }
+}
+
+// Y_idx and Y_{idx+1} (rows 0..N; the loads past N repeat row N, never picked): 2^kLevels + 1 loads.
+template <int kLevels>
+C10_ALWAYS_INLINE void select_heights(const float* rows, int64_t ld, int n, const iVec& idx, fVec& y_i, fVec& y_next) {
+  fVec v[2][1 << kLevels];
+  fVec row = fVec::loadu(rows);
+  for (int k = 0; k < (1 << kLevels); ++k) {
+    v[0][k] = row;
+    row = fVec::loadu(rows + std::min(k + 1, n) * ld);
+    v[1][k] = row;
+  }
+  pick_by_index<kLevels, 2>(v, idx);
+  y_i = v[0][0];
+  y_next = v[1][0];
+}
+
+// Row idx of the N rows at `rows` (the loads past N - 1 repeat row N - 1, never picked).
+template <int kLevels>
+C10_ALWAYS_INLINE fVec select_row(const float* rows, int64_t ld, int n, const iVec& idx) {
+  fVec v[1][1 << kLevels];
+  for (int k = 0; k < (1 << kLevels); ++k) v[0][k] = fVec::loadu(rows + std::min(k, n - 1) * ld);
+  pick_by_index<kLevels, 1>(v, idx);
+  return v[0][0];
+}
+
+// Calls fn(std::integral_constant<int, kLevels>) for the smallest tree that holds n rows, up to
+// kMaxLevels; false (no call) for more rows, which take the gathers.
+template <int kMaxLevels, typename Fn>
+C10_ALWAYS_INLINE bool with_tree_levels(int n, Fn&& fn) {
+  if (n <= 4) {
+    fn(std::integral_constant<int, 2>{});
+    return true;
+  }
+  if (n <= 8) {
+    fn(std::integral_constant<int, 3>{});
+    return true;
+  }
+  if constexpr (kMaxLevels >= 4) {
+    if (n <= 16) {
+      fn(std::integral_constant<int, 4>{});
+      return true;
+    }
+  }
+  return false;
+}
+
+// The largest tree for the heights' pair (select_heights). AVX2 has 16 vector registers: its pair
+// tree for N = 16 spills and was slower than the gathers, for N <= 8 it was faster, and one tree
+// (select_row, the backward's slopes) was faster for N = 16 too (the op on G = C, one thread,
+// ATEN_CPU_CAPABILITY=avx2, AMD EPYC; the numbers are in the report of the change that made this).
+#if defined(CPU_CAPABILITY_AVX512)
+constexpr int kHeightTreeLevels = 4;
+#else
+constexpr int kHeightTreeLevels = 3;
+#endif
+#endif
+
 // Y_idx and Y_{idx+1} for idx in [0, N - 1]. With N <= lanes (N = 16 and less on AVX512, 8 on AVX2)
 // both tables fit in one register and a lane permute fetches them: the same values as a gather,
 // much cheaper (N = 16, AVX512, 2^22 floats, one thread: forward 6.3 -> 1.7 ms; microcode that
 // mitigates gather data sampling makes vgather slow). Otherwise a gather from memory.
+// Channel walk (ld != 0): lane l's Y_k at heights[k * ld + l] and its piece slopes S_k = (Y_{k+1} -
+// Y_k) * inv_d from row pwlu_channel_slope_row(N) on (PwluChannelParams), fetched by a select
+// tree (N <= 16) or gathers.
 struct HeightTable {
   const float* heights;
   bool in_register;
   fVec lo, hi;  // Y_0..Y_{N-1}, Y_1..Y_N (zero-padded) when in_register
-  // Channel walk: lane l's Y_k at heights[k * ld + l] (a gather), ld = 0 in the run walk.
-  int64_t ld = 0;
-  HeightTable(const float* soa, int64_t ld_) : heights(soa), in_register(false), ld(ld_) {}
-  HeightTable(const float* h, int n) : heights(h) {
+  int64_t ld = 0;  // 0 in the run walk
+  int n = 0;
+  HeightTable(const float* soa, int64_t ld_, int n_) : heights(soa), in_register(false), ld(ld_), n(n_) {}
+  HeightTable(const float* h, int n_) : heights(h), n(n_) {
 #if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
     in_register = n <= kLanes;
 #else
@@ -55,7 +144,7 @@ struct HeightTable {
       hi = fVec::loadu(h + 1, n);
     }
   }
-  inline void fetch(const iVec& idx, fVec& y_i, fVec& y_next) const {
+  C10_ALWAYS_INLINE void fetch(const iVec& idx, fVec& y_i, fVec& y_next) const {
 #if defined(CPU_CAPABILITY_AVX512)
     if (in_register) {
       y_i = _mm512_permutexvar_ps(idx, lo);
@@ -70,6 +159,11 @@ struct HeightTable {
     }
 #endif
     if (ld != 0) {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+      if (with_tree_levels<kHeightTreeLevels>(
+              n, [&](auto levels) { select_heights<levels.value>(heights, ld, n, idx, y_i, y_next); }))
+        return;
+#endif
       alignas(64) int32_t lane[kLanes];
       for (int l = 0; l < kLanes; ++l) lane[l] = l;
       const iVec where = idx * iVec(static_cast<int32_t>(ld)) + iVec::loadu(lane);
@@ -79,6 +173,20 @@ struct HeightTable {
     }
     y_i = at::vec::gather<sizeof(float)>(heights, idx);
     y_next = at::vec::gather<sizeof(float)>(heights + 1, idx);
+  }
+  // (Y_{idx+1} - Y_idx) * inv_d, the slope of piece idx (the channel walk's table holds the same
+  // float operations' results: one tree instead of two).
+  C10_ALWAYS_INLINE fVec slope(const iVec& idx, const fVec& inv_d) const {
+#if defined(CPU_CAPABILITY_AVX512) || defined(CPU_CAPABILITY_AVX2)
+    fVec s;
+    if (ld != 0 && with_tree_levels<4>(n, [&](auto levels) {
+          s = select_row<levels.value>(heights + pwlu_channel_slope_row(n) * ld, ld, n, idx);
+        }))
+      return s;
+#endif
+    fVec y_i, y_next;
+    fetch(idx, y_i, y_next);
+    return (y_next - y_i) * inv_d;
   }
 };
 
@@ -134,8 +242,8 @@ struct PwluLanes {
   explicit PwluLanes(const kernels::PwluGroup<float>& p)
       : left(p.left), right(p.right), d(p.d), inv_d(p.inv_d), slope_left(p.slope_left), slope_right(p.slope_right),
         y_first(p.heights[0]), y_last(p.heights[p.n]), n(p.n), table(p.heights, p.n) {}
-  // soa: the PwluChannelParams soa offset to the vector's first channel.
-  PwluLanes(const float* soa, int64_t ld, int n_) : n(n_), table(soa, ld) {
+  // soa: PwluChannelParams::channel of the vector's first channel.
+  PwluLanes(const float* soa, int64_t ld, int n_) : n(n_), table(soa, ld, n_) {
     auto row = [&](int k) { return fVec::loadu(soa + k * ld); };
     y_first = row(0);
     y_last = row(n);
@@ -187,9 +295,7 @@ inline void backward_vector(const PwluLanes& p, const float* x, const float* g, 
   const fVec is_left = xv < left, is_right = xv >= right;  // both false for NaN x
   if constexpr (WANT_X) {
     const iVec idx = at::vec::convert_to_int_of_same_size(f);
-    fVec y_i, y_next;
-    table.fetch(idx, y_i, y_next);
-    fVec d = (y_next - y_i) * inv_d;
+    fVec d = table.slope(idx, inv_d);
     // A NaN x gets a NaN input gradient (x itself, as pwlu_backward_element), not piece 0's slope.
     d = fVec::blendv(d, xv, xv.isnan());
     d = fVec::blendv(d, p.slope_left, is_left);
@@ -241,7 +347,7 @@ void backward_loop(const kernels::PwluGroup<float>& p, const float* x, const flo
 // each lane its own channel's.
 inline PwluLanes channel_lanes(const PwluChannelParams& p, int64_t c) {
   if (p.per_group % kLanes == 0) return PwluLanes(p.groups[c / p.per_group]);
-  return PwluLanes(p.soa + c, p.ld, p.n);
+  return PwluLanes(p.channel(c), p.ld, p.n);
 }
 
 // Channel walk (walk_channel_block): lane l of the vector at channel c is channel c + l, with its

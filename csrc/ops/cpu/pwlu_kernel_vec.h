@@ -19,20 +19,29 @@ namespace cpu {
 //   bin N + 1  (x >= R):                            v = x - R
 inline int64_t pwlu_bin_doubles(int n) { return 2 * (static_cast<int64_t>(n) + 2); }
 
-// The channel walk's parameters (group_layout.h): row k of channel c at soa[k * ld + c], rows
-// Y_0..Y_N, then L, R, K_L, K_R, d, inv_d (in float, as kernels::make_pwlu_group<float> computes
-// them, so the breakpoints are the bits of the run walk's).
+// The channel walk's parameters (group_layout.h's ChannelParams by vector): K =
+// pwlu_channel_rows(n) rows per channel, Y_0..Y_N, then L, R, K_L, K_R, d, inv_d (in float, as
+// kernels::make_pwlu_group<float> computes them, so the breakpoints are the bits of the run walk's),
+// then the piece slopes S_0..S_{N-1}, S_k = (Y_{k+1} - Y_k) * inv_d in float (the backward's dy/dx),
+// each ld = 16 (the widest build's lanes) channels with their K rows as one contiguous K x ld block:
+// row k of channel c at channel(c)[k * ld]. A vector's lanes then find their own channel's heights
+// within that block (K * 64 bytes) instead of in K rows C * 4 bytes apart.
 // groups / per_group: every group's parameters and C / G. When a vector of channels lies in one
 // group (per_group a multiple of the lanes, e.g. G = 8 of C = 768), its lanes take that group's
-// parameters as the run walk does: heights in registers (N < lanes) instead of gathered per lane.
+// parameters as the run walk does: heights in registers (N < lanes) instead of fetched per lane.
 struct PwluChannelParams {
   const float* soa;
   int64_t ld;
   int n;
   const kernels::PwluGroup<float>* groups;
   int64_t per_group;
+  inline const float* channel(int64_t c) const;
 };
-inline int pwlu_channel_rows(int n) { return n + 7; }
+inline int pwlu_channel_slope_row(int n) { return n + 7; }  // S_0
+inline int pwlu_channel_rows(int n) { return pwlu_channel_slope_row(n) + n; }
+inline const float* PwluChannelParams::channel(int64_t c) const {
+  return soa + c / ld * (pwlu_channel_rows(n) * ld) + c % ld;
+}
 
 struct PwluVecKernelTable {
   // y[0..len) = PWLU of x[0..len) for one group, float32 math (same formula as
