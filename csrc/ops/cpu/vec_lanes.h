@@ -51,7 +51,7 @@ constexpr int kFlushVectors = 128;
 // the body's float32 vector accumulators, flushed (flush()) every kFlushVectors vectors;
 // body(std::false_type) skips them (not requested). Returns the body's grad_x vector.
 template <typename Body, typename Flush>
-C10_ALWAYS_INLINE at::vec::Vectorized<float> backward_step(bool want_params, int& pending, Body&& body, Flush&& flush) {
+inline at::vec::Vectorized<float> backward_step(bool want_params, int& pending, Body&& body, Flush&& flush) {
   if (!want_params) return body(std::false_type{});
   const at::vec::Vectorized<float> out = body(std::true_type{});
   if (++pending == kFlushVectors) {
