@@ -181,14 +181,10 @@ void backward_block(const EraChannelParams& p, const float* x, const float* g, f
   // sums: (a, b), then per fraction (c, d, e, f); the f slot holds g 2 r / D, times -f at the flush.
   constexpr int K = 2 + 4 * N;
   walk_channel_block_backward<K>(
-      rows, C, {x, g, gx}, acc_all,
+      rows, C, x, g, gx, acc_all,
       [&](int64_t c, int) C10_ALWAYS_INLINE_ATTRIBUTE { return VecEra<N>(p.soa + c, p.ld, p.eps); },
-      [&](const VecEra<N>& E, int64_t, int64_t o, int count, auto&& accumulate) C10_ALWAYS_INLINE_ATTRIBUTE {
-        const fVec xv = load_lanes(x + o, count), gv = load_lanes(g + o, count);
-        const fVec gxv = accumulate([&](auto with, fVec* sums) C10_ALWAYS_INLINE_ATTRIBUTE {
-          return E.template backward<decltype(with)::value>(xv, gv, sums);
-        });
-        if (gx) store_lanes(gxv, gx + o, count);
+      [](const VecEra<N>& E, auto with, fVec* sums, fVec xv, fVec gv) C10_ALWAYS_INLINE_ATTRIBUTE {
+        return E.template backward<decltype(with)::value>(xv, gv, sums);
       },
       [](const VecEra<N>& E, int k) C10_ALWAYS_INLINE_ATTRIBUTE {
         return k >= 2 && (k - 2) % 4 == 3 ? E.f[(k - 2) / 4].neg() : fVec(1.f);

@@ -404,27 +404,23 @@ void backward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x
   const bool coefs = acc != nullptr;
   // sums: the numerator's NA vectors, then the denominator's NB.
   walk_channel_block_backward<K>(
-      rows, C, {x, g, gx}, acc, [&](int64_t c, int) C10_ALWAYS_INLINE_ATTRIBUTE { return R_t(cfg, cc.soa + c, cc.ld); },
-      [&](const R_t& R, int64_t c, int64_t o, int count, auto&& accumulate) C10_ALWAYS_INLINE_ATTRIBUTE {
-        const fVec xv = load_lanes(x + o, count);
-        if (POWER && any_above(xv, thr)) {
-          double gx64;
-          for (int l = 0; l < count; ++l) {
-            const int64_t grp = (c + l) / cc.per_group;
-            double* acc_l = coefs ? acc + (c + l) * K : nullptr;
-            scalar_backward_element(cfg, cc.a64 + grp * NA, cc.b64 + grp * NB, x[o + l], g[o + l], big64, acc_l,
-                                    coefs ? acc_l + NA : nullptr, &gx64);
-            if (gx) gx[o + l] = static_cast<float>(gx64);
-          }
-          return;
-        }
-        const fVec gv = load_lanes(g + o, count);
-        const fVec gxv = accumulate([&](auto with, fVec* sums) C10_ALWAYS_INLINE_ATTRIBUTE {
-          return R.template backward<decltype(with)::value>(xv, gv, sums, sums + NA);
-        });
-        if (gx) store_lanes(gxv, gx + o, count);
+      rows, C, x, g, gx, acc, [&](int64_t c, int) C10_ALWAYS_INLINE_ATTRIBUTE { return R_t(cfg, cc.soa + c, cc.ld); },
+      [](const R_t& R, auto with, fVec* sums, fVec xv, fVec gv) C10_ALWAYS_INLINE_ATTRIBUTE {
+        return R.template backward<decltype(with)::value>(xv, gv, sums, sums + NA);
       },
-      [](const R_t& R, int k) C10_ALWAYS_INLINE_ATTRIBUTE { return k < NA ? fVec(1.f) : R.den_flush_factor(k - NA); });
+      [](const R_t& R, int k) C10_ALWAYS_INLINE_ATTRIBUTE { return k < NA ? fVec(1.f) : R.den_flush_factor(k - NA); },
+      // |x| beyond the float32 threshold: the vector's elements on the scalar float64 path.
+      [&](const R_t&, fVec xv) C10_ALWAYS_INLINE_ATTRIBUTE { return !(POWER && any_above(xv, thr)); },
+      [&](int64_t c, int64_t o, int count) {
+        double gx64;
+        for (int l = 0; l < count; ++l) {
+          const int64_t grp = (c + l) / cc.per_group;
+          double* acc_l = coefs ? acc + (c + l) * K : nullptr;
+          scalar_backward_element(cfg, cc.a64 + grp * NA, cc.b64 + grp * NB, x[o + l], g[o + l], big64, acc_l,
+                                  coefs ? acc_l + NA : nullptr, &gx64);
+          if (gx) gx[o + l] = static_cast<float>(gx64);
+        }
+      });
 }
 
 using ForwardFn = void (*)(const RunConfig&, const GroupCoefs&, const float*, float*, int64_t);

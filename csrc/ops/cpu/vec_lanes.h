@@ -63,16 +63,17 @@ inline at::vec::Vectorized<float> backward_step(bool want_params, int& pending, 
 
 // The channel walk's loop order, shared by the families' block bodies. Lane l of the vector at
 // channel c is channel c + l, with its own parameters. For each vector of channels in turn,
-// column(c, count, down) runs the whole loop down the block's rows by calling down(row) once, which
-// calls row(offset) for each row (offset = the vector's first element in that row; count = lanes
-// in use, kLanes but in the last, partial vector of a row). Whatever the column keeps across rows
-// (its parameters as vectors, a backward's gradient sums) is then a local of the function that
-// holds the loop, and the compiler keeps it in registers as in the run walk. Bodies pass lambdas
-// marked C10_ALWAYS_INLINE_ATTRIBUTE: one that is not inlined takes its state by reference, in
-// memory, and sees count as a variable.
+// column(c, count, down) runs the loop down the block's rows (count = lanes in use, kLanes but in
+// the last, partial vector of a row): down(from, step) calls step(offset) for the rows from `from`
+// on (offset = the vector's first element in that row) until step returns false (that row not
+// done: the column handles it, then calls down again from there) or the rows end, and returns the
+// row it stopped at. Whatever the column keeps across rows (its parameters as vectors, a backward's
+// gradient sums) is then a local of the function that holds the loop, and the compiler can keep it
+// in registers. Bodies pass lambdas marked C10_ALWAYS_INLINE_ATTRIBUTE: one that is not inlined
+// takes its state by reference, in memory, and sees count as a variable.
 // That loop strides by a row, which the hardware prefetchers do not follow; instead the block that
-// follows this one in memory (the next rows of the task) is requested one cache line per row, in
-// memory order, so the rows of the next block are in cache when its walk starts. streams: the
+// follows this one in memory (the next rows of the task) is requested one cache line per row done,
+// in memory order, so the rows of the next block are in cache when its walk starts. streams: the
 // arrays the body reads or writes (null ones skipped).
 template <size_t NS, typename Column>
 void walk_channel_columns(int64_t rows, int64_t C, const float* const (&streams)[NS], Column&& column) {
@@ -87,15 +88,17 @@ void walk_channel_columns(int64_t rows, int64_t C, const float* const (&streams)
     const float* next[NS];
     for (size_t i = 0; i < NS; ++i) next[i] = streams[i];
     int64_t line = ahead;
-    auto down = [&](auto&& row) C10_ALWAYS_INLINE_ATTRIBUTE {
-      for (int64_t r = 0; r < rows_here; ++r) {
+    auto down = [&](int64_t from, auto&& step) C10_ALWAYS_INLINE_ATTRIBUTE {
+      int64_t r = from;
+      for (; r < rows_here; ++r) {
+        if (!step(r * stride + c)) break;
         if (line < end) {
           for (size_t i = 0; i < NS; ++i)
             if (next[i] != nullptr) __builtin_prefetch(next[i] + line);
           line += kLine;
         }
-        row(r * stride + c);
       }
+      return r;
     };
     column(c, count, down);
     ahead = line;
@@ -119,31 +122,53 @@ void walk_channel_block(int64_t rows, int64_t C, const float* const (&streams)[N
                         Finish finish = {}) {
   walk_channel_columns(rows, C, streams, [&](int64_t c, int count, auto&& down) C10_ALWAYS_INLINE_ATTRIBUTE {
     State state = make(c, count);
-    down([&](int64_t offset) C10_ALWAYS_INLINE_ATTRIBUTE { step(state, c, offset, count); });
+    down(0, [&](int64_t offset) C10_ALWAYS_INLINE_ATTRIBUTE {
+      step(state, c, offset, count);
+      return true;
+    });
     finish(state, c, count);
   });
 }
 
-// The backward's channel walk, every family's backward block body: per vector of channels, the
+// Defaults of walk_channel_block_backward: every vector takes the vector body.
+struct EveryVector {
+  template <typename Params, typename V>
+  bool operator()(const Params&, const V&) const {
+    return true;
+  }
+};
+struct NoFallback {
+  void operator()(int64_t, int64_t, int) const {}
+};
+
+// The backward's channel walk, every family's backward block body. Per vector of channels: the
 // parameters from make(c, count) and K float32 vectors of parameter-gradient sums, locals of the
-// loop down the rows (so in registers), added lane by lane, i.e. channel by channel, into the
-// float64 partials every kFlushVectors vectors (backward_step) and after the vector's last row.
-//   step(params, c, offset, count, accumulate): the vector at channel c of a row. The body computes
-//     it as accumulate(body), body(with, sums) as in backward_step (sums: the K vectors), which
-//     returns grad_x's vector; a vector that does not go through accumulate (e.g. a scalar fallback
-//     adding straight into partials) does not count towards the flush;
+// loop down the rows, added lane by lane, i.e. channel by channel, into the float64 partials every
+// kFlushVectors vectors and after the vector's last row. The loop that runs the vector body holds
+// no call and no flush: the rare vectors that leave it (a flush due, a fallback) are handled
+// outside it and the loop resumes, so the compiler keeps the sums and parameters in registers
+// there (a call on any path of a loop otherwise sends them to memory for the whole loop: all
+// vector registers are caller-saved).
+//   body(params, with, sums, xv, gv): grad_x's vector for x vector xv and grad_output vector gv;
+//     with = std::true_type: also adds the parameter gradients into the K vectors sums;
 //   flush_factor(params, k): the vector lane l of sums[k] is multiplied by as it is added into
-//     channel c + l's partial k (fVec(1) for a plain sum; a constant factor taken out of the loop).
-// partials: [C][K] float64, added to (+=); null when the parameter gradients are not requested.
-template <int K, size_t NS, typename Make, typename Step, typename FlushFactor>
-void walk_channel_block_backward(int64_t rows, int64_t C, const float* const (&streams)[NS], double* partials,
-                                 Make&& make, Step&& step, FlushFactor&& flush_factor) {
+//     channel c + l's partial k (fVec(1) for a plain sum; a constant factor taken out of the loop);
+//   vector_ok(params, xv): false sends the vector to fallback(c, offset, count) instead, which
+//     computes it on its own and adds straight into partials (not counted towards the flush). The
+//     sums are flushed only after it, as they would be row by row, so partials sees the same
+//     additions in the same order.
+// x, g, gx: the block's rows; gx null when grad_x is not requested. partials: [C][K] float64, added
+// to (+=); null when the parameter gradients are not requested.
+template <int K, typename Make, typename Body, typename FlushFactor, typename VectorOk = EveryVector,
+          typename Fallback = NoFallback>
+void walk_channel_block_backward(int64_t rows, int64_t C, const float* x, const float* g, float* gx, double* partials,
+                                 Make&& make, Body&& body, FlushFactor&& flush_factor, VectorOk vector_ok = {},
+                                 Fallback fallback = {}) {
   using fVec = at::vec::Vectorized<float>;
-  walk_channel_columns(rows, C, streams, [&](int64_t c, int count, auto&& down) C10_ALWAYS_INLINE_ATTRIBUTE {
+  walk_channel_columns(rows, C, {x, g, gx}, [&](int64_t c, int count, auto&& down) C10_ALWAYS_INLINE_ATTRIBUTE {
     const auto params = make(c, count);
     fVec sums[K];
     for (auto& v : sums) v = fVec(0.f);
-    int pending = 0;
     auto flush = [&]() C10_ALWAYS_INLINE_ATTRIBUTE {
       alignas(64) float buf[K][fVec::size()], factor[K][fVec::size()];
       for_each_index<K>([&](int k) C10_ALWAYS_INLINE_ATTRIBUTE {
@@ -154,14 +179,35 @@ void walk_channel_block_backward(int64_t rows, int64_t C, const float* const (&s
       for (int k = 0; k < K; ++k)
         for (int l = 0; l < count; ++l) partials[(c + l) * K + k] += static_cast<double>(factor[k][l]) * buf[k][l];
     };
-    down([&](int64_t offset) C10_ALWAYS_INLINE_ATTRIBUTE {
-      step(params, c, offset, count, [&](auto&& body) C10_ALWAYS_INLINE_ATTRIBUTE {
-        return backward_step(
-            partials != nullptr, pending, [&](auto with) C10_ALWAYS_INLINE_ATTRIBUTE { return body(with, sums); },
-            flush);
+    // Runs the vector body from row `from` while it can; returns the row it stopped at.
+    auto vector_rows = [&](int64_t from, auto with, int& pending) C10_ALWAYS_INLINE_ATTRIBUTE {
+      return down(from, [&](int64_t o) C10_ALWAYS_INLINE_ATTRIBUTE {
+        if (decltype(with)::value && pending == kFlushVectors) return false;
+        const fVec xv = load_lanes(x + o, count);
+        if (!vector_ok(params, xv)) return false;
+        const fVec gxv = body(params, with, sums, xv, load_lanes(g + o, count));
+        if (gx) store_lanes(gxv, gx + o, count);
+        if (decltype(with)::value) ++pending;
+        return true;
       });
-    });
-    if (partials != nullptr) flush();
+    };
+    auto walk = [&](auto with) C10_ALWAYS_INLINE_ATTRIBUTE {
+      int pending = 0;  // vectors in the sums since their last flush
+      for (int64_t r = vector_rows(0, with, pending); r < rows; r = vector_rows(r, with, pending)) {
+        if (decltype(with)::value && pending == kFlushVectors) {
+          flush();
+          pending = 0;
+        } else {
+          fallback(c, r * C + c, count);
+          ++r;
+        }
+      }
+      if (decltype(with)::value) flush();
+    };
+    if (partials != nullptr)
+      walk(std::true_type{});
+    else
+      walk(std::false_type{});
   });
 }
 
