@@ -80,6 +80,9 @@ struct VecRational {
     return ((v > zero) & one) - ((v < zero) & one);
   }
 
+  // The per-vector bodies below are forced inline: in this file's many specialisations GCC
+  // otherwise calls backward_power out of line, its accumulators and coefficients in memory.
+
   // f_0..f_D and (if DERIV) their derivatives.
   template <bool DERIV>
   C10_ALWAYS_INLINE void basis(fVec x, fVec* f, fVec* df) const {
@@ -367,10 +370,11 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
 }
 
 // ---------------------------------------------------------------------------------------------
-// Channel walk (walk_channel_block): a vector holds kLanes consecutive channels of one row (fewer in
-// the last vector of a row: padded lanes read x = 0 and zero coefficients, and are neither stored
-// nor accumulated); each vector of channels has its own coefficients and, in the backward, its
-// own accumulators, flushed per lane, i.e. per channel, into float64.
+// Channel walk (walk_channel_block, walk_channel_block_backward): a vector holds kLanes consecutive
+// channels of one row (fewer in the last vector of a row: padded lanes read x = 0 and zero
+// coefficients, and are neither stored nor accumulated); each vector of channels has its own
+// coefficients and, in the backward, its own accumulators, flushed per lane, i.e. per channel,
+// into float64.
 
 template <int M, int N, Version V, bool POWER>
 void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, float* y, int64_t rows,

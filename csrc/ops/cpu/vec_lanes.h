@@ -47,7 +47,8 @@ C10_ALWAYS_INLINE void for_each_index(Fn&& fn) {
 // the float32 sums stay short.
 constexpr int kFlushVectors = 128;
 
-// One vector of a backward body: body(std::true_type) accumulates the parameter gradients into
+// One vector of a run walk's backward body (the channel walk has its own loop,
+// walk_channel_block_backward): body(std::true_type) accumulates the parameter gradients into
 // the body's float32 vector accumulators, flushed (flush()) every kFlushVectors vectors;
 // body(std::false_type) skips them (not requested). Returns the body's grad_x vector.
 template <typename Body, typename Flush>
