@@ -11,9 +11,10 @@ reports the minimum over all rounds and repeats, and its ratio to the first libr
         /work/main/build/cmake/libtorch_rational.so
 
 Cases: (rows, C) float32 with channel_dim=-1, G = C groups (every channel its own parameters: the
-channel walk) and G = 1 (the run walk, its target), C = 64 and 768, --numel elements (default 2^18: the block's arrays stay in L2, so the row shows
-the walk's compute, not memory bandwidth); rational (5,4) version A and ERA n=1; the op called
-directly (input and parameter gradients), so autograd's overhead is not in the time.
+channel walk) and G = 1 (the run walk, its target), C = 64 and 768, --numel elements (default 2^18:
+the arrays stay in L2, so the row shows the walk's compute, not memory bandwidth); rational (5,4)
+version A and ERA n=1; the backward op called directly (input and parameter gradients), so
+autograd's overhead is not in the time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import time
 def measure(numel: int, repeats: int) -> dict:
     """In the child process: {case: min seconds over `repeats` calls}."""
     import torch
-
     import torch_rational
 
     torch.set_num_threads(1)
@@ -44,10 +44,10 @@ def measure(numel: int, repeats: int) -> dict:
         for G in (1, C):  # G = 1: the run walk on the same tensor, the target of the channel walk
             a, b = a1.repeat(G, 1), b1.repeat(G, 1)
             lin, fr = lin1.repeat(G, 1), fr1.repeat(G, 1, 1)
-            ops[f"rational (5,4) A, C={C}, G={G}"] = lambda a=a, b=b: torch.ops.torch_rational.rational_backward(
-                g, x, a, b, "A", "power", -1, 0.0, None, [True, True, True])
-            ops[f"ERA n=1, C={C}, G={G}"] = lambda lin=lin, fr=fr: torch.ops.torch_rational.era_backward(
-                g, x, lin, fr, 1e-6, -1, [True, True, True])
+            ops[f"rational (5,4) A, C={C}, G={G}"] = lambda x=x, g=g, a=a, b=b: (
+                torch.ops.torch_rational.rational_backward(g, x, a, b, "A", "power", -1, 0.0, None, [True] * 3))
+            ops[f"ERA n=1, C={C}, G={G}"] = lambda x=x, g=g, lin=lin, fr=fr: (
+                torch.ops.torch_rational.era_backward(g, x, lin, fr, 1e-6, -1, [True] * 3))
         for name, fn in ops.items():
             for _ in range(3):
                 fn()
@@ -73,12 +73,12 @@ def main() -> None:
         return
     if not args.library:
         ap.error("--library: give at least one libtorch_rational.so")
-    best = [dict() for _ in args.library]
+    best = [{} for _ in args.library]
     for _ in range(args.rounds):
         for i, lib in enumerate(args.library):
             env = dict(os.environ, TORCH_RATIONAL_LIBRARY=os.path.abspath(lib))
             res = subprocess.run([sys.executable, __file__, "--child", "--numel", str(args.numel), "--repeats",
-                                  str(args.repeats)], env=env, capture_output=True, text=True)
+                                  str(args.repeats)], env=env, capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 sys.exit(f"{lib}: the measuring process failed:\n{res.stderr}")
             for case, t in json.loads(res.stdout.splitlines()[-1]).items():
