@@ -11,7 +11,7 @@ reports the minimum over all rounds and repeats, and its ratio to the first libr
         /work/main/build/cmake/libtorch_rational.so
 
 Cases: (rows, C) float32 with channel_dim=-1, G = C groups (every channel its own parameters: the
-channel walk) and G = 1 (the run walk, its target), C = 64 and 768, --numel elements (default 2^18:
+channel walk) and G = 1 (the run walk, its target), C = --channels (64 and 768), --numel elements (default 2^18:
 the arrays stay in L2, so the row shows the walk's compute, not memory bandwidth); rational (5,4)
 version A and ERA n=1; the backward op called directly (input and parameter gradients), so
 autograd's overhead is not in the time.
@@ -27,7 +27,7 @@ import sys
 import time
 
 
-def measure(numel: int, repeats: int) -> dict:
+def measure(numel: int, repeats: int, channels: list[int]) -> dict:
     """In the child process: {case: min seconds over `repeats` calls}."""
     import torch
     import torch_rational
@@ -35,7 +35,7 @@ def measure(numel: int, repeats: int) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     out = {}
-    for C in (64, 768):
+    for C in channels:
         x = torch.randn(max(1, numel // C), C) * 2
         g = torch.randn_like(x)
         a1, b1 = torch_rational.init_coefficients("leaky_relu", (5, 4))
@@ -66,10 +66,11 @@ def main() -> None:
     ap.add_argument("--numel", type=int, default=1 << 18, help="elements of x (default 2^18)")
     ap.add_argument("--rounds", type=int, default=5, help="processes per library, alternated")
     ap.add_argument("--repeats", type=int, default=20, help="calls timed per case and process")
+    ap.add_argument("--channels", type=int, nargs="+", default=[64, 768], help="values of C (default 64 768)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(args.numel, args.repeats)))
+        print(json.dumps(measure(args.numel, args.repeats, args.channels)))
         return
     if not args.library:
         ap.error("--library: give at least one libtorch_rational.so")
@@ -78,7 +79,8 @@ def main() -> None:
         for i, lib in enumerate(args.library):
             env = dict(os.environ, TORCH_RATIONAL_LIBRARY=os.path.abspath(lib))
             res = subprocess.run([sys.executable, __file__, "--child", "--numel", str(args.numel), "--repeats",
-                                  str(args.repeats)], env=env, capture_output=True, text=True, check=False)
+                                  str(args.repeats), "--channels", *map(str, args.channels)],
+                                 env=env, capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 sys.exit(f"{lib}: the measuring process failed:\n{res.stderr}")
             for case, t in json.loads(res.stdout.splitlines()[-1]).items():
@@ -87,13 +89,13 @@ def main() -> None:
           f"{args.repeats} calls per library, processes alternated; x = time relative to library 1")
     for i, lib in enumerate(args.library):
         print(f"  library {i + 1}: {lib}")
-    header = f"| {'case':<30} |" + "".join(f" {'lib ' + str(i + 1) + ' ms':>9} |" for i in range(len(args.library))) + \
+    header = f"| {'case':<32} |" + "".join(f" {'lib ' + str(i + 1) + ' ms':>9} |" for i in range(len(args.library))) + \
         "".join(f" {'x ' + str(i + 1):>6} |" for i in range(1, len(args.library)))
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     for case in best[0]:
         times = [b[case] * 1e3 for b in best]
-        print(f"| {case:<30} |" + "".join(f" {t:>9.3f} |" for t in times) +
+        print(f"| {case:<32} |" + "".join(f" {t:>9.3f} |" for t in times) +
               "".join(f" {t / times[0]:>6.2f} |" for t in times[1:]))
 
 
