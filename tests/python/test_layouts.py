@@ -24,6 +24,7 @@ from conftest import (
     make_case,
     make_generator,
     seed_of,
+    tolerance,
 )
 from test_era import check_all as check_era_against_reference
 from test_era import make_params as make_era_params
@@ -456,3 +457,77 @@ def test_bitwise_reproducible_for_a_fixed_thread_count(layout, default_threads):
             second = grads_of(fn, x, params, g)
             for a, b in zip(first, second):
                 assert torch.equal(a, b), f"{threads} threads: two runs differ"
+
+
+# ------------------------------------------------------------------------------------------------
+# The backward channel walk (walk_channel_block_backward) with part of the gradients requested,
+# through the backward ops' output_mask: grad_x alone (no parameter-gradient sums kept), the
+# parameter gradients alone (no grad_x written), or all; on many rows, so the float32 sums of a
+# vector of channels are flushed into the float64 partials several times. For the rational op
+# (power basis), |x| beyond the float32 vector threshold is scattered over the rows: those vectors take the scalar
+# float64 path, which adds straight into the partials, next to vectors in the float32 sums. Their
+# grad_output is 0, so they contribute exactly 0 and the other lanes of those vectors are checked
+# at the precision of ordinary elements.
+
+OUTPUT_MASKS = {"all": [True, True, True], "grad_x_only": [True, False, False], "params_only": [False, True, True]}
+
+
+def _many_rows_case(layout, monkeypatch):
+    shape, cdim, to_layout, _ = MANY_ROWS[layout]
+    monkeypatch.setitem(LAYOUTS, layout, (shape, cdim, to_layout))
+    monkeypatch.setattr(sys.modules[__name__], "DENSE_LAYOUTS", DENSE_LAYOUTS + [layout])
+    return shape, cdim
+
+
+def _assert_requested(mask, got, expected, names):
+    """got[i] against expected[i] = (reference, error scale, tolerance) where mask[i]; None elsewhere."""
+    for wanted, value, (ref, scale, tol), name in zip(mask, got, expected, names):
+        if wanted:
+            assert value is not None, f"{name} requested but not returned"
+            assert_close_scaled(value, ref, scale, tol, name)
+
+
+@pytest.mark.parametrize("mask", list(OUTPUT_MASKS))
+@pytest.mark.parametrize("layout", ["last_2d_many_rows", "channels_last_many_rows"])
+@pytest.mark.parametrize("basis", ["power", "legendre"])
+@pytest.mark.parametrize("version", ["A", "B", "C", "N"])
+def test_rational_channel_walk_backward_output_mask(version, basis, layout, mask, monkeypatch):
+    from reference import error_scales, rational_reference_grads
+
+    shape, cdim = _many_rows_case(layout, monkeypatch)
+    x, num, den, g, cdim = rational_case(layout, (5, 4), version, basis, C, torch.float32,
+                                         seed_of("walk mask", version, basis, layout))
+    if basis == "power":
+        # Every 37th element (other channels and rows each time) beyond the float32 vector
+        # threshold (FLT_MAX^(1/7) ~ 3e5 for degrees (5,4)), with grad_output 0 there.
+        big = torch.zeros(x.numel(), dtype=torch.bool)
+        big[5::37] = True
+        big = big.reshape(shape)
+        x = torch.where(big, torch.where(x >= 0, 1e9, -1e9).to(x.dtype), x.detach())
+        g = torch.where(big, torch.zeros((), dtype=g.dtype), g)
+        x, g = in_layout(x, layout), in_layout(g, layout)
+    got = torch.ops.torch_rational.rational_backward(g, x, num, den, version, basis, cdim, 0.0, None,
+                                                     OUTPUT_MASKS[mask])
+    _, rgx, rga, rgb = rational_reference_grads(x, num, den, g, version, basis, cdim)
+    s = error_scales(x, num, den, g, version, basis, cdim)
+    tol = tolerance(torch.float32)
+    _assert_requested(OUTPUT_MASKS[mask], got,
+                      [(rgx, s["grad_x"], tol), (rga, s["grad_numerator"], tol), (rgb, s["grad_denominator"], tol)],
+                      ["grad_x", "grad_numerator", "grad_denominator"])
+
+
+@pytest.mark.parametrize("mask", list(OUTPUT_MASKS))
+@pytest.mark.parametrize("layout", ["last_2d_many_rows", "channels_last_many_rows"])
+def test_era_channel_walk_backward_output_mask(layout, mask, monkeypatch):
+    from reference_era import era_error_scales, era_reference_grads, parameter_grad_scales
+    from test_era import era_tolerance
+
+    _many_rows_case(layout, monkeypatch)
+    x, lin, fr, g, cdim = era_case(layout, C, 1, torch.float32, seed_of("era walk mask", layout))
+    got = torch.ops.torch_rational.era_backward(g, x, lin, fr, 1e-6, cdim, OUTPUT_MASKS[mask])
+    _, rgx, rgl, rgf = era_reference_grads(x, lin, fr, g, 1e-6, cdim)
+    _, sgx, _, _ = era_error_scales(x, lin, fr, g, 1e-6, cdim)
+    sl, sf = parameter_grad_scales(x, lin, fr, g, 1e-6, cdim)
+    tol = era_tolerance(torch.float32)
+    _assert_requested(OUTPUT_MASKS[mask], got, [(rgx, sgx, tol), (rgl, sl, tol), (rgf, sf, tol)],
+                      ["grad_x", "grad_linear", "grad_fractions"])

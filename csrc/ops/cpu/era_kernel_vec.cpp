@@ -67,47 +67,19 @@ void forward_block(const EraChannelParams& p, const float* x, float* y, int64_t 
       });
 }
 
-// A vector of channels' state in the backward: parameters, float32 gradient accumulators and the
-// vectors accumulated since their last flush.
-template <int N>
-struct EraBackwardLanes {
-  static constexpr int K = 2 + 4 * N;
-  VecEra<N> E;
-  fVec acc[K];
-  int pending = 0;
-  EraBackwardLanes(const EraChannelParams& p, int64_t c) : E(p.soa + c, p.ld, p.eps) {
-    for (auto& v : acc) v = fVec(0.f);
-  }
-  // Adds lane l's sums into acc_all[(c + l) * K + k] (channel c + l's partials), then restarts.
-  C10_ALWAYS_INLINE void flush(const EraChannelParams& p, int64_t c, int count, double* acc_all) {
-    alignas(64) float buf[kLanes], fv[kLanes];
-    for (int k = 0; k < K; ++k) {
-      acc[k].store(buf);
-      const bool f_slot = k >= 2 && (k - 2) % 4 == 3;  // holds g 2 r / D, times -f at the flush
-      if (f_slot) fVec::loadu(p.soa + k * p.ld + c).store(fv);
-      for (int l = 0; l < count; ++l)
-        acc_all[(c + l) * K + k] += f_slot ? -static_cast<double>(fv[l]) * buf[l] : static_cast<double>(buf[l]);
-      acc[k] = fVec(0.f);
-    }
-  }
-};
-
 template <int N>
 void backward_block(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,
                     double* acc_all) {
-  using S_t = EraBackwardLanes<N>;
-  walk_channel_block<S_t>(
-      rows, C, {x, g, gx}, [&](int64_t c, int) { return S_t(p, c); },
-      [&](S_t& s, int64_t c, int64_t o, int count) {
-        const fVec xv = load_lanes(x + o, count), gv = load_lanes(g + o, count);
-        const fVec gxv = backward_step(
-            acc_all != nullptr, s.pending,
-            [&](auto with) { return s.E.template backward<decltype(with)::value>(xv, gv, s.acc); },
-            [&] { s.flush(p, c, count, acc_all); });
-        if (gx) store_lanes(gxv, gx + o, count);
+  // sums: (a, b), then per fraction (c, d, e, f); the f slot holds g 2 r / D, times -f at the flush.
+  constexpr int K = 2 + 4 * N;
+  walk_channel_block_backward<K>(
+      rows, C, x, g, gx, acc_all,
+      [&](int64_t c, int) C10_ALWAYS_INLINE_ATTRIBUTE { return VecEra<N>(p.soa + c, p.ld, p.eps); },
+      [](const VecEra<N>& E, auto with, fVec* sums, fVec xv, fVec gv) C10_ALWAYS_INLINE_ATTRIBUTE {
+        return E.template backward<decltype(with)::value>(xv, gv, sums);
       },
-      [&](S_t& s, int64_t c, int count) {
-        if (acc_all) s.flush(p, c, count, acc_all);
+      [](const VecEra<N>& E, int k) C10_ALWAYS_INLINE_ATTRIBUTE {
+        return k >= 2 && (k - 2) % 4 == 3 ? E.f[(k - 2) / 4].neg() : fVec(1.f);
       });
 }
 

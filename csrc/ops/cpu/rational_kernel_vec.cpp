@@ -80,9 +80,12 @@ struct VecRational {
     return ((v > zero) & one) - ((v < zero) & one);
   }
 
+  // The per-vector bodies below are forced inline: in this file's many specialisations GCC
+  // otherwise calls backward_power out of line, its accumulators and coefficients in memory.
+
   // f_0..f_D and (if DERIV) their derivatives.
   template <bool DERIV>
-  inline void basis(fVec x, fVec* f, fVec* df) const {
+  C10_ALWAYS_INLINE void basis(fVec x, fVec* f, fVec* df) const {
     f[0] = fVec(1.f);
     if (DERIV) df[0] = fVec(0.f);
     if (POWER) {
@@ -125,7 +128,7 @@ struct VecRational {
     }
   }
 
-  inline fVec forward(fVec x) const {
+  C10_ALWAYS_INLINE fVec forward(fVec x) const {
     if (POWER) {
       const fVec P = horner<M + 1>(a, x);
       fVec Q;
@@ -174,7 +177,7 @@ struct VecRational {
 
   // Power basis: P, P', Q, Q' by Horner (about 45 vector ops per 8/16 elements for (5,4)).
   template <bool COEFS>
-  inline fVec backward_power(fVec x, fVec g, fVec* acc_a, fVec* acc_b) const {
+  C10_ALWAYS_INLINE fVec backward_power(fVec x, fVec g, fVec* acc_a, fVec* acc_b) const {
     fVec P, dP;
     horner_d<M + 1>(a, x, P, dP);
     fVec Q, dQ, sS;
@@ -226,7 +229,7 @@ struct VecRational {
   // grad_x = g dy/dx; acc_a[j] += g dy/da_j; acc_b[i] += g dy/db_i. The power basis has its own
   // body (backward_power); below, the recurrence bases.
   template <bool COEFS>
-  inline fVec backward(fVec x, fVec g, fVec* acc_a, fVec* acc_b) const {
+  C10_ALWAYS_INLINE fVec backward(fVec x, fVec g, fVec* acc_a, fVec* acc_b) const {
     if (POWER) return backward_power<COEFS>(x, g, acc_a, acc_b);
     fVec f[D + 1], df[D + 1];
     basis<true>(x, f, df);
@@ -367,10 +370,11 @@ void backward_run(const RunConfig& cfg, const GroupCoefs& c, const float* x, con
 }
 
 // ---------------------------------------------------------------------------------------------
-// Channel walk (walk_channel_block): a vector holds kLanes consecutive channels of one row (fewer in
-// the last vector of a row: padded lanes read x = 0 and zero coefficients, and are neither stored
-// nor accumulated); each vector of channels has its own coefficients and, in the backward, its
-// own accumulators, flushed per lane, i.e. per channel, into float64.
+// Channel walk (walk_channel_block, walk_channel_block_backward): a vector holds kLanes consecutive
+// channels of one row (fewer in the last vector of a row: padded lanes read x = 0 and zero
+// coefficients, and are neither stored nor accumulated); each vector of channels has its own
+// coefficients and, in the backward, its own accumulators, flushed per lane, i.e. per channel,
+// into float64.
 
 template <int M, int N, Version V, bool POWER>
 void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, float* y, int64_t rows,
@@ -394,68 +398,32 @@ void forward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x,
       });
 }
 
-// A vector of channels' state in the backward: coefficients, float32 gradient accumulators and
-// the vectors accumulated since their last flush.
-template <int M, int N, Version V, bool POWER>
-struct BackwardLanes {
-  using R_t = VecRational<M, N, V, POWER>;
-  R_t R;
-  fVec va[M + 1], vb[R_t::NB];
-  int pending = 0;
-  BackwardLanes(const RunConfig& cfg, const float* soa, int64_t ld) : R(cfg, soa, ld) { zero(); }
-  void zero() {
-    for (auto& v : va) v = fVec(0.f);
-    for (auto& v : vb) v = fVec(0.f);
-  }
-  // Adds lane l's sums into acc[(c + l) * K + k] (channel c + l's partials), then restarts.
-  C10_ALWAYS_INLINE void flush(int64_t c, int count, double* acc) {
-    constexpr int NA = M + 1, K = NA + R_t::NB;
-    alignas(64) float buf[kLanes], fin[kLanes];
-    for (int k = 0; k < K; ++k) {
-      if (k < NA) {
-        va[k].store(buf);
-        for (int l = 0; l < count; ++l) acc[(c + l) * K + k] += buf[l];
-      } else {
-        vb[k - NA].store(buf);
-        R.den_flush_factor(k - NA).store(fin);
-        for (int l = 0; l < count; ++l) acc[(c + l) * K + k] += static_cast<double>(fin[l]) * buf[l];
-      }
-    }
-    zero();
-  }
-};
-
 template <int M, int N, Version V, bool POWER>
 void backward_block(const RunConfig& cfg, const ChannelCoefs& cc, const float* x, const float* g, float* gx,
                     int64_t rows, int64_t C, double* acc) {
-  using S_t = BackwardLanes<M, N, V, POWER>;
-  constexpr int NA = M + 1, NB = S_t::R_t::NB, K = NA + NB;
+  using R_t = VecRational<M, N, V, POWER>;
+  constexpr int NA = M + 1, NB = R_t::NB, K = NA + NB;
   const fVec thr(static_cast<float>(POWER ? cfg.vec_threshold : INFINITY));
   const double big64 = cfg.scaled_threshold;
   const bool coefs = acc != nullptr;
-  walk_channel_block<S_t>(
-      rows, C, {x, g, gx}, [&](int64_t c, int) { return S_t(cfg, cc.soa + c, cc.ld); },
-      [&](S_t& s, int64_t c, int64_t o, int count) {
-        const fVec xv = load_lanes(x + o, count);
-        if (POWER && any_above(xv, thr)) {
-          double gx64;
-          for (int l = 0; l < count; ++l) {
-            const int64_t grp = (c + l) / cc.per_group;
-            double* acc_l = coefs ? acc + (c + l) * K : nullptr;
-            scalar_backward_element(cfg, cc.a64 + grp * NA, cc.b64 + grp * NB, x[o + l], g[o + l], big64, acc_l,
-                                    coefs ? acc_l + NA : nullptr, &gx64);
-            if (gx) gx[o + l] = static_cast<float>(gx64);
-          }
-          return;
-        }
-        const fVec gv = load_lanes(g + o, count);
-        const fVec gxv = backward_step(
-            coefs, s.pending, [&](auto with) { return s.R.template backward<decltype(with)::value>(xv, gv, s.va, s.vb); },
-            [&] { s.flush(c, count, acc); });
-        if (gx) store_lanes(gxv, gx + o, count);
+  // sums: the numerator's NA vectors, then the denominator's NB.
+  walk_channel_block_backward<K>(
+      rows, C, x, g, gx, acc, [&](int64_t c, int) C10_ALWAYS_INLINE_ATTRIBUTE { return R_t(cfg, cc.soa + c, cc.ld); },
+      [](const R_t& R, auto with, fVec* sums, fVec xv, fVec gv) C10_ALWAYS_INLINE_ATTRIBUTE {
+        return R.template backward<decltype(with)::value>(xv, gv, sums, sums + NA);
       },
-      [&](S_t& s, int64_t c, int count) {
-        if (coefs) s.flush(c, count, acc);
+      [](const R_t& R, int k) C10_ALWAYS_INLINE_ATTRIBUTE { return k < NA ? fVec(1.f) : R.den_flush_factor(k - NA); },
+      // |x| beyond the float32 threshold: the vector's elements on the scalar float64 path.
+      [&](const R_t&, fVec xv) C10_ALWAYS_INLINE_ATTRIBUTE { return !(POWER && any_above(xv, thr)); },
+      [&](int64_t c, int64_t o, int count) {
+        double gx64;
+        for (int l = 0; l < count; ++l) {
+          const int64_t grp = (c + l) / cc.per_group;
+          double* acc_l = coefs ? acc + (c + l) * K : nullptr;
+          scalar_backward_element(cfg, cc.a64 + grp * NA, cc.b64 + grp * NB, x[o + l], g[o + l], big64, acc_l,
+                                  coefs ? acc_l + NA : nullptr, &gx64);
+          if (gx) gx[o + l] = static_cast<float>(gx64);
+        }
       });
 }
 
