@@ -53,10 +53,10 @@ void backward_run(const EraGroupParams& p, const float* x, const float* g, float
 }
 
 // ---------------------------------------------------------------------------------------------
-// Channel walk (walk_channel_block): a vector holds kLanes consecutive channels of one row (fewer
-// in the last vector of a row: padded lanes are neither stored nor accumulated, so a NaN there
-// does no harm); each vector of channels has its own parameters and, in the backward, its own
-// accumulators, flushed per lane, i.e. per channel.
+// Channel walk (walk_channel_block; the backward's walk_channel_block_backward): a vector holds
+// kLanes consecutive channels of one row (fewer in the last vector of a row: padded lanes are
+// neither stored nor accumulated, so a NaN there does no harm); each vector of channels has its
+// own parameters and, in the backward, its own accumulators, flushed per lane, i.e. per channel.
 
 template <int N>
 void forward_block(const EraChannelParams& p, const float* x, float* y, int64_t rows, int64_t C) {
@@ -71,8 +71,7 @@ template <int N>
 void backward_block(const EraChannelParams& p, const float* x, const float* g, float* gx, int64_t rows, int64_t C,
                     double* acc_all) {
   // sums: (a, b), then per fraction (c, d, e, f); the f slot holds g 2 r / D, times -f at the flush.
-  constexpr int K = 2 + 4 * N;
-  walk_channel_block_backward<K>(
+  walk_channel_block_backward<VecEra<N>::kAccumulators>(
       rows, C, x, g, gx, acc_all,
       [&](int64_t c, int) C10_ALWAYS_INLINE_ATTRIBUTE { return VecEra<N>(p.soa + c, p.ld, p.eps); },
       [](const VecEra<N>& E, auto with, fVec* sums, fVec xv, fVec gv) C10_ALWAYS_INLINE_ATTRIBUTE {
