@@ -2,8 +2,9 @@
 // (O, R, I) contiguous, normalised over R per (o, i). The normalisation alone (middle_*, I > 1) is
 // plain loops across the I columns, which the compiler vectorises; the ERA of the normalised x
 // (era_*, any I) normalises each vector of x in registers on its way into ERA's vector math
-// (era_vec_math.h), so x is read from memory once more than by ERA alone (for the statistics)
-// and the normalised x is never stored. Compiled once per CPU capability like the other
+// (era_vec_math.h): each slice of x is read twice, the second time from the L2 cache (the
+// statistics' read of the next slice is requested during this one's ERA pass), and the normalised
+// x is never stored. Compiled once per CPU capability like the other
 // *_kernel_vec.cpp files: the float64 sums are compute-bound at the baseline's 2 lanes.
 #include "ops/cpu/era_normalize_kernel_vec.h"
 
