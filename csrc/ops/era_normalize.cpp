@@ -183,7 +183,8 @@ at::Tensor era_normalize_composite(const at::Tensor& x, c10::string_view kind_vi
   if (kind.empty()) return x;
   const auto plan = plan_normalize(x, kind, channel_dim);
   const auto& blocks = plan.blocks;
-  if (!blocks || (blocks->inner > 1 && !fused_kernels_serve(x))) return normalize_moving_dims(x, kind, plan.channel_dim);
+  if (!blocks || (blocks->inner > 1 && !fused_kernels_serve(x)))
+    return normalize_moving_dims(x, kind, plan.channel_dim);
   return on_memory_blocks(x, *blocks, [&](const at::Tensor& x3) {
     return blocks->inner == 1 ? at::layer_norm(x3.view({blocks->outer, blocks->reduced}), {blocks->reduced},
                                                std::nullopt, std::nullopt, cpu::kEraNormEps)
@@ -293,8 +294,10 @@ at::Tensor normalized_era(const at::Tensor& x, const at::Tensor& linear, const a
 
 TORCH_LIBRARY_FRAGMENT(torch_rational, m) {
   m.def("era_normalize(Tensor x, str kind, int channel_dim) -> Tensor", &era_normalize_composite);
-  m.def("normalized_era(Tensor x, Tensor linear, Tensor fractions, float eps, int channel_dim, str normalize) -> Tensor",
-        &normalized_era_composite);
+  m.def(
+      "normalized_era(Tensor x, Tensor linear, Tensor fractions, float eps, int channel_dim, str normalize) "
+      "-> Tensor",
+      &normalized_era_composite);
 }
 
 }  // namespace torch_rational

@@ -441,7 +441,7 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
           if (I == 1) row.add(gz, gz * z);
         }
       });
-      row.flush();
+      if (I == 1) row.flush();  // the row's sums; a slice of columns (I > 1) has none
       return row;
     };
     // A row's gradient through the normalisation, in place: grad_x = rstd (gz - mean(gz) - z mean(gz z)).
@@ -468,7 +468,8 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
       for (int64_t o = first; o < end; o += kRowBatch) {  // a batch's ERA pass, then its normalisation
         const int64_t rows = std::min(kRowBatch, end - o);
         RowSums sums[kRowBatch];
-        for (int64_t r = 0; r < rows; ++r) sums[r] = era_pass((o + r) * R, SliceScale(mean_base + o + r, rstd_base + o + r, 1, 1), 1);
+        for (int64_t r = 0; r < rows; ++r)
+          sums[r] = era_pass((o + r) * R, SliceScale(mean_base + o + r, rstd_base + o + r, 1, 1), 1);
         for (int64_t r = 0; r < rows; ++r) row_normalize_pass(o + r, sums[r]);
       }
     }
@@ -481,7 +482,8 @@ void era_backward_kernel(const at::Tensor& g, const at::Tensor& x, const at::Ten
 }
 
 void era_forward(const at::Tensor& x, const EraGroupParams& p, at::Tensor& y, at::Tensor& mean, at::Tensor& rstd) {
-  const bool served = era_vec::with_fractions(p.n, [&](auto N) { era_forward_kernel<decltype(N)::value>(x, p, y, mean, rstd); });
+  const bool served =
+      era_vec::with_fractions(p.n, [&](auto N) { era_forward_kernel<decltype(N)::value>(x, p, y, mean, rstd); });
   TORCH_INTERNAL_ASSERT(served, "normalized_era's fused kernel has no build for n = ", p.n);
 }
 
