@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 
 import pytest
 import torch
@@ -19,12 +18,6 @@ import torch_rational
 WORLD = 2
 STEPS = 4
 BATCH = 16  # split equally: 8 per rank
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _model() -> nn.Module:
@@ -49,10 +42,13 @@ def _train(model, x, y, lr=0.1):
         opt.step()
 
 
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
-                            timeout=datetime.timedelta(seconds=60))
+    # Rank 1 once aborted in CI at teardown ("terminate called without an active exception"). A TCP store
+    # lives in rank 0, which may exit while rank 1 still tears its group down; a file store has no owner,
+    # and needs no free port, which another process could take between choosing it and binding it.
+    dist.init_process_group("gloo", init_method=f"file://{os.path.join(out_dir, 'store')}", rank=rank,
+                            world_size=WORLD, timeout=datetime.timedelta(seconds=60))
     try:
         model = nn.parallel.DistributedDataParallel(_model())
         x, y = _data()
@@ -60,13 +56,14 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         _train(model, x[:, rank * per:(rank + 1) * per], y[:, rank * per:(rank + 1) * per])
         torch.save({k: v.detach().clone() for k, v in model.module.state_dict().items()},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.barrier()  # neither rank tears its connections down while the other still uses them
     finally:
         dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 def test_ddp_two_processes_match_single_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
     states = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
     single = _model()
