@@ -4,14 +4,15 @@
 #     torch==2.11.0 from PyPI: the cu130 build with its nvidia-* runtime packages, which imports
 #     without a GPU. 2.11 is also the oldest torch the project supports;
 #  2. the project's one CMake build configured against it with WITH_CUDA=ON and the local nvcc
-#     (TORCH_CUDA_ARCH_LIST 8.0;9.0) in build/cuda; what a compiler-only toolkit lacks (libnvrtc)
-#     CMakeLists.txt takes from torch's pip packages; then `pip install` of the package into the
-#     venv (setup.py drives the same build directory, nothing is compiled twice);
+#     (TORCH_CUDA_ARCH_LIST 8.0;9.0) in build/cuda, with rational_train and its NCCL process group
+#     (RATIONAL_TRAIN_NCCL=ON: the only build that compiles that path); what a compiler-only toolkit
+#     lacks (libnvrtc, nccl.h, cusparse.h) CMake takes from torch's pip packages; then `pip install`
+#     of the package into the venv (setup.py drives the same build directory, nothing is compiled twice);
 #  3. in that venv: every op has CPU, CUDA, Autograd and Meta kernels (tests/python/
 #     test_registration.py with TORCH_RATIONAL_EXPECT_CUDA=1), then the CPU pytest suite under
 #     torch 2.11 (the CUDA cases skip without a GPU);
-#  4. the GPU artifact for scripts/gpu_run.sh (scripts/pack_gpu_artifact.sh): the library and the
-#     C++ test binaries, so the GPU machine builds nothing.
+#  4. the GPU artifact for scripts/gpu_run.sh (scripts/pack_gpu_artifact.sh): the library, the
+#     C++ test binaries and rational_train, so the GPU machine builds nothing.
 # Knobs: CUDA_TORCH_VERSION (2.11.0), TORCH_RATIONAL_CUDA_VENV, TORCH_RATIONAL_CUDA_BUILD_DIR
 # (build/cuda), TORCH_CUDA_ARCH_LIST (8.0;9.0), PYTEST_ARGS (extra pytest arguments),
 # SKIP_CUDA_PYTEST=1 (steps 1, 2 and 4 only).
@@ -54,12 +55,13 @@ log "torch $("$PY" -c 'import torch; print(torch.__version__, "CUDA", torch.vers
 
 # --- 2. configure and build ------------------------------------------------------------------------
 t0=$SECONDS
-if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
-  log "configuring $BUILD_DIR (WITH_CUDA=ON, TORCH_CUDA_ARCH_LIST=$ARCHS)"
-  cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DWITH_CUDA=ON -DBUILD_TESTING=ON -DBUILD_TRAINING=OFF \
-    -DBUILD_EMULATED_CUDA_TESTS=OFF -DTORCH_CUDA_ARCH_LIST="$ARCHS" -DPython3_EXECUTABLE="$PY" \
-    -DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')" >/dev/null
-fi
+# Configured on every call (seconds), so a build directory from an older version of this script
+# takes the current options.
+log "configuring $BUILD_DIR (WITH_CUDA=ON, TORCH_CUDA_ARCH_LIST=$ARCHS, rational_train with NCCL)"
+cmake -S "$ROOT" -B "$BUILD_DIR" -G Ninja -DWITH_CUDA=ON -DBUILD_TESTING=ON -DBUILD_TRAINING=ON \
+  -DRATIONAL_TRAIN_NCCL=ON -DBUILD_TRAINING_TESTS=OFF -DBUILD_EMULATED_CUDA_TESTS=OFF \
+  -DTORCH_CUDA_ARCH_LIST="$ARCHS" -DPython3_EXECUTABLE="$PY" \
+  -DCMAKE_PREFIX_PATH="$("$PY" -c 'import torch; print(torch.utils.cmake_prefix_path)')" >/dev/null
 log "building $BUILD_DIR (nvcc for $ARCHS; a cold build takes about 20 minutes on 2 cores)"
 cmake --build "$BUILD_DIR" -j "$(nproc)"
 log "built in $((SECONDS - t0)) s"

@@ -45,6 +45,13 @@ def check(art: Path, root: Path) -> list[str]:
         f = art / name
         if not f.is_file() or f.stat().st_size != size:
             problems.append(f"{name} missing or of another size than when packed")
+    if torch.cuda.is_available():
+        # Without machine code for this GPU (and no PTX to JIT from), every kernel launch fails.
+        major, minor = torch.cuda.get_device_capability()
+        archs = m["torch_cuda_arch_list"].replace(" ", ";").split(";")
+        if f"{major}.{minor}" not in archs and not any(a.endswith("+PTX") for a in archs):
+            problems.append(f"built for sm {m['torch_cuda_arch_list']!r}, this GPU is sm {major}.{minor}: rebuild with "
+                            f"TORCH_CUDA_ARCH_LIST={major}.{minor} scripts/check_cuda_build.sh")
     return problems
 
 

@@ -4,7 +4,7 @@
 #   bash scripts/gpu_run.sh     # OUT=... (default ./gpu_out) receives run.log, results.json, verdict.txt
 # It builds nothing and needs no network: the artifact's library and C++ test binaries, the installed
 # torch (the one the artifact was built against: checked), python/ from the working tree. Steps, each
-# under its own time limit; the limits add up to 8 minutes (480 s):
+# under its own time limit; the limits add up to 9.5 minutes (570 s):
 #   artifact  the artifact matches this working tree and this torch          (scripts/gpu_artifact.py)
 #   gtest     the C++ tests (CUDA cases included) from the artifact's binaries
 #   pytest    every CUDA case of tests/python (-k cuda): the float64 reference, CPU-vs-CUDA for every
@@ -12,6 +12,8 @@
 #             torch.compile on CUDA; and the kernel registrations (test_registration.py)
 #   bench     scripts/benchmark_gpu.py: ours vs eager vs torch.compile vs the clone/add ceiling
 #   vgg       scripts/benchmark_vgg_step.py: PAU training-step overhead over ReLU
+#   train     scripts/gpu_train_check.py: the artifact's rational_train, LeNet / VGG-8 / MobileNetV2 with
+#             PAU on generated data, on CUDA and on the CPU
 #   verdict   scripts/gpu_verdict.py: results.json and the verdict against the targets
 # Every step runs even when an earlier one failed; the exit status is non-zero if any failed.
 # Knobs: OUT, GPU_ARTIFACT (build/gpu-artifact), STEPS=a,b (only these), PYTEST_WORKERS (8),
@@ -22,8 +24,8 @@ cd "$ROOT"
 OUT="${OUT:-$ROOT/gpu_out}"
 ART="$(cd "${GPU_ARTIFACT:-$ROOT/build/gpu-artifact}" 2>/dev/null && pwd || echo "${GPU_ARTIFACT:-$ROOT/build/gpu-artifact}")"
 mkdir -p "$OUT"
-# At most 8 files come back from a device call: one log (run.log), the benchmarks' JSON, results.json
-# and verdict.txt; the steps' own logs stay in $TMP.
+# At most 8 files come back from a device call: one log (run.log), the benchmarks' and the training
+# check's JSON, results.json and verdict.txt; the steps' own logs stay in $TMP.
 TMP="$(mktemp -d)"
 declare -a STEP_NAMES=() STEP_RCS=()
 export PYTHONUNBUFFERED=1
@@ -84,6 +86,8 @@ step pytest 180 "$PY" -m pytest -q -p no:cacheprovider -rfE $(pytest_workers) -k
 step bench 150 "$PY" scripts/benchmark_gpu.py --device cuda --min-log2 20 --max-log2 28 --step 4 \
   --json "$OUT/benchmark_gpu.json" ${BENCH_ARGS:-}
 step vgg 45 "$PY" scripts/benchmark_vgg_step.py --device cuda --steps 30 --json "$OUT/benchmark_vgg_step.json"
+step train 90 "$PY" scripts/gpu_train_check.py --binary "$ART/bin/rational_train" --devices cuda,cpu \
+  --json "$OUT/train_check.json"
 
 {
   echo "step rc"

@@ -5,7 +5,7 @@
               torch.add) at the largest size measured, for every dtype and group layout
   compile     forward+backward >= 1.5x faster than torch.compile of the same formula, same sizes
   vgg step    a VGG-11 training step with PAU (G = 1) <= 1.10x the one with ReLU
-  steps       every step of the run (artifact, gtest, pytest, bench, vgg) exited 0
+  steps       every step of the run (artifact, gtest, pytest, bench, vgg, train) exited 0
 
     python3 scripts/gpu_verdict.py --out gpu_out [--steps steps.txt]
 

@@ -96,3 +96,38 @@ def test_artifact_check_refuses_stale_sources_and_other_torch(tmp_path):
     manifest.update(source_digest=gpu_artifact.source_digest(root), torch="0.0.1")
     (art / "manifest.json").write_text(json.dumps(manifest))
     assert any("torch 0.0.1" in p for p in gpu_artifact.check(art, root))
+
+
+# Plays rational_train for gpu_train_check.py: writes summary.json as the real one does, with the device
+# and loss that FAKE_TRAIN asks for ("ok", "wrong_device", "nan_loss" or "fail").
+FAKE_TRAIN = """#!{python}
+import json, math, os, sys
+argv = sys.argv[1:]
+device, out = argv[argv.index("--device") + 1], argv[argv.index("--output") + 1]
+mode = os.environ["FAKE_TRAIN"]
+if mode == "fail":
+    sys.exit("error: out of memory")
+os.makedirs(out)
+summary = {{"device": "cpu" if mode == "wrong_device" else device, "test_accuracy": 0.5,
+            "final_train_loss": math.nan if mode == "nan_loss" else 0.25}}
+open(os.path.join(out, "summary.json"), "w").write(json.dumps(summary))
+"""
+
+
+@pytest.mark.parametrize("mode, problem", [("ok", None), ("wrong_device", "summary.json says device 'cpu'"),
+                                           ("nan_loss", "final training loss nan"), ("fail", "exit status 1")])
+def test_train_check_passes_only_finished_runs_on_the_device_asked_for(tmp_path, monkeypatch, mode, problem):
+    fake = tmp_path / "rational_train"
+    fake.write_text(FAKE_TRAIN.format(python=sys.executable))
+    fake.chmod(0o755)
+    monkeypatch.setenv("FAKE_TRAIN", mode)
+    r = run(SCRIPTS / "gpu_train_check.py", "--binary", fake, "--devices", "cuda", "--models", "lenet,vgg8",
+            "--json", tmp_path / "train.json")
+    rows = json.loads((tmp_path / "train.json").read_text())["rows"]
+    assert [(row["model"], row["device"]) for row in rows] == [("lenet", "cuda"), ("vgg8", "cuda")]
+    if problem is None:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert all(row["problems"] == [] and row["final_train_loss"] == 0.25 for row in rows)
+    else:
+        assert r.returncode == 1
+        assert all(problem in "; ".join(row["problems"]) for row in rows), rows
