@@ -552,6 +552,34 @@ def test_bad_init_options_raise_naming_them(kwargs, match):
         torch_rational.PAU(**kwargs)
 
 
+# Every family takes init as a name or a callable (Rational and ERA fit it, PWLU keeps it).
+INIT_FAMILIES = {"PAU": torch_rational.PAU, "ERA": torch_rational.ERA, "PWLU": torch_rational.PWLU}
+
+
+def _raising_init(x):
+    return 1 // 0
+
+
+@pytest.mark.parametrize("family", list(INIT_FAMILIES))
+@pytest.mark.parametrize("init, exc, match", [
+    (lambda x: x.flatten()[:3], ValueError, r"init must return a tensor of its input's shape"),
+    (lambda x: x.tolist(), TypeError, r"init must return a Tensor, got list"),
+    (_raising_init, RuntimeError, r"init '_raising_init' raised ZeroDivisionError"),
+    (3, TypeError, r"init must be a function name or a callable"),
+], ids=["shape", "not_a_tensor", "raises", "not_callable"])
+def test_bad_callable_init_raises_naming_init(family, init, exc, match):
+    with pytest.raises(exc, match=match):
+        INIT_FAMILIES[family](init=init)
+
+
+@pytest.mark.parametrize("family", list(INIT_FAMILIES))
+def test_callable_init_is_no_submodule_and_keeps_state_dict_keys(family):
+    cls = INIT_FAMILIES[family]
+    act = cls(init=torch.nn.Hardswish())
+    assert list(act.children()) == [] and "init='Hardswish'" in repr(act) and act.init == "Hardswish"
+    assert set(act.state_dict()) == set(cls().state_dict())
+
+
 def _kat_group_reference(x, numerator, denominators):
     """KAT's group-rational layer in float64 from its formula: x (B, T, C), channels split into G
     contiguous blocks; block g uses the shared numerator and denominator g:
