@@ -88,7 +88,8 @@ torch::Tensor PWLUImpl::forward(const torch::Tensor& x) {
 }
 
 void PWLUImpl::pretty_print(std::ostream& os) const {
-  os << "torch_rational::nn::PWLU(num_pieces=" << options.num_pieces() << ", init=" << (options.init_function() ? "<function>" : options.init())
+  os << "torch_rational::nn::PWLU(num_pieces=" << options.num_pieces()
+     << ", init=" << (options.init_function() ? "<function>" : options.init())
      << ", num_groups=" << options.num_groups();
   if (options.num_groups() > 1) os << ", channel_dim=" << options.channel_dim();
   os << ", realign_steps=" << options.realign_steps();

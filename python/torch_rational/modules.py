@@ -9,8 +9,16 @@ from torch import nn
 
 from . import functional as F
 from ._ops import ops
-from .fit import (InitFunction, activation_function, check_fit_range, era_init_parameters, fit_init, init_coefficients,
-                  init_label, sample_function)
+from .fit import (
+    InitFunction,
+    activation_function,
+    check_fit_range,
+    era_init_parameters,
+    fit_init,
+    init_coefficients,
+    init_label,
+    sample_function,
+)
 
 __all__ = ["Rational", "PAU", "RPAU", "OPAU", "HP1", "HP2", "ERA", "ERA_NORMALIZATIONS", "PWLU"]
 
@@ -70,12 +78,12 @@ class _FittedInit:
     ``reset_parameters()`` draws afresh."""
 
     #: Buffers holding the fit, in the order ``_fit_init`` returns it.
-    _init_buffer_names: Tuple[str, ...]
+    _init_buffer_names: tuple[str, ...]
 
-    def _fit_init(self, function: InitFunction) -> Tuple[torch.Tensor, ...]:
+    def _fit_init(self, function: InitFunction) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
-    def _fitted_init(self, function: InitFunction) -> Tuple[Optional[torch.Tensor], ...]:
+    def _fitted_init(self, function: InitFunction) -> tuple[torch.Tensor | None, ...]:
         if isinstance(function, str) and function == "random":
             return (None,) * len(self._init_buffer_names)
         return self._fit_init(function)
@@ -187,7 +195,7 @@ class Rational(_FittedInit, nn.Module):
 
     _init_buffer_names = ("init_numerator", "init_denominator")
 
-    def _fit_init(self, function: InitFunction) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _fit_init(self, function: InitFunction) -> tuple[torch.Tensor, torch.Tensor]:
         return fit_init(function, self.degrees, version=self.version, basis=self.basis, fit_range=self.fit_range)
 
     def reset_parameters(self) -> None:
@@ -305,9 +313,9 @@ class ERA(_FittedInit, nn.Module):
     Parameters ``linear`` ``(G, 2)`` = (a, b) and ``fractions`` ``(G, n, 4)`` = rows (c, d, e, f).
     """
 
-    def __init__(self, num_fractions: int = 1, *, init: InitFunction = "swish", num_groups: int = 1, channel_dim: int = 1,
-                 normalize: str | None = None, eps: float = 1e-6, trainable: bool = True, device=None,
-                 dtype=None) -> None:
+    def __init__(self, num_fractions: int = 1, *, init: InitFunction = "swish", num_groups: int = 1,
+                 channel_dim: int = 1, normalize: str | None = None, eps: float = 1e-6, trainable: bool = True,
+                 device=None, dtype=None) -> None:
         super().__init__()
         if not _is_int(num_fractions) or not 1 <= num_fractions <= 32:
             raise ValueError(f"torch_rational.ERA: num_fractions must be an integer in [1, 32], got {num_fractions!r}")
@@ -329,7 +337,7 @@ class ERA(_FittedInit, nn.Module):
 
     _init_buffer_names = ("init_linear", "init_fractions")
 
-    def _fit_init(self, function: InitFunction) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _fit_init(self, function: InitFunction) -> tuple[torch.Tensor, torch.Tensor]:
         return era_init_parameters(function, self.num_fractions)
 
     def reset_parameters(self) -> None:
