@@ -880,3 +880,43 @@ def test_pwlu_realign_ops_bad_arguments():
                                                          torch.randn(2, 4), 1, 0.9)
     with pytest.raises(ValueError, match="num_pieces"):
         torch.ops.torch_rational.pwlu_init_parameters("relu", torch.zeros(1), torch.ones(1), 0)
+
+
+def test_pwlu_init_points_and_parameters_from_values_match_formula():
+    # The two ops a module calls around its init's evaluation (a Python callable cannot enter an op).
+    left = torch.tensor([-3.0, -1.0, 0.5], dtype=torch.float64)
+    right = torch.tensor([3.0, 2.0, 0.75], dtype=torch.float64)
+    N = 4
+    points = torch.ops.torch_rational.pwlu_init_points(left, right, N)
+    assert points.shape == (3, N + 5) and points.dtype == torch.float64
+    h = 1e-3 * (right - left) / N
+    breakpoints = torch.stack([torch.linspace(lo, hi, N + 1, dtype=torch.float64) for lo, hi in zip(left, right)])
+    torch.testing.assert_close(points[:, :N + 1], breakpoints, rtol=1e-15, atol=1e-15)
+    assert torch.equal(points[:, N], right)  # exactly R
+    near = torch.stack([left - h, left + h, right - h, right + h], 1)
+    torch.testing.assert_close(points[:, N + 1:], near, rtol=1e-15, atol=1e-15)
+    heights, bounds, slopes = torch.ops.torch_rational.pwlu_parameters_from_values(points, _sin_formula(points))
+    torch.testing.assert_close(heights, _sin_formula(breakpoints), rtol=1e-15, atol=1e-15)
+    assert torch.equal(bounds, torch.stack([left, right], 1))
+    # A central difference's error is at most h^2 / 6 times the largest third derivative (|cos| <= 1).
+    err = (slopes - _sin_derivative(torch.stack([left, right], 1))).abs()
+    assert (err <= (h**2 / 6)[:, None] + 1e-12).all()
+    mean, std = torch.tensor([0.5, -2.0, 1e4]), torch.tensor([1.0, 0.0, 0.0])
+    lo, hi = torch.ops.torch_rational.pwlu_realigned_bounds(mean, std)
+    half = torch.tensor([3.0, 2e-3, 10.0], dtype=torch.float64)  # 3 std, else 1e-3 max(|mean|, 1)
+    torch.testing.assert_close(lo, mean.double() - half, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hi, mean.double() + half, rtol=1e-12, atol=1e-12)
+
+
+def test_pwlu_parameters_from_values_bad_arguments():
+    points = torch.ops.torch_rational.pwlu_init_points(torch.zeros(2), torch.ones(2), 3)
+    with pytest.raises(ValueError, match="values"):
+        torch.ops.torch_rational.pwlu_parameters_from_values(points, points[:, :-1])
+    with pytest.raises(ValueError, match="points"):
+        torch.ops.torch_rational.pwlu_parameters_from_values(points[:, :4], points[:, :4])
+    with pytest.raises(ValueError, match="non-finite"):
+        torch.ops.torch_rational.pwlu_parameters_from_values(points, points.log())  # log of negatives: NaN
+    with pytest.raises(ValueError, match="init returned non-finite"):
+        torch_rational.PWLU(4, init=lambda x: torch.log(x))
+    with pytest.raises(ValueError, match="running_std"):
+        torch.ops.torch_rational.pwlu_realigned_bounds(torch.zeros(2), torch.zeros(3))
