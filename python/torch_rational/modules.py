@@ -340,6 +340,16 @@ class ERA(_FittedInit, nn.Module):
     def _fit_init(self, function: InitFunction) -> tuple[torch.Tensor, torch.Tensor]:
         return era_init_parameters(function, self.num_fractions)
 
+    def __setstate__(self, state):
+        # Pickled before init could be a callable: a name in a plain attribute, no init buffers.
+        name = state.pop("init") if "_init_name" not in state else None
+        super().__setstate__(state)
+        if name is not None:
+            self._register_init(name)
+            for buffer in self._init_buffer_names:
+                if getattr(self, buffer) is not None:
+                    setattr(self, buffer, getattr(self, buffer).to(self.linear.device))
+
     def reset_parameters(self) -> None:
         """Sets the parameters to the fit of ``init`` (every group the same; ``"random"``: one
         draw per group)."""
@@ -528,6 +538,8 @@ class PWLU(nn.Module):
         self._collecting = None
 
     def __setstate__(self, state):
+        if "_init_function" not in state:  # pickled before init could be a callable: a plain attribute
+            state["_init_function"] = state.pop("init")
         super().__setstate__(state)
         self._collecting = None
 
