@@ -561,6 +561,17 @@ def test_module_callable_init_reset_state_dict_copies_and_to():
     assert (m64(x.double()) - _sin_formula(x.double())).abs().max() <= 1e-2
 
 
+def test_module_reassigning_init_name_retargets_reset():
+    m = torch_rational.ERA(init=lambda t: torch.sin(t) + 0.5 * t, dtype=torch.float64)
+    m.init = "tanh"
+    m.reset_parameters()
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    tanh = (torch.exp(2 * x) - 1) / (torch.exp(2 * x) + 1)
+    assert (m(x) - tanh).abs().max() <= 2e-3 and "init='tanh'" in repr(m)
+    with pytest.raises(TypeError, match="init"):
+        m.init = lambda t: t
+
+
 def _manual_norm(x, dims):
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)
