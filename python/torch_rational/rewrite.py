@@ -117,7 +117,9 @@ class ModuleFunction:
         self.__name__ = repr(module)  # what a module fitted to it records as its init
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(x.clone())  # clone: inplace=True activations would overwrite the caller's grid
+        # A copy (inplace=True activations would overwrite the caller's grid) in the copy's float64 on
+        # the CPU, and back (a PWLU's statistics phase calls this on its input, any dtype and device).
+        return self.module(x.to("cpu", torch.float64, copy=True)).to(x.device, x.dtype)
 
 
 @functools.lru_cache(maxsize=None)

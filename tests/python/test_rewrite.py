@@ -180,6 +180,19 @@ def test_optional_families_by_name(name):
     assert _max_error(act, lambda x: _elu(x, 1.0)) > 0.1  # the closest named function would fail
 
 
+def test_pwlu_replacing_an_unnamed_function_passes_gradients_while_collecting():
+    if not hasattr(torch_rational, "PWLU"):
+        pytest.skip("torch_rational.PWLU is not in this build")
+    act = replace_activations(nn.ELU(alpha=0.5), "pwlu", verbose=False).train()
+    x = torch.randn(64, 4, requires_grad=True)
+    y = act(x)  # the statistics phase: the replaced function itself, in x's dtype, differentiable
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, _elu(x.detach(), 0.5))
+    y.sum().backward()
+    xd = x.detach()
+    torch.testing.assert_close(x.grad, torch.where(xd > 0, torch.ones_like(xd), 0.5 * torch.exp(xd)))
+
+
 class _Functional(nn.Module):
     def __init__(self):
         super().__init__()
