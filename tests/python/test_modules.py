@@ -633,28 +633,31 @@ def test_reassigning_init_name_retargets_reset():
     assert "init='tanh'" in repr(act) and set(act.state_dict()) == {"numerator", "denominator"}
 
 
+def _as_pickled_before_callable_inits(module, init_attribute, **replaced):
+    """``module`` loaded from the state the previous version pickled: init a name in a plain
+    attribute (``replaced``: the parts of the state that version did not have)."""
+    state = dict(module.__dict__, **replaced)
+    state["init"] = state.pop(init_attribute)
+    old = type(module).__new__(type(module))
+    old.__setstate__(state)
+    return old
+
+
 def test_era_and_pwlu_unpickle_from_before_callable_inits():
     # Modules pickled by the previous version kept init as a plain attribute (a name) and ERA had no
     # init buffers: such a state still loads, and reset_parameters() returns to the named init.
     x = torch.linspace(-3, 3, 601, dtype=torch.float64)
     era = torch_rational.ERA(1, init="tanh", dtype=torch.float64)
-    state = dict(era.__dict__, _buffers={}, _non_persistent_buffers_set=set())
-    state["init"] = state.pop("_init_name")
-    old_era = torch_rational.ERA.__new__(torch_rational.ERA)
-    old_era.__setstate__(state)
+    old_era = _as_pickled_before_callable_inits(era, "_init_name", _buffers={}, _non_persistent_buffers_set=set())
+    old_pwlu = _as_pickled_before_callable_inits(torch_rational.PWLU(8, init="gelu", dtype=torch.float64),
+                                                 "_init_function")
     with torch.no_grad():
         old_era.linear.zero_()
+        old_pwlu.heights.zero_()
     old_era.reset_parameters()
+    old_pwlu.reset_parameters()
     tanh = (torch.exp(2 * x) - 1) / (torch.exp(2 * x) + 1)
     assert old_era.init == "tanh" and (old_era(x) - tanh).abs().max() <= 2e-3
-    pwlu = torch_rational.PWLU(8, init="gelu", dtype=torch.float64)
-    state = dict(pwlu.__dict__)
-    state["init"] = state.pop("_init_function")
-    old_pwlu = torch_rational.PWLU.__new__(torch_rational.PWLU)
-    old_pwlu.__setstate__(state)
-    with torch.no_grad():
-        old_pwlu.heights.zero_()
-    old_pwlu.reset_parameters()
     points = torch.linspace(-3, 3, 9, dtype=torch.float64)
     gelu = 0.5 * points * (1 + torch.erf(points / math.sqrt(2.0)))
     assert old_pwlu.init == "gelu"
