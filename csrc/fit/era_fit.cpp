@@ -305,15 +305,20 @@ EraFitResult fit_era(const at::Tensor& x_in, const at::Tensor& y_in, int64_t n, 
   return EraFitResult{all.narrow(0, 0, 2).clone(), all.narrow(0, 2, 4 * n).reshape({n, 4}).clone(), best_err};
 }
 
-EraFitResult fit_era_named(const std::string& function, int64_t n, double lo, double hi, int64_t num_points,
-                           double eps) {
+EraFitResult fit_era_function(const InitFunction& function, int64_t n, double lo, double hi, int64_t num_points,
+                              double eps) {
   TORCH_CHECK_VALUE(std::isfinite(lo) && std::isfinite(hi) && lo < hi,
                     "torch_rational.fit_era: range must be finite with lo < hi, got [", lo, ", ", hi, "]");
   TORCH_CHECK_VALUE(num_points >= 4 * n + 3, "torch_rational.fit_era: num_points must be at least 4n+3, got ",
                     num_points);
   auto x = at::linspace(lo, hi, num_points, at::TensorOptions().dtype(at::kDouble));
-  auto y = activation_function(function, x);
+  auto y = evaluate_init(function, x, "init").to(at::kDouble);
   return fit_era(x, y, n, eps);
+}
+
+EraFitResult fit_era_named(const std::string& function, int64_t n, double lo, double hi, int64_t num_points,
+                           double eps) {
+  return fit_era_function(init_function_or_named(nullptr, function), n, lo, hi, num_points, eps);
 }
 
 bool has_era_init_table_entry(const std::string& function, int64_t n) {

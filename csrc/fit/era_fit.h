@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include "ops/named_functions.h"
 #include "torch_rational_export.h"
 
 namespace torch_rational {
@@ -28,8 +29,13 @@ constexpr double kEraFitMinF = 0.1;
 TORCH_RATIONAL_API EraFitResult fit_era(const at::Tensor& x, const at::Tensor& y, int64_t num_fractions,
                                         double eps = 1e-6);
 
-// Fits a named function (see activation_function in fit/fit.h) on num_points uniformly spaced
-// points of [lo, hi].
+// Fits any function (float64 points in, values of the same shape out; errors name it "init") on
+// num_points uniformly spaced points of [lo, hi].
+TORCH_RATIONAL_API EraFitResult fit_era_function(const InitFunction& function, int64_t num_fractions,
+                                                 double lo = -3.0, double hi = 3.0, int64_t num_points = 4001,
+                                                 double eps = 1e-6);
+
+// fit_era_function of a named function (see activation_function in ops/named_functions.h).
 TORCH_RATIONAL_API EraFitResult fit_era_named(const std::string& function, int64_t num_fractions, double lo = -3.0,
                                               double hi = 3.0, int64_t num_points = 4001, double eps = 1e-6);
 

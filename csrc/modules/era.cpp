@@ -21,40 +21,39 @@ void check_options(const ERAOptions& o) {
                     "\"");
 }
 
-// (linear (G, 2), fractions (G, n, 4)) in float32; "random" draws each group separately.
-std::pair<torch::Tensor, torch::Tensor> initial_parameters(const ERAOptions& o) {
-  check_options(o);
-  const int64_t G = o.num_groups(), n = o.num_fractions();
-  auto linear = torch::empty({G, 2}, torch::kFloat);
-  auto fractions = torch::empty({G, n, 4}, torch::kFloat);
-  for (int64_t g = 0; g < G; ++g) {
-    if (g == 0 || o.init() == "random") {
-      auto [lin, fr] = era_init_parameters(o.init(), n);
-      linear[g].copy_(lin);
-      fractions[g].copy_(fr);
-    } else {
-      linear[g].copy_(linear[0]);
-      fractions[g].copy_(fractions[0]);
-    }
-  }
-  return {linear, fractions};
-}
-
 }  // namespace
 
 ERAImpl::ERAImpl(ERAOptions options_) : options(std::move(options_)) { reset(); }
 
 void ERAImpl::reset() {
-  auto p = initial_parameters(options);
-  linear = register_parameter("linear", p.first, options.trainable());
-  fractions = register_parameter("fractions", p.second, options.trainable());
+  const auto& o = options;
+  check_options(o);
+  const int64_t n = o.num_fractions();
+  if (o.init_function()) {
+    const auto fit = fit_era_function(o.init_function(), n);
+    init_parameters_ = {fit.linear, fit.fractions};
+  } else if (o.init() != "random") {
+    init_parameters_ = era_init_parameters(o.init(), n);
+  } else {
+    init_parameters_ = {};
+  }
+  linear = register_parameter("linear", torch::empty({o.num_groups(), 2}), o.trainable());
+  fractions = register_parameter("fractions", torch::empty({o.num_groups(), n, 4}), o.trainable());
+  reset_parameters();
 }
 
 void ERAImpl::reset_parameters() {
-  auto p = initial_parameters(options);
   torch::NoGradGuard no_grad;
-  linear.copy_(p.first);
-  fractions.copy_(p.second);
+  if (init_parameters_.first.defined()) {
+    linear.copy_(init_parameters_.first.expand_as(linear));
+    fractions.copy_(init_parameters_.second.expand_as(fractions));
+    return;
+  }
+  for (int64_t g = 0; g < options.num_groups(); ++g) {  // "random": one draw per group
+    const auto [lin, fr] = era_init_parameters("random", options.num_fractions());
+    linear[g].copy_(lin);
+    fractions[g].copy_(fr);
+  }
 }
 
 torch::Tensor ERAImpl::forward(const torch::Tensor& x) {
@@ -62,8 +61,8 @@ torch::Tensor ERAImpl::forward(const torch::Tensor& x) {
 }
 
 void ERAImpl::pretty_print(std::ostream& os) const {
-  os << "torch_rational::nn::ERA(num_fractions=" << options.num_fractions() << ", init=" << options.init()
-     << ", num_groups=" << options.num_groups();
+  os << "torch_rational::nn::ERA(num_fractions=" << options.num_fractions() << ", init="
+     << (options.init_function() ? "<function>" : options.init()) << ", num_groups=" << options.num_groups();
   if (options.num_groups() > 1 || !options.normalize().empty()) os << ", channel_dim=" << options.channel_dim();
   if (!options.normalize().empty()) os << ", normalize=" << options.normalize();
   if (options.eps() != 1e-6) os << ", eps=" << options.eps();

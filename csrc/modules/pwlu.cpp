@@ -22,7 +22,7 @@ void PWLUImpl::reset() {
                     o.bound());
   TORCH_CHECK_VALUE(o.momentum() >= 0.0 && o.momentum() < 1.0, "torch_rational: momentum must be in [0, 1), got ",
                     o.momentum());
-  TORCH_CHECK_VALUE(is_named_function(o.init()), "torch_rational: unknown init function '", o.init(), "'");
+  init_ = init_function_or_named(o.init_function(), o.init());
   const int64_t g = o.num_groups(), n = o.num_pieces();
   heights = register_parameter("heights", torch::empty({g, n + 1}));
   bounds = register_parameter("bounds", torch::empty({g, 2}));
@@ -45,7 +45,7 @@ void PWLUImpl::set_parameters(const std::tuple<torch::Tensor, torch::Tensor, tor
 void PWLUImpl::reset_parameters() {
   const int64_t g = options.num_groups();
   const double b = options.bound();
-  set_parameters(pwlu_init_parameters(options.init(), torch::full({g}, -b, torch::kDouble),
+  set_parameters(pwlu_init_parameters(init_, torch::full({g}, -b, torch::kDouble),
                                       torch::full({g}, b, torch::kDouble), options.num_pieces()));
   torch::NoGradGuard no_grad;
   num_realign_calls.zero_();
@@ -55,7 +55,7 @@ void PWLUImpl::reset_parameters() {
 }
 
 void PWLUImpl::realign() {
-  set_parameters(pwlu_realigned_parameters(options.init(), running_mean, running_std, options.num_pieces()));
+  set_parameters(pwlu_realigned_parameters(init_, running_mean, running_std, options.num_pieces()));
   torch::NoGradGuard no_grad;
   aligned.fill_(true);
 }
@@ -82,13 +82,14 @@ torch::Tensor PWLUImpl::forward(const torch::Tensor& x) {
   if (is_training() && collecting()) {
     // An empty batch has no statistics: it does not count as a step.
     if (x.numel() > 0) update_statistics(x);
-    return activation_function(options.init(), x);
+    return evaluate_init(init_, x, "init");
   }
   return pwlu(x, heights, bounds, slopes, options.channel_dim());
 }
 
 void PWLUImpl::pretty_print(std::ostream& os) const {
-  os << "torch_rational::nn::PWLU(num_pieces=" << options.num_pieces() << ", init=" << options.init()
+  os << "torch_rational::nn::PWLU(num_pieces=" << options.num_pieces()
+     << ", init=" << (options.init_function() ? "<function>" : options.init())
      << ", num_groups=" << options.num_groups();
   if (options.num_groups() > 1) os << ", channel_dim=" << options.channel_dim();
   os << ", realign_steps=" << options.realign_steps();

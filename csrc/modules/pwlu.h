@@ -16,6 +16,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <functional>
 #include <ostream>
 #include <string>
 #include <tuple>
@@ -31,6 +32,11 @@ struct TORCH_RATIONAL_API PWLUOptions {
   // Function the unit starts as: relu, leaky_relu, swish/silu, gelu, tanh, sigmoid, identity or
   // any other name torch_rational::activation_function knows.
   TORCH_ARG(std::string, init) = "relu";
+  // Any function to start as instead of the named `init` (float64 points in, values of the same
+  // shape out). Kept by the module: evaluated at construction, at the realignment, and as the
+  // forward during the statistics phase (then on x itself, any dtype and device).
+  using InitFunction = std::function<torch::Tensor(const torch::Tensor&)>;
+  TORCH_ARG(InitFunction, init_function) = nullptr;
   TORCH_ARG(int64_t, num_groups) = 1;
   TORCH_ARG(int64_t, channel_dim) = 1;
   // Statistics-collecting training calls before the realignment (0: none, train from the start).
@@ -70,6 +76,8 @@ class TORCH_RATIONAL_API PWLUImpl : public torch::nn::Cloneable<PWLUImpl> {
   bool collecting();
   void update_statistics(const torch::Tensor& x);
   void set_parameters(const std::tuple<torch::Tensor, torch::Tensor, torch::Tensor>& heights_bounds_slopes);
+  // options.init_function, or the named options.init as a function: the one init every path calls.
+  std::function<torch::Tensor(const torch::Tensor&)> init_;
   // "Still collecting" read from the buffers once, then reused while the buffers are the same
   // storage at the same version (an in-place edit or torch::load's set_ bumps the version, a
   // set_data swaps the storage), so a CUDA module does not synchronise on every forward.

@@ -72,6 +72,29 @@ std::pair<double, double> default_fit_range(const std::string& name) {
   return {-3.0, 3.0};
 }
 
+InitFunction init_function_or_named(const InitFunction& init_function, const std::string& name) {
+  if (init_function) return init_function;
+  TORCH_CHECK_VALUE(is_named_function(name), "torch_rational: unknown init function '", name, "'; known: relu, ",
+                    "leaky_relu, leaky_relu_<slope>, swish, silu, gelu, tanh, sigmoid, elu, identity, softplus, ",
+                    "mish, relu6, hardswish, hardtanh, selu, celu");
+  return [name](const at::Tensor& x) { return activation_function(name, x); };
+}
+
+at::Tensor evaluate_init(const InitFunction& init, const at::Tensor& x, const std::string& who) {
+  at::Tensor y;
+  try {
+    y = init(x);
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "torch_rational: ", who, " raised: ", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "torch_rational: ", who, " raised: ", e.what());
+  }
+  TORCH_CHECK_VALUE(y.defined() && y.sizes() == x.sizes(), "torch_rational: ", who,
+                    " must return a tensor of its input's shape ", x.sizes(), ", got ",
+                    y.defined() ? c10::str(y.sizes()) : std::string("an undefined tensor"));
+  return y;
+}
+
 namespace {
 
 at::Tensor activation_function_op(c10::string_view name, const at::Tensor& x) {

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,5 +28,14 @@ TORCH_RATIONAL_API at::Tensor activation_function(const std::string& name, const
 // pre-activations mostly lie, widened for functions whose shape changes outside it (relu6 bends at
 // 6; hardswish is exactly the quadratic x(x+3)/6 on [-3, 3], so a fit there learns a parabola).
 TORCH_RATIONAL_API std::pair<double, double> default_fit_range(const std::string& name);
+
+// What a module's init is, whether the user gave a name or a function: float64 points in, values of
+// the same shape out. A name is just activation_function bound to it, so modules have one code path.
+using InitFunction = std::function<at::Tensor(const at::Tensor&)>;
+// init_function if set, else the named function `name` (checked here, so an unknown name fails at
+// construction, naming it).
+TORCH_RATIONAL_API InitFunction init_function_or_named(const InitFunction& init_function, const std::string& name);
+// init(x), checked: a defined tensor of x's shape, else an error naming `who` (the option).
+TORCH_RATIONAL_API at::Tensor evaluate_init(const InitFunction& init, const at::Tensor& x, const std::string& who);
 
 }  // namespace torch_rational

@@ -11,38 +11,73 @@ namespace torch_rational {
 
 namespace {
 
-at::Tensor init_values(const std::string& init, const at::Tensor& x) {
-  return activation_function(init, x.to(at::kDouble));
-}
+// Columns of pwlu_init_points after the N+1 breakpoints: the central-difference points at L and R.
+constexpr int64_t kDerivativePoints = 4;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> init_parameters_impl(c10::string_view init_view,
-                                                                    const at::Tensor& left_in,
-                                                                    const at::Tensor& right_in, int64_t n) {
-  const std::string init(init_view);
+at::Tensor init_points_impl(const at::Tensor& left_in, const at::Tensor& right_in, int64_t n) {
   TORCH_CHECK_VALUE(n >= 1, "torch_rational: num_pieces must be >= 1, got ", n);
   TORCH_CHECK_VALUE(left_in.dim() == 1 && right_in.sizes() == left_in.sizes(),
                     "torch_rational: left and right must be (G,) tensors of the same shape, got ", left_in.sizes(),
                     " and ", right_in.sizes());
   at::NoGradGuard no_grad;
-  const auto left = left_in.to(at::kCPU, at::kDouble), right = right_in.to(at::kCPU, at::kDouble);
+  const auto left = left_in.detach().to(at::kCPU, at::kDouble), right = right_in.detach().to(at::kCPU, at::kDouble);
   const auto steps = at::arange(n + 1, at::TensorOptions().dtype(at::kDouble)) / static_cast<double>(n);
-  auto points = left.unsqueeze(1) + (right - left).unsqueeze(1) * steps.unsqueeze(0);
-  points.select(1, n).copy_(right);  // exactly R, not L + (R - L) * 1 rounded
-  const auto heights = init_values(init, points);
+  auto breakpoints = left.unsqueeze(1) + (right - left).unsqueeze(1) * steps.unsqueeze(0);
+  breakpoints.select(1, n).copy_(right);  // exactly R, not L + (R - L) * 1 rounded
   const auto step = ((right - left) / static_cast<double>(n) * 1e-3).unsqueeze(1);
-  const auto ends = at::stack({left, right}, 1);
-  const auto slopes = (init_values(init, ends + step) - init_values(init, ends - step)) / (2.0 * step);
-  return {heights, ends, slopes};
+  const auto ends = at::stack({left, left, right, right}, 1);
+  const auto signs = at::tensor({-1.0, 1.0, -1.0, 1.0}, at::TensorOptions().dtype(at::kDouble));
+  return at::cat({breakpoints, ends + step * signs}, 1);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> realigned_parameters_impl(c10::string_view init,
-                                                                         const at::Tensor& running_mean,
-                                                                         const at::Tensor& running_std, int64_t n) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> parameters_from_values_impl(const at::Tensor& points_in,
+                                                                           const at::Tensor& values_in) {
+  TORCH_CHECK_VALUE(points_in.dim() == 2 && points_in.size(1) >= 2 + kDerivativePoints,
+                    "torch_rational: points must be (G, N+5) as pwlu_init_points gives them, got ", points_in.sizes());
+  TORCH_CHECK_VALUE(values_in.sizes() == points_in.sizes(), "torch_rational: values (init at the points) must have ",
+                    "the points' shape ", points_in.sizes(), ", got ", values_in.sizes());
+  at::NoGradGuard no_grad;
+  const auto points = points_in.detach().to(at::kCPU, at::kDouble);
+  const auto values = values_in.detach().to(at::kCPU, at::kDouble);
+  TORCH_CHECK_VALUE(at::isfinite(values).all().item<bool>(),
+                    "torch_rational: init returned non-finite values at the PWLU's breakpoints or bounds");
+  const int64_t n = points.size(1) - 1 - kDerivativePoints;
+  const auto heights = values.narrow(1, 0, n + 1).clone();
+  const auto bounds = at::stack({points.select(1, 0), points.select(1, n)}, 1);
+  // Divided by the distance of the points init was evaluated at (not 2h): the slope of the secant
+  // through the two values, whatever rounding moved the points by.
+  const auto near = points.narrow(1, n + 1, kDerivativePoints), at_near = values.narrow(1, n + 1, kDerivativePoints);
+  const auto lower = at::arange(0, kDerivativePoints, 2), upper = lower + 1;
+  const auto slopes = (at_near.index_select(1, upper) - at_near.index_select(1, lower)) /
+                      (near.index_select(1, upper) - near.index_select(1, lower));
+  return {heights, bounds, slopes};
+}
+
+std::tuple<at::Tensor, at::Tensor> realigned_bounds_impl(const at::Tensor& running_mean,
+                                                         const at::Tensor& running_std) {
+  TORCH_CHECK_VALUE(running_mean.dim() == 1 && running_std.sizes() == running_mean.sizes(),
+                    "torch_rational: running_mean and running_std must be (G,) tensors of the same shape, got ",
+                    running_mean.sizes(), " and ", running_std.sizes());
   at::NoGradGuard no_grad;
   const auto mean = running_mean.detach().to(at::kCPU, at::kDouble);
   const auto stdv = running_std.detach().to(at::kCPU, at::kDouble);
   const auto half = at::maximum(3.0 * stdv, 1e-3 * mean.abs().clamp_min(1.0));
-  return init_parameters_impl(init, mean - half, mean + half, n);
+  return {mean - half, mean + half};
+}
+
+// The ops with a named init (kept for callers that have only a name; the modules call the steps).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> named_init_parameters_impl(c10::string_view init,
+                                                                          const at::Tensor& left,
+                                                                          const at::Tensor& right, int64_t n) {
+  return pwlu_init_parameters(init_function_or_named(nullptr, std::string(init)), left, right, n);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> named_realigned_parameters_impl(c10::string_view init,
+                                                                               const at::Tensor& running_mean,
+                                                                               const at::Tensor& running_std,
+                                                                               int64_t n) {
+  return pwlu_realigned_parameters(init_function_or_named(nullptr, std::string(init)), running_mean, running_std,
+                                   n);
 }
 
 void update_statistics_impl(at::Tensor& running_mean, at::Tensor& running_std, at::Tensor& num_realign_calls,
@@ -77,18 +112,36 @@ void update_statistics_impl(at::Tensor& running_mean, at::Tensor& running_std, a
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> pwlu_init_parameters(const std::string& init, const at::Tensor& left,
-                                                                    const at::Tensor& right, int64_t num_pieces) {
-  static const auto op = typed_op<decltype(init_parameters_impl)>("pwlu_init_parameters");
-  return op.call(init, left, right, num_pieces);
+at::Tensor pwlu_init_points(const at::Tensor& left, const at::Tensor& right, int64_t num_pieces) {
+  static const auto op = typed_op<decltype(init_points_impl)>("pwlu_init_points");
+  return op.call(left, right, num_pieces);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> pwlu_realigned_parameters(const std::string& init,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pwlu_parameters_from_values(const at::Tensor& points,
+                                                                           const at::Tensor& values) {
+  static const auto op = typed_op<decltype(parameters_from_values_impl)>("pwlu_parameters_from_values");
+  return op.call(points, values);
+}
+
+std::tuple<at::Tensor, at::Tensor> pwlu_realigned_bounds(const at::Tensor& running_mean,
+                                                         const at::Tensor& running_std) {
+  static const auto op = typed_op<decltype(realigned_bounds_impl)>("pwlu_realigned_bounds");
+  return op.call(running_mean, running_std);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pwlu_init_parameters(const InitFunction& init, const at::Tensor& left,
+                                                                    const at::Tensor& right, int64_t num_pieces) {
+  at::NoGradGuard no_grad;
+  const auto points = pwlu_init_points(left, right, num_pieces);
+  return pwlu_parameters_from_values(points, evaluate_init(init, points, "init"));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> pwlu_realigned_parameters(const InitFunction& init,
                                                                          const at::Tensor& running_mean,
                                                                          const at::Tensor& running_std,
                                                                          int64_t num_pieces) {
-  static const auto op = typed_op<decltype(realigned_parameters_impl)>("pwlu_realigned_parameters");
-  return op.call(init, running_mean, running_std, num_pieces);
+  const auto [left, right] = pwlu_realigned_bounds(running_mean, running_std);
+  return pwlu_init_parameters(init, left, right, num_pieces);
 }
 
 void pwlu_update_statistics(at::Tensor& running_mean, at::Tensor& running_std, at::Tensor& num_realign_calls,
@@ -99,11 +152,16 @@ void pwlu_update_statistics(at::Tensor& running_mean, at::Tensor& running_std, a
 
 // Module-state helpers, not activations: no autograd of their own (they run under no_grad).
 TORCH_LIBRARY_FRAGMENT(torch_rational, m) {
+  m.def("pwlu_init_points(Tensor left, Tensor right, int num_pieces) -> Tensor", &init_points_impl);
+  m.def("pwlu_parameters_from_values(Tensor points, Tensor values) -> (Tensor, Tensor, Tensor)",
+        &parameters_from_values_impl);
+  m.def("pwlu_realigned_bounds(Tensor running_mean, Tensor running_std) -> (Tensor, Tensor)",
+        &realigned_bounds_impl);
   m.def("pwlu_init_parameters(str init, Tensor left, Tensor right, int num_pieces) -> (Tensor, Tensor, Tensor)",
-        &init_parameters_impl);
+        &named_init_parameters_impl);
   m.def("pwlu_realigned_parameters(str init, Tensor running_mean, Tensor running_std, int num_pieces) "
         "-> (Tensor, Tensor, Tensor)",
-        &realigned_parameters_impl);
+        &named_realigned_parameters_impl);
   m.def("pwlu_update_statistics_(Tensor(a!) running_mean, Tensor(b!) running_std, Tensor(c!) num_realign_calls, "
         "Tensor x, int channel_dim, float momentum) -> ()",
         &update_statistics_impl);

@@ -26,16 +26,31 @@ def activation_function(name: str, x: torch.Tensor) -> torch.Tensor:
     return ops.activation_function(name, x)
 
 
-def sample_function(function, x: torch.Tensor, caller: str) -> torch.Tensor:
+def init_label(function) -> str:
+    """What a module records as its init: the name, or a callable's ``__name__`` (its type's name
+    for an object such as ``torch.nn.Hardswish()``)."""
+    if isinstance(function, str):
+        return function
+    return getattr(function, "__name__", None) or type(function).__name__
+
+
+def sample_function(function, x: torch.Tensor, caller: str, argument: str = "function") -> torch.Tensor:
     """``function`` (a name for :func:`activation_function`, or a callable taking and returning a
-    float64 tensor) on the float64 points ``x``; errors name ``caller``."""
+    tensor) on ``x``; errors name ``caller`` and the ``argument`` that holds the function. The one
+    checked evaluation of every init and fit target (names and callables alike)."""
     if isinstance(function, str):
         return activation_function(function, x)
     if not callable(function):
-        raise TypeError(f"{caller}: function must be a name or a callable, got {function!r}")
-    y = torch.as_tensor(function(x), dtype=torch.float64)
+        raise TypeError(f"{caller}: {argument} must be a function name or a callable, got {function!r}")
+    try:
+        y = function(x)
+    except Exception as e:  # the user's function failed: say which argument it was
+        raise RuntimeError(f"{caller}: {argument} {init_label(function)!r} raised {type(e).__name__}: {e}") from e
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{caller}: {argument} must return a Tensor, got {type(y).__name__}")
     if y.shape != x.shape:
-        raise ValueError(f"{caller}: function must return a tensor of shape {tuple(x.shape)}, got {tuple(y.shape)}")
+        raise ValueError(f"{caller}: {argument} must return a tensor of its input's shape {tuple(x.shape)}, "
+                         f"got {tuple(y.shape)}")
     return y
 
 
@@ -60,7 +75,8 @@ def fit(
     if num_points < m + n + 2:
         raise ValueError(f"torch_rational.fit: num_points must be at least m+n+2, got {num_points}")
     x = torch.linspace(lo, hi, num_points, dtype=torch.float64)
-    y = sample_function(function, x, "torch_rational.fit")
+    with torch.no_grad():
+        y = sample_function(function, x, "torch_rational.fit").to(torch.float64)
     a, b, err = ops.fit_rational(x, y, m, n, version, basis)
     return FitResult(a, b, float(err))
 
@@ -111,26 +127,14 @@ def fit_init(function: InitFunction, degrees: Sequence[int] = (5, 4), *, version
     its width), where pre-activations still land.
     """
     m, n = (int(d) for d in degrees)
-    if isinstance(function, str):
-        if fit_range is None:
-            return init_coefficients(function, (m, n), version=version, basis=basis)
-        what = function
-
-        def target(x):
-            return activation_function(function, x)
-    elif callable(function):
-        what = getattr(function, "__name__", None) or type(function).__name__
-        target = function
-        if fit_range is None:
-            fit_range = (-3.0, 3.0)
-    else:
-        raise TypeError(f"torch_rational: init must be a function name or a callable, got {function!r}")
-    lo, hi = check_fit_range(fit_range)
+    if isinstance(function, str) and fit_range is None:
+        return init_coefficients(function, (m, n), version=version, basis=basis)
+    lo, hi = check_fit_range((-3.0, 3.0) if fit_range is None else fit_range)
     x, x_outside = ops.init_fit_points(lo, hi)
     with torch.no_grad():
-        y, y_outside = (torch.as_tensor(target(t), dtype=torch.float64) for t in (x, x_outside))
-    if y.shape != x.shape or y_outside.shape != x_outside.shape:
-        raise ValueError(f"torch_rational: init {what} must return a tensor of its input's shape")
+        y, y_outside = (sample_function(function, t, "torch_rational", "init").to(torch.float64)
+                        for t in (x, x_outside))
+    what = init_label(function)
     a, b, _, warning = ops.fit_init(x, y, x_outside, y_outside, m, n, version, basis, what)
     if warning:
         warnings.warn(warning, stacklevel=3)
@@ -166,20 +170,32 @@ def fit_era(
         raise ValueError(f"torch_rational.fit_era: range must satisfy lo < hi, got {range!r}")
     if num_points < 4 * n + 3:
         raise ValueError(f"torch_rational.fit_era: num_points must be at least 4n+3, got {num_points}")
+    return _fit_era_samples(function, n, lo, hi, num_points, float(eps), "torch_rational.fit_era", "function")
+
+
+def _fit_era_samples(function, n: int, lo: float, hi: float, num_points: int, eps: float, caller: str,
+                     argument: str) -> EraFitResult:
+    """:func:`fit_era` after its checks; errors name ``caller`` and ``argument``."""
     x = torch.linspace(lo, hi, num_points, dtype=torch.float64)
-    y = sample_function(function, x, "torch_rational.fit_era")
-    linear, fractions, err = ops.fit_era_data(x, y, n, float(eps))
+    with torch.no_grad():
+        y = sample_function(function, x, caller, argument).to(torch.float64)
+    linear, fractions, err = ops.fit_era_data(x, y, n, eps)
     return EraFitResult(linear, fractions, float(err))
 
 
 _era_warned: set = set()
 
 
-def era_init_parameters(function: str, num_fractions: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Initial ``(linear (2,), fractions (n, 4))`` in float64 approximating ``function`` on [-3, 3]:
-    from the shipped table (``configs/era_init.json``), else fitted on the fly (with a warning,
-    once per combination). ``"random"`` draws a random stable start from torch's generator."""
+def era_init_parameters(function: InitFunction, num_fractions: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Initial ``(linear (2,), fractions (n, 4))`` in float64 approximating ``function`` on [-3, 3].
+    A name: from the shipped table (``configs/era_init.json``), else fitted on the fly (with a
+    warning, once per combination); ``"random"`` draws a random stable start from torch's
+    generator. A callable (taking and returning a float64 tensor): fitted on 4001 points of
+    [-3, 3], as :func:`fit_era` does (errors name ``init``)."""
     n = int(num_fractions)
+    if not isinstance(function, str):
+        r = _fit_era_samples(function, n, -3.0, 3.0, 4001, 1e-6, "torch_rational.ERA", "init")
+        return r.linear, r.fractions
     key = (function, n)
     if function != "random" and key not in _era_warned and not ops.has_era_init_table_entry(function, n):
         ops.activation_function(function, torch.zeros(1, dtype=torch.float64))  # unknown name: error, no warning

@@ -9,7 +9,16 @@ from torch import nn
 
 from . import functional as F
 from ._ops import ops
-from .fit import InitFunction, activation_function, check_fit_range, era_init_parameters, fit_init, init_coefficients
+from .fit import (
+    InitFunction,
+    activation_function,
+    check_fit_range,
+    era_init_parameters,
+    fit_init,
+    init_coefficients,
+    init_label,
+    sample_function,
+)
 
 __all__ = ["Rational", "PAU", "RPAU", "OPAU", "HP1", "HP2", "ERA", "ERA_NORMALIZATIONS", "PWLU"]
 
@@ -61,7 +70,49 @@ def _factory(device, dtype) -> dict:
     return {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
 
 
-class Rational(nn.Module):
+class _FittedInit:
+    """``init`` of a module whose parameters start as a fit of a function (Rational, ERA): a name or
+    any callable, fitted once; the fit is kept in non-persistent buffers (out of ``state_dict``,
+    moved by ``.to()``), the callable is not, so deepcopy and pickle work for lambdas too. ``init``
+    reads as the function's name (a callable's ``__name__``). ``"random"`` keeps no fit:
+    ``reset_parameters()`` draws afresh."""
+
+    #: Buffers holding the fit, in the order ``_fit_init`` returns it.
+    _init_buffer_names: tuple[str, ...]
+
+    def _fit_init(self, function: InitFunction) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def _fitted_init(self, function: InitFunction) -> tuple[torch.Tensor | None, ...]:
+        if isinstance(function, str) and function == "random":
+            return (None,) * len(self._init_buffer_names)
+        return self._fit_init(function)
+
+    def _register_init(self, function: InitFunction) -> None:
+        """At construction: fits ``function`` and registers the fit as the init buffers."""
+        for name, fitted in zip(self._init_buffer_names, self._fitted_init(function)):
+            self.register_buffer(name, fitted, persistent=False)
+        self._init_name = init_label(function)
+
+    @property
+    def init(self) -> str:
+        """Name of the init function (a callable's ``__name__``)."""
+        return self._init_name
+
+    @init.setter
+    def init(self, name: str) -> None:
+        """Assigning a name re-targets ``reset_parameters()`` to that function's fit (the
+        parameters themselves change only at the next reset)."""
+        if not isinstance(name, str):
+            raise TypeError(f"torch_rational: init can be reassigned a function name only, got {name!r}")
+        device = next(self.parameters()).device
+        fitted = self._fitted_init(name)
+        self._init_name = name
+        for buffer, value in zip(self._init_buffer_names, fitted):
+            setattr(self, buffer, None if value is None else value.to(device))
+
+
+class Rational(_FittedInit, nn.Module):
     r"""Learnable rational activation :math:`y = P(x)/Q(x)` (see :func:`torch_rational.functional.rational`).
 
     Args:
@@ -127,8 +178,6 @@ class Rational(nn.Module):
                 raise TypeError(f"torch_rational: {flag} must be a bool, got {value!r}")
         if init == "random" and fit_range is not None:
             raise ValueError("torch_rational: fit_range needs a function to fit; init is 'random'")
-        # A callable is recorded by name only (for extra_repr); its fit is in the init buffers.
-        self._init_name = init if isinstance(init, str) else getattr(init, "__name__", None) or type(init).__name__
         self.fit_range = None if fit_range is None else check_fit_range(fit_range)
         _store_options(self, version=version, basis=basis, num_groups=num_groups, channel_dim=channel_dim,
                        shared_numerator=shared_numerator, noise=noise, trainable=trainable,
@@ -141,32 +190,13 @@ class Rational(nn.Module):
                                       requires_grad=trainable and train_numerator)
         self.denominator = nn.Parameter(torch.empty(num_groups, nb, **factory),
                                         requires_grad=trainable and train_denominator)
-        # What reset_parameters() restores; non-persistent, so state_dict keys stay those of the
-        # parameters. "random" draws afresh at every reset instead.
-        a = b = None
-        if init != "random":
-            a, b = fit_init(init, self.degrees, version=version, basis=basis, fit_range=self.fit_range)
-        self.register_buffer("init_numerator", a, persistent=False)
-        self.register_buffer("init_denominator", b, persistent=False)
+        self._register_init(init)  # what reset_parameters() restores
         self.reset_parameters()
 
-    @property
-    def init(self) -> str:
-        """Name of the init function (a callable's ``__name__``)."""
-        return self._init_name
+    _init_buffer_names = ("init_numerator", "init_denominator")
 
-    @init.setter
-    def init(self, name: str) -> None:
-        """Assigning a name re-targets ``reset_parameters()`` to that function's fit (the
-        coefficients themselves change only at the next reset)."""
-        if not isinstance(name, str):
-            raise TypeError(f"torch_rational: init can be reassigned a function name only, got {name!r}")
-        a = b = None
-        if name != "random":
-            a, b = fit_init(name, self.degrees, version=self.version, basis=self.basis, fit_range=self.fit_range)
-            a, b = (t.to(self.numerator.device) for t in (a, b))
-        self._init_name = name
-        self.init_numerator, self.init_denominator = a, b
+    def _fit_init(self, function: InitFunction) -> tuple[torch.Tensor, torch.Tensor]:
+        return fit_init(function, self.degrees, version=self.version, basis=self.basis, fit_range=self.fit_range)
 
     def reset_parameters(self) -> None:
         """Sets the coefficients to the init fit (every group the same)."""
@@ -249,7 +279,7 @@ class HP2(OPAU):
         super().__init__(degrees, basis="hermite_e", **options)
 
 
-class ERA(nn.Module):
+class ERA(_FittedInit, nn.Module):
     r"""Enhanced Rational Activation (ERA):
 
     .. math:: y = a x + b + \sum_{i=1}^{n} \frac{c_i x + d_i}{(x - e_i)^2 + f_i^2 + \epsilon}
@@ -265,9 +295,14 @@ class ERA(nn.Module):
 
     Args:
         num_fractions: ``n`` (>= 1).
-        init: function fitted at initialisation on [-3, 3]: ``"swish"`` (default), ``"relu"``,
+        init: function fitted at initialisation on [-3, 3]: a name, ``"swish"`` (default), ``"relu"``,
             ``"leaky_relu"`` (slope 0.01), ``"leaky_relu_0.3"``, ``"gelu"``, ``"tanh"``,
-            ``"identity"``, ... (shipped for n = 1, 2; others fitted on the fly) or ``"random"``.
+            ``"identity"``, ... (shipped for n = 1, 2; others fitted on the fly) or ``"random"``
+            (a random stable start, drawn afresh per group at every reset), or any callable
+            ``Tensor -> Tensor`` (e.g. ``torch.nn.Hardswish()``; given float64 points), fitted at
+            construction as :func:`torch_rational.fit_era` does. The fit is stored (non-persistent
+            buffers ``init_linear``, ``init_fractions``), not the callable: ``reset_parameters()``
+            restores it, and deepcopy and pickle work for lambdas too.
         num_groups: ``G`` parameter groups along ``channel_dim`` (1: one activation per layer).
         channel_dim: dimension holding the channels (1 for NCHW, -1 for (batch, tokens, features)).
         normalize: ``None``, ``"instance"`` (over the spatial dims per sample and channel) or
@@ -278,9 +313,9 @@ class ERA(nn.Module):
     Parameters ``linear`` ``(G, 2)`` = (a, b) and ``fractions`` ``(G, n, 4)`` = rows (c, d, e, f).
     """
 
-    def __init__(self, num_fractions: int = 1, *, init: str = "swish", num_groups: int = 1, channel_dim: int = 1,
-                 normalize: str | None = None, eps: float = 1e-6, trainable: bool = True, device=None,
-                 dtype=None) -> None:
+    def __init__(self, num_fractions: int = 1, *, init: InitFunction = "swish", num_groups: int = 1,
+                 channel_dim: int = 1, normalize: str | None = None, eps: float = 1e-6, trainable: bool = True,
+                 device=None, dtype=None) -> None:
         super().__init__()
         if not _is_int(num_fractions) or not 1 <= num_fractions <= 32:
             raise ValueError(f"torch_rational.ERA: num_fractions must be an integer in [1, 32], got {num_fractions!r}")
@@ -288,30 +323,45 @@ class ERA(nn.Module):
         if normalize not in ERA_NORMALIZATIONS:
             raise ValueError(f"torch_rational.ERA: normalize must be one of {ERA_NORMALIZATIONS}, got {normalize!r}")
         eps = _checked_float("torch_rational.ERA", "eps", eps, lambda v: 0.0 <= v < float("inf"), "finite and >= 0")
-        if not isinstance(init, str):
-            raise TypeError(f"torch_rational.ERA: init must be a function name, got {init!r}")
+        if not isinstance(init, str) and not callable(init):
+            raise TypeError(f"torch_rational.ERA: init must be a function name or a callable, got {init!r}")
         if not isinstance(trainable, bool):
             raise TypeError(f"torch_rational.ERA: trainable must be a bool, got {trainable!r}")
-        _store_options(self, num_fractions=num_fractions, init=init, num_groups=num_groups, channel_dim=channel_dim,
+        _store_options(self, num_fractions=num_fractions, num_groups=num_groups, channel_dim=channel_dim,
                        normalize=normalize, eps=eps, trainable=trainable)
         factory = _factory(device, dtype)
         self.linear = nn.Parameter(torch.empty(num_groups, 2, **factory), requires_grad=trainable)
         self.fractions = nn.Parameter(torch.empty(num_groups, num_fractions, 4, **factory), requires_grad=trainable)
+        self._register_init(init)  # what reset_parameters() restores
         self.reset_parameters()
+
+    _init_buffer_names = ("init_linear", "init_fractions")
+
+    def _fit_init(self, function: InitFunction) -> tuple[torch.Tensor, torch.Tensor]:
+        return era_init_parameters(function, self.num_fractions)
+
+    def __setstate__(self, state):
+        # Pickled before init could be a callable: a name in a plain attribute, no init buffers.
+        name = state.pop("init") if "_init_name" not in state else None
+        super().__setstate__(state)
+        if name is not None:
+            self._register_init(name)
+            for buffer in self._init_buffer_names:
+                if getattr(self, buffer) is not None:
+                    setattr(self, buffer, getattr(self, buffer).to(self.linear.device))
 
     def reset_parameters(self) -> None:
         """Sets the parameters to the fit of ``init`` (every group the same; ``"random"``: one
         draw per group)."""
         with torch.no_grad():
-            if self.init == "random":
+            if self.init_linear is None:
                 for g in range(self.num_groups):
                     lin, fr = era_init_parameters("random", self.num_fractions)
                     self.linear[g].copy_(lin)
                     self.fractions[g].copy_(fr)
             else:
-                lin, fr = era_init_parameters(self.init, self.num_fractions)
-                self.linear.copy_(lin.expand_as(self.linear))
-                self.fractions.copy_(fr.expand_as(self.fractions))
+                self.linear.copy_(self.init_linear.expand_as(self.linear))
+                self.fractions.copy_(self.init_fractions.expand_as(self.fractions))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.era(x, self.linear, self.fractions, eps=self.eps, channel_dim=self.channel_dim,
@@ -348,9 +398,16 @@ class PWLU(nn.Module):
 
     Args:
         num_pieces: ``N >= 1``.
-        init: function to start from: ``"relu"``, ``"leaky_relu"``, ``"swish"``/``"silu"``,
+        init: function to start from: a name, ``"relu"``, ``"leaky_relu"``, ``"swish"``/``"silu"``,
             ``"gelu"``, ``"tanh"``, ``"sigmoid"``, ``"identity"`` or any other name
-            :func:`torch_rational.activation_function` knows.
+            :func:`torch_rational.activation_function` knows, or any callable ``Tensor -> Tensor``
+            (e.g. ``torch.nn.Hardswish()`` or a lambda). The module keeps the callable: it is
+            evaluated at the breakpoints (float64 CPU points) at construction and at the realignment,
+            and is the forward (on ``x`` itself, gradients included) during the statistics phase. It
+            is not a submodule (``state_dict``, ``.to()`` and ``repr`` do not include it), and a
+            deepcopy or pickle of the module copies or pickles it with the module (so a module with
+            a lambda init deep-copies but does not pickle). ``init`` reads as the function's name;
+            assigning a name or a callable re-targets :meth:`reset_parameters` and :meth:`realign`.
         num_groups: ``G`` parameter groups along ``channel_dim`` (contiguous blocks of channels).
         channel_dim: dimension holding the channels.
         realign_steps: number of statistics-collecting training calls before the realignment.
@@ -366,7 +423,7 @@ class PWLU(nn.Module):
         self,
         num_pieces: int = 16,
         *,
-        init: str = "relu",
+        init: InitFunction = "relu",
         num_groups: int = 1,
         channel_dim: int = 1,
         realign_steps: int = 100,
@@ -383,10 +440,8 @@ class PWLU(nn.Module):
             raise ValueError(f"torch_rational: realign_steps must be an integer >= 0, got {realign_steps!r}")
         bound = _checked_float("torch_rational", "bound", bound, lambda v: 0.0 < v < float("inf"), "finite and > 0")
         momentum = _checked_float("torch_rational", "momentum", momentum, lambda v: 0.0 <= v < 1.0, "in [0, 1)")
-        if not isinstance(init, str):
-            raise TypeError(f"torch_rational: init must be a function name, got {init!r}")
-        activation_function(init, torch.zeros(1, dtype=torch.float64))  # raises, naming the function, if unknown
-        _store_options(self, num_pieces=num_pieces, init=init, num_groups=num_groups, channel_dim=channel_dim,
+        self.init = init
+        _store_options(self, num_pieces=num_pieces, num_groups=num_groups, channel_dim=channel_dim,
                        realign_steps=realign_steps, bound=bound, momentum=momentum)
         factory = _factory(device, dtype)
         g = num_groups
@@ -401,17 +456,46 @@ class PWLU(nn.Module):
         self.reset_parameters()
 
     # ------------------------------------------------------------------------------------------
-    def _set_parameters(self, heights_bounds_slopes) -> None:
-        with torch.no_grad():
-            for param, value in zip((self.heights, self.bounds, self.slopes), heights_bounds_slopes):
-                param.copy_(value)
+    @property
+    def init(self) -> str:
+        """Name of the init function (a callable's ``__name__``)."""
+        return init_label(self._init_function)
+
+    @init.setter
+    def init(self, function: InitFunction) -> None:
+        if isinstance(function, str):
+            activation_function(function, torch.zeros(1, dtype=torch.float64))  # raises, naming it, if unknown
+        elif not callable(function):
+            raise TypeError(f"torch_rational.PWLU: init must be a function name or a callable, got {function!r}")
+        object.__setattr__(self, "_init_function", function)  # past nn.Module.__setattr__, see there
+
+    def __setattr__(self, name: str, value) -> None:
+        # nn.Module.__setattr__ would register an nn.Module init (nn.Hardswish()) as a submodule
+        # (joining state_dict, repr and .to()) instead of calling the property.
+        if name == "init":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    def _init_at(self, x: torch.Tensor) -> torch.Tensor:
+        """``init`` on ``x``, names and callables alike, checked (errors name ``init``)."""
+        return sample_function(self._init_function, x, "torch_rational.PWLU", "init")
+
+    @torch.no_grad()
+    def _set_parameters_from_init(self, left: torch.Tensor, right: torch.Tensor) -> None:
+        """Heights, bounds and slopes from ``init`` on ``[left_g, right_g]``: the C++ ops give the
+        points to evaluate ``init`` at and turn its values there into the parameters (one
+        implementation for both module APIs; a Python callable cannot enter an op)."""
+        points = ops.pwlu_init_points(left, right, self.num_pieces)
+        heights_bounds_slopes = ops.pwlu_parameters_from_values(points, self._init_at(points))
+        for param, value in zip((self.heights, self.bounds, self.slopes), heights_bounds_slopes):
+            param.copy_(value)
 
     def reset_parameters(self) -> None:
         """Initial state: ``init`` on ``[-bound, bound]``, statistics and realignment reset."""
         g = self.num_groups
-        self._set_parameters(ops.pwlu_init_parameters(self.init, torch.full((g,), -self.bound, dtype=torch.float64),
-                                                      torch.full((g,), self.bound, dtype=torch.float64),
-                                                      self.num_pieces))
+        self._set_parameters_from_init(torch.full((g,), -self.bound, dtype=torch.float64),
+                                       torch.full((g,), self.bound, dtype=torch.float64))
         with torch.no_grad():
             self.num_realign_calls.zero_()
             self.running_mean.zero_()
@@ -423,8 +507,7 @@ class PWLU(nn.Module):
     def realign(self) -> None:
         """Sets ``bounds = running_mean -/+ 3 running_std`` and heights / slopes from ``init``;
         ends the statistics phase."""
-        self._set_parameters(ops.pwlu_realigned_parameters(self.init, self.running_mean, self.running_std,
-                                                           self.num_pieces))
+        self._set_parameters_from_init(*ops.pwlu_realigned_bounds(self.running_mean, self.running_std))
         self.aligned.fill_(True)
         self._collecting = False
 
@@ -443,11 +526,11 @@ class PWLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self._is_collecting():
             if x.numel() == 0:  # no statistics in an empty batch: it does not count as a step
-                return activation_function(self.init, x)
+                return self._init_at(x)
             self._update_statistics(x)
             if int(self.num_realign_calls) >= self.realign_steps:
                 self.realign()
-            return activation_function(self.init, x)
+            return self._init_at(x)
         return F.pwlu(x, self.heights, self.bounds, self.slopes, channel_dim=self.channel_dim)
 
     def _load_from_state_dict(self, *args, **kwargs):
@@ -455,6 +538,8 @@ class PWLU(nn.Module):
         self._collecting = None
 
     def __setstate__(self, state):
+        if "_init_function" not in state:  # pickled before init could be a callable: a plain attribute
+            state["_init_function"] = state.pop("init")
         super().__setstate__(state)
         self._collecting = None
 

@@ -111,12 +111,15 @@ class ModuleFunction:
     closure, so a module that keeps its init callable still pickles."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.module = copy.deepcopy(module).to(device="cpu", dtype=torch.float64).eval()
+        # Frozen rather than run under no_grad: a PWLU keeps its init as its forward while it
+        # collects statistics, and gradients must flow to x through it (not to this copy).
+        self.module = copy.deepcopy(module).to(device="cpu", dtype=torch.float64).eval().requires_grad_(False)
         self.__name__ = repr(module)  # what a module fitted to it records as its init
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.module(x.clone())  # clone: inplace=True activations would overwrite the caller's grid
+        # A copy (inplace=True activations would overwrite the caller's grid) in the copy's float64 on
+        # the CPU, and back (a PWLU's statistics phase calls this on its input, any dtype and device).
+        return self.module(x.to("cpu", torch.float64, copy=True)).to(x.device, x.dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -242,13 +245,13 @@ def _build_from_class(cls: Type[nn.Module], original: nn.Module, name: Optional[
             return cls(init=name, **kwargs)
     else:
         # No name for this function (e.g. ELU(alpha=0.5)): a module that takes a callable init (the
-        # rational family) fits it and keeps the fit for reset_parameters().
+        # rational family and ERA fit it, PWLU keeps it) starts as the function itself.
         try:
             return cls(init=ModuleFunction(original), **kwargs)
         except TypeError:  # `init` must be a name here
             pass
-    # Other families (ERA, PWLU, user classes) take an init name only: the exact one, else the
-    # closest, said in a warning.
+    # Modules that take an init name only (user classes): the exact one, else the closest, said in
+    # a warning.
     init = name if name is not None else _closest_name(values)
     try:
         act = cls(init=init, **kwargs)

@@ -132,6 +132,56 @@ TEST(EraModule, ForwardBackwardAndOptions) {
   EXPECT_TRUE(torch::equal(act->fractions, before));
 }
 
+// x sigmoid(x) and sin(x) + x/2 (a function with no name), written out in double.
+torch::Tensor silu_formula(const torch::Tensor& x) { return x / (1.0 + torch::exp(-x)); }
+torch::Tensor sin_formula(const torch::Tensor& x) { return torch::sin(x) + 0.5 * x; }
+
+TEST(EraModule, InitFunctionIsFittedAndRestoredByReset) {
+  namespace trn = torch_rational::nn;
+  auto silu = [](const torch::Tensor& x) { return torch::silu(x); };
+  trn::ERA act(trn::ERAOptions(1).init_function(silu));
+  auto x = torch::linspace(-3, 3, 601, torch::kDouble);
+  auto ref = tr_test::era_reference(x, act->linear[0].detach().to(torch::kDouble),
+                                    act->fractions[0].detach().to(torch::kDouble), 1e-6);
+  EXPECT_LE((ref - silu_formula(x)).abs().max().item<double>(), 4e-3);  // the n = 1 fit: 3.2e-3
+  EXPECT_GT((ref - x).abs().max().item<double>(), 0.1);                  // not near the identity
+  std::ostringstream os;
+  act->pretty_print(os);
+  EXPECT_NE(os.str().find("init=<function>"), std::string::npos);
+
+  // A function with no name, two fractions, groups; reset and clone restore the fit.
+  trn::ERA other(trn::ERAOptions(2).init_function(sin_formula).num_groups(3));
+  for (int64_t g = 0; g < 3; ++g) {
+    auto y = tr_test::era_reference(x, other->linear[g].detach().to(torch::kDouble),
+                                    other->fractions[g].detach().to(torch::kDouble), 1e-6);
+    EXPECT_LE((y - sin_formula(x)).abs().max().item<double>(), 2e-3);  // the n = 2 fit: 9.8e-4
+  }
+  const auto start = other->fractions.detach().clone();
+  {
+    torch::NoGradGuard no_grad;
+    other->fractions.add_(1.0);
+    other->linear.mul_(2.0);
+  }
+  auto copy = std::dynamic_pointer_cast<trn::ERAImpl>(other->clone());
+  EXPECT_TRUE(torch::equal(copy->fractions, other->fractions));
+  other->reset_parameters();
+  EXPECT_TRUE(torch::equal(other->fractions, start));
+  std::stringstream buf;
+  torch::save(other, buf);
+  trn::ERA loaded(trn::ERAOptions(2).init("relu").num_groups(3));
+  torch::load(loaded, buf);
+  EXPECT_TRUE(torch::equal(loaded->fractions, start));
+
+  // A bad function: an error naming init.
+  auto wrong_shape = [](const torch::Tensor& x) { return x.narrow(0, 0, 3); };
+  try {
+    trn::ERA bad(trn::ERAOptions(1).init_function(wrong_shape));
+    ADD_FAILURE() << "no error for a function of the wrong shape";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("init must return a tensor of its input's shape"), std::string::npos);
+  }
+}
+
 TEST(EraFit, NamedFitIsAccurateAndDeterministic) {
   auto r = torch_rational::fit_era_named("tanh", 1);
   EXPECT_LE(r.max_error, 2e-3);

@@ -204,6 +204,55 @@ TEST(PwluModule, SaveLoadMidRealignment) {
   EXPECT_TRUE(torch::equal(a->heights, b->heights));
 }
 
+// hardswish and its derivative off the kinks at -3 and 3, and sin(x) + x/2 (no name), written out.
+torch::Tensor hardswish_formula(const torch::Tensor& x) { return x * torch::clamp(x + 3.0, 0.0, 6.0) / 6.0; }
+torch::Tensor hardswish_derivative(const torch::Tensor& x) {
+  return torch::where(x < -3, torch::zeros_like(x), torch::where(x > 3, torch::ones_like(x), (2.0 * x + 3.0) / 6.0));
+}
+torch::Tensor sin_formula(const torch::Tensor& x) { return torch::sin(x) + 0.5 * x; }
+
+TEST(PwluModule, InitFunctionSetsParametersAndIsKept) {
+  namespace trn = torch_rational::nn;
+  auto hardswish = [](const torch::Tensor& x) { return torch::hardswish(x); };
+  // bound 2.5: the bounds off hardswish's kinks, where the derivative is one-sided.
+  trn::PWLU act(trn::PWLUOptions(8).init_function(hardswish).bound(2.5).realign_steps(2));
+  auto points = torch::linspace(-2.5, 2.5, 9, torch::kDouble);
+  auto ends = torch::tensor({-2.5, 2.5}, torch::kDouble);
+  EXPECT_LE((act->heights[0].to(torch::kDouble) - hardswish_formula(points)).abs().max().item<double>(), 1e-6);
+  EXPECT_LE((act->slopes[0].to(torch::kDouble) - hardswish_derivative(ends)).abs().max().item<double>(), 1e-6);
+  std::ostringstream os;
+  act->pretty_print(os);
+  EXPECT_NE(os.str().find("init=<function>"), std::string::npos);
+
+  // The statistics phase: the function is the forward; then the realignment evaluates it.
+  torch::manual_seed(7);
+  const auto x0 = torch::randn({32, 3}) * 0.5, x1 = torch::randn({32, 3}) * 0.5 + 0.2;
+  auto copy = std::dynamic_pointer_cast<trn::PWLUImpl>(act->clone());
+  for (const auto& m : {act.ptr(), copy}) {
+    for (const auto& x : {x0, x1}) EXPECT_TRUE(torch::allclose(m->forward(x), hardswish_formula(x)));
+    ASSERT_TRUE(m->aligned.item<bool>());
+    const double left = m->bounds[0][0].item<double>(), right = m->bounds[0][1].item<double>();
+    auto pts = torch::linspace(left, right, 9, torch::kDouble);
+    EXPECT_LE((m->heights[0].to(torch::kDouble) - hardswish_formula(pts)).abs().max().item<double>(), 1e-6);
+  }
+
+  // A function with no name, with groups, in double.
+  trn::PWLU other(trn::PWLUOptions(16).init_function(sin_formula).num_groups(2));
+  auto grid = torch::linspace(-3, 3, 17, torch::kDouble);
+  EXPECT_LE((other->heights.to(torch::kDouble) - sin_formula(grid)).abs().max().item<double>(), 1e-6);
+  auto cos_ends = torch::cos(torch::tensor({-3.0, 3.0}, torch::kDouble)) + 0.5;
+  EXPECT_LE((other->slopes.to(torch::kDouble) - cos_ends).abs().max().item<double>(), 1e-6);
+
+  // A bad function: an error naming init.
+  auto wrong_shape = [](const torch::Tensor& x) { return x.flatten().narrow(0, 0, 3); };
+  try {
+    trn::PWLU bad(trn::PWLUOptions(4).init_function(wrong_shape));
+    ADD_FAILURE() << "no error for a function of the wrong shape";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("init must return a tensor of its input's shape"), std::string::npos);
+  }
+}
+
 TEST(PwluModule, BadOptionsRaise) {
   namespace trn = torch_rational::nn;
   EXPECT_THROW(trn::PWLU(trn::PWLUOptions(0)), c10::ValueError);

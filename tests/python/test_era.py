@@ -503,6 +503,75 @@ def test_module_state_dict_deepcopy_pickle():
     assert torch.allclose(m64(x.double()), y.double(), rtol=1e-5, atol=1e-6)
 
 
+# ---- a callable init: fitted once at construction (on [-3, 3]), the fit kept, not the callable
+
+
+def _silu_formula(x):
+    """x sigmoid(x), written out in float64."""
+    return x / (1.0 + torch.exp(-x))
+
+
+def _sin_formula(x):
+    """A function activation_function has no name for."""
+    return torch.sin(x) + 0.5 * x
+
+
+def test_module_callable_init_is_fitted_to_the_function():
+    m = torch_rational.ERA(init=torch.nn.SiLU(), dtype=torch.float64)
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    y = era_reference(x, m.linear[0].detach(), m.fractions[0].detach())
+    assert (y - _silu_formula(x)).abs().max() <= 4e-3  # the n = 1 fit's error on [-3, 3] is 3.2e-3
+    assert (y - x).abs().max() > 0.1  # a wrong fit would show: silu is not near the identity
+    torch.testing.assert_close(m(x), y, rtol=1e-10, atol=1e-10)
+    assert "init='SiLU'" in repr(m) and set(m.state_dict()) == {"linear", "fractions"}
+
+
+def test_module_callable_init_outside_the_named_functions():
+    m = torch_rational.ERA(2, init=lambda t: torch.sin(t) + 0.5 * t, num_groups=3, dtype=torch.float64)
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    for g in range(3):
+        y = era_reference(x, m.linear[g].detach(), m.fractions[g].detach())
+        assert (y - _sin_formula(x)).abs().max() <= 2e-3  # the n = 2 fit's error is 9.8e-4
+    assert "init='<lambda>'" in repr(m)
+
+
+def test_module_callable_init_reset_state_dict_copies_and_to():
+    m = torch_rational.ERA(init=lambda t: torch.sin(t) + 0.5 * t, num_groups=2)
+    x = torch.linspace(-3, 3, 600).reshape(300, 2)  # one column per group
+    start = m(x).detach()
+    assert ((start.double() - _sin_formula(x.double())).abs().max()) <= 1e-2  # the n = 1 fit: 6.9e-3
+    with torch.no_grad():
+        m.linear.add_(1.0)
+        m.fractions.mul_(2.0)
+    trained = m(x).detach()
+    # state_dict keys and round trip as with a named init
+    m2 = torch_rational.ERA(init="relu", num_groups=2)
+    m2.load_state_dict(m.state_dict())
+    assert torch.equal(m2(x), trained)
+    # copies keep the fit (a lambda pickles: the module does not keep it); reset restores the fit
+    for clone in (copy.deepcopy(m), pickle.loads(pickle.dumps(m)), m):
+        assert torch.equal(clone(x), trained) and clone.init == "<lambda>"
+        clone.reset_parameters()
+        assert torch.equal(clone(x), start)
+    m64 = copy.deepcopy(m).to(torch.float64)
+    assert m64.init_linear.dtype == torch.float64 and m64.linear.dtype == torch.float64
+    with torch.no_grad():
+        m64.linear.zero_()
+    m64.reset_parameters()
+    assert (m64(x.double()) - _sin_formula(x.double())).abs().max() <= 1e-2
+
+
+def test_module_reassigning_init_name_retargets_reset():
+    m = torch_rational.ERA(init=lambda t: torch.sin(t) + 0.5 * t, dtype=torch.float64)
+    m.init = "tanh"
+    m.reset_parameters()
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    tanh = (torch.exp(2 * x) - 1) / (torch.exp(2 * x) + 1)
+    assert (m(x) - tanh).abs().max() <= 2e-3 and "init='tanh'" in repr(m)
+    with pytest.raises(TypeError, match="init"):
+        m.init = lambda t: t
+
+
 def _manual_norm(x, dims):
     mean = x.mean(dim=dims, keepdim=True)
     var = ((x - mean) ** 2).mean(dim=dims, keepdim=True)

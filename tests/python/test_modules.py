@@ -552,6 +552,34 @@ def test_bad_init_options_raise_naming_them(kwargs, match):
         torch_rational.PAU(**kwargs)
 
 
+# Every family takes init as a name or a callable (Rational and ERA fit it, PWLU keeps it).
+INIT_FAMILIES = {"PAU": torch_rational.PAU, "ERA": torch_rational.ERA, "PWLU": torch_rational.PWLU}
+
+
+def _raising_init(x):
+    return 1 // 0
+
+
+@pytest.mark.parametrize("family", list(INIT_FAMILIES))
+@pytest.mark.parametrize("init, exc, match", [
+    (lambda x: x.flatten()[:3], ValueError, r"init must return a tensor of its input's shape"),
+    (lambda x: x.tolist(), TypeError, r"init must return a Tensor, got list"),
+    (_raising_init, RuntimeError, r"init '_raising_init' raised ZeroDivisionError"),
+    (3, TypeError, r"init must be a function name or a callable"),
+], ids=["shape", "not_a_tensor", "raises", "not_callable"])
+def test_bad_callable_init_raises_naming_init(family, init, exc, match):
+    with pytest.raises(exc, match=match):
+        INIT_FAMILIES[family](init=init)
+
+
+@pytest.mark.parametrize("family", list(INIT_FAMILIES))
+def test_callable_init_is_no_submodule_and_keeps_state_dict_keys(family):
+    cls = INIT_FAMILIES[family]
+    act = cls(init=torch.nn.Hardswish())
+    assert list(act.children()) == [] and "init='Hardswish'" in repr(act) and act.init == "Hardswish"
+    assert set(act.state_dict()) == set(cls().state_dict())
+
+
 def _kat_group_reference(x, numerator, denominators):
     """KAT's group-rational layer in float64 from its formula: x (B, T, C), channels split into G
     contiguous blocks; block g uses the shared numerator and denominator g:
@@ -603,3 +631,34 @@ def test_reassigning_init_name_retargets_reset():
     ref = _rational_a_reference(x, act.numerator[0].detach(), act.denominator[0].detach())
     assert (ref - torch.tanh(x)).abs().max() < 0.01
     assert "init='tanh'" in repr(act) and set(act.state_dict()) == {"numerator", "denominator"}
+
+
+def _as_pickled_before_callable_inits(module, init_attribute, **replaced):
+    """``module`` loaded from the state the previous version pickled: init a name in a plain
+    attribute (``replaced``: the parts of the state that version did not have)."""
+    state = dict(module.__dict__, **replaced)
+    state["init"] = state.pop(init_attribute)
+    old = type(module).__new__(type(module))
+    old.__setstate__(state)
+    return old
+
+
+def test_era_and_pwlu_unpickle_from_before_callable_inits():
+    # Modules pickled by the previous version kept init as a plain attribute (a name) and ERA had no
+    # init buffers: such a state still loads, and reset_parameters() returns to the named init.
+    x = torch.linspace(-3, 3, 601, dtype=torch.float64)
+    era = torch_rational.ERA(1, init="tanh", dtype=torch.float64)
+    old_era = _as_pickled_before_callable_inits(era, "_init_name", _buffers={}, _non_persistent_buffers_set=set())
+    old_pwlu = _as_pickled_before_callable_inits(torch_rational.PWLU(8, init="gelu", dtype=torch.float64),
+                                                 "_init_function")
+    with torch.no_grad():
+        old_era.linear.zero_()
+        old_pwlu.heights.zero_()
+    old_era.reset_parameters()
+    old_pwlu.reset_parameters()
+    tanh = (torch.exp(2 * x) - 1) / (torch.exp(2 * x) + 1)
+    assert old_era.init == "tanh" and (old_era(x) - tanh).abs().max() <= 2e-3
+    points = torch.linspace(-3, 3, 9, dtype=torch.float64)
+    gelu = 0.5 * points * (1 + torch.erf(points / math.sqrt(2.0)))
+    assert old_pwlu.init == "gelu"
+    torch.testing.assert_close(old_pwlu.heights[0].detach(), gelu, rtol=1e-12, atol=1e-12)

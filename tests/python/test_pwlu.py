@@ -745,6 +745,103 @@ def test_module_cuda_matches_cpu():
     torch.testing.assert_close(mc(x.cuda()).cpu(), m(x), rtol=1e-5, atol=1e-5)
 
 
+# ---- a callable init: kept by the module (construction, statistics phase, realignment) --------------
+
+
+def _hardswish_formula(x):
+    """hardswish written out: x relu6(x + 3) / 6."""
+    return x * torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
+
+
+def _hardswish_derivative(x):
+    """Off the kinks at -3 and 3: 0 left of them, (2x + 3)/6 between, 1 right of them."""
+    return torch.where(x < -3, torch.zeros_like(x), torch.where(x > 3, torch.ones_like(x), (2.0 * x + 3.0) / 6.0))
+
+
+def _sin_formula(x):
+    """A function activation_function has no name for, and its derivative."""
+    return torch.sin(x) + 0.5 * x
+
+
+def _sin_derivative(x):
+    return torch.cos(x) + 0.5
+
+
+def test_module_callable_init_sets_heights_and_slopes():
+    # bound 2.5 keeps the bounds off hardswish's kinks at -+3, where the derivative is one-sided.
+    m = torch_rational.PWLU(8, init=lambda x: torch.nn.functional.hardswish(x), bound=2.5, dtype=torch.float64)
+    points = torch.linspace(-2.5, 2.5, 9, dtype=torch.float64)
+    ends = torch.tensor([-2.5, 2.5], dtype=torch.float64)
+    torch.testing.assert_close(m.heights[0].detach(), _hardswish_formula(points), rtol=0, atol=1e-14)
+    torch.testing.assert_close(m.bounds[0].detach(), ends, rtol=0, atol=0)
+    # A central difference is exact on hardswish's parabola, up to rounding.
+    torch.testing.assert_close(m.slopes[0].detach(), _hardswish_derivative(ends), rtol=0, atol=1e-9)
+    named = torch_rational.PWLU(8, init="hardswish", bound=2.5, dtype=torch.float64)
+    for p in ("heights", "bounds", "slopes"):  # the named init goes the same way
+        assert torch.equal(getattr(named, p), getattr(m, p))
+    assert "init='<lambda>'" in repr(m)
+
+
+def test_module_callable_init_in_the_statistics_phase_and_realignment():
+    G, N, momentum = 2, 16, 0.9
+    m = torch_rational.PWLU(N, init=lambda x: torch.sin(x) + 0.5 * x, num_groups=G, realign_steps=3,
+                            dtype=torch.float64)
+    gen = torch.Generator().manual_seed(11)
+    ref_mean = ref_std = None
+    for k in range(3):
+        x = (torch.randn(16, 4, 5, generator=gen, dtype=torch.float64) * (0.5 + 0.3 * k) + 0.2 * k)
+        x.requires_grad_(True)
+        y = m(x)  # the statistics phase: the callable itself, gradients included
+        torch.testing.assert_close(y, _sin_formula(x.detach()), rtol=1e-15, atol=1e-15)
+        y.sum().backward()
+        torch.testing.assert_close(x.grad, _sin_derivative(x.detach()), rtol=1e-15, atol=1e-15)
+        flat = x.detach().movedim(1, 0).reshape(G, -1)  # groups: blocks of 2 channels
+        bm = flat.mean(1)
+        bs = ((flat - bm[:, None]) ** 2).mean(1).sqrt()
+        ref_mean = bm if ref_mean is None else momentum * ref_mean + (1 - momentum) * bm
+        ref_std = bs if ref_std is None else momentum * ref_std + (1 - momentum) * bs
+    assert bool(m.aligned)
+    left, right = ref_mean - 3 * ref_std, ref_mean + 3 * ref_std
+    torch.testing.assert_close(m.bounds.detach(), torch.stack([left, right], 1), rtol=1e-12, atol=1e-12)
+    points = torch.stack([torch.linspace(lo, hi, N + 1, dtype=torch.float64) for lo, hi in zip(left, right)])
+    torch.testing.assert_close(m.heights.detach(), _sin_formula(points), rtol=1e-12, atol=1e-12)
+    # Central difference with a step h of 1e-3 of a piece: error h^2 / 6 max|third derivative| < 1e-7.
+    torch.testing.assert_close(m.slopes.detach(), _sin_derivative(torch.stack([left, right], 1)), rtol=0, atol=1e-7)
+
+
+def test_module_callable_init_is_kept_but_not_a_submodule():
+    m = torch_rational.PWLU(8, init=torch.nn.Hardswish(), realign_steps=2)
+    assert list(m.children()) == [] and "init='Hardswish'" in repr(m) and m.init == "Hardswish"
+    assert set(m.state_dict()) == set(torch_rational.PWLU(8).state_dict())
+    gen = torch.Generator().manual_seed(12)
+    x0, x1 = torch.randn(32, 3, generator=gen), torch.randn(32, 3, generator=gen) * 2 + 0.5
+    m(x0)  # one statistics step of two
+    # Copies keep the callable: they finish the statistics phase and realign with it.
+    copies = [copy.deepcopy(m), pickle.loads(pickle.dumps(m)), copy.deepcopy(m).to(torch.float64)]
+    loaded = torch_rational.PWLU(8, init=torch.nn.Hardswish(), realign_steps=2)
+    loaded.load_state_dict(m.state_dict())
+    for c in [m] + copies + [loaded]:
+        x = x1.to(c.heights.dtype)
+        torch.testing.assert_close(c(x), _hardswish_formula(x))  # the last statistics step: the callable
+        assert bool(c.aligned)
+    left, right = m.bounds[0].detach().double()
+    points = torch.linspace(float(left), float(right), 9, dtype=torch.float64)
+    for c in [m] + copies + [loaded]:
+        torch.testing.assert_close(c.heights[0].detach().double(), _hardswish_formula(points), rtol=1e-6, atol=1e-6)
+    assert copies[2].heights.dtype == torch.float64
+    # A lambda init deep-copies with the module; pickling needs a picklable callable (documented).
+    lam = torch_rational.PWLU(4, init=lambda x: torch.tanh(x))
+    assert copy.deepcopy(lam).init == "<lambda>"
+    with pytest.raises((pickle.PicklingError, AttributeError)):
+        pickle.dumps(lam)
+    # Assigning a callable re-targets the init; still no submodule.
+    m.init = torch.nn.Tanh()
+    m.reset_parameters()
+    assert list(m.children()) == [] and m.init == "Tanh"
+    torch.testing.assert_close(m.heights[0].double(), torch.tanh(torch.linspace(-3, 3, 9, dtype=torch.float64)),
+                               rtol=1e-6, atol=1e-6)
+
+
 # ---- the realignment ops both PWLU modules call (written once in C++) -------------------------------
 
 def test_pwlu_realign_ops_match_formula():
@@ -783,3 +880,43 @@ def test_pwlu_realign_ops_bad_arguments():
                                                          torch.randn(2, 4), 1, 0.9)
     with pytest.raises(ValueError, match="num_pieces"):
         torch.ops.torch_rational.pwlu_init_parameters("relu", torch.zeros(1), torch.ones(1), 0)
+
+
+def test_pwlu_init_points_and_parameters_from_values_match_formula():
+    # The two ops a module calls around its init's evaluation (a Python callable cannot enter an op).
+    left = torch.tensor([-3.0, -1.0, 0.5], dtype=torch.float64)
+    right = torch.tensor([3.0, 2.0, 0.75], dtype=torch.float64)
+    N = 4
+    points = torch.ops.torch_rational.pwlu_init_points(left, right, N)
+    assert points.shape == (3, N + 5) and points.dtype == torch.float64
+    h = 1e-3 * (right - left) / N
+    breakpoints = torch.stack([torch.linspace(lo, hi, N + 1, dtype=torch.float64) for lo, hi in zip(left, right)])
+    torch.testing.assert_close(points[:, :N + 1], breakpoints, rtol=1e-15, atol=1e-15)
+    assert torch.equal(points[:, N], right)  # exactly R
+    near = torch.stack([left - h, left + h, right - h, right + h], 1)
+    torch.testing.assert_close(points[:, N + 1:], near, rtol=1e-15, atol=1e-15)
+    heights, bounds, slopes = torch.ops.torch_rational.pwlu_parameters_from_values(points, _sin_formula(points))
+    torch.testing.assert_close(heights, _sin_formula(breakpoints), rtol=1e-15, atol=1e-15)
+    assert torch.equal(bounds, torch.stack([left, right], 1))
+    # A central difference's error is at most h^2 / 6 times the largest third derivative (|cos| <= 1).
+    err = (slopes - _sin_derivative(torch.stack([left, right], 1))).abs()
+    assert (err <= (h**2 / 6)[:, None] + 1e-12).all()
+    mean, std = torch.tensor([0.5, -2.0, 1e4]), torch.tensor([1.0, 0.0, 0.0])
+    lo, hi = torch.ops.torch_rational.pwlu_realigned_bounds(mean, std)
+    half = torch.tensor([3.0, 2e-3, 10.0], dtype=torch.float64)  # 3 std, else 1e-3 max(|mean|, 1)
+    torch.testing.assert_close(lo, mean.double() - half, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(hi, mean.double() + half, rtol=1e-12, atol=1e-12)
+
+
+def test_pwlu_parameters_from_values_bad_arguments():
+    points = torch.ops.torch_rational.pwlu_init_points(torch.zeros(2), torch.ones(2), 3)
+    with pytest.raises(ValueError, match="values"):
+        torch.ops.torch_rational.pwlu_parameters_from_values(points, points[:, :-1])
+    with pytest.raises(ValueError, match="points"):
+        torch.ops.torch_rational.pwlu_parameters_from_values(points[:, :4], points[:, :4])
+    with pytest.raises(ValueError, match="non-finite"):
+        torch.ops.torch_rational.pwlu_parameters_from_values(points, points.log())  # log of negatives: NaN
+    with pytest.raises(ValueError, match="init returned non-finite"):
+        torch_rational.PWLU(4, init=lambda x: torch.log(x))
+    with pytest.raises(ValueError, match="running_std"):
+        torch.ops.torch_rational.pwlu_realigned_bounds(torch.zeros(2), torch.zeros(3))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -168,10 +169,28 @@ def test_optional_families_by_name(name):
     assert y.shape == (3, 4) and torch.isfinite(y).all()
     assert torch_rational.activation_parameters(model)
     assert torch_rational.activation_modules(model) == [("1", model[1])]
-    # No exact init for ELU(alpha=0.5) in these families: the closest one, with a warning.
-    with pytest.warns(UserWarning, match="ELU|elu"):
+    # ELU(alpha=0.5) has no name: these families, too, start as the replaced function itself (ERA
+    # fits it, PWLU keeps it), without a warning; init names the replaced module.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         act = replace_activations(nn.ELU(alpha=0.5), name.lower(), verbose=False)
     assert type(act) is getattr(torch_rational, name)
+    assert act.init == "ELU(alpha=0.5)"
+    assert _max_error(act.eval(), lambda x: _elu(x, 0.5)) < 0.05  # ERA n = 1: a fit error of 0.04
+    assert _max_error(act, lambda x: _elu(x, 1.0)) > 0.1  # the closest named function would fail
+
+
+def test_pwlu_replacing_an_unnamed_function_passes_gradients_while_collecting():
+    if not hasattr(torch_rational, "PWLU"):
+        pytest.skip("torch_rational.PWLU is not in this build")
+    act = replace_activations(nn.ELU(alpha=0.5), "pwlu", verbose=False).train()
+    x = torch.randn(64, 4, requires_grad=True)
+    y = act(x)  # the statistics phase: the replaced function itself, in x's dtype, differentiable
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, _elu(x.detach(), 0.5))
+    y.sum().backward()
+    xd = x.detach()
+    torch.testing.assert_close(x.grad, torch.where(xd > 0, torch.ones_like(xd), 0.5 * torch.exp(xd)))
 
 
 class _Functional(nn.Module):
