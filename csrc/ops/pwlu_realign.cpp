@@ -65,21 +65,6 @@ std::tuple<at::Tensor, at::Tensor> realigned_bounds_impl(const at::Tensor& runni
   return {mean - half, mean + half};
 }
 
-// The ops with a named init (kept for callers that have only a name; the modules call the steps).
-std::tuple<at::Tensor, at::Tensor, at::Tensor> named_init_parameters_impl(c10::string_view init,
-                                                                          const at::Tensor& left,
-                                                                          const at::Tensor& right, int64_t n) {
-  return pwlu_init_parameters(init_function_or_named(nullptr, std::string(init)), left, right, n);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> named_realigned_parameters_impl(c10::string_view init,
-                                                                               const at::Tensor& running_mean,
-                                                                               const at::Tensor& running_std,
-                                                                               int64_t n) {
-  return pwlu_realigned_parameters(init_function_or_named(nullptr, std::string(init)), running_mean, running_std,
-                                   n);
-}
-
 void update_statistics_impl(at::Tensor& running_mean, at::Tensor& running_std, at::Tensor& num_realign_calls,
                             const at::Tensor& x, int64_t channel_dim, double momentum) {
   at::NoGradGuard no_grad;
@@ -157,11 +142,6 @@ TORCH_LIBRARY_FRAGMENT(torch_rational, m) {
         &parameters_from_values_impl);
   m.def("pwlu_realigned_bounds(Tensor running_mean, Tensor running_std) -> (Tensor, Tensor)",
         &realigned_bounds_impl);
-  m.def("pwlu_init_parameters(str init, Tensor left, Tensor right, int num_pieces) -> (Tensor, Tensor, Tensor)",
-        &named_init_parameters_impl);
-  m.def("pwlu_realigned_parameters(str init, Tensor running_mean, Tensor running_std, int num_pieces) "
-        "-> (Tensor, Tensor, Tensor)",
-        &named_realigned_parameters_impl);
   m.def("pwlu_update_statistics_(Tensor(a!) running_mean, Tensor(b!) running_std, Tensor(c!) num_realign_calls, "
         "Tensor x, int channel_dim, float momentum) -> ()",
         &update_statistics_impl);

@@ -864,7 +864,10 @@ def test_pwlu_realign_ops_match_formula():
     assert int(calls) == len(batches)
     torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(std.double(), ref_std, rtol=1e-6, atol=1e-6)
-    heights, bounds, slopes = torch.ops.torch_rational.pwlu_realigned_parameters("gelu", mean, std, N)
+    # The realignment's steps, as the modules take them, with gelu evaluated here.
+    points = torch.ops.torch_rational.pwlu_init_points(*torch.ops.torch_rational.pwlu_realigned_bounds(mean, std), N)
+    heights, bounds, slopes = torch.ops.torch_rational.pwlu_parameters_from_values(
+        points, torch.nn.functional.gelu(points))
     left, right = mean.double() - 3 * std.double(), mean.double() + 3 * std.double()
     torch.testing.assert_close(bounds, torch.stack([left, right], 1))
     points = left[:, None] + (right - left)[:, None] * torch.arange(N + 1, dtype=torch.float64) / N
@@ -879,7 +882,7 @@ def test_pwlu_realign_ops_bad_arguments():
         torch.ops.torch_rational.pwlu_update_statistics_(torch.zeros(3), torch.zeros(3), torch.zeros((), dtype=torch.int64),
                                                          torch.randn(2, 4), 1, 0.9)
     with pytest.raises(ValueError, match="num_pieces"):
-        torch.ops.torch_rational.pwlu_init_parameters("relu", torch.zeros(1), torch.ones(1), 0)
+        torch.ops.torch_rational.pwlu_init_points(torch.zeros(1), torch.ones(1), 0)
 
 
 def test_pwlu_init_points_and_parameters_from_values_match_formula():
