@@ -401,8 +401,7 @@ std::pair<at::Tensor, at::Tensor> init_coefficients(const std::string& function,
     return {a, b};
   }
   TORCH_CHECK_VALUE(is_named_function(function), "torch_rational: unknown init function '", function,
-                    "'; use one of relu, leaky_relu, leaky_relu_<slope>, swish, silu, gelu, tanh, sigmoid, elu, "
-                    "identity, softplus, mish, relu6, hardswish, hardtanh, selu, celu, random");
+                    "'; use one of ", known_function_names(), ", random");
   const std::string f = canonical_function_name(function);
   for (const auto& e : init_table()) {
     if (f == e.function && version == e.version && basis == e.basis && e.m == m && e.n == n) {

@@ -10,11 +10,6 @@ namespace torch_rational {
 
 namespace {
 
-// The names activation_function knows, for the errors of a name it does not.
-constexpr const char* kKnownFunctions =
-    "relu, leaky_relu, leaky_relu_<slope>, swish, silu, gelu, tanh, sigmoid, elu, identity, softplus, mish, relu6, "
-    "hardswish, hardtanh, selu, celu";
-
 // Slope of "leaky_relu" (0.01) or "leaky_relu_<slope>"; nullopt for any other name.
 std::optional<double> leaky_slope(const std::string& name) {
   if (name == "leaky_relu") return 0.01;
@@ -65,7 +60,12 @@ at::Tensor activation_function(const std::string& name_in, const at::Tensor& x) 
   if (name == "hardtanh") return at::hardtanh(x);
   if (name == "selu") return at::selu(x);
   if (name == "celu") return at::celu(x);
-  TORCH_CHECK_VALUE(false, "torch_rational: unknown function (init) '", name_in, "'; known: ", kKnownFunctions);
+  TORCH_CHECK_VALUE(false, "torch_rational: unknown function (init) '", name_in, "'; known: ", known_function_names());
+}
+
+const char* known_function_names() {
+  return "relu, leaky_relu, leaky_relu_<slope>, swish, silu, gelu, tanh, sigmoid, elu, identity, softplus, mish, "
+         "relu6, hardswish, hardtanh, selu, celu";
 }
 
 std::pair<double, double> default_fit_range(const std::string& name) {
@@ -78,7 +78,7 @@ std::pair<double, double> default_fit_range(const std::string& name) {
 InitFunction init_function_or_named(const InitFunction& init_function, const std::string& name) {
   if (init_function) return init_function;
   TORCH_CHECK_VALUE(is_named_function(name), "torch_rational: unknown init function '", name, "'; known: ",
-                    kKnownFunctions);
+                    known_function_names());
   return [name](const at::Tensor& x) { return activation_function(name, x); };
 }
 

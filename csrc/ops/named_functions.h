@@ -29,6 +29,9 @@ TORCH_RATIONAL_API at::Tensor activation_function(const std::string& name, const
 // 6; hardswish is exactly the quadratic x(x+3)/6 on [-3, 3], so a fit there learns a parabola).
 TORCH_RATIONAL_API std::pair<double, double> default_fit_range(const std::string& name);
 
+// The names activation_function knows, comma-separated (for the errors of a name it does not).
+TORCH_RATIONAL_API const char* known_function_names();
+
 // What a module's init is, whether the user gave a name or a function: float64 points in, values of
 // the same shape out. A name is just activation_function bound to it, so modules have one code path.
 using InitFunction = std::function<at::Tensor(const at::Tensor&)>;
